@@ -1,0 +1,62 @@
+"""The one interface experiments use, whatever runs the nodes."""
+
+from __future__ import annotations
+
+import subprocess
+from abc import ABC, abstractmethod
+from typing import Any, Optional, Sequence
+
+from ..plan import Plan
+
+
+class Testbed(ABC):
+    """A running testbed: run commands on nodes, know their addresses.
+
+    Usable as a context manager: leaving the ``with`` block (normally, by an
+    exception or by SIGINT/SIGTERM turned into an exception) tears it down.
+    """
+
+    plan: Plan
+
+    @abstractmethod
+    def run(self, node: str, argv: Sequence[str], *, timeout: Optional[float] = None,
+            check: bool = True, **kw: Any) -> subprocess.CompletedProcess:
+        """Run a command on ``node`` to completion, capturing text output."""
+
+    @abstractmethod
+    def popen(self, node: str, argv: Sequence[str], **kw: Any) -> subprocess.Popen:
+        """Start a long-running command on ``node``; the testbed stops it at teardown."""
+
+    def address(self, node: str, network: Optional[str] = None) -> str:
+        """IPv4 address of ``node`` (on ``network``, or its first interface)."""
+        n = self.plan.node(node)
+        if network is None:
+            return n.interfaces[0].ip
+        return n.address(network)
+
+    @abstractmethod
+    def facts(self) -> dict:
+        """What the results manifest must record about this testbed
+        (backend, link-emulation engine, kernel, placement...)."""
+
+    @abstractmethod
+    def down(self) -> None:
+        """Tear everything down. Idempotent."""
+
+    def __enter__(self) -> "Testbed":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+
+class Backend(ABC):
+    name: str
+
+    @abstractmethod
+    def up(self, plan: Plan) -> Testbed:
+        """Bring the plan up and return the running testbed."""
+
+    @abstractmethod
+    def down(self, testbed_name: str) -> None:
+        """Tear down a testbed by name, also one left by a crashed run."""

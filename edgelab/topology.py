@@ -1,0 +1,324 @@
+"""Topology as code: load and validate a YAML testbed description.
+
+Every rejection names the file, the line, the key path and what is allowed,
+and unknown keys are errors: a misspelt ``delay_ms`` silently ignored would
+invalidate an experiment without anyone noticing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from .errors import TopologyError
+from .model import (
+    MESH_LAYOUTS,
+    NETWORK_KINDS,
+    ROLES,
+    SEGMENT_KINDS,
+    AirtimeParams,
+    Attachment,
+    Host,
+    LinkParams,
+    Network,
+    NodeGroup,
+    Resources,
+    Segment,
+    Topology,
+)
+from .profiles import get_profile, profile_names
+from .yamlsrc import fmt_path, load_with_lines
+
+#: Names end up in netns and interface names (IFNAMSIZ is 16), so keep them short.
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,11}$")
+TESTBED_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
+
+#: Default resources by role: a judgement of typical hardware, overridable.
+ROLE_DEFAULTS: dict[str, Resources] = {
+    "k3s-server": Resources(cpu=1.0, memory_mib=1024, speed=1.0),
+    "k3s-agent": Resources(cpu=0.5, memory_mib=512, speed=1.0),
+    "phone": Resources(cpu=0.5, memory_mib=512, speed=1.0),
+    "beaglepaas-worker": Resources(cpu=0.25, memory_mib=256, speed=1.0),
+    "beaglepaas-orchestrator": Resources(cpu=0.5, memory_mib=512, speed=1.0),
+    "power-meter": Resources(cpu=0.1, memory_mib=64, speed=1.0),
+    "client": Resources(cpu=0.5, memory_mib=256, speed=1.0),
+}
+
+LINK_KEYS = {"rate_mbit", "delay_ms", "jitter_ms", "loss_pct", "shared"}
+AIRTIME_KEYS = set(AirtimeParams.__dataclass_fields__)
+
+
+class _Ctx:
+    """Carries the file name and line map so checks can raise precise errors."""
+
+    def __init__(self, file: str, lines: dict):
+        self.file = file
+        self.lines = lines
+
+    def fail(self, path: tuple, message: str) -> TopologyError:
+        line = None
+        probe = path
+        while probe is not None:
+            if probe in self.lines:
+                line = self.lines[probe]
+                break
+            probe = probe[:-1] if probe else None
+        return TopologyError(message, file=self.file, path=fmt_path(path), line=line)
+
+    def mapping(self, value: Any, path: tuple, allowed: set[str], required: set[str] = frozenset()) -> dict:
+        if not isinstance(value, dict):
+            raise self.fail(path, f"must be a mapping with keys {sorted(allowed)} (got {type(value).__name__})")
+        for key in value:
+            if key not in allowed:
+                raise self.fail(path + (key,), f"unknown key {key!r}; allowed keys: {', '.join(sorted(allowed))}")
+        for key in sorted(required):
+            if key not in value:
+                raise self.fail(path, f"missing required key {key!r}")
+        return value
+
+    def number(self, value: Any, path: tuple, *, minimum: float = None, exclusive_min: bool = False,
+               maximum: float = None, exclusive_max: bool = False, integer: bool = False) -> float:
+        kind = "an integer" if integer else "a number"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+            raise self.fail(path, f"must be {kind} (got {value!r})")
+        if minimum is not None and (value < minimum or (exclusive_min and value == minimum)):
+            raise self.fail(path, f"must be {'>' if exclusive_min else '>='} {minimum} (got {value!r})")
+        if maximum is not None and (value > maximum or (exclusive_max and value == maximum)):
+            raise self.fail(path, f"must be {'<' if exclusive_max else '<='} {maximum} (got {value!r})")
+        return value
+
+    def name(self, value: Any, path: tuple, regex: re.Pattern = NAME_RE) -> str:
+        if not isinstance(value, str) or not regex.match(value):
+            n = 12 if regex is NAME_RE else 16
+            raise self.fail(path, f"must be a name of 1-{n} characters: a lowercase letter, then letters, digits or '-' (got {value!r})")
+        return value
+
+    def choice(self, value: Any, path: tuple, allowed: tuple[str, ...]) -> str:
+        if value not in allowed:
+            raise self.fail(path, f"must be one of {', '.join(allowed)} (got {value!r})")
+        return value
+
+    def boolean(self, value: Any, path: tuple) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(path, f"must be true or false (got {value!r})")
+        return value
+
+
+def _link(ctx: _Ctx, raw: Any, path: tuple, base: Optional[LinkParams]) -> LinkParams:
+    raw = ctx.mapping(raw, path, LINK_KEYS, set() if base else {"rate_mbit"})
+    kw: dict[str, Any] = {}
+    if "rate_mbit" in raw:
+        kw["rate_mbit"] = float(ctx.number(raw["rate_mbit"], path + ("rate_mbit",), minimum=0, exclusive_min=True, maximum=100000))
+    for key in ("delay_ms", "jitter_ms"):
+        if key in raw:
+            kw[key] = float(ctx.number(raw[key], path + (key,), minimum=0, maximum=10000))
+    if "loss_pct" in raw:
+        kw["loss_pct"] = float(ctx.number(raw["loss_pct"], path + ("loss_pct",), minimum=0, maximum=100, exclusive_max=True))
+    if "shared" in raw:
+        kw["shared"] = ctx.boolean(raw["shared"], path + ("shared",))
+    link = base.with_overrides(**kw) if base else LinkParams(**kw)
+    if link.jitter_ms > link.delay_ms:
+        raise ctx.fail(path, f"jitter_ms ({link.jitter_ms}) must not exceed delay_ms ({link.delay_ms}): delays cannot be negative")
+    return link
+
+
+def _airtime(ctx: _Ctx, raw: Any, path: tuple, base: Optional[AirtimeParams]) -> AirtimeParams:
+    required = set() if base else {"phy_rate_mbit", "basic_rate_mbit", "slot_us", "sifs_us", "difs_us", "cw_min", "max_stage", "phy_header_us"}
+    raw = ctx.mapping(raw, path, AIRTIME_KEYS, required)
+    kw = {}
+    for key, value in raw.items():
+        integer = key in ("cw_min", "max_stage", "mac_header_bytes", "ack_bytes", "payload_bytes")
+        minimum = 0 if key == "max_stage" else 1 if integer else 0
+        kw[key] = ctx.number(value, path + (key,), minimum=minimum, exclusive_min=not integer and key != "prop_delay_us", integer=integer)
+    return replace(base, **kw) if base else AirtimeParams(**kw)
+
+
+def _segment(ctx: _Ctx, raw: dict, path: tuple, kind: str, allowed_kinds: tuple[str, ...]) -> Segment:
+    """Resolve profile + overrides for one (homogeneous) segment."""
+    profile_name = raw.get("profile")
+    base_link = base_air = None
+    if profile_name is not None:
+        if profile_name not in profile_names():
+            raise ctx.fail(path + ("profile",), f"unknown profile {profile_name!r}; known profiles: {', '.join(profile_names())}")
+        prof = get_profile(profile_name)
+        if kind is None:
+            kind = prof.kind
+        elif prof.kind != kind:
+            raise ctx.fail(path + ("profile",), f"profile {profile_name!r} is for kind {prof.kind!r}, not {kind!r}")
+        base_link, base_air = prof.link, prof.airtime
+    if kind is None:
+        raise ctx.fail(path, "missing required key 'kind' (or a 'profile' that implies it)")
+    ctx.choice(kind, path + ("kind",), allowed_kinds)
+    if base_link is None and "link" not in raw:
+        raise ctx.fail(path, "needs a 'profile' or a 'link' with at least rate_mbit")
+    link = _link(ctx, raw["link"], path + ("link",), base_link) if "link" in raw else base_link
+    airtime = base_air
+    if "airtime" in raw:
+        if kind != "wifi":
+            raise ctx.fail(path + ("airtime",), f"'airtime' applies to wifi only, not {kind!r}")
+        airtime = _airtime(ctx, raw["airtime"], path + ("airtime",), base_air)
+    if kind == "wifi":
+        link = replace(link, shared=True) if "link" not in raw or "shared" not in raw["link"] else link
+        if link.shared and airtime is None:
+            raise ctx.fail(path, "a shared wifi medium needs 'airtime' parameters (or a wifi profile that has them)")
+    share = 1.0
+    if "share" in raw:
+        share = float(ctx.number(raw["share"], path + ("share",), minimum=0, exclusive_min=True, maximum=1))
+    return Segment(kind=kind, link=link, profile=profile_name, airtime=airtime, share=share)
+
+
+def _network(ctx: _Ctx, raw: Any, path: tuple) -> Network:
+    allowed = {"name", "kind", "profile", "link", "airtime", "subnet", "uplink_link", "mesh", "segments"}
+    raw = ctx.mapping(raw, path, allowed, {"name"})
+    name = ctx.name(raw["name"], path + ("name",))
+    kind = raw.get("kind")
+    if kind is not None:
+        ctx.choice(kind, path + ("kind",), NETWORK_KINDS)
+    subnet = None
+    if "subnet" in raw:
+        try:
+            subnet = str(ipaddress.IPv4Network(raw["subnet"], strict=True))
+        except (ValueError, TypeError) as exc:
+            raise ctx.fail(path + ("subnet",), f"must be an IPv4 network such as 10.0.1.0/24 ({exc})") from None
+    uplink_link = LinkParams(rate_mbit=1000.0, delay_ms=0.05)
+    if "uplink_link" in raw:
+        uplink_link = _link(ctx, raw["uplink_link"], path + ("uplink_link",), uplink_link)
+
+    if kind == "hybrid":
+        for key in ("profile", "link", "airtime"):
+            if key in raw:
+                raise ctx.fail(path + (key,), f"a hybrid network sets {key!r} per entry of 'segments', not at its top")
+        segs_raw = raw.get("segments")
+        if not isinstance(segs_raw, list) or len(segs_raw) < 2:
+            raise ctx.fail(path + ("segments",), "a hybrid network needs a list 'segments' of at least 2 entries, e.g. [{profile: wifi-80211n-2.4ghz, share: 0.5}, {profile: gigabit-ethernet, share: 0.5}]")
+        segments = []
+        for i, sraw in enumerate(segs_raw):
+            spath = path + ("segments", i)
+            sraw = ctx.mapping(sraw, spath, {"kind", "profile", "link", "airtime", "share"}, {"share"})
+            segments.append(_segment(ctx, sraw, spath, sraw.get("kind"), SEGMENT_KINDS))
+        total = sum(s.share for s in segments)
+        if abs(total - 1.0) > 1e-6:
+            raise ctx.fail(path + ("segments",), f"the shares must add up to 1 (they add up to {total:g})")
+        return Network(name=name, kind="hybrid", segments=tuple(segments), subnet=subnet, uplink_link=uplink_link)
+
+    if "segments" in raw:
+        raise ctx.fail(path + ("segments",), "'segments' is for kind: hybrid only")
+    seg = _segment(ctx, raw, path, kind, tuple(k for k in NETWORK_KINDS if k != "hybrid"))
+    kind = seg.kind
+    layout, columns = "chain", 0
+    if "mesh" in raw:
+        if kind != "batman-mesh":
+            raise ctx.fail(path + ("mesh",), f"'mesh' applies to batman-mesh only, not {kind!r}")
+        mraw = ctx.mapping(raw["mesh"], path + ("mesh",), {"layout", "columns"})
+        layout = ctx.choice(mraw.get("layout", "chain"), path + ("mesh", "layout"), MESH_LAYOUTS)
+        if layout == "grid":
+            if "columns" not in mraw:
+                raise ctx.fail(path + ("mesh",), "a grid layout needs 'columns'")
+            columns = int(ctx.number(mraw["columns"], path + ("mesh", "columns"), minimum=1, integer=True))
+    return Network(name=name, kind=kind, segments=(seg,), subnet=subnet, uplink_link=uplink_link,
+                   mesh_layout=layout, mesh_columns=columns)
+
+
+def _group(ctx: _Ctx, raw: Any, path: tuple, networks: dict[str, Network]) -> NodeGroup:
+    raw = ctx.mapping(raw, path, {"group", "role", "count", "resources", "networks"}, {"group", "role"})
+    name = ctx.name(raw["group"], path + ("group",))
+    role = ctx.choice(raw["role"], path + ("role",), ROLES)
+    count = int(ctx.number(raw.get("count", 1), path + ("count",), minimum=1, maximum=4096, integer=True))
+    res = ROLE_DEFAULTS[role]
+    if "resources" in raw:
+        rpath = path + ("resources",)
+        rraw = ctx.mapping(raw["resources"], rpath, {"cpu", "memory_mib", "speed"})
+        kw = {}
+        if "cpu" in rraw:
+            kw["cpu"] = float(ctx.number(rraw["cpu"], rpath + ("cpu",), minimum=0, exclusive_min=True, maximum=1024))
+        if "memory_mib" in rraw:
+            kw["memory_mib"] = int(ctx.number(rraw["memory_mib"], rpath + ("memory_mib",), minimum=16, integer=True))
+        if "speed" in rraw:
+            kw["speed"] = float(ctx.number(rraw["speed"], rpath + ("speed",), minimum=0, exclusive_min=True, maximum=16))
+        res = replace(res, **kw)
+    attachments = []
+    nets = raw.get("networks", [])
+    if not isinstance(nets, list):
+        raise ctx.fail(path + ("networks",), "must be a list of network names or {name, uplink} mappings")
+    for i, entry in enumerate(nets):
+        epath = path + ("networks", i)
+        uplink = False
+        if isinstance(entry, dict):
+            ctx.mapping(entry, epath, {"name", "uplink"}, {"name"})
+            uplink = ctx.boolean(entry.get("uplink", False), epath + ("uplink",))
+            entry = entry["name"]
+            epath = epath + ("name",)
+        if entry not in networks:
+            raise ctx.fail(epath, f"unknown network {entry!r}; defined networks: {', '.join(networks) or '(none)'}")
+        if uplink and networks[entry].kind == "batman-mesh":
+            raise ctx.fail(epath, "a batman-mesh has no access point: 'uplink' is not allowed there")
+        if any(a.network == entry for a in attachments):
+            raise ctx.fail(epath, f"network {entry!r} is listed twice for this group")
+        attachments.append(Attachment(network=entry, uplink=uplink))
+    return NodeGroup(name=name, role=role, count=count, resources=res, attachments=tuple(attachments))
+
+
+def _host(ctx: _Ctx, raw: Any, path: tuple) -> Host:
+    raw = ctx.mapping(raw, path, {"name", "cpu", "memory_mib"}, {"name", "cpu", "memory_mib"})
+    if not isinstance(raw["name"], str) or not raw["name"]:
+        raise ctx.fail(path + ("name",), "must be a non-empty string")
+    return Host(
+        name=raw["name"],
+        cpu=float(ctx.number(raw["cpu"], path + ("cpu",), minimum=0, exclusive_min=True)),
+        memory_mib=int(ctx.number(raw["memory_mib"], path + ("memory_mib",), minimum=1, integer=True)),
+    )
+
+
+def parse_topology(text: str, file: str = "<string>") -> Topology:
+    """Parse and validate YAML text into a :class:`Topology`."""
+    data, lines = load_with_lines(text, file)
+    ctx = _Ctx(file, lines)
+    raw = ctx.mapping(data if data is not None else {}, (), {"name", "networks", "nodes", "hosts", "address_base"},
+                      {"name", "networks", "nodes"})
+    name = ctx.name(raw["name"], ("name",), TESTBED_NAME_RE)
+    if not isinstance(raw["networks"], list) or not raw["networks"]:
+        raise ctx.fail(("networks",), "must be a non-empty list of networks")
+    networks: dict[str, Network] = {}
+    for i, nraw in enumerate(raw["networks"]):
+        net = _network(ctx, nraw, ("networks", i))
+        if net.name in networks:
+            raise ctx.fail(("networks", i, "name"), f"network name {net.name!r} is used twice")
+        networks[net.name] = net
+    if not isinstance(raw["nodes"], list) or not raw["nodes"]:
+        raise ctx.fail(("nodes",), "must be a non-empty list of node groups")
+    groups: list[NodeGroup] = []
+    for i, graw in enumerate(raw["nodes"]):
+        group = _group(ctx, graw, ("nodes", i), networks)
+        if any(g.name == group.name for g in groups):
+            raise ctx.fail(("nodes", i, "group"), f"group name {group.name!r} is used twice")
+        groups.append(group)
+    for i, net in enumerate(networks.values()):
+        members = [g for g in groups if any(a.network == net.name for a in g.attachments)]
+        if not members:
+            raise ctx.fail(("networks", i), f"network {net.name!r} has no members: list it under some group's 'networks'")
+    hosts: tuple[Host, ...] = ()
+    if "hosts" in raw:
+        if not isinstance(raw["hosts"], list) or not raw["hosts"]:
+            raise ctx.fail(("hosts",), "must be a non-empty list of {name, cpu, memory_mib}")
+        hosts = tuple(_host(ctx, h, ("hosts", i)) for i, h in enumerate(raw["hosts"]))
+    base = "10.77.0.0/16"
+    if "address_base" in raw:
+        try:
+            base = str(ipaddress.IPv4Network(raw["address_base"], strict=True))
+        except (ValueError, TypeError) as exc:
+            raise ctx.fail(("address_base",), f"must be an IPv4 network such as 10.77.0.0/16 ({exc})") from None
+    return Topology(name=name, groups=tuple(groups), networks=tuple(networks.values()), hosts=hosts,
+                    address_base=base, source=file)
+
+
+def load_topology(path: str | Path) -> Topology:
+    """Load a topology file; errors name this file."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise TopologyError(f"cannot read topology file: {exc.strerror}", file=str(p)) from None
+    return parse_topology(text, file=str(p))
