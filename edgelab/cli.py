@@ -1,0 +1,233 @@
+"""``edgelab`` command line: validate, plan, bring up/down, run, report.
+
+Errors the user can fix (bad topology, impossible placement, backend missing)
+are printed as one clear line and exit with status 2 — no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .errors import EdgelabError
+
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+
+
+class _Group(click.Group):
+    """Turns EdgelabError into a one-line message and exit status 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EdgelabError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="edgelab", message="%(version)s")
+def cli() -> None:
+    """edgelab: reproducible testbeds for low-cost edge computing research."""
+
+
+def _load(topo: str):
+    from .plan import make_plan
+    from .topology import load_topology
+
+    t = load_topology(topo)
+    return t, make_plan(t)
+
+
+@cli.command()
+@click.argument("topo", type=click.Path(dir_okay=False))
+def validate(topo: str) -> None:
+    """Check a topology file; print what it describes."""
+    t, plan = _load(topo)
+    console.print(f"[green]ok[/] {topo}: testbed [bold]{t.name}[/], {len(plan.nodes)} nodes, "
+                  f"{len(plan.networks)} networks ({', '.join(f'{n.name}:{n.kind}' for n in plan.networks)})")
+
+
+@cli.command()
+@click.argument("topo", type=click.Path(dir_okay=False))
+@click.option("--strategy", type=click.Choice(["spread", "pack"]), default="spread", show_default=True,
+              help="Folding strategy onto physical hosts.")
+@click.option("--max-per-host", type=int, default=None, help="Cap on virtual nodes per physical host.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON instead of tables.")
+def plan(topo: str, strategy: str, max_per_host: Optional[int], as_json: bool) -> None:
+    """Print the nodes, addresses, links and their placement on hosts."""
+    from .folding import fold_plan
+
+    t, p = _load(topo)
+    placement = fold_plan(p, strategy=strategy, max_per_host=max_per_host)
+    if as_json:
+        d = p.to_dict()
+        d["placement"] = placement.assignment
+        console.print_json(json.dumps(d))
+        return
+    table = Table(title=f"testbed {t.name}: nodes")
+    for col in ("node", "role", "cpu", "mem MiB", "host", "interfaces"):
+        table.add_column(col)
+    for n in p.nodes:
+        itfs = ", ".join(f"{i.ifname} {i.address} ({i.network}/{i.kind}{' uplink' if i.uplink else ''}"
+                         f"{' -> ' + i.peer if i.peer else ''})" for i in n.interfaces)
+        table.add_row(n.name, n.role, f"{n.resources.host_cpu:g}", str(n.resources.memory_mib),
+                      placement.assignment[n.name], itfs)
+    console.print(table)
+    nets = Table(title="networks")
+    for col in ("network", "kind", "subnet", "segment", "stations", "link", "airtime budget"):
+        nets.add_column(col)
+    for net in p.networks:
+        for s in net.segments:
+            l = s.link
+            cap = s.capacity_mbit
+            nets.add_row(net.name, net.kind, net.subnet, f"{s.index}:{s.kind}", str(len(s.stations)),
+                         f"{l.rate_mbit:g} Mbit/s, {l.delay_ms:g}±{l.jitter_ms:g} ms, {l.loss_pct:g}% loss",
+                         f"{cap:.1f} Mbit/s" if cap else "-")
+    console.print(nets)
+    hosts = Table(title=f"placement ({strategy}): folding factor {placement.folding_factor:.2f}")
+    for col in ("host", "nodes", "cpu used", "memory used MiB"):
+        hosts.add_column(col)
+    for h in placement.hosts:
+        cpu, mem, cnt = placement.loads[h.name]
+        hosts.add_row(h.name, str(cnt), f"{cpu:g} / {h.cpu:g}", f"{mem} / {h.memory_mib}")
+    console.print(hosts)
+
+
+@cli.command()
+@click.argument("topo", type=click.Path(dir_okay=False))
+@click.option("--out", "-o", type=click.Path(dir_okay=False), default=None, help="Write to a file (default stdout).")
+def export(topo: str, out: Optional[str]) -> None:
+    """Export the plan as JSON (what the Nix modules and compositions read)."""
+    _, p = _load(topo)
+    text = json.dumps(p.to_dict(), indent=2) + "\n"
+    if out:
+        Path(out).write_text(text)
+        console.print(f"wrote {out}")
+    else:
+        click.echo(text, nl=False)
+
+
+@cli.command("profiles")
+def profiles_cmd() -> None:
+    """List the shipped link profiles."""
+    from .profiles import get_profile, profile_names
+
+    table = Table(title="link profiles (sources: edgelab/profiles/links.yaml)")
+    for col in ("profile", "kind", "rate Mbit/s", "delay ms", "jitter ms", "loss %", "shared"):
+        table.add_column(col)
+    for name in profile_names():
+        p = get_profile(name)
+        l = p.link
+        table.add_row(name, p.kind, f"{l.rate_mbit:g}", f"{l.delay_ms:g}", f"{l.jitter_ms:g}", f"{l.loss_pct:g}",
+                      "yes" if l.shared else "no")
+    console.print(table)
+
+
+def _require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise EdgelabError(f"{what} needs root (network namespaces and cgroups): run it with sudo")
+
+
+@cli.command()
+@click.argument("topo", type=click.Path(dir_okay=False))
+@click.option("--backend", type=click.Choice(["local", "nxc", "g5k"]), default="local", show_default=True)
+def up(topo: str, backend: str) -> None:
+    """Bring a testbed up and leave it running (``edgelab down`` removes it)."""
+    from .backends import get_backend
+
+    if backend == "local":
+        _require_root("edgelab up --backend local")
+    _, p = _load(topo)
+    tb = get_backend(backend).up(p)
+    detach = getattr(tb, "detach", None)
+    if detach:
+        detach()
+    console.print(f"[green]up[/] testbed [bold]{p.topology.name}[/] ({len(p.nodes)} nodes, backend {backend})")
+    for n in p.nodes:
+        console.print(f"  {n.name:<16} {n.role:<24} {', '.join(i.address for i in n.interfaces)}")
+
+
+@cli.command()
+@click.argument("name_or_topo")
+@click.option("--backend", type=click.Choice(["local", "nxc", "g5k"]), default="local", show_default=True)
+def down(name_or_topo: str, backend: str) -> None:
+    """Tear a testbed down by name or topology file, also after a crashed run."""
+    from .backends import get_backend
+
+    name = name_or_topo
+    if name.endswith((".yaml", ".yml")) or Path(name).is_file():
+        name = _load(name)[0].name
+    if backend == "local":
+        _require_root("edgelab down --backend local")
+    get_backend(backend).down(name)
+    console.print(f"[green]down[/] testbed [bold]{name}[/]")
+
+
+@cli.command()
+@click.argument("topo", type=click.Path(dir_okay=False))
+@click.option("--seconds", type=float, default=3.0, show_default=True, help="Duration of each probe.")
+def calibrate(topo: str, seconds: float) -> None:
+    """Measure every link class with real traffic: configured vs measured."""
+    _require_root("edgelab calibrate")
+    from .backends.local import LocalBackend
+    from .backends.local.calibrate import calibrate as run_calibration
+
+    _, p = _load(topo)
+    with LocalBackend().up(p) as tb:
+        rows = run_calibration(tb, seconds=seconds)
+    table = Table(title=f"calibration of {p.topology.name} (engine {tb.facts().get('link_engine')})")
+    cols = list(rows[0].keys()) if rows else []
+    for c in cols:
+        table.add_column(str(c))
+    for r in rows:
+        table.add_row(*(f"{v:.3g}" if isinstance(v, float) else str(v) for v in r.values()))
+    console.print(table)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("experiment")
+@click.pass_context
+def run(ctx: click.Context, experiment: str) -> None:
+    """Run an experiment (``experiments/EXPERIMENT.py``); extra options go to it.
+
+    Example: ``edgelab run wifi_scaling --quick``. See ``edgelab run NAME --help``.
+    """
+    path = Path(experiment)
+    if not path.exists():
+        path = EXPERIMENTS_DIR / f"{experiment.removesuffix('.py')}.py"
+    if not path.exists():
+        known = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.py") if not p.stem.startswith("_"))
+        raise EdgelabError(f"no experiment {experiment!r}; known: {', '.join(known)}")
+    sys.argv = [str(path), *ctx.args]
+    runpy.run_path(str(path), run_name="__main__")
+
+
+@cli.command()
+@click.argument("results_dir", type=click.Path(exists=True, file_okay=False))
+def report(results_dir: str) -> None:
+    """Write plots and a Markdown/HTML summary for a run (or a directory of runs)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from analysis.report import write_report
+
+    out = write_report(Path(results_dir))
+    console.print(f"[green]report[/] {out}")
+
+
+def main() -> None:
+    cli(prog_name="edgelab")
+
+
+if __name__ == "__main__":
+    main()
