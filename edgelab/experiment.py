@@ -1,0 +1,146 @@
+"""Running a sweep: progress, resume, and nothing lost on interrupt.
+
+Every experiment script is a list of sweep points plus a ``measure(point)``
+function returning :class:`~edgelab.results.Measurement` rows. This module
+does the rest the same way for all of them: opens (or resumes) the run in the
+results store, shows progress, writes each point's rows atomically, and on
+Ctrl-C/SIGTERM puts the current point back, marks the run ``interrupted`` and
+tells the user how to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Optional, Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .errors import EdgelabError
+from .results import Measurement, ResultsStore, Run, point_id
+
+console = Console(stderr=True)
+
+MeasureFn = Callable[[dict, Run], Iterable[Measurement]]
+
+
+class Interrupted(Exception):
+    """Raised inside the sweep when SIGINT or SIGTERM arrives."""
+
+
+@contextmanager
+def interrupts_as_exception() -> Iterator[None]:
+    """Turn SIGINT/SIGTERM into :class:`Interrupted` so ``finally`` blocks
+    (testbed teardown, manifest update) run; restore the old handlers after."""
+
+    def handler(signum, _frame):
+        raise Interrupted(signal.Signals(signum).name)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@dataclass
+class Outcome:
+    run: Run
+    status: str
+    measured: int = 0
+    skipped_done: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
+def run_sweep(*, experiment: str, points: Sequence[dict], param_names: Sequence[str], measure: MeasureFn,
+              params: dict, results_root: str | Path = "results", backend: str = "local",
+              topology: Optional[dict] = None, resume: bool | str | Path = False,
+              keep_going: bool = False, describe: Callable[[dict], str] = point_id) -> Outcome:
+    """Measure every point not already done; see module docstring."""
+    store = ResultsStore(results_root)
+    run = store.open_run(experiment, params=params, param_names=param_names, topology=topology,
+                         backend=backend, resume=resume)
+    console.print(f"[bold]{experiment}[/]: results in [cyan]{run.path}[/]")
+    outcome = Outcome(run=run, status="running")
+    current: Optional[dict] = None
+    sweep = None
+    try:
+        with interrupts_as_exception():
+            sweep = run.sweep(points)
+            outcome.skipped_done = sweep.skipped_done
+            if sweep.skipped_done:
+                console.print(f"resuming: {sweep.skipped_done} of {sweep.total} points already done, skipped")
+            with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                          MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                          transient=False) as progress:
+                task = progress.add_task(experiment, total=sweep.total, completed=sweep.skipped_done)
+                for point in sweep:
+                    current = point
+                    progress.update(task, description=f"{experiment} [{describe(point)}]")
+                    t0 = time.monotonic()
+                    try:
+                        rows = list(measure(point, run))
+                    except Interrupted:
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - recorded, then re-raised or skipped
+                        if not keep_going:
+                            raise
+                        sweep.failed(point, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+                        outcome.failed.append(point_id(point))
+                        console.print(f"[red]point {describe(point)} failed[/]: {exc}")
+                        current = None
+                        progress.advance(task)
+                        continue
+                    sweep.complete(point, rows)
+                    current = None
+                    outcome.measured += 1
+                    progress.advance(task)
+                    console.log(f"{describe(point)}: {len(rows)} measurements in {time.monotonic() - t0:.1f} s")
+        outcome.status = "complete" if not outcome.failed else "complete-with-failures"
+        run.finish(outcome.status)
+    except Interrupted as exc:
+        if sweep is not None and current is not None:
+            sweep.cancel(current)
+        outcome.status = "interrupted"
+        run.finish("interrupted")
+        console.print(f"[yellow]interrupted ({exc})[/]: completed points are saved in {run.path}; "
+                      f"resume with the same command and --resume")
+    except BaseException:
+        if sweep is not None and current is not None:
+            sweep.cancel(current)
+        run.finish("failed")
+        raise
+    return outcome
+
+
+def common_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Options every experiment script shares."""
+    parser.add_argument("--results", default="results", help="results root directory (default: results)")
+    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
+                        help="resume the latest unfinished run with the same parameters, or RUN_DIR")
+    parser.add_argument("--backend", choices=["local", "nxc", "g5k"], default="local",
+                        help="where the nodes run (default: local namespaces + cgroups)")
+    parser.add_argument("--keep-going", action="store_true", help="record a failed point and continue")
+    parser.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    return parser
+
+
+def exit_code(outcome: Outcome) -> int:
+    return {"complete": 0, "interrupted": 130}.get(outcome.status, 1)
+
+
+def main_guard(fn: Callable[[], int]) -> None:
+    """Run an experiment's main: user-fixable errors print one line, exit 2."""
+    try:
+        sys.exit(fn())
+    except EdgelabError as exc:
+        console.print(f"[bold red]error:[/] {exc}", soft_wrap=True, highlight=False)
+        sys.exit(2)
