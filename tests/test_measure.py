@@ -1,0 +1,47 @@
+import json
+import math
+
+import pytest
+
+from edgelab.errors import BackendError
+from edgelab.measure import CpuSample, parse_iperf3, parse_ping, percentile, utilisation
+
+
+def test_parse_iperf3_tcp():
+    text = json.dumps({"end": {"sum_sent": {"retransmits": 3},
+                               "sum_received": {"bits_per_second": 12.5e6, "seconds": 5.0, "bytes": 7812500}}})
+    r = parse_iperf3(text)
+    assert r["goodput_mbit"] == pytest.approx(12.5) and r["retransmits"] == 3
+
+
+def test_parse_iperf3_udp_discounts_loss():
+    text = json.dumps({"end": {"sum": {"bits_per_second": 10e6, "seconds": 5, "bytes": 1, "lost_percent": 10.0,
+                                       "jitter_ms": 0.4}}})
+    r = parse_iperf3(text)
+    assert r["goodput_mbit"] == pytest.approx(9.0) and r["jitter_ms"] == 0.4
+
+
+def test_parse_iperf3_error_and_garbage():
+    with pytest.raises(BackendError, match="unable to connect"):
+        parse_iperf3(json.dumps({"error": "unable to connect to server"}))
+    with pytest.raises(BackendError, match="did not print JSON"):
+        parse_iperf3("iperf3: error")
+
+
+def test_parse_ping():
+    text = """PING 10.0.0.2 (10.0.0.2) 56(84) bytes of data.
+64 bytes from 10.0.0.2: icmp_seq=1 ttl=64 time=20.4 ms
+64 bytes from 10.0.0.2: icmp_seq=3 ttl=64 time=19.6 ms
+
+--- 10.0.0.2 ping statistics ---
+4 packets transmitted, 2 received, 50% packet loss, time 3004ms
+"""
+    r = parse_ping(text)
+    assert r["rtts_ms"] == [20.4, 19.6] and r["loss_pct"] == 50.0
+
+
+def test_percentile_and_utilisation():
+    assert percentile([1, 2, 3, 4], 50) == 2.5
+    assert percentile([5], 95) == 5
+    assert math.isnan(percentile([], 50))
+    assert utilisation(CpuSample(0, 1.0), CpuSample(10, 2.0), 0.25) == pytest.approx(0.4)
