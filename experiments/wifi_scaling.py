@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""How many phones can share one Wi-Fi access point before the application saturates?
+
+N phones (swept) on one 802.11 access point each offload images to an edge
+server wired behind the AP, at a fixed per-phone rate (open loop). Measured per
+point: application goodput per phone and in aggregate, request latency
+percentiles, the saturated TCP share of each phone (iperf3), CPU utilisation
+of every node and its modelled power. The saturation point is the smallest N
+where aggregate goodput stops rising or p95 latency exceeds the threshold.
+
+The default is quick (under 3 minutes on a 2-core machine); ``--full`` sweeps
+1..64 phones with repetitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import _common  # noqa: F401  (puts the repository on sys.path)
+
+from edgelab.experiment import common_arguments, exit_code, main_guard, run_sweep
+from edgelab.topology import load_topology
+from edgelab.scenarios import wifi_point
+
+DEFAULT_TOPOLOGY = _common.ROOT / "topologies" / "wifi-phones.yaml"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--topology", default=str(DEFAULT_TOPOLOGY), help="topology with a 'phone' group (default: %(default)s)")
+    p.add_argument("--phones", type=lambda s: [int(x) for x in s.split(",")], default=None,
+                   help="comma-separated phone counts (quick default 1,2,4,8,12; --full 1,2,4,8,16,32,64)")
+    p.add_argument("--reps", type=int, default=None, help="repetitions per count (quick 1, full 3)")
+    p.add_argument("--seconds", type=float, default=None, help="duration of each measurement phase (quick 4, full 10)")
+    p.add_argument("--rate", type=float, default=4.0, help="requests per second per phone (default %(default)s)")
+    p.add_argument("--image-kb", type=int, default=125, help="size of each uploaded image in KB (default %(default)s)")
+    p.add_argument("--latency-threshold-ms", type=float, default=500.0,
+                   help="p95 latency above which the application counts as saturated (default %(default)s)")
+    p.add_argument("--full", action="store_true", help="the full sweep instead of the quick default")
+    common_arguments(p)
+    args = p.parse_args(argv)
+    args.phones = args.phones or ([1, 2, 4, 8, 16, 32, 64] if args.full else [1, 2, 4, 8, 12])
+    args.reps = args.reps or (3 if args.full else 1)
+    args.seconds = args.seconds or (10.0 if args.full else 4.0)
+    return args
+
+
+def sweep_points(phones: list[int], reps: int) -> list[dict]:
+    return [{"n_phones": n, "rep": r} for n in phones for r in range(reps)]
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    topology = load_topology(args.topology)
+    params = {"topology": args.topology, "phones": args.phones, "reps": args.reps, "seconds": args.seconds,
+              "rate_rps": args.rate, "image_kb": args.image_kb, "latency_threshold_ms": args.latency_threshold_ms}
+
+    def measure(point, run):
+        return wifi_point(topology.scaled("phone", point["n_phones"]), backend=args.backend, run=run,
+                          seconds=args.seconds, rate_rps=args.rate, image_bytes=args.image_kb * 1000)
+
+    outcome = run_sweep(experiment="wifi_scaling", points=sweep_points(args.phones, args.reps),
+                        param_names=["n_phones", "rep"], measure=measure, params=params,
+                        results_root=args.results, backend=args.backend, resume=args.resume,
+                        keep_going=args.keep_going)
+    if outcome.status != "interrupted" and not args.no_report:
+        from edgelab.reporting import report_and_summarise
+
+        report_and_summarise(outcome.run.path)
+    return exit_code(outcome)
+
+
+if __name__ == "__main__":
+    main_guard(main)
