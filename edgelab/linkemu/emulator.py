@@ -134,7 +134,7 @@ class LinkEmulator:
         if alive:
             os.kill(pid, signal.SIGHUP)
         else:
-            log = open(self.state_dir / f"{_ns_key(ns)}.log", "ab")
+            log = open(Path(str(self._cfg_path(ns)) + ".log"), "ab")
             env = dict(os.environ)
             env["PYTHONPATH"] = _PKG_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
             argv = in_ns(ns, [sys.executable, "-m", "edgelab.linkemu.delayer",
@@ -158,10 +158,14 @@ class LinkEmulator:
                     return
             except (OSError, ValueError):
                 pass
-            if not _pid_alive(pid, str(self._cfg_path(ns))):
+            proc = self._procs.get(_ns_key(ns))
+            if proc is not None and proc.pid == pid:
+                if proc.poll() is not None:     # our child: exact, no /proc race around exec
+                    break
+            elif not _pid_alive(pid, str(self._cfg_path(ns))):
                 break
             time.sleep(0.01)
-        log = self.state_dir / f"{_ns_key(ns)}.log"
+        log = Path(str(self._cfg_path(ns)) + ".log")
         tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
         raise BackendError(f"NFQUEUE delayer for namespace {ns or '(current)'} did not become ready "
                            f"(pid {pid}); is NetfilterQueue installed and are you root?\n{tail}")
