@@ -42,7 +42,7 @@ def main() -> int:
                       state_dir="/tmp/le-bench-linkemu")
     print(f"engine: {em.engine}   load: {os.getloadavg()[0]:.2f} (1-min loadavg, {os.cpu_count()} cpus)")
     rows = []
-    with veth_pair(f"lebf{os.getpid() % 1000}", subnet=90) as p:
+    with veth_pair(f"lebf{os.getpid() % 1000}", subnet=90) as p:  # noqa: SIM117
         try:
             for r in rates:
                 em.apply_link(p.a, p.dev_a, p.b, p.dev_b, LinkParams(rate_mbit=r))

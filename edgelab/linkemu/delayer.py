@@ -19,6 +19,12 @@ and re-reads it on SIGHUP, binding/unbinding/re-parametrising queues, then
 writes ``g`` to ``<config>.ready`` so the controller knows the queues are
 bound before it installs the iptables rules. SIGTERM/SIGINT: release all held
 packets at once, unbind, exit 0.
+
+Known limit: a packet held on the egress (POSTROUTING) queue is still charged
+to its sending socket (netem orphans skbs, NFQUEUE cannot), so a UDP sender
+gets at most ``SO_SNDBUF / (delay)`` through (default 208 KiB: ~50 Mbit/s at
+10 ms). TCP is bounded by tcp_limit_output_bytes (4 MiB) instead. Senders
+that need more raise SO_SNDBUF (iperf3 -w 8M); the benchmark does.
 """
 
 from __future__ import annotations
@@ -50,7 +56,6 @@ class QueueState:
     nfq: Any = None
     last_release: float = 0.0
     pending: collections.deque = field(default_factory=collections.deque)
-    released: int = 0
 
 
 def release_time(now: float, delay_s: float, jitter_s: float, last: float,
@@ -84,7 +89,13 @@ class Delayer:
         append = q.pending.append
 
         def cb(pkt) -> None:
-            t = release_time(mono(), q.delay_s, q.jitter_s, q.last_release, rng)
+            # Inlined release_time(): this runs once per packet.
+            t = mono() + q.delay_s
+            j = q.jitter_s
+            if j:
+                t += rng.uniform(-j, j)
+            if t < q.last_release:
+                t = q.last_release
             q.last_release = t
             append((t, pkt))
         return cb
@@ -136,24 +147,29 @@ class Delayer:
         signal.signal(signal.SIGINT, on_term)
         signal.signal(signal.SIGHUP, on_hup)
         mono = time.monotonic
+        sel = select.select
         try:
             while not self.stop:
                 if self.reload:
                     self.reload = False
                     self.apply_config()
-                fdmap = {q.nfq.get_fd(): q for q in self.queues.values()}
+                    qs = list(self.queues.values())
+                    fdmap = {q.nfq.get_fd(): q.nfq for q in qs}
+                    rlist = [rfd, *fdmap]
                 # Release everything due, find the next deadline.
                 now = mono()
                 nxt = None
-                for q in self.queues.values():
+                for q in qs:
                     pending = q.pending
                     while pending and pending[0][0] <= now:
                         pending.popleft()[1].accept()
-                        q.released += 1
                     if pending and (nxt is None or pending[0][0] < nxt):
                         nxt = pending[0][0]
-                timeout = None if nxt is None else max(0.0, nxt - mono())
-                ready, _, _ = select.select([rfd, *fdmap], [], [], timeout)
+                if nxt is None:
+                    ready = sel(rlist, (), (), None)[0]
+                else:
+                    timeout = nxt - mono()
+                    ready = sel(rlist, (), (), timeout if timeout > 0 else 0)[0]
                 for fd in ready:
                     if fd == rfd:
                         try:
@@ -161,7 +177,7 @@ class Delayer:
                         except BlockingIOError:
                             pass
                     else:
-                        fdmap[fd].nfq.run(block=False)
+                        fdmap[fd].run(False)
         finally:
             for q in self.queues.values():
                 self._unbind(q)

@@ -85,7 +85,7 @@ def measure_rate(src_ns: str, dst_ns: str, dst_dev: str, dst_addr: str, *, secon
         total = warmup + seconds + 0.5
         cli = subprocess.Popen(["ip", "netns", "exec", src_ns, "iperf3", "-c", dst_addr, "-p", str(port),
                                 "-t", f"{total:.1f}", "-J",
-                                *(["-u", "-b", f"{udp_mbit}M", "-l", "1400"] if udp_mbit else [])], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                *(["-u", "-b", f"{udp_mbit}M", "-l", "1400", "-w", "8M"] if udp_mbit else [])], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
         time.sleep(warmup)
         b0, t0 = rx_bytes(dst_ns, dst_dev), time.monotonic()
