@@ -240,14 +240,23 @@ class LocalBackend(Backend):
             raise
 
     def _emulate(self, bp: bpmod.Blueprint, emulator: Any, state: StateFile) -> None:
-        """apply_link on every impaired veth (in parallel), then the shared airtime budgets."""
-        jobs = [v for v in bp.veths if v.link is not None]
+        """apply_link on every impaired veth, then the shared airtime budgets.
 
-        def one(v: bpmod.Veth) -> None:
-            emulator.apply_link(v.a.ns, v.a.ifname, v.b.ns, v.b.ifname, v.link)
+        Links are grouped by the namespace that holds their emulation state
+        (the node side): groups run in parallel, the links of one group in
+        order, since the emulator keeps one record per namespace.
+        """
+        groups: dict[str, list[bpmod.Veth]] = {}
+        for v in bp.veths:
+            if v.link is not None:
+                groups.setdefault(v.a.ns, []).append(v)
+
+        def one_ns(links: list[bpmod.Veth]) -> None:
+            for v in links:
+                emulator.apply_link(v.a.ns, v.a.ifname, v.b.ns, v.b.ifname, v.link)
 
         with ThreadPoolExecutor(max_workers=self.workers) as ex:
-            for fut in [ex.submit(one, v) for v in jobs]:
+            for fut in [ex.submit(one_ns, links) for links in groups.values()]:
                 fut.result()
             state.update(linkemu=emulator.state())
             for fut in [ex.submit(emulator.apply_shared_medium, s.ns, s.name, list(s.ports), s.capacity_mbit)

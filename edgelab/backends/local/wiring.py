@@ -33,7 +33,14 @@ FORWARD_SYSCTLS = {
 
 
 class Handles:
-    """One pyroute2 IPRoute per namespace, opened on first use, closed together."""
+    """One pyroute2 IPRoute per namespace, opened on first use, closed together.
+
+    The netlink socket is opened by this thread while it has entered the
+    namespace (a socket stays bound to the namespace it was created in).
+    ``IPRoute(netns=...)`` is avoided: its helper process, in pyroute2 0.9.7,
+    made other namespaces' mounts disappear from /run/netns when several
+    testbeds were built in one process.
+    """
 
     def __init__(self) -> None:
         self._h: dict[str, IPRoute] = {}
@@ -41,7 +48,8 @@ class Handles:
     def __getitem__(self, ns: str) -> IPRoute:
         h = self._h.get(ns)
         if h is None:
-            h = self._h[ns] = IPRoute(netns=ns)
+            with netns.entered(ns):
+                h = self._h[ns] = IPRoute()
         return h
 
     def close(self) -> None:
