@@ -96,3 +96,13 @@ def udp_received_mbit(end: dict) -> float:
     """Received UDP payload rate: the receiver's view (``sum_received``, iperf3 >= 3.10),
     which, unlike ``sum``, is right in both directions (with and without ``-R``)."""
     return end["sum_received"]["bits_per_second"] / 1e6
+
+
+def rx_bytes(tb: Any, node: str, dev: str) -> int:
+    """Layer-2 bytes received by ``dev`` of ``node`` (netlink counters, via ``ip -j -s``).
+
+    /sys/class/net would show the root namespace's devices: commands enter
+    only the node's network namespace, not a fresh sysfs mount.
+    """
+    cp = tb.run(node, ["ip", "-j", "-s", "link", "show", "dev", dev])
+    return int(json.loads(cp.stdout)[0]["stats64"]["rx"]["bytes"])
