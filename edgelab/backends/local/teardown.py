@@ -16,7 +16,7 @@ from typing import Any
 
 from ...errors import BackendError
 from . import cgroups, netns
-from .naming import cgroup_rel, netns_prefix
+from .naming import cgroup_rel, linkemu_tag, netns_prefix
 
 
 def teardown(state: dict[str, Any]) -> list[str]:
@@ -24,7 +24,7 @@ def teardown(state: dict[str, Any]) -> list[str]:
     problems: list[str] = []
     tb = state["testbed"]
     namespaces = sorted(set(state.get("netns", [])) | set(netns.list_with_prefix(netns_prefix(tb))))
-    roots = state.get("cgroup_roots", {})
+    roots = state.get("cgroup_roots") or cgroups.detect_layout().roots
     rels = set(state.get("cgroups", []))
     for root in set(roots.values()):  # also node cgroups a crash left unrecorded
         base = Path(root) / cgroup_rel(tb)
@@ -52,7 +52,7 @@ def teardown(state: dict[str, Any]) -> list[str]:
 
     # 3. link emulator: its state files (and any delayer recorded there, should one be
     #    outside our namespaces). The namespaces are gone, so cleanup runs no tc/nft.
-    emu = state.get("linkemu")
+    emu = state.get("linkemu") or {"tag": linkemu_tag(tb), "state_dir": f"/run/{linkemu_tag(tb)}-linkemu"}
     if emu:
         from ...linkemu import cleanup
 
