@@ -68,3 +68,35 @@ def test_quota_is_host_cpu_times_period():
     assert cgroups.quota_us(0.25) == 25_000
     assert cgroups.quota_us(2.0) == 200_000
     assert cgroups.quota_us(0.001) == cgroups.MIN_QUOTA_US
+
+
+HYBRID = """
+name: lbbph
+networks:
+  - name: mix
+    kind: hybrid
+    segments:
+      - {profile: wifi-80211n-2.4ghz, share: 0.5}
+      - {profile: fast-ethernet, share: 0.25}
+      - {profile: wifi-80211ac-5ghz, share: 0.25}
+nodes:
+  - group: gw
+    role: k3s-server
+    networks: [{name: mix, uplink: true}]
+  - group: d
+    role: phone
+    count: 8
+    networks: [mix]
+"""
+
+
+def test_hybrid_one_bridge_one_budget_per_wifi_segment():
+    bp = blueprint.build(plan_of(HYBRID))
+    assert bp.bridges == [("el-lbbph-mix-ap", "br0")]
+    assert len(bp.veths) == 9
+    budgets = {s.segment: s for s in bp.shared}
+    assert set(budgets) == {0, 2}  # the ethernet segment has no airtime budget
+    assert len(budgets[0].ports) == 4 and len(budgets[2].ports) == 2
+    assert budgets[0].name != budgets[2].name
+    assert not set(budgets[0].ports) & set(budgets[2].ports)
+    assert "gw-1" not in budgets[0].ports + budgets[2].ports

@@ -291,3 +291,36 @@ def test_calibrate_reports_configured_vs_measured():
     assert abs(by[("lana", "udp_goodput_mbit")]["error_pct"]) < 15
     assert by[("lanb", "loss_pct")]["expected"] == pytest.approx(100 * (1 - 0.95 ** 4), rel=1e-3)
     assert abs(by[("lanb", "loss_pct")]["measured"] - by[("lanb", "loss_pct")]["expected"]) < 9
+
+
+HYBRID = """
+name: lbhyb
+networks:
+  - name: mix
+    kind: hybrid
+    segments:
+      - {profile: wifi-80211n-2.4ghz, share: 0.5, link: {loss_pct: 0}}
+      - {profile: fast-ethernet, share: 0.5}
+nodes:
+  - group: gw
+    role: k3s-server
+    networks: [{name: mix, uplink: true}]
+  - group: d
+    role: phone
+    count: 4
+    networks: [mix]
+"""
+
+
+def test_hybrid_network_reaches_every_segment():
+    with running_testbed(HYBRID) as tb:
+        segs = tb.facts()["segments"]
+        assert [(s["segment"], s["stations"]) for s in segs] == [(0, 2)]
+        gw = tb.address("gw-1")
+        rtt = {}
+        for node in ("d-1", "d-3"):
+            p = probes.ping(tb, node, gw, count=10, interval=0.02)
+            assert p.received == 10, (node, p)
+            rtt[node] = p.rtt_avg
+        # wifi segment: 2 ms each way on the station link; fast ethernet: 0.1 ms
+        assert rtt["d-1"] > 3.5 > rtt["d-3"], rtt
