@@ -48,6 +48,29 @@ def _preexec(procs_files: list[str], ns_path: str) -> Callable[[], None]:
     return fn
 
 
+def _raise_for(signum: int) -> None:
+    """What the default handlers would have done, as exceptions so ``finally`` blocks run."""
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise SystemExit(128 + signum)
+
+
+class NodeCommandError(BackendError, subprocess.CalledProcessError):
+    """A command run with ``check=True`` on a node failed: an edgelab error naming the node,
+    and still a CalledProcessError for callers that catch that."""
+
+    def __init__(self, node: str, testbed: str, e: subprocess.CalledProcessError) -> None:
+        subprocess.CalledProcessError.__init__(self, e.returncode, e.cmd, e.output, e.stderr)
+        self.node = node
+        self.testbed = testbed
+
+    def __str__(self) -> str:
+        out = (self.stderr or self.output or "")
+        out = out.decode(errors="replace") if isinstance(out, bytes) else out
+        return (f"on node {self.node} of testbed {self.testbed}: {' '.join(map(str, self.cmd))} exited "
+                f"{self.returncode}: {out.strip()[-2000:]}")
+
+
 class LocalTestbed(Testbed):
     def __init__(self, plan: Plan, backend: "LocalBackend", bp: bpmod.Blueprint, layout: cgroups.CgroupLayout,
                  state: StateFile, emulator: Any) -> None:
@@ -59,8 +82,10 @@ class LocalTestbed(Testbed):
         self.state = state
         self.emulator = emulator
         self._procs: list[subprocess.Popen] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._down = False
+        self._tearing_down = False
+        self._pending_signal: Optional[int] = None
         self._prev_handlers: dict[int, Any] = {}
         self.timings: dict[str, float] = {}
 
@@ -89,8 +114,7 @@ class LocalTestbed(Testbed):
             return subprocess.run(list(argv), preexec_fn=self._preexec_for(node), timeout=timeout,
                                   check=check, **kw)
         except subprocess.CalledProcessError as e:
-            raise BackendError(f"on node {node} of testbed {self.name}: {' '.join(map(str, argv))} exited "
-                               f"{e.returncode}: {(e.stderr or e.stdout or '').strip()[-2000:]}") from e
+            raise NodeCommandError(node, self.name, e) from e
 
     def popen(self, node: str, argv: Sequence[str], **kw: Any) -> subprocess.Popen:
         kw.setdefault("start_new_session", True)
@@ -139,13 +163,15 @@ class LocalTestbed(Testbed):
         During bring-up this only raises: ``up`` catches it and tears down
         what exists so far (the testbed is half-built, not ours to use).
         """
+        if self._tearing_down:
+            # Never interrupt a teardown half-way: finish it, then act on the signal.
+            self._pending_signal = signum
+            return
         if self.state.data.get("status") == "up":
             self.down()
         else:
             self._restore_signal_handlers()
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise SystemExit(128 + signum)
+        _raise_for(signum)
 
     def down(self) -> None:
         """Remove everything this testbed created. Idempotent."""
@@ -153,6 +179,7 @@ class LocalTestbed(Testbed):
             if self._down:
                 return
             self._down = True
+            self._tearing_down = True
         t0 = time.monotonic()
         try:
             if self.emulator is not None:
@@ -164,8 +191,12 @@ class LocalTestbed(Testbed):
                                    + f"; state kept in {self.state.path}, retry with `edgelab down {self.name}`")
             self.state.remove()
         finally:
+            self._tearing_down = False
             self._restore_signal_handlers()
             self.timings["down"] = time.monotonic() - t0
+            if self._pending_signal is not None:
+                signum, self._pending_signal = self._pending_signal, None
+                _raise_for(signum)
 
     def _reap(self) -> None:
         """Collect exit statuses of processes we started (ours and the emulator's) so no zombie stays."""
