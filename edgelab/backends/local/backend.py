@@ -1,0 +1,312 @@
+"""LocalBackend: a Plan as network namespaces + cgroups on this machine."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Optional, Sequence
+
+from ...errors import BackendError
+from ...plan import Plan
+from ..base import Backend, Testbed
+from . import blueprint as bpmod
+from . import cgroups, netns, wiring
+from .naming import STATE_DIR, cgroup_rel, linkemu_tag, netns_name
+from .state import StateFile
+from .teardown import teardown
+
+#: Worker threads for link emulation (it runs tc/nft/iptables processes:
+#: mostly waiting on fork/exec, so more threads than cores pays off).
+EMU_WORKERS = 8
+
+
+def _preexec(procs_files: list[str], ns_path: str) -> Callable[[], None]:
+    """Child-side setup between fork and exec: join the node's cgroup(s) and netns.
+
+    Doing it here (rather than wrapping in ``ip netns exec``) costs no extra
+    process and leaves no window in which the command runs unconfined.
+    """
+
+    def fn() -> None:
+        pid = str(os.getpid()).encode()
+        for f in procs_files:
+            fd = os.open(f, os.O_WRONLY)
+            try:
+                os.write(fd, pid)
+            finally:
+                os.close(fd)
+        fd = os.open(ns_path, os.O_RDONLY)
+        try:
+            netns.setns_fd(fd)
+        finally:
+            os.close(fd)
+
+    return fn
+
+
+def _raise_for(signum: int) -> None:
+    """What the default handlers would have done, as exceptions so ``finally`` blocks run."""
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise SystemExit(128 + signum)
+
+
+class NodeCommandError(BackendError, subprocess.CalledProcessError):
+    """A command run with ``check=True`` on a node failed: an edgelab error naming the node,
+    and still a CalledProcessError for callers that catch that."""
+
+    def __init__(self, node: str, testbed: str, e: subprocess.CalledProcessError) -> None:
+        subprocess.CalledProcessError.__init__(self, e.returncode, e.cmd, e.output, e.stderr)
+        self.node = node
+        self.testbed = testbed
+
+    def __str__(self) -> str:
+        out = (self.stderr or self.output or "")
+        out = out.decode(errors="replace") if isinstance(out, bytes) else out
+        return (f"on node {self.node} of testbed {self.testbed}: {' '.join(map(str, self.cmd))} exited "
+                f"{self.returncode}: {out.strip()[-2000:]}")
+
+
+class LocalTestbed(Testbed):
+    def __init__(self, plan: Plan, backend: "LocalBackend", bp: bpmod.Blueprint, layout: cgroups.CgroupLayout,
+                 state: StateFile, emulator: Any) -> None:
+        self.plan = plan
+        self.name = plan.topology.name
+        self.backend = backend
+        self.blueprint = bp
+        self.layout = layout
+        self.state = state
+        self.emulator = emulator
+        self._procs: list[subprocess.Popen] = []
+        self._lock = threading.RLock()
+        self._down = False
+        self._tearing_down = False
+        self._pending_signal: Optional[int] = None
+        self._prev_handlers: dict[int, Any] = {}
+        self.timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------ commands
+    def netns(self, node: str) -> str:
+        """Namespace of a node or infrastructure element (e.g. ``wlan-ap``)."""
+        if node in self.blueprint.node_ns:
+            return self.blueprint.node_ns[node]
+        if node in self.blueprint.infra_ns:
+            return self.blueprint.infra_ns[node]
+        raise BackendError(f"testbed {self.name!r} has no node {node!r}; nodes: "
+                           f"{', '.join(list(self.blueprint.node_ns)[:10])}...")
+
+    def _preexec_for(self, node: str) -> Callable[[], None]:
+        if self._down:
+            raise BackendError(f"testbed {self.name!r} is down")
+        ns = self.netns(node)
+        files = cgroups.procs_files(self.layout, cgroup_rel(self.name, node)) if node in self.blueprint.node_ns else []
+        return _preexec(files, netns.path(ns))
+
+    def run(self, node: str, argv: Sequence[str], *, timeout: Optional[float] = None,
+            check: bool = True, **kw: Any) -> subprocess.CompletedProcess:
+        kw.setdefault("capture_output", True)
+        kw.setdefault("text", True)
+        try:
+            return subprocess.run(list(argv), preexec_fn=self._preexec_for(node), timeout=timeout,
+                                  check=check, **kw)
+        except subprocess.CalledProcessError as e:
+            raise NodeCommandError(node, self.name, e) from e
+
+    def popen(self, node: str, argv: Sequence[str], **kw: Any) -> subprocess.Popen:
+        kw.setdefault("start_new_session", True)
+        p = subprocess.Popen(list(argv), preexec_fn=self._preexec_for(node), **kw)
+        with self._lock:
+            self._procs.append(p)
+            procs = self.state.data.setdefault("processes", [])
+            procs.append({"node": node, "pid": p.pid, "argv": list(map(str, argv))[:8]})
+            self.state.save()
+        return p
+
+    # --------------------------------------------------------------- facts
+    def facts(self) -> dict:
+        q = {c.node: {"netns": self.blueprint.node_ns[c.node], "host_cpu": c.host_cpu,
+                      "cpu_quota_us": cgroups.quota_us(c.host_cpu), "cpu_period_us": cgroups.PERIOD_US,
+                      "memory_mib": c.memory_mib}
+             for c in self.blueprint.cgroups}
+        return {
+            "backend": "local",
+            "link_engine": self.emulator.engine,
+            "kernel": os.uname().release,
+            "cgroup_version": self.layout.version,
+            "nodes": q,
+            "segments": [{"network": s.network, "segment": s.segment, "stations": len(s.ports),
+                          "capacity_mbit": s.capacity_mbit} for s in self.blueprint.shared],
+            "timings_s": dict(self.timings),
+        }
+
+    # ------------------------------------------------------------ teardown
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._prev_handlers[sig] = signal.signal(sig, self._on_signal)
+
+    def _restore_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig, h in self._prev_handlers.items():
+            signal.signal(sig, h if h is not None else signal.SIG_DFL)
+        self._prev_handlers.clear()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        """SIGINT/SIGTERM: tear down, then behave as the previous handler would have.
+
+        During bring-up this only raises: ``up`` catches it and tears down
+        what exists so far (the testbed is half-built, not ours to use).
+        """
+        if self._tearing_down:
+            # Never interrupt a teardown half-way: finish it, then act on the signal.
+            self._pending_signal = signum
+            return
+        if self.state.data.get("status") == "up":
+            self.down()
+        else:
+            self._restore_signal_handlers()
+        _raise_for(signum)
+
+    def down(self) -> None:
+        """Remove everything this testbed created. Idempotent."""
+        with self._lock:
+            if self._down:
+                return
+            self._down = True
+            self._tearing_down = True
+        t0 = time.monotonic()
+        try:
+            if self.emulator is not None:
+                self.state.data["linkemu"] = self.emulator.state()
+            problems = teardown(self.state.data)
+            self._reap()
+            if problems:
+                raise BackendError(f"teardown of testbed {self.name!r} left: " + "; ".join(problems)
+                                   + f"; state kept in {self.state.path}, retry with `edgelab down {self.name}`")
+            self.state.remove()
+        finally:
+            self._tearing_down = False
+            self._restore_signal_handlers()
+            self.timings["down"] = time.monotonic() - t0
+            if self._pending_signal is not None:
+                signum, self._pending_signal = self._pending_signal, None
+                _raise_for(signum)
+
+    def _reap(self) -> None:
+        """Collect exit statuses of processes we started (ours and the emulator's) so no zombie stays."""
+        procs = list(self._procs) + list(getattr(self.emulator, "_procs", {}).values())
+        for p in procs:
+            try:
+                p.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        if self.emulator is not None and hasattr(self.emulator, "_procs"):
+            self.emulator._procs.clear()
+
+
+class LocalBackend(Backend):
+    """Network namespaces + cgroups on this machine (the default backend)."""
+
+    name = "local"
+
+    def __init__(self, engine: Optional[str] = None, state_dir: str = STATE_DIR, workers: int = EMU_WORKERS) -> None:
+        self.engine = engine
+        self.state_dir = state_dir
+        self.workers = workers
+
+    def up(self, plan: Plan) -> LocalTestbed:
+        from ...linkemu import LinkEmulator
+
+        if os.geteuid() != 0:
+            raise BackendError("the local backend needs root (network namespaces, cgroups); run with sudo")
+        t0 = time.monotonic()
+        name = plan.topology.name
+        state = StateFile(name, self.state_dir)
+        bp = bpmod.build(plan)
+        layout = cgroups.detect_layout()
+        leftovers = netns.list_with_prefix(f"el-{name}-")
+        if leftovers and not state.exists():
+            raise BackendError(f"namespaces {leftovers[:3]}... of a testbed named {name!r} exist without a state "
+                               f"file; run `edgelab down {name}` to remove them")
+        tag = linkemu_tag(name)
+        emulator = LinkEmulator(self.engine, tag=tag, state_dir=f"/run/{tag}-linkemu")
+        # Claim the name and record every object *before* creating any of them.
+        state.create({
+            "testbed": name, "backend": "local", "status": "creating", "pid": os.getpid(),
+            "created": time.time(), "netns": bp.namespaces,
+            "cgroups": [c.rel for c in bp.cgroups], "cgroup_version": layout.version,
+            "cgroup_roots": layout.roots, "linkemu": emulator.state(), "processes": [],
+        })
+        tb = LocalTestbed(plan, self, bp, layout, state, emulator)
+        tb._install_signal_handlers()
+        handles = wiring.Handles()
+        try:
+            for c in bp.cgroups:
+                cgroups.create(layout, c.rel, c.host_cpu, c.memory_mib)
+            t1 = time.monotonic()
+            wiring.create_namespaces(bp, handles)
+            wiring.create_bridges(bp, handles)
+            wiring.create_veths(bp, handles)
+            wiring.install_routes(bp, handles)
+            handles.close()
+            t2 = time.monotonic()
+            self._emulate(bp, emulator, state)
+            t3 = time.monotonic()
+            state.update(status="up", linkemu=emulator.state())
+            tb.timings.update(cgroups=t1 - t0, network=t2 - t1, link_emulation=t3 - t2, up=t3 - t0)
+            return tb
+        except BaseException:
+            handles.close()
+            try:
+                tb.down()
+            except BackendError:
+                pass  # the original error matters more; the state file is kept for `edgelab down`
+            raise
+
+    def _emulate(self, bp: bpmod.Blueprint, emulator: Any, state: StateFile) -> None:
+        """apply_link on every impaired veth, then the shared airtime budgets.
+
+        Links are grouped by the namespace that holds their emulation state
+        (the node side): groups run in parallel, the links of one group in
+        order, since the emulator keeps one record per namespace.
+        """
+        groups: dict[str, list[bpmod.Veth]] = {}
+        for v in bp.veths:
+            if v.link is not None:
+                groups.setdefault(v.a.ns, []).append(v)
+
+        def one_ns(links: list[bpmod.Veth]) -> None:
+            for v in links:
+                emulator.apply_link(v.a.ns, v.a.ifname, v.b.ns, v.b.ifname, v.link)
+
+        with ThreadPoolExecutor(max_workers=self.workers) as ex:
+            for fut in [ex.submit(one_ns, links) for links in groups.values()]:
+                fut.result()
+            state.update(linkemu=emulator.state())
+            for fut in [ex.submit(emulator.apply_shared_medium, s.ns, s.name, list(s.ports), s.capacity_mbit)
+                        for s in bp.shared]:
+                fut.result()
+
+    def down(self, testbed_name: str) -> None:
+        """Tear down a testbed by name from its state file (also after a crash or SIGKILL)."""
+        state = StateFile(testbed_name, self.state_dir)
+        if not state.exists():
+            leftovers = netns.list_with_prefix(f"el-{testbed_name}-")
+            if not leftovers:
+                raise BackendError(f"no testbed named {testbed_name!r} is up (no state file "
+                                   f"{state.path}, no el-{testbed_name}-* namespaces)")
+            data: dict = {"testbed": testbed_name, "netns": leftovers, "cgroups": [],
+                          "cgroup_roots": cgroups.detect_layout().roots}
+        else:
+            data = state.load()
+        problems = teardown(data)
+        if problems:
+            raise BackendError(f"teardown of {testbed_name!r} incomplete: " + "; ".join(problems))
+        state.remove()

@@ -1,0 +1,133 @@
+"""What to build for a plan, as plain data (pure: no kernel calls).
+
+Separating the *what* (this module) from the *how* (``wiring``) keeps the
+mapping from a Plan to namespaces, veths, bridges and impairments testable
+without root, and gives the state file its list of objects before any of
+them exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ...model import LinkParams
+from ...plan import Plan
+from .naming import BRIDGE, cgroup_rel, netns_name, port_name, shared_medium_name
+
+
+@dataclass(frozen=True)
+class End:
+    ns: str
+    ifname: str
+    address: Optional[str] = None  # "10.77.0.5/24"
+    master: Optional[str] = None   # bridge to enslave to (infra side)
+
+
+@dataclass(frozen=True)
+class Veth:
+    a: End  # the node side: link emulation's delay/loss live here (fallback engine)
+    b: End
+    link: Optional[LinkParams]
+    label: str  # "<network>:<node>" for error messages and calibration
+
+
+@dataclass(frozen=True)
+class Shared:
+    ns: str
+    name: str
+    ports: tuple[str, ...]
+    capacity_mbit: float
+    network: str
+    segment: int
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    ns: str
+    destination: str
+    via: str
+    dev: str
+
+
+@dataclass(frozen=True)
+class CgroupSpec:
+    node: str
+    rel: str
+    host_cpu: float
+    memory_mib: int
+
+
+@dataclass
+class Blueprint:
+    testbed: str
+    node_ns: dict[str, str] = field(default_factory=dict)    # node -> netns
+    infra_ns: dict[str, str] = field(default_factory=dict)   # infra element -> netns
+    bridges: list[tuple[str, str]] = field(default_factory=list)  # (ns, bridge)
+    veths: list[Veth] = field(default_factory=list)
+    shared: list[Shared] = field(default_factory=list)
+    routes: list[RouteSpec] = field(default_factory=list)
+    forwarding: set[str] = field(default_factory=set)  # namespaces that route (mesh nodes)
+    cgroups: list[CgroupSpec] = field(default_factory=list)
+
+    @property
+    def namespaces(self) -> list[str]:
+        return list(self.node_ns.values()) + list(self.infra_ns.values())
+
+
+def _impairs(link: Optional[LinkParams]) -> bool:
+    return link is not None and (link.rate_mbit > 0 or link.delay_ms > 0 or link.jitter_ms > 0
+                                 or link.loss_pct > 0)
+
+
+def build(plan: Plan) -> Blueprint:
+    tb = plan.topology.name
+    bp = Blueprint(testbed=tb)
+    for n in plan.nodes:
+        bp.node_ns[n.name] = netns_name(tb, n.name)
+        bp.cgroups.append(CgroupSpec(n.name, cgroup_rel(tb, n.name), n.resources.host_cpu, n.resources.memory_mib))
+    for net in plan.networks:
+        if net.kind == "batman-mesh":
+            _mesh(plan, net, bp)
+            continue
+        ns = netns_name(tb, net.infra)
+        bp.infra_ns[net.infra] = ns
+        bp.bridges.append((ns, BRIDGE))
+        position = 0
+        ports_by_seg: dict[int, list[str]] = {}
+        for member in net.members:
+            node = plan.node(member)
+            for itf in node.interfaces:
+                if itf.network != net.name:
+                    continue
+                port = port_name(member, position)
+                position += 1
+                bp.veths.append(Veth(
+                    a=End(bp.node_ns[member], itf.ifname, itf.address),
+                    b=End(ns, port, master=BRIDGE),
+                    link=itf.link if _impairs(itf.link) else None,
+                    label=f"{net.name}:{member}",
+                ))
+                if not itf.uplink:
+                    ports_by_seg.setdefault(itf.segment, []).append(port)
+        for seg in net.segments:
+            cap = seg.capacity_mbit
+            if cap is not None and ports_by_seg.get(seg.index):
+                bp.shared.append(Shared(ns, shared_medium_name(seg.index), tuple(ports_by_seg[seg.index]),
+                                        cap, net.name, seg.index))
+    for n in plan.nodes:
+        for r in n.routes:
+            bp.routes.append(RouteSpec(bp.node_ns[n.name], r.destination, r.via, r.dev))
+    return bp
+
+
+def _mesh(plan: Plan, net, bp: Blueprint) -> None:
+    """One veth pair per neighbour pair, both ends in node namespaces."""
+    for a, b in net.mesh_links:
+        ia = next(i for i in plan.node(a).interfaces if i.network == net.name and i.peer == b)
+        ib = next(i for i in plan.node(b).interfaces if i.network == net.name and i.peer == a)
+        bp.veths.append(Veth(a=End(bp.node_ns[a], ia.ifname, ia.address),
+                             b=End(bp.node_ns[b], ib.ifname, ib.address),
+                             link=ia.link if _impairs(ia.link) else None,
+                             label=f"{net.name}:{a}-{b}"))
+        bp.forwarding.update({bp.node_ns[a], bp.node_ns[b]})

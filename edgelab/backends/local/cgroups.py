@@ -1,0 +1,181 @@
+"""CPU and memory limits of virtual nodes: a thin adapter over cgroup v1 and v2.
+
+Why cgroups and not ``taskset``/``nice``: a phone core is slower than a host
+core, so a node must get a *fraction* of a core (CFS bandwidth control,
+quota/period) whatever else runs, and its memory must be capped so an
+experiment that would swap a phone to death fails the same way here.
+
+v1 (separate ``cpu`` and ``memory`` hierarchies) and v2 (unified, with
+``cpu.max``/``memory.max``) are both supported; which one is found is
+recorded in the facts, since it changes how limits are enforced.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional
+
+from ...errors import BackendError
+
+PERIOD_US = 100_000
+MIN_QUOTA_US = 1_000  # kernel minimum for cfs_quota_us
+
+
+def quota_us(host_cpu: float) -> int:
+    """CFS quota for ``host_cpu`` cores over a 100 ms period."""
+    return max(MIN_QUOTA_US, int(round(host_cpu * PERIOD_US)))
+
+
+def _mounts() -> list[tuple[str, str, set[str]]]:
+    out = []
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            dev, mnt, fstype, opts, *_ = line.split()
+            if fstype in ("cgroup", "cgroup2"):
+                out.append((fstype, mnt.replace("\\040", " "), set(opts.split(","))))
+    return out
+
+
+@dataclass(frozen=True)
+class CgroupLayout:
+    """Where the controllers live: v2 -> one root; v1 -> a root per controller."""
+
+    version: int
+    roots: dict[str, str]  # controller ("cpu", "memory", or "unified") -> mount point
+
+    def dirs(self, rel: str) -> list[Path]:
+        """Every directory that makes up cgroup ``rel`` (one per hierarchy)."""
+        return [Path(root) / rel for root in dict.fromkeys(self.roots.values())]
+
+
+def detect_layout() -> CgroupLayout:
+    """Prefer a cgroup2 hierarchy that actually offers cpu and memory, else v1."""
+    mounts = _mounts()
+    for fstype, mnt, _ in mounts:
+        if fstype == "cgroup2":
+            try:
+                ctrl = set(Path(mnt, "cgroup.controllers").read_text().split())
+            except OSError:
+                continue
+            if {"cpu", "memory"} <= ctrl:
+                return CgroupLayout(2, {"unified": mnt})
+    roots = {}
+    for fstype, mnt, opts in mounts:
+        if fstype == "cgroup":
+            for c in ("cpu", "memory"):
+                if c in opts and c not in roots:
+                    roots[c] = mnt
+    if set(roots) == {"cpu", "memory"}:
+        return CgroupLayout(1, roots)
+    raise BackendError("no usable cgroup hierarchy with cpu and memory controllers was found "
+                       "(need cgroup v2 with cpu+memory enabled, or v1 cpu and memory mounts); "
+                       "the local backend cannot limit node CPU/memory without it")
+
+
+def _write(path: Path, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def create(layout: CgroupLayout, rel: str, host_cpu: float, memory_mib: int) -> None:
+    """Create cgroup ``rel`` with a CPU quota of ``host_cpu`` cores and a memory cap."""
+    q = quota_us(host_cpu)
+    mem = int(memory_mib) * 1024 * 1024
+    if layout.version == 2:
+        root = Path(layout.roots["unified"])
+        parts = rel.split("/")
+        cur = root
+        for part in parts:
+            # A child can only get cpu/memory files if its parent delegates them.
+            ctl = cur / "cgroup.subtree_control"
+            if not {"cpu", "memory"} <= set(ctl.read_text().split()):
+                _write(ctl, "+cpu +memory")
+            cur = cur / part
+            cur.mkdir(exist_ok=True)
+        _write(cur / "cpu.max", f"{q} {PERIOD_US}")
+        _write(cur / "memory.max", str(mem))
+        return
+    cpu = Path(layout.roots["cpu"]) / rel
+    memd = Path(layout.roots["memory"]) / rel
+    cpu.mkdir(parents=True, exist_ok=True)
+    memd.mkdir(parents=True, exist_ok=True)
+    _write(cpu / "cpu.cfs_period_us", str(PERIOD_US))
+    _write(cpu / "cpu.cfs_quota_us", str(q))
+    _write(memd / "memory.limit_in_bytes", str(mem))
+
+
+def procs_files(layout: CgroupLayout, rel: str) -> list[str]:
+    """The ``cgroup.procs`` files a new process must be written into (computed
+    before fork, so the child only does raw writes)."""
+    return [str(d / "cgroup.procs") for d in layout.dirs(rel)]
+
+
+def pids(dirs: Iterable[Path]) -> set[int]:
+    out: set[int] = set()
+    for d in dirs:
+        try:
+            out.update(int(x) for x in (d / "cgroup.procs").read_text().split())
+        except OSError:
+            pass
+    return out
+
+
+def kill_all(dirs: list[Path], timeout: float = 5.0) -> None:
+    """SIGKILL every process of the cgroup and wait until it is empty."""
+    deadline = time.monotonic() + timeout
+    while True:
+        live = pids(dirs)
+        if not live:
+            return
+        for pid in live:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if time.monotonic() > deadline:
+            raise BackendError(f"processes {sorted(live)} in cgroup {dirs[0]} survive SIGKILL")
+        time.sleep(0.01)
+
+
+def remove(dirs: list[Path], timeout: float = 5.0) -> None:
+    """Remove cgroup directories (deepest first), tolerating ones already gone.
+
+    rmdir of a cgroup whose last process just died can fail with EBUSY for a
+    moment while the kernel finishes the exit, so it is retried briefly.
+    """
+    for d in sorted(dirs, key=lambda p: -len(p.parts)):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                d.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError as e:
+                if e.errno in (errno.EBUSY, errno.ENOTEMPTY) and time.monotonic() < deadline:
+                    kill_all([d], timeout=max(0.1, deadline - time.monotonic()))
+                    time.sleep(0.01)
+                    continue
+                raise BackendError(f"cannot remove cgroup {d}: {e}") from None
+
+
+def remove_if_empty(d: Path) -> None:
+    """Remove a shared parent (``edgelab``) only when no other testbed uses it."""
+    try:
+        d.rmdir()
+    except OSError:
+        pass
+
+
+def all_dirs(layout_roots: dict[str, str], rels: Iterable[str]) -> list[Path]:
+    roots = list(dict.fromkeys(layout_roots.values()))
+    return [Path(r) / rel for rel in rels for r in roots]
+
+
+def layout_from_state(version: int, roots: dict[str, str]) -> Optional[CgroupLayout]:
+    return CgroupLayout(version, roots) if roots else None

@@ -1,0 +1,72 @@
+"""The state file: what a testbed created, written *before* creating it.
+
+``/run/edgelab/<testbed>.json`` lets ``LocalBackend().down(name)`` clean up
+after a run that crashed or was SIGKILLed. It is replaced atomically
+(write to a temporary file, fsync, rename) so a crash never leaves half a
+record, and it lives on tmpfs (/run) so a reboot, which also removes every
+namespace and cgroup, removes it too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ...errors import BackendError
+from .naming import STATE_DIR, state_path
+
+
+class StateFile:
+    def __init__(self, testbed: str, state_dir: str = STATE_DIR) -> None:
+        self.testbed = testbed
+        self.path = Path(state_path(testbed, state_dir))
+        self.data: dict[str, Any] = {}
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def create(self, data: dict[str, Any]) -> None:
+        """Claim the name: fails if a state file exists (another run, or a crashed one)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            raise BackendError(
+                f"testbed {self.testbed!r} is already up or was not torn down (state file {self.path} exists); "
+                f"run `edgelab down {self.testbed}` first") from None
+        os.close(fd)
+        self.data = data
+        self.save()
+
+    def save(self) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        with open(tmp, "w") as f:
+            json.dump(self.data, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def update(self, **kw: Any) -> None:
+        self.data.update(kw)
+        self.save()
+
+    def load(self) -> dict[str, Any]:
+        try:
+            text = self.path.read_text()
+            if not text.strip():
+                # Claimed (O_EXCL) but killed before the first record was written:
+                # teardown then finds the testbed's objects by their names alone.
+                self.data = {"testbed": self.testbed}
+                return self.data
+            self.data = json.loads(text)
+        except FileNotFoundError:
+            raise BackendError(f"no testbed named {self.testbed!r} is known here (no state file {self.path})") from None
+        except ValueError as e:
+            raise BackendError(f"state file {self.path} is unreadable ({e}); remove it after checking "
+                               f"`ip netns | grep el-{self.testbed}-`") from None
+        return self.data
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)

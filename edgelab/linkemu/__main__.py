@@ -1,0 +1,80 @@
+"""CLI for real nodes (used by the NixOS module): impair one interface in the current namespace.
+
+    python -m edgelab.linkemu apply --dev wlan0 --rate-mbit 65 --delay-ms 2 --jitter-ms 0.5 \
+        --loss-pct 0.5 [--engine auto|netem|fallback] [--tag edgelab] [--dry-run]
+    python -m edgelab.linkemu clear --dev wlan0
+    python -m edgelab.linkemu detect
+
+With no peer namespace, ``apply`` shapes the egress of ``dev`` and applies
+delay/jitter/loss to both its egress and its ingress.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import EdgelabError
+from ..model import LinkParams
+from . import commands as C
+from .emulator import LinkEmulator
+from .engine import detect_engine
+
+
+def _dry_run(engine: str, tag: str, dev: str, link: LinkParams) -> list[list[str]]:
+    """The tc/nft/iptables commands ``apply`` would run (delayer queues shown as 1000/1001)."""
+    if engine == "netem":
+        cmds = C.netem_egress_cmds(dev, link)
+        if C.needs_netem(link):
+            cmds += C.ingress_ifb_netem_cmds(dev, f"{tag}-in-{dev}"[:15], link)
+        return cmds
+    cmds = C.htb_rate_cmds(dev, link.rate_mbit) if link.rate_mbit > 0 else []
+    if link.loss_pct > 0:
+        cmds += C.nft_loss_cmds(tag, dev, link.loss_pct)
+    if C.needs_delay(link):
+        cmds += C.iptables_nfqueue_cmds(dev, 1000, 1001)
+    return cmds
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m edgelab.linkemu", description="edgelab link emulation")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("apply", help="impair an interface")
+    a.add_argument("--dev", required=True)
+    a.add_argument("--rate-mbit", type=float, default=0.0)
+    a.add_argument("--delay-ms", type=float, default=0.0)
+    a.add_argument("--jitter-ms", type=float, default=0.0)
+    a.add_argument("--loss-pct", type=float, default=0.0)
+    a.add_argument("--engine", choices=["auto", "netem", "fallback"], default="auto")
+    a.add_argument("--tag", default="edgelab")
+    a.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
+    c = sub.add_parser("clear", help="remove what apply installed")
+    c.add_argument("--dev", required=True)
+    c.add_argument("--engine", choices=["auto", "netem", "fallback"], default="auto")
+    c.add_argument("--tag", default="edgelab")
+    sub.add_parser("detect", help="print the engine this kernel supports")
+    ns = ap.parse_args(argv)
+    try:
+        if ns.cmd == "detect":
+            print(detect_engine())
+            return 0
+        if ns.cmd == "apply":
+            link = LinkParams(rate_mbit=ns.rate_mbit, delay_ms=ns.delay_ms, jitter_ms=ns.jitter_ms,
+                              loss_pct=ns.loss_pct)
+            if ns.dry_run:
+                engine = detect_engine() if ns.engine == "auto" else ns.engine
+                for cmd in _dry_run(engine, ns.tag, ns.dev, link):
+                    print(" ".join(cmd))
+                return 0
+            LinkEmulator(None if ns.engine == "auto" else ns.engine, tag=ns.tag).apply_link(
+                None, ns.dev, None, None, link)
+        else:
+            LinkEmulator(None if ns.engine == "auto" else ns.engine, tag=ns.tag).clear(None, ns.dev)
+        return 0
+    except EdgelabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""Pure builders of tc / nft / iptables argv lists for link impairments.
+
+Nothing here runs a command: each function returns argv lists (without any
+``ip netns exec`` prefix) so the exact commands can be unit-tested without
+root and printed by ``--dry-run``. The adapter in ``nsexec`` runs them.
+
+Rate accounting (what ``rate_mbit`` means): HTB charges each packet its
+``skb->len``, i.e. the layer-2 frame *including* the 14-byte Ethernet header
+and *excluding* preamble, FCS and inter-frame gap. So ``rate_mbit`` is the
+L2 throughput of the link; TCP goodput over a 1500-byte MTU with timestamps
+is 1448/1514 = 95.6 % of it. The benchmark compares ``rate_mbit`` with the
+L2 byte counter of the receiving interface, not with iperf3's goodput.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+from ..model import LinkParams
+
+#: HTB handle / class used for the per-link rate on an egress.
+HTB_HANDLE = "1:"
+HTB_CLASS = "1:10"
+NETEM_HANDLE = "10:"
+#: Handle of the shared-medium HTB on the IFB device (distinct from 1: so a
+#: class id of one tree can never be mistaken for one of the other).
+SHARED_HANDLE = "a:"
+SHARED_CLASS = "a:10"
+#: Ethernet MTU + header: the largest non-GSO frame HTB will see.
+FRAME_BYTES = 1514
+#: Resolution of the loss draw: 1/10000 = 0.01 percentage point.
+LOSS_SCALE = 10000
+
+
+def _fmt(x: float) -> str:
+    """Format a number for tc without exponent notation or trailing zeros."""
+    s = f"{x:.6f}".rstrip("0").rstrip(".")
+    return s or "0"
+
+
+def htb_burst_bytes(rate_mbit: float) -> int:
+    """Bucket size: 1 ms of traffic but at least a few full frames.
+
+    Small enough that short measurements are not inflated by the initial
+    burst at low rates; large enough for HTB to keep up at 200 Mbit/s and
+    with the kernel's 1 ms timer granularity.
+    """
+    per_ms = rate_mbit * 1e6 / 8 / 1000
+    return int(max(per_ms, 4 * FRAME_BYTES))
+
+
+def htb_quantum_bytes(rate_mbit: float) -> int:
+    """HTB DRR quantum: rate/10 clamped to [MTU, 200000] to avoid kernel warnings."""
+    return int(min(max(rate_mbit * 1e6 / 8 / 10, FRAME_BYTES), 200000))
+
+
+def netem_args(link: LinkParams, *, limit: Optional[int] = None) -> list[str]:
+    """netem options for delay/jitter/loss (one direction)."""
+    args: list[str] = []
+    if link.delay_ms > 0 or link.jitter_ms > 0:
+        args += ["delay", f"{_fmt(link.delay_ms)}ms"]
+        if link.jitter_ms > 0:
+            args += [f"{_fmt(link.jitter_ms)}ms"]
+    if link.loss_pct > 0:
+        args += ["loss", f"{_fmt(link.loss_pct)}%"]
+    if limit is None:
+        limit = netem_limit(link)
+    args += ["limit", str(limit)]
+    return args
+
+
+def netem_limit(link: LinkParams) -> int:
+    """Packets netem must be able to hold: 2x the bandwidth-delay product (>= 1000)."""
+    rate = link.rate_mbit if link.rate_mbit > 0 else 1000.0
+    bdp = rate * 1e6 / 8 * (link.delay_ms + link.jitter_ms) / 1000 / FRAME_BYTES
+    return int(max(1000, 2 * bdp))
+
+
+def needs_netem(link: LinkParams) -> bool:
+    return link.delay_ms > 0 or link.jitter_ms > 0 or link.loss_pct > 0
+
+
+def needs_delay(link: LinkParams) -> bool:
+    return link.delay_ms > 0 or link.jitter_ms > 0
+
+
+# --------------------------------------------------------------------------- tc
+
+def htb_rate_cmds(dev: str, rate_mbit: float) -> list[list[str]]:
+    """HTB root with a single default class capped at ``rate_mbit`` (both rate and ceil)."""
+    r = f"{_fmt(rate_mbit)}mbit"
+    burst = str(htb_burst_bytes(rate_mbit))
+    return [
+        ["tc", "qdisc", "replace", "dev", dev, "root", "handle", HTB_HANDLE, "htb", "default", "10"],
+        ["tc", "class", "replace", "dev", dev, "parent", HTB_HANDLE, "classid", HTB_CLASS, "htb",
+         "rate", r, "ceil", r, "burst", burst, "cburst", burst,
+         "quantum", str(htb_quantum_bytes(rate_mbit))],
+    ]
+
+
+def netem_egress_cmds(dev: str, link: LinkParams) -> list[list[str]]:
+    """netem engine, one egress: HTB rate class with a netem child, or netem alone.
+
+    The netem child sits below the HTB class so packets are delayed first and
+    then released no faster than the link rate, the usual tc arrangement.
+    """
+    cmds: list[list[str]] = []
+    if link.rate_mbit > 0:
+        cmds += htb_rate_cmds(dev, link.rate_mbit)
+        if needs_netem(link):
+            cmds.append(["tc", "qdisc", "replace", "dev", dev, "parent", HTB_CLASS,
+                         "handle", NETEM_HANDLE, "netem", *netem_args(link)])
+    elif needs_netem(link):
+        cmds.append(["tc", "qdisc", "replace", "dev", dev, "root", "handle", HTB_HANDLE,
+                     "netem", *netem_args(link)])
+    return cmds
+
+
+def clear_root_cmds(dev: str) -> list[list[str]]:
+    """Delete the root qdisc (the kernel restores the default one)."""
+    return [["tc", "qdisc", "del", "dev", dev, "root"]]
+
+
+def clsact_cmds(dev: str) -> list[list[str]]:
+    return [["tc", "qdisc", "replace", "dev", dev, "clsact"]]
+
+
+def clear_clsact_cmds(dev: str) -> list[list[str]]:
+    return [["tc", "qdisc", "del", "dev", dev, "clsact"]]
+
+
+def redirect_filter_cmd(dev: str, direction: str, ifb: str) -> list[str]:
+    """Redirect every frame of ``dev``'s ``direction`` (ingress/egress) hook to ``ifb``.
+
+    u32 ``match u32 0 0`` is used rather than matchall because it exists on
+    every kernel with tc (matchall is not built into all of them, e.g. here).
+    The clsact hooks run before the root qdisc, so this composes with the
+    per-link HTB root installed by ``apply_link``: after the IFB the frame
+    re-enters the port's root qdisc and gets the link's own rate/delay.
+    """
+    if direction not in ("ingress", "egress"):
+        raise ValueError(f"direction must be ingress or egress, not {direction!r}")
+    return ["tc", "filter", "add", "dev", dev, direction, "protocol", "all", "prio", "1",
+            "u32", "match", "u32", "0", "0",
+            "action", "mirred", "egress", "redirect", "dev", ifb]
+
+
+def ifb_create_cmds(ifb: str) -> list[list[str]]:
+    return [["ip", "link", "add", ifb, "type", "ifb"], ["ip", "link", "set", ifb, "up"]]
+
+
+def ifb_delete_cmds(ifb: str) -> list[list[str]]:
+    return [["ip", "link", "del", ifb]]
+
+
+def shared_medium_cmds(ifb: str, ports: list[str], capacity_mbit: float,
+                       leaf: list[str]) -> list[list[str]]:
+    """IFB shaped to ``capacity_mbit`` fed by both directions of every port.
+
+    ``leaf`` is the leaf qdisc argv tail (e.g. ``["fq_codel"]``, ``["sfq",
+    "perturb", "10"]`` or ``["pfifo", "limit", "1000"]``) chosen from what the
+    kernel offers (see ``engine.shared_leaf``).
+    """
+    r = f"{_fmt(capacity_mbit)}mbit"
+    burst = str(htb_burst_bytes(capacity_mbit))
+    cmds = ifb_create_cmds(ifb) + [
+        ["tc", "qdisc", "replace", "dev", ifb, "root", "handle", SHARED_HANDLE, "htb", "default", "10"],
+        ["tc", "class", "replace", "dev", ifb, "parent", SHARED_HANDLE, "classid", SHARED_CLASS, "htb",
+         "rate", r, "ceil", r, "burst", burst, "cburst", burst,
+         "quantum", str(htb_quantum_bytes(capacity_mbit))],
+        ["tc", "qdisc", "replace", "dev", ifb, "parent", SHARED_CLASS, "handle", "b:", *leaf],
+    ]
+    for port in ports:
+        cmds += clsact_cmds(port)
+        cmds.append(redirect_filter_cmd(port, "ingress", ifb))
+        cmds.append(redirect_filter_cmd(port, "egress", ifb))
+    return cmds
+
+
+def ingress_ifb_netem_cmds(dev: str, ifb: str, link: LinkParams) -> list[list[str]]:
+    """netem engine, no peer namespace (real node): ingress delay/loss via an IFB."""
+    netem_only = LinkParams(rate_mbit=0, delay_ms=link.delay_ms, jitter_ms=link.jitter_ms,
+                            loss_pct=link.loss_pct)
+    return ifb_create_cmds(ifb) + clsact_cmds(dev) + [
+        redirect_filter_cmd(dev, "ingress", ifb),
+        *netem_egress_cmds(ifb, netem_only),
+    ]
+
+
+# ---------------------------------------------------------------- nft (loss)
+
+def _ident(s: str) -> str:
+    """A valid nft identifier from an arbitrary string (interface names may hold '-' or '.')."""
+    s = re.sub(r"[^A-Za-z0-9_]", "_", s)
+    return s if s[:1].isalpha() else "t" + s
+
+
+def loss_table(tag: str, dev: str) -> str:
+    return _ident(f"{tag}_loss_{dev}")
+
+
+def loss_threshold(loss_pct: float) -> int:
+    """Draws in [0, LOSS_SCALE) below this value are dropped."""
+    return int(round(loss_pct / 100 * LOSS_SCALE))
+
+
+def nft_loss_cmds(tag: str, dev: str, loss_pct: float) -> list[list[str]]:
+    """Random loss on both directions of ``dev`` with ``numgen random``.
+
+    Ingress runs at raw priority (-300) on prerouting so a lost packet is never
+    handed to the delayer; egress at -200 on postrouting, before the mangle
+    NFQUEUE rule (-150), for the same reason.
+    """
+    t = loss_table(tag, dev)
+    k = str(loss_threshold(loss_pct))
+    return [
+        ["nft", "add", "table", "inet", t],
+        ["nft", "add", "chain", "inet", t, "in", "{ type filter hook prerouting priority -300 ; }"],
+        ["nft", "add", "chain", "inet", t, "out", "{ type filter hook postrouting priority -200 ; }"],
+        ["nft", "add", "rule", "inet", t, "in", "iifname", dev, "numgen", "random", "mod",
+         str(LOSS_SCALE), "<", k, "counter", "drop"],
+        ["nft", "add", "rule", "inet", t, "out", "oifname", dev, "numgen", "random", "mod",
+         str(LOSS_SCALE), "<", k, "counter", "drop"],
+    ]
+
+
+def nft_loss_clear_cmds(tag: str, dev: str) -> list[list[str]]:
+    return [["nft", "delete", "table", "inet", loss_table(tag, dev)]]
+
+
+# ------------------------------------------------------- iptables (NFQUEUE)
+
+def nfqueue_rule_specs(dev: str, q_in: int, q_out: int) -> list[list[str]]:
+    """The two mangle rules (without -A/-D) sending ``dev``'s traffic to the delayer.
+
+    No ``--queue-bypass``: if the delayer is not running, packets are dropped,
+    which shows up at once, instead of silently passing undelayed.
+    """
+    return [
+        ["PREROUTING", "-i", dev, "-j", "NFQUEUE", "--queue-num", str(q_in)],
+        ["POSTROUTING", "-o", dev, "-j", "NFQUEUE", "--queue-num", str(q_out)],
+    ]
+
+
+def iptables_nfqueue_cmds(dev: str, q_in: int, q_out: int, *, delete: bool = False,
+                          families: tuple[str, ...] = ("iptables", "ip6tables")) -> list[list[str]]:
+    op = "-D" if delete else "-A"
+    cmds = []
+    for tool in families:
+        for spec in nfqueue_rule_specs(dev, q_in, q_out):
+            cmds.append([tool, "-w", "-t", "mangle", op, spec[0], *spec[1:]])
+    return cmds

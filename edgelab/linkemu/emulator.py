@@ -1,0 +1,344 @@
+"""LinkEmulator: applies LinkParams to veth pairs / interfaces with netem or the fallback.
+
+Per namespace, the fallback engine keeps one JSON file in ``state_dir``
+(``<ns>.json``; ``_root`` for the current namespace) that is both the
+delayer's config and the record of what was installed per interface, so
+that ``clear`` works from another process (the CLI's ``clear`` on a real
+node) and ``cleanup`` can undo a crashed emulator's work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from ..errors import BackendError
+from ..model import LinkParams
+from . import commands as C
+from .engine import ENGINES, detect_engine, shared_leaf
+from .nsexec import in_ns, run, run_all
+
+QUEUE_BASE = 1000
+READY_TIMEOUT_S = 10.0
+_PKG_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def _check_link(link: LinkParams, where: str) -> None:
+    for name in ("rate_mbit", "delay_ms", "jitter_ms", "loss_pct"):
+        v = getattr(link, name)
+        if not isinstance(v, (int, float)) or math.isnan(v) or v < 0:
+            raise BackendError(f"{where}: {name}={v!r} must be a number >= 0")
+    if link.loss_pct > 100:
+        raise BackendError(f"{where}: loss_pct={link.loss_pct} must be <= 100")
+    if link.jitter_ms > 0 and link.jitter_ms > link.delay_ms:
+        raise BackendError(f"{where}: jitter_ms={link.jitter_ms} exceeds delay_ms={link.delay_ms}; "
+                           "uniform jitter needs delay >= jitter")
+
+
+def _ns_key(ns: Optional[str]) -> str:
+    return ns or "_root"
+
+
+def _pid_alive(pid: int, needle: str) -> bool:
+    """True if ``pid`` runs and its command line contains ``needle`` (guards against PID reuse)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().decode(errors="replace")
+    except OSError:
+        return False
+    if needle not in cmd:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _kill(pid: int, needle: str, timeout: float = 5.0) -> None:
+    if not _pid_alive(pid, needle):
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _pid_alive(pid, needle):
+        time.sleep(0.02)
+    if _pid_alive(pid, needle):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class LinkEmulator:
+    """Impairs links; see LINKEMU_API.md for the contract."""
+
+    def __init__(self, engine: Optional[str] = None, *, tag: str = "edgelab",
+                 state_dir: Optional[str] = None) -> None:
+        if engine in (None, "auto"):
+            engine = detect_engine()
+        if engine not in ENGINES:
+            raise BackendError(f"unknown link emulation engine {engine!r}; use one of {', '.join(ENGINES)} or auto")
+        if engine == "netem" and detect_engine() != "netem":
+            raise BackendError("engine 'netem' requested but this kernel cannot create a netem qdisc "
+                               "(sch_netem missing); use engine 'fallback' or auto")
+        self.engine = engine
+        self.tag = tag
+        self.state_dir = Path(state_dir or f"/run/{tag}-linkemu")
+        self._procs: dict[str, subprocess.Popen] = {}
+        self._ifbs: list[dict] = []   # {"ns": ns, "name": ifb}
+        self._touched: set[str] = set()
+
+    # ---------------------------------------------------------- state files
+    def _cfg_path(self, ns: Optional[str]) -> Path:
+        return self.state_dir / f"{_ns_key(ns)}.json"
+
+    def _load(self, ns: Optional[str]) -> dict:
+        p = self._cfg_path(ns)
+        if p.exists():
+            return json.loads(p.read_text())
+        return {"generation": 0, "ns": ns, "tag": self.tag, "pid": None, "queues": {}, "links": {}}
+
+    def _save(self, ns: Optional[str], cfg: dict) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        p = self._cfg_path(ns)
+        tmp = p.with_suffix(".tmp")
+        tmp.write_text(json.dumps(cfg, indent=1))
+        os.replace(tmp, p)
+        self._touched.add(_ns_key(ns))
+
+    # --------------------------------------------------------------- delayer
+    def _delayer_sync(self, ns: Optional[str], cfg: dict) -> None:
+        """Make the namespace's delayer serve exactly cfg['queues'] (start/HUP/stop it)."""
+        path = self._cfg_path(ns)
+        pid = cfg.get("pid")
+        alive = bool(pid) and _pid_alive(pid, str(path))
+        if not cfg["queues"]:
+            if alive:
+                self._stop_delayer(ns, pid)
+            cfg["pid"] = None
+            self._save(ns, cfg)
+            return
+        cfg["generation"] += 1
+        self._save(ns, cfg)
+        if alive:
+            os.kill(pid, signal.SIGHUP)
+        else:
+            log = open(Path(str(self._cfg_path(ns)) + ".log"), "ab")
+            env = dict(os.environ)
+            env["PYTHONPATH"] = _PKG_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+            argv = in_ns(ns, [sys.executable, "-m", "edgelab.linkemu.delayer",
+                              "--config", str(path), "--tag", self.tag])
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                    env=env, start_new_session=True)
+            log.close()
+            self._procs[_ns_key(ns)] = proc
+            pid = proc.pid
+            cfg["pid"] = pid
+            self._save(ns, cfg)
+        self._wait_ready(ns, pid, cfg["generation"])
+
+    def _wait_ready(self, ns: Optional[str], pid: int, gen: int) -> None:
+        ready = Path(str(self._cfg_path(ns)) + ".ready")
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                g, p = ready.read_text().split()
+                if int(g) >= gen and int(p) == pid:
+                    return
+            except (OSError, ValueError):
+                pass
+            proc = self._procs.get(_ns_key(ns))
+            if proc is not None and proc.pid == pid:
+                if proc.poll() is not None:     # our child: exact, no /proc race around exec
+                    break
+            elif not _pid_alive(pid, str(self._cfg_path(ns))):
+                break
+            time.sleep(0.01)
+        log = Path(str(self._cfg_path(ns)) + ".log")
+        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        raise BackendError(f"NFQUEUE delayer for namespace {ns or '(current)'} did not become ready "
+                           f"(pid {pid}); is NetfilterQueue installed and are you root?\n{tail}")
+
+    def _stop_delayer(self, ns: Optional[str], pid: int) -> None:
+        proc = self._procs.pop(_ns_key(ns), None)
+        _kill(pid, str(self._cfg_path(ns)))
+        if proc is not None:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    @staticmethod
+    def _alloc_queues(cfg: dict, n: int) -> list[int]:
+        used = {int(k) for k in cfg["queues"]}
+        out, q = [], QUEUE_BASE
+        while len(out) < n:
+            if q not in used:
+                out.append(q)
+            q += 1
+        return out
+
+    # ------------------------------------------------------------ public API
+    def apply_link(self, ns: Optional[str], dev: str, peer_ns: Optional[str], peer_dev: Optional[str],
+                   link: LinkParams) -> None:
+        where = f"link {ns or '(current)'}/{dev}"
+        _check_link(link, where)
+        self.clear(ns, dev)
+        cfg = self._load(ns)
+        rec: dict[str, Any] = {"peer_ns": peer_ns, "peer_dev": peer_dev, "link": link.to_dict(),
+                               "engine": self.engine}
+        cfg["links"][dev] = rec
+        self._save(ns, cfg)   # recorded before installing, so a failure half-way is still clearable
+        if self.engine == "netem":
+            run_all(ns, C.netem_egress_cmds(dev, link))
+            if peer_dev is not None:
+                run_all(peer_ns, C.netem_egress_cmds(peer_dev, link))
+            elif C.needs_netem(link):
+                ifb = self.ifb_name(f"in-{dev}")
+                rec["ifb"] = ifb
+                self._save(ns, cfg)
+                self._ifbs.append({"ns": ns, "name": ifb})
+                run_all(ns, C.ingress_ifb_netem_cmds(dev, ifb, link))
+            return
+        # fallback: rate on both egresses, loss + delay in ns for both directions of dev.
+        if link.rate_mbit > 0:
+            run_all(ns, C.htb_rate_cmds(dev, link.rate_mbit))
+            if peer_dev is not None:
+                run_all(peer_ns, C.htb_rate_cmds(peer_dev, link.rate_mbit))
+        if link.loss_pct > 0:
+            rec["loss"] = True
+            self._save(ns, cfg)
+            run_all(ns, C.nft_loss_cmds(self.tag, dev, link.loss_pct))
+        if C.needs_delay(link):
+            q_in, q_out = self._alloc_queues(cfg, 2)
+            for q, d in ((q_in, "in"), (q_out, "out")):
+                cfg["queues"][str(q)] = {"delay_ms": link.delay_ms, "jitter_ms": link.jitter_ms,
+                                         "dev": dev, "dir": d}
+            rec["queues"] = [q_in, q_out]
+            self._delayer_sync(ns, cfg)          # delayer bound before rules point at it
+            rec["families"] = self._families(ns)
+            self._save(ns, cfg)
+            run_all(ns, C.iptables_nfqueue_cmds(dev, q_in, q_out, families=tuple(rec["families"])))
+
+    @staticmethod
+    def _families(ns: Optional[str]) -> list[str]:
+        fams = ["iptables"]
+        if run(ns, ["ip6tables", "-w", "-t", "mangle", "-S", "POSTROUTING"], check=False).returncode == 0:
+            fams.append("ip6tables")
+        return fams
+
+    def apply_shared_medium(self, ns: str, name: str, ports: list[str], capacity_mbit: float) -> None:
+        if not ports:
+            raise BackendError(f"shared medium {name!r} in {ns}: no ports given")
+        if not capacity_mbit > 0:
+            raise BackendError(f"shared medium {name!r} in {ns}: capacity_mbit={capacity_mbit!r} must be > 0")
+        ifb = self.ifb_name(name)
+        run(ns, ["ip", "link", "del", ifb], check=False)
+        self._ifbs.append({"ns": ns, "name": ifb})
+        run_all(ns, C.shared_medium_cmds(ifb, ports, capacity_mbit, shared_leaf()))
+
+    def ifb_name(self, name: str) -> str:
+        """``<tag>-<name>`` if it fits IFNAMSIZ (15), else a short tag+hash form."""
+        n = f"{self.tag}-{name}"
+        if len(n) <= 15:
+            return n
+        h = hashlib.sha1(n.encode()).hexdigest()[:6]
+        return f"{self.tag[:8]}-{h}"
+
+    def clear(self, ns: Optional[str], dev: str) -> None:
+        cfg = self._load(ns)
+        rec = cfg["links"].pop(dev, None)
+        if rec is None:
+            return
+        if rec.get("queues"):
+            q_in, q_out = rec["queues"]
+            run_all(ns, C.iptables_nfqueue_cmds(dev, q_in, q_out, delete=True,
+                                                families=tuple(rec.get("families", ["iptables"]))), check=False)
+            for q in rec["queues"]:
+                cfg["queues"].pop(str(q), None)
+        if rec.get("loss"):
+            run_all(ns, C.nft_loss_clear_cmds(self.tag, dev), check=False)
+        run_all(ns, C.clear_root_cmds(dev), check=False)
+        if rec.get("peer_dev"):
+            run_all(rec["peer_ns"], C.clear_root_cmds(rec["peer_dev"]), check=False)
+        if rec.get("ifb"):
+            run_all(ns, C.clear_clsact_cmds(dev) + C.ifb_delete_cmds(rec["ifb"]), check=False)
+            self._ifbs = [i for i in self._ifbs if not (i["ns"] == ns and i["name"] == rec["ifb"])]
+        self._delayer_sync(ns, cfg)
+
+    def close(self) -> None:
+        """Clear every link this emulator impaired, stop its delayers, delete its IFBs. Idempotent."""
+        for key in list(self._touched):
+            ns = None if key == "_root" else key
+            cfg = self._load(ns)
+            for dev in list(cfg["links"]):
+                self.clear(ns, dev)
+            cfg = self._load(ns)
+            if cfg.get("pid"):
+                self._stop_delayer(ns, cfg["pid"])
+            for suffix in ("", ".ready", ".log"):
+                Path(str(self._cfg_path(ns)) + suffix).unlink(missing_ok=True)
+            self._touched.discard(key)
+        for i in self._ifbs:
+            if _netns_exists(i["ns"]):
+                run(i["ns"], ["ip", "link", "del", i["name"]], check=False)
+        self._ifbs = []
+        try:
+            self.state_dir.rmdir()
+        except OSError:
+            pass
+
+    def state(self) -> dict:
+        delayers = []
+        for key in sorted(self._touched):
+            ns = None if key == "_root" else key
+            cfg = self._load(ns)
+            delayers.append({"ns": ns, "pid": cfg.get("pid"), "config": str(self._cfg_path(ns))})
+        return {"tag": self.tag, "engine": self.engine, "state_dir": str(self.state_dir),
+                "delayers": delayers, "ifbs": list(self._ifbs)}
+
+
+def _netns_exists(ns: Optional[str]) -> bool:
+    return ns is None or Path(f"/run/netns/{ns}").exists()
+
+
+def cleanup(state: dict) -> None:
+    """Undo what a crashed LinkEmulator left (from its ``state()``); tolerant of things gone."""
+    tag = state.get("tag", "edgelab")
+    for d in state.get("delayers", []):
+        ns, cfg_path = d.get("ns"), d.get("config", "")
+        cfg: dict = {}
+        try:
+            cfg = json.loads(Path(cfg_path).read_text())
+        except (OSError, ValueError):
+            pass
+        if _netns_exists(ns):
+            for dev, rec in cfg.get("links", {}).items():
+                if rec.get("queues"):
+                    run_all(ns, C.iptables_nfqueue_cmds(dev, *rec["queues"], delete=True,
+                                                        families=tuple(rec.get("families", ["iptables"]))),
+                            check=False)
+                if rec.get("loss"):
+                    run_all(ns, C.nft_loss_clear_cmds(tag, dev), check=False)
+                run_all(ns, C.clear_root_cmds(dev), check=False)
+                if rec.get("ifb"):
+                    run_all(ns, C.clear_clsact_cmds(dev) + C.ifb_delete_cmds(rec["ifb"]), check=False)
+        for pid in {d.get("pid"), cfg.get("pid")} - {None}:
+            _kill(int(pid), cfg_path)
+        for suffix in ("", ".ready", ".log"):
+            Path(cfg_path + suffix).unlink(missing_ok=True)
+    for i in state.get("ifbs", []):
+        if _netns_exists(i.get("ns")):
+            run(i.get("ns"), ["ip", "link", "del", i["name"]], check=False)

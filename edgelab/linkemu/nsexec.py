@@ -1,0 +1,39 @@
+"""Thin adapter: run builder argv lists inside a network namespace.
+
+``ip netns exec`` is used (rather than pyroute2's NetNS) because tc, nft and
+iptables are the reference tools for the qdiscs/rules we build, and their
+argv form is what the unit tests check and ``--dry-run`` prints.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Optional, Sequence
+
+from ..errors import BackendError
+
+
+def in_ns(ns: Optional[str], argv: Sequence[str]) -> list[str]:
+    """Prefix ``argv`` so it runs in namespace ``ns`` (None: the current one)."""
+    return list(argv) if not ns else ["ip", "netns", "exec", ns, *argv]
+
+
+def run(ns: Optional[str], argv: Sequence[str], *, check: bool = True,
+        timeout: float = 20) -> subprocess.CompletedProcess:
+    """Run one command; on failure raise BackendError naming the command and its stderr."""
+    full = in_ns(ns, argv)
+    try:
+        cp = subprocess.run(full, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError as e:
+        raise BackendError(f"cannot run {full[0]!r}: {e}; install iproute2/nftables/iptables") from e
+    if check and cp.returncode != 0:
+        where = f"in namespace {ns!r}" if ns else "in the current namespace"
+        raise BackendError(
+            f"link emulation command failed {where}: {' '.join(full)}\n"
+            f"  exit {cp.returncode}: {cp.stderr.strip() or cp.stdout.strip()}")
+    return cp
+
+
+def run_all(ns: Optional[str], cmds: Sequence[Sequence[str]], *, check: bool = True) -> None:
+    for c in cmds:
+        run(ns, c, check=check)

@@ -1,0 +1,53 @@
+"""Shared helpers of the local-backend tests: bring a YAML topology up, always tear it down,
+and check that nothing of a testbed is left in the kernel."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator
+
+from edgelab.backends.local import LocalBackend, LocalTestbed
+from edgelab.backends.local import cgroups
+from edgelab.backends.local.naming import netns_prefix
+from edgelab.plan import make_plan
+from edgelab.topology import parse_topology
+
+
+def plan_of(yaml_text: str):
+    return make_plan(parse_topology(yaml_text))
+
+
+@contextlib.contextmanager
+def running_testbed(yaml_text: str) -> Iterator[LocalTestbed]:
+    plan = plan_of(yaml_text)
+    tb = None
+    try:
+        tb = LocalBackend().up(plan)
+        yield tb
+    finally:
+        if tb is not None:
+            tb.down()
+        elif Path(f"/run/edgelab/{plan.topology.name}.json").exists():
+            LocalBackend().down(plan.topology.name)
+
+
+def leftovers(name: str) -> dict[str, list]:
+    """Everything of testbed ``name`` still present: namespaces, cgroups, processes, files."""
+    ns = sorted(n for n in os.listdir("/run/netns") if n.startswith(netns_prefix(name))) \
+        if os.path.isdir("/run/netns") else []
+    layout = cgroups.detect_layout()
+    cg = [str(d) for d in layout.dirs(f"edgelab/{name}") if d.exists()]
+    tag = f"el-{name}"
+    procs = []
+    for e in os.scandir("/proc"):
+        if e.name.isdigit() and int(e.name) != os.getpid():
+            try:
+                cmd = Path(f"/proc/{e.name}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if f"--tag {tag} " in cmd + " " or f"/run/{tag}-linkemu/" in cmd:
+                procs.append((int(e.name), cmd))
+    files = [p for p in (f"/run/edgelab/{name}.json", f"/run/{tag}-linkemu") if os.path.exists(p)]
+    return {k: v for k, v in {"netns": ns, "cgroups": cg, "processes": procs, "files": files}.items() if v}
