@@ -24,6 +24,7 @@ def delay_server(delay_s: float, serial: bool = False) -> ThreadingHTTPServer:
 
     class H(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
 
         def log_message(self, *a):
             pass

@@ -213,3 +213,25 @@ def test_power_sampler_energy_and_energy_between():
         mid0, mid1 = ss[0].time + 0.2, ss[0].time + 0.6
         assert s.energy_between(node, mid0, mid1) == pytest.approx(watts * 0.4, rel=1e-6)
     assert s.energy_between("sv_n1", ss[0].time - 10, ss[0].time) is None
+
+
+@pytest.mark.root
+def test_modelled_source_from_real_cgroup_v1():
+    base = Path("/sys/fs/cgroup/cpuacct")
+    if os.geteuid() != 0 or not (base / "cpuacct.usage").exists():
+        pytest.skip("needs root and a cgroup v1 cpuacct hierarchy at /sys/fs/cgroup/cpuacct")
+    cg = base / f"sv_power_test_{os.getpid()}"
+    cg.mkdir()
+    spin = subprocess.Popen([sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<3: pass"])
+    try:
+        (cg / "cgroup.procs").write_text(str(spin.pid))
+        src = ModelledSource("rpi3", Utilisation(cgroup_cpu_seconds(cg), cores=4))
+        time.sleep(1.0)
+        r = src.read()
+        # one busy process in the cgroup = one of the Pi's four cores
+        assert 0.1 < r.extra["utilisation"] <= 0.26
+        assert r.power_w == pytest.approx(device_class("rpi3").power(r.extra["utilisation"]))
+    finally:
+        spin.kill()
+        spin.wait()
+        cg.rmdir()

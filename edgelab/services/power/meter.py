@@ -192,6 +192,7 @@ class _MeterCollector:
 
 def _handler_for(meter: PowerMeter):
     class Handler(BaseHTTPRequestHandler):
+        disable_nagle_algorithm = True   # separate header/body writes must not wait for delayed ACKs
         def log_message(self, fmt, *args):  # keep test output clean; use logging
             log.debug("%s " + fmt, self.address_string(), *args)
 

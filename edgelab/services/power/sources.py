@@ -114,7 +114,7 @@ def cgroup_cpu_seconds(cgroup_dir: os.PathLike) -> Callable[[], float]:
     v1, v2 = d / "cpuacct.usage", d / "cpu.stat"
     if v1.exists():
         return lambda: int(v1.read_text()) / 1e9
-    if v2.exists():
+    if v2.exists() and "usage_usec" in v2.read_text():
         def read_v2() -> float:
             for line in v2.read_text().splitlines():
                 key, _, val = line.partition(" ")
@@ -122,8 +122,9 @@ def cgroup_cpu_seconds(cgroup_dir: os.PathLike) -> Callable[[], float]:
                     return int(val) / 1e6
             raise SourceError(f"{v2}: no usage_usec line")
         return read_v2
-    raise ValueError(f"{d}: neither cpuacct.usage (cgroup v1) nor cpu.stat (cgroup v2) found; "
-                     "give the cgroup directory of the node")
+    raise ValueError(f"{d}: neither cpuacct.usage (cgroup v1) nor cpu.stat with usage_usec (cgroup v2) "
+                     "found; give the node's cgroup directory in the cpuacct hierarchy "
+                     "(e.g. /sys/fs/cgroup/cpuacct/<node>) or its cgroup v2 directory")
 
 
 def proc_cpu_seconds(pids: Iterable[int]) -> Callable[[], float]:
