@@ -1,0 +1,11 @@
+"""BeaglePaaS: a MicroFaaS-style FaaS for single-board computers.
+
+Run: ``python -m edgelab.services.beaglepaas {orchestrator,worker,submit} --help``.
+"""
+
+from .client import BeaglePaaSClient, BeaglePaaSError
+from .functions import FUNCTIONS
+from .orchestrator import Invocation, Orchestrator
+from .worker import run_job, run_worker
+
+__all__ = ["BeaglePaaSClient", "BeaglePaaSError", "FUNCTIONS", "Invocation", "Orchestrator", "run_job", "run_worker"]

@@ -1,0 +1,117 @@
+"""CLI for BeaglePaaS.
+
+  python -m edgelab.services.beaglepaas orchestrator --bind 0.0.0.0 --port 7000 \
+      [--meter w1=http://10.0.0.5:8081 ...] [--results out.jsonl]
+  python -m edgelab.services.beaglepaas worker --connect 10.0.0.1:7000 --id w1
+  python -m edgelab.services.beaglepaas submit --connect 10.0.0.1:7000 --function sleep \
+      --args '{"seconds":0.1}' --count 10 --wait 60      (prints the records as JSON)
+
+The orchestrator prints ``LISTENING tcp://HOST:PORT`` when ready.  ``--meter``
+samples each worker's Tasmota plug (real or edgelab's emulated one) so every
+invocation record carries the worker's energy during its execution.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+
+
+def _hostport(s: str) -> tuple[str, int]:
+    host, _, port = s.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {s!r}")
+    return host, int(port)
+
+
+def cmd_orchestrator(a) -> int:
+    from ..power import PowerSampler, TasmotaHttpSource
+    from .orchestrator import Orchestrator
+
+    sampler = None
+    hook = None
+    if a.meter:
+        meters = {}
+        for spec in a.meter:
+            wid, _, url = spec.partition("=")
+            if not url:
+                raise SystemExit(f"--meter expects WORKER=URL, got {spec!r}")
+            meters[wid] = TasmotaHttpSource(url)
+        sampler = PowerSampler(meters, interval=a.meter_interval).start()
+        hook = sampler.energy_between
+    orch = Orchestrator(energy_hook=hook, max_attempts=a.max_attempts, job_timeout_s=a.job_timeout)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    host, port = orch.serve(a.bind, a.port)
+    print(f"LISTENING tcp://{host}:{port}", flush=True)
+    stop.wait()
+    if sampler:
+        sampler.stop()
+    orch.stop()
+    if a.results:
+        with open(a.results, "w") as f:
+            for rec in orch.results():
+                f.write(json.dumps(rec) + "\n")
+    return 0
+
+
+def cmd_worker(a) -> int:
+    from .worker import run_worker
+
+    host, port = a.connect
+    n = run_worker(host, port, a.id, connect_timeout_s=a.connect_timeout)
+    logging.info("worker %s ran %d jobs", a.id, n)
+    return 0
+
+
+def cmd_submit(a) -> int:
+    from .client import BeaglePaaSClient
+
+    host, port = a.connect
+    args = json.loads(a.args)
+    with BeaglePaaSClient(host, port) as c:
+        ids = [c.submit(a.function, args) for _ in range(a.count)]
+        if a.wait:
+            print(json.dumps(c.wait(ids, timeout=a.wait)))
+        else:
+            print(json.dumps(ids))
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m edgelab.services.beaglepaas", description="MicroFaaS-style FaaS.")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    o = sub.add_parser("orchestrator", help="queue invocations and dispatch them to workers")
+    o.add_argument("--bind", default="127.0.0.1")
+    o.add_argument("--port", type=int, default=7000, help="0 = pick a free port")
+    o.add_argument("--max-attempts", type=int, default=3, help="dispatches per invocation before it fails")
+    o.add_argument("--job-timeout", type=float, help="seconds a worker may take before it is declared lost")
+    o.add_argument("--meter", action="append", default=[], metavar="WORKER=URL", help="Tasmota plug of a worker")
+    o.add_argument("--meter-interval", type=float, default=0.5)
+    o.add_argument("--results", help="write per-invocation records (JSON lines) here at exit")
+    o.set_defaults(fn=cmd_orchestrator)
+    w = sub.add_parser("worker", help="connect to an orchestrator and run jobs")
+    w.add_argument("--connect", type=_hostport, required=True, metavar="HOST:PORT")
+    w.add_argument("--id", required=True, help="worker id (e.g. the node name)")
+    w.add_argument("--connect-timeout", type=float, default=30.0)
+    w.set_defaults(fn=cmd_worker)
+    s = sub.add_parser("submit", help="submit invocations")
+    s.add_argument("--connect", type=_hostport, required=True, metavar="HOST:PORT")
+    s.add_argument("--function", required=True)
+    s.add_argument("--args", default="{}", help="JSON object of function arguments")
+    s.add_argument("--count", type=int, default=1)
+    s.add_argument("--wait", type=float, default=0.0, help="wait up to N s and print the records")
+    s.set_defaults(fn=cmd_submit)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO, stream=sys.stderr)
+    return a.fn(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""CLI: ``python -m edgelab.services.phone [--bind H] [--port P] [--cv-threads N]``.
+
+Prints ``LISTENING http://HOST:PORT`` when ready; stops on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m edgelab.services.phone",
+                                description="Image detection service of a phone node (POST /detect).")
+    p.add_argument("--bind", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080, help="0 = pick a free port")
+    p.add_argument("--cv-threads", type=int, default=1,
+                   help="OpenCV worker threads per request (1 = the node's cgroup decides parallelism)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO, stream=sys.stderr)
+    import cv2
+
+    cv2.setNumThreads(a.cv_threads)
+    from .server import make_server
+
+    srv = make_server(a.bind, a.port)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    host, port = srv.server_address[:2]
+    print(f"LISTENING http://{host}:{port}", flush=True)
+    stop.wait()
+    srv.shutdown()
+    srv.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

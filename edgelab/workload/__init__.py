@@ -1,0 +1,1 @@
+"""Workload generators run on client nodes (``python -m edgelab.workload.loadgen``)."""

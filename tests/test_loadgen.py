@@ -1,0 +1,122 @@
+"""Load generator against servers with a known artificial delay."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import matplotlib.cbook as cbook
+import pytest
+
+from edgelab.workload.loadgen import Target, arrival_offsets, closed_loop, open_loop, summarise
+
+from svhelpers import REPO, service, url_of
+
+
+def delay_server(delay_s: float, serial: bool = False) -> ThreadingHTTPServer:
+    """Answers every request after ``delay_s``; ``serial`` = one request at a time (capacity 1/delay)."""
+    lock = threading.Lock()
+
+    class H(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
+
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            if serial:
+                with lock:
+                    time.sleep(delay_s)
+            else:
+                time.sleep(delay_s)
+            body = b"x" * 100
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+@pytest.fixture
+def server_factory():
+    servers = []
+
+    def make(delay_s, serial=False):
+        s = delay_server(delay_s, serial)
+        servers.append(s)
+        return f"http://127.0.0.1:{s.server_address[1]}/"
+    yield make
+    for s in servers:
+        s.shutdown()
+        s.server_close()
+
+
+def test_arrival_offsets():
+    assert arrival_offsets(10, 2) == [i / 10 for i in range(20)]
+    poisson = arrival_offsets(50, 100, "poisson", seed=1)
+    assert len(poisson) / 100 == pytest.approx(50, rel=0.05)
+    assert all(0 <= a < b < 100 for a, b in zip(poisson, poisson[1:]))
+    with pytest.raises(ValueError):
+        arrival_offsets(0, 1)
+
+
+def test_open_loop_rate_and_latency(server_factory):
+    url = server_factory(0.05)
+    recs = open_loop(Target(url), rate=40, duration=2.0)
+    s = summarise(recs)
+    assert s["requests"] == 80 and s["ok"] == 80
+    assert s["send_rate_rps"] == pytest.approx(40, rel=0.10)
+    assert s["bytes"] == 8000
+    lat = s["latency_ms"]
+    assert 50 <= lat["p50"] < 130          # 50 ms server delay + loopback + a busy shared CPU
+    assert lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+    assert s["send_lag_ms"]["p50"] < 20
+
+
+def test_open_loop_charges_queueing_no_coordinated_omission(server_factory):
+    url = server_factory(0.1, serial=True)             # capacity 10 req/s
+    over = summarise(open_loop(Target(url), rate=20, duration=1.5))    # offered 2x capacity
+    closed = summarise(closed_loop(Target(url), clients=1, duration=1.0))
+    # 30 requests need 3 s of service; the last was scheduled at 1.45 s -> waited ~1.5 s
+    assert over["latency_ms"]["max"] > 1200
+    assert over["latency_ms"]["p99"] > 5 * closed["latency_ms"]["p50"]
+    assert 95 <= closed["latency_ms"]["p50"] < 180
+    assert over["throughput_rps"] == pytest.approx(10, rel=0.25)
+
+
+def test_closed_loop_think_time(server_factory):
+    url = server_factory(0.05)
+    recs = closed_loop(Target(url), clients=3, duration=2.0, think_s=0.05)
+    s = summarise(recs, duration=2.0)
+    # each client: 50 ms service + 50 ms think -> ~10 req/s, 3 clients -> ~30 req/s
+    assert s["throughput_rps"] == pytest.approx(30, rel=0.3)
+    assert 50 <= s["latency_ms"]["p50"] < 130
+
+
+def test_cli_against_phone_service(tmp_path):
+    img = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    rec_file = tmp_path / "sv_records.jsonl"
+    with service("edgelab.services.phone", "--port", "0") as (_, line):
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        res = subprocess.run([sys.executable, "-m", "edgelab.workload.loadgen", "--url",
+                              url_of(line) + "/detect?mode=gray", "--body", img, "--mode", "open",
+                              "--rate", "20", "--duration", "1", "--arrivals", "poisson", "--seed", "3",
+                              "--records", str(rec_file)], capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["ok"] == summary["requests"] > 5 and summary["errors"] == 0
+    assert summary["mode"] == "open" and summary["offered_rps"] == 20
+    rows = [json.loads(x) for x in rec_file.read_text().splitlines()]
+    assert len(rows) == summary["requests"]
+    assert {"scheduled", "start", "end", "latency_s", "status", "bytes"} <= set(rows[0])
+    assert all(r["status"] == 200 and r["bytes"] > 0 for r in rows)
