@@ -183,8 +183,6 @@ rec {
     # without this match the svclb pods never start (ContainerCreating).
     serviceLB = {
       NETFILTER_XT_MATCH_MULTIPORT = "m";
-      NETFILTER_XT_MATCH_COMMENT = "m";
-      NETFILTER_XT_TARGET_MASQUERADE = "m";
     };
     # Link emulation with netem, and the IFB used for ingress shaping.
     netem = {
