@@ -21,10 +21,12 @@ let
 in
 {
   options.edgelab.beaglepaas = {
+    enable = lib.mkEnableOption "a BeaglePaaS (FaaS) node";
+
     role = lib.mkOption {
-      type = lib.types.nullOr (lib.types.enum [ "orchestrator" "worker" ]);
-      default = null;
-      description = "Which BeaglePaaS service this node runs (null: none).";
+      type = lib.types.enum [ "orchestrator" "worker" ];
+      default = "worker";
+      description = "Which BeaglePaaS service this node runs.";
     };
 
     port = lib.mkOption {
@@ -69,7 +71,7 @@ in
     };
   };
 
-  config = lib.mkMerge [
+  config = lib.mkIf cfg.enable (lib.mkMerge [
     (lib.mkIf (cfg.role == "orchestrator") {
       systemd.services.edgelab-beaglepaas-orchestrator = common // {
         description = "BeaglePaaS orchestrator";
@@ -93,7 +95,7 @@ in
       };
     })
 
-    (lib.mkIf (cfg.role != null && cfg.fastBoot) {
+    (lib.mkIf cfg.fastBoot {
       boot.kernelPatches = [{
         name = "edgelab-fast-boot";
         patch = null;
@@ -101,5 +103,5 @@ in
       }];
       boot.kernelParams = [ "quiet" "loglevel=3" ];
     })
-  ];
+  ]);
 }

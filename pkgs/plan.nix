@@ -1,17 +1,20 @@
 # The plan of a topology, computed by the Python planner at build time
 # (edgelab.plan.make_plan), so Nix never re-implements addressing or routing.
-# `counts` overrides group sizes ({ phone = 8; }): role counts are parameters.
-# The result is a JSON file; nix/lib.nix `readPlan` reads it (import from
-# derivation).
-{ runCommand, python3, edgelab }:
-{ topology, counts ? { }, name ? "edgelab-plan" }:
+# `counts` overrides group sizes ({ phone = 8; }): role counts are parameters,
+# handed to Topology.scaled. The result is a JSON file that nix/lib.nix
+# `readPlan` reads (import from derivation).
+{ pkgs
+, edgelab ? pkgs.python3Packages.callPackage ./edgelab.nix { }
+, topology
+, counts ? { }
+, name ? "edgelab-plan"
+}:
 let
-  py = python3.withPackages (_: [ edgelab ]);
-  args = builtins.concatStringsSep " "
-    (builtins.attrValues (builtins.mapAttrs (g: n: "${g}=${toString n}") counts));
+  py = pkgs.python3.withPackages (_: [ edgelab ]);
+  args = pkgs.lib.mapAttrsToList (g: n: "${g}=${toString n}") counts;
 in
-runCommand "${name}.json" { } ''
-  ${py}/bin/python - ${topology} ${args} > $out <<'PY'
+pkgs.runCommand "${name}.json" { } ''
+  ${py}/bin/python - ${topology} ${pkgs.lib.escapeShellArgs args} > $out <<'PY'
   import json, sys
   from edgelab.plan import make_plan
   from edgelab.topology import load_topology
