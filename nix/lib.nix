@@ -123,11 +123,13 @@ rec {
         ++ linkArgs l ++ [ "--engine" engine ]))
       (nodeSettings { inherit plan name ifmap; }).links;
 
-  # `ip` commands adding the plan's addresses and routes (idempotent: replace).
+  # `ip` commands adding the plan's addresses and routes (idempotent: replace;
+  # the same address twice, as when two mesh interfaces share a device, is harmless).
   addressCommands = { plan, name, ifmap ? { }, ip ? "ip" }:
     let s = nodeSettings { inherit plan name ifmap; };
     in map (a: "${ip} addr replace ${a.ip}/${toString a.prefixLength} dev ${a.dev}") s.addresses
-      ++ map (r: "${ip} route replace ${r.destination} via ${r.via} dev ${r.dev}") s.routes;
+      # onlink: mesh addresses are /32s, so the next hop is on no subnet.
+      ++ map (r: "${ip} route replace ${r.destination} via ${r.via} dev ${r.dev} onlink") s.routes;
 
   # One shell script for a whole role image: at boot it picks this machine's
   # commands by hostname (NixOS-Compose sets the hostname per node, all nodes
