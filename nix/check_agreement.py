@@ -16,8 +16,12 @@ from edgelab.plan import make_plan
 from edgelab.topology import load_topology
 
 
-def disagreements(topology_path: str, view: list[dict]) -> list[str]:
-    plan = make_plan(load_topology(topology_path))
+def disagreements(topology_path: str, view: list[dict], counts: dict[str, int] | None = None) -> list[str]:
+    """Every way the Nix view differs from the plan of the topology (scaled by ``counts``)."""
+    topo = load_topology(topology_path)
+    for group, n in (counts or {}).items():
+        topo = topo.scaled(group, n)
+    plan = make_plan(topo)
     errors: list[str] = []
     if [v["name"] for v in view] != [n.name for n in plan.nodes]:
         return [f"node names differ: nix {[v['name'] for v in view]} python {[n.name for n in plan.nodes]}"]
