@@ -48,7 +48,7 @@ in
       after = [ "network-online.target" ];
       # Services measured over the emulated links start after it.
       before = [ "k3s.service" "edgelab-beaglepaas-worker.service" "edgelab-beaglepaas-orchestrator.service" ];
-      path = [ pkgs.iproute2 pkgs.nettools pkgs.nftables ];
+      path = [ pkgs.iproute2 pkgs.nettools pkgs.nftables pkgs.iptables ];
       environment = lib.optionalAttrs (top.node != null) { EDGELAB_NODE = top.node; };
       serviceConfig = {
         Type = "oneshot";
