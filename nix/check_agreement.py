@@ -1,0 +1,70 @@
+"""Check that what nix/lib.nix derived from a plan matches edgelab's planner.
+
+Used by the flake check `plan-agreement` (inside the Nix sandbox) and by
+tests/test_nix_lib.py (outside it): argv is the topology YAML and a JSON file
+holding, per node, ``{name, settings: nodeSettings, commands: linkCommands}``.
+Exits non-zero with a message naming the first disagreement.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+
+from edgelab.plan import make_plan
+from edgelab.topology import load_topology
+
+
+def disagreements(topology_path: str, view: list[dict], counts: dict[str, int] | None = None) -> list[str]:
+    """Every way the Nix view differs from the plan of the topology (scaled by ``counts``)."""
+    topo = load_topology(topology_path)
+    for group, n in (counts or {}).items():
+        topo = topo.scaled(group, n)
+    plan = make_plan(topo)
+    errors: list[str] = []
+    if [v["name"] for v in view] != [n.name for n in plan.nodes]:
+        return [f"node names differ: nix {[v['name'] for v in view]} python {[n.name for n in plan.nodes]}"]
+    for v, node in zip(view, plan.nodes):
+        s = v["settings"]
+        for key in ("group", "role", "index"):
+            if s[key] != getattr(node, key):
+                errors.append(f"{node.name}: {key} nix={s[key]!r} python={getattr(node, key)!r}")
+        nix_addrs = [f"{a['ip']}/{a['prefixLength']}" for a in s["addresses"]]
+        if nix_addrs != [i.address for i in node.interfaces]:
+            errors.append(f"{node.name}: addresses nix={nix_addrs} python={[i.address for i in node.interfaces]}")
+        nix_routes = [(r["destination"], r["via"], r["dev"]) for r in s["routes"]]
+        if nix_routes != [(r.destination, r.via, r.dev) for r in node.routes]:
+            errors.append(f"{node.name}: routes differ: nix={nix_routes}")
+        # One linkemu command per distinct device, with the plan's parameters.
+        seen: dict[str, object] = {}
+        for itf in node.interfaces:
+            seen.setdefault(itf.ifname, itf.link)
+        if len(v["commands"]) != len(seen):
+            errors.append(f"{node.name}: {len(v['commands'])} link commands for {len(seen)} devices")
+        for cmd, (dev, link) in zip(v["commands"], seen.items()):
+            argv = shlex.split(cmd)
+            opts = dict(zip(argv[4::2], argv[5::2]))
+            expect = {"--dev": dev, "--rate-mbit": link.rate_mbit, "--delay-ms": link.delay_ms,
+                      "--jitter-ms": link.jitter_ms, "--loss-pct": link.loss_pct}
+            if argv[1:4] != ["-m", "edgelab.linkemu", "apply"]:
+                errors.append(f"{node.name}: not a linkemu apply command: {cmd}")
+            for k, want in expect.items():
+                got = opts.get(k)
+                ok = got == want if isinstance(want, str) else got is not None and abs(float(got) - want) < 1e-9
+                if not ok:
+                    errors.append(f"{node.name}: {k} nix={got!r} python={want!r} in {cmd!r}")
+    return errors
+
+
+def main(argv: list[str]) -> int:
+    with open(argv[2]) as f:
+        view = json.load(f)
+    errors = disagreements(argv[1], view)
+    for e in errors:
+        print("disagreement:", e, file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,214 @@
+# Pure helpers shared by the edgelab NixOS modules and compositions.
+#
+# Only `builtins` are used, on purpose: these functions must evaluate with
+# `nix-instantiate --eval --strict` on a machine that has no nixpkgs, so the
+# test suite can check them against the Python planner (edgelab/plan.py).
+# The plan is never recomputed here: Python decides node names, addresses,
+# links and routes once (`make_plan(...).to_dict()`), Nix only reads it.
+let
+  inherit (builtins)
+    attrNames concatLists concatStringsSep elemAt filter foldl' fromJSON genList
+    getAttr hasAttr head length listToAttrs map readFile split toJSON;
+
+  # "10.77.0.5/24" -> { ip = "10.77.0.5"; prefixLength = 24; }
+  splitCidr = cidr:
+    let parts = filter builtins.isString (split "/" cidr);
+    in {
+      ip = head parts;
+      prefixLength = fromJSON (elemAt parts 1);
+    };
+
+  # Numbers on command lines in their shortest form (65, not 65.000000).
+  num = x: toJSON x;
+
+  uniq = list: foldl' (acc: x: if builtins.elem x acc then acc else acc ++ [ x ]) [ ] list;
+
+  # Shell-safe single quoting.
+  shQuote = s: "'" + builtins.replaceStrings [ "'" ] [ "'\\''" ] s + "'";
+in
+rec {
+  inherit splitCidr shQuote;
+
+  # ---------------------------------------------------------------- reading
+
+  # The plan JSON written by `edgelab` (Plan.to_dict()).
+  readPlan = path: fromJSON (readFile path);
+
+  nodeNames = plan: map (n: n.name) plan.nodes;
+
+  node = plan: name:
+    let found = filter (n: n.name == name) plan.nodes;
+    in if found == [ ] then
+      throw "edgelab: node '${name}' is not in plan '${plan.name}' (nodes: ${concatStringsSep ", " (nodeNames plan)})"
+    else head found;
+
+  nodesOfRole = plan: role: filter (n: n.role == role) plan.nodes;
+
+  nodesOfGroup = plan: group: filter (n: n.group == group) plan.nodes;
+
+  groups = plan: uniq (map (n: n.group) plan.nodes);
+
+  # { <role> = <number of nodes>; }
+  roleCounts = plan:
+    listToAttrs (map (r: { name = r; value = length (nodesOfRole plan r); })
+      (uniq (map (n: n.role) plan.nodes)));
+
+  # ------------------------------------------------------ role multiplication
+
+  # The node names of N copies of a role, as the planner names them:
+  # nodeNamesFor "phone" 3 == [ "phone-1" "phone-2" "phone-3" ].
+  nodeNamesFor = prefix: count: genList (i: "${prefix}-${toString (i + 1)}") count;
+
+  # N nodes of one role as an attribute set { phone-1 = f 1; ... }, for
+  # compositions that give every node its own configuration (NixOS-Compose
+  # `nodes`, or the NixOS test driver). Counts are parameters, not copies.
+  multiply = prefix: count: f:
+    listToAttrs (genList
+      (i: {
+        name = "${prefix}-${toString (i + 1)}";
+        value = f (i + 1);
+      })
+      count);
+
+  # NixOS-Compose `rolesDistribution`: one image per group, the hostnames of
+  # its nodes as the planner names them. (An integer there would make nxc name
+  # them phone1..phoneN, which would not match the plan.)
+  rolesDistribution = plan:
+    listToAttrs (map (g: { name = g; value = map (n: n.name) (nodesOfGroup plan g); }) (groups plan));
+
+  # ------------------------------------------------------ per-node settings
+
+  # Interface name on the real machine: the plan names interfaces by kind
+  # (wlan0, eth0, mesh0); a composition maps them onto what its flavour has
+  # (e.g. { wlan0 = "eth1"; } on nxc's vm flavour). Unmapped names are kept.
+  realDev = ifmap: ifname: if hasAttr ifname ifmap then getAttr ifname ifmap else ifname;
+
+  # The linkemu CLI arguments for one link (contract in LINKEMU_API.md).
+  linkArgs = link: [
+    "--rate-mbit" (num link.rate_mbit)
+    "--delay-ms" (num link.delay_ms)
+    "--jitter-ms" (num link.jitter_ms)
+    "--loss-pct" (num link.loss_pct)
+  ];
+
+  # Everything one node needs, in a shape the modules consume directly.
+  nodeSettings = { plan, name, ifmap ? { } }:
+    let
+      n = node plan name;
+      itfs = map
+        (i: i // {
+          dev = realDev ifmap i.ifname;
+          ip = (splitCidr i.address).ip;
+          prefixLength = (splitCidr i.address).prefixLength;
+        })
+        n.interfaces;
+    in {
+      inherit (n) name group role index resources;
+      interfaces = itfs;
+      addresses = map (i: { inherit (i) dev ip prefixLength; }) itfs;
+      # One entry per real device: several plan interfaces mapped onto one
+      # device (all of a VM's networks on eth1) get impaired once, with the
+      # first link's parameters.
+      links = uniqBy (l: l.dev) (map (i: { inherit (i) dev network; } // i.link) itfs);
+      routes = map (r: r // { dev = realDev ifmap r.dev; }) n.routes;
+    };
+
+  uniqBy = key: list:
+    foldl' (acc: x: if builtins.any (y: key y == key x) acc then acc else acc ++ [ x ]) [ ] list;
+
+  # The commands that impair this node's links, one per device.
+  linkCommands = { plan, name, ifmap ? { }, python ? "python3", engine ? "auto" }:
+    map
+      (l: concatStringsSep " " ([ python "-m" "edgelab.linkemu" "apply" "--dev" l.dev ]
+        ++ linkArgs l ++ [ "--engine" engine ]))
+      (nodeSettings { inherit plan name ifmap; }).links;
+
+  # `ip` commands adding the plan's addresses and routes (idempotent: replace;
+  # the same address twice, as when two mesh interfaces share a device, is harmless).
+  addressCommands = { plan, name, ifmap ? { }, ip ? "ip" }:
+    let s = nodeSettings { inherit plan name ifmap; };
+    in map (a: "${ip} addr replace ${a.ip}/${toString a.prefixLength} dev ${a.dev}") s.addresses
+      # onlink: mesh addresses are /32s, so the next hop is on no subnet.
+      ++ map (r: "${ip} route replace ${r.destination} via ${r.via} dev ${r.dev} onlink") s.routes;
+
+  # One shell script for a whole role image: at boot it picks this machine's
+  # commands by hostname (NixOS-Compose sets the hostname per node, all nodes
+  # of a role share one image). Unknown hostnames fail loudly.
+  perNodeScript = { plan, names ? nodeNames plan, commandsFor, hostnameCmd ? "hostname" }:
+    let
+      branch = name:
+        [ "  ${shQuote name})" ] ++ map (c: "    " + c) (commandsFor name) ++ [ "    ;;" ];
+      lines = [
+        "set -eu"
+        "node=\"\${EDGELAB_NODE:-$(${hostnameCmd})}\""
+        "case \"$node\" in"
+      ] ++ concatLists (map branch names) ++ [
+        "  *)"
+        "    echo \"edgelab: node '$node' is not in plan ${plan.name} (known: ${concatStringsSep " " names})\" >&2"
+        "    exit 1"
+        "    ;;"
+        "esac"
+      ];
+    in concatStringsSep "\n" lines + "\n";
+
+  # Node address by name on a network (for serverAddr, orchestrator address).
+  addressOf = plan: name: network:
+    let found = filter (i: i.network == network) (node plan name).interfaces;
+    in if found == [ ] then throw "edgelab: node '${name}' is not on network '${network}'"
+    else (splitCidr (head found).address).ip;
+
+  # /etc/hosts lines for every planned address (first network wins per node).
+  hostsEntries = plan:
+    listToAttrs (concatLists (map
+      (n: if n.interfaces == [ ] then [ ] else [{
+        name = (splitCidr (head n.interfaces).address).ip;
+        value = [ n.name ];
+      }])
+      plan.nodes));
+
+  # -------------------------------------------------------------- resources
+
+  # systemd MemoryMax for a node from its planned memory.
+  memoryMax = resources: "${toString resources.memory_mib}M";
+
+  # systemd CPUQuota: cpu * speed cores, as a percentage of one core.
+  cpuQuota = resources:
+    let pct = resources.cpu * resources.speed * 100;
+    in "${toString (builtins.floor (pct + 0.5))}%";
+
+  # ------------------------------------------------------- kernel fragments
+
+  # Kernel config as plain strings ("y"/"m"/"n") so it can be asserted
+  # without nixpkgs; modules turn them into lib.kernel values.
+  kernelFragments = {
+    # k3s ServiceLB (klipper-lb) installs iptables rules with `-m multiport`;
+    # without this match the svclb pods never start (ContainerCreating).
+    serviceLB = {
+      NETFILTER_XT_MATCH_MULTIPORT = "m";
+    };
+    # Link emulation with netem, and the IFB used for ingress shaping.
+    netem = {
+      NET_SCH_NETEM = "m";
+      NET_SCH_HTB = "m";
+      NET_SCH_TBF = "m";
+      IFB = "m";
+    };
+    # BATMAN-adv mesh (in-tree module).
+    batman = {
+      BATMAN_ADV = "m";
+      BATMAN_ADV_BATMAN_V = "y";
+    };
+    # Fast boot for small boards: leaf options only, so the distribution
+    # kernel's mandatory answers stay satisfiable.
+    fastBoot = {
+      MEMTEST = "n";
+      LOGO = "n";
+      X86_VERBOSE_BOOTUP = "n";
+      DEBUG_INFO_BTF = "n";
+      PRINTK_TIME = "y";
+    };
+  };
+
+  # Merge fragments; a later fragment wins on conflicts.
+  kernelConfig = names: foldl' (acc: n: acc // getAttr n kernelFragments) { } names;
+}
