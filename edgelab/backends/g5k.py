@@ -1,0 +1,223 @@
+"""The ``g5k`` backend: reserve Grid'5000 machines, deploy the composition
+on them with nxc, impair links with EnOSlib's netem, release at the end.
+
+Steps of ``up(plan)``:
+
+1. plan the reservation (:mod:`.g5k_reservation`): cluster, node count,
+   walltime, job type, and the folding of virtual nodes onto machines;
+2. ``enoslib.G5k(conf).init()`` reserves (and grants root on) the machines;
+3. their names go into a machine file for ``nxc start -m`` (the ``nxc``
+   backend does build/start/mapping);
+4. ``enoslib.Netem`` applies each plan interface's LinkParams on the machine;
+5. the testbed's ``down()`` removes the constraints and destroys the job.
+
+:func:`dry_run` prints all of that without touching the network. ``up()``
+must run where Grid'5000 is reachable (a frontend, or with
+``~/.python-grid5000.yaml``) and nxc + nix are installed: anywhere else it
+raises :class:`BackendError` saying which.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import socket
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+from ..errors import BackendError
+from ..plan import Plan
+from .base import Backend, Testbed
+from .g5k_netem import build_netem, netem_constraints, unemulated
+from .g5k_reservation import MACHINE_ROLE, G5kSettings, Reservation, build_g5k_conf, plan_reservation
+from .nxc import G5K_FLAVOURS, NxcBackend, NxcOptions, NxcTestbed
+
+_SETTINGS = {f.name for f in fields(G5kSettings)}
+_NXC = {f.name for f in fields(NxcOptions)}
+
+
+def split_options(options: Mapping[str, Any]) -> tuple[G5kSettings, dict]:
+    """Backend options -> (Grid'5000 settings, nxc options); unknown names are an error."""
+    unknown = sorted(set(options) - _SETTINGS - _NXC)
+    if unknown:
+        raise BackendError(f"unknown g5k backend options {unknown}; Grid'5000: {sorted(_SETTINGS)}, "
+                           f"nxc: {sorted(_NXC - {'machines'})}")
+    nxc = {k: v for k, v in options.items() if k in _NXC}
+    nxc.setdefault("flavour", "g5k-ramdisk")
+    if nxc["flavour"] not in G5K_FLAVOURS:
+        raise BackendError(f"the g5k backend deploys with a Grid'5000 nxc flavour ({', '.join(sorted(G5K_FLAVOURS))}),"
+                           f" not {nxc['flavour']!r}")
+    return G5kSettings(**{k: v for k, v in options.items() if k in _SETTINGS}), nxc
+
+
+def g5k_access_problems(home: Optional[str] = None, hostname: Optional[str] = None) -> list[str]:
+    """Why EnOSlib could not reach the Grid'5000 API from here (empty if it can)."""
+    problems = []
+    try:
+        import enoslib  # noqa: F401
+    except ImportError:
+        problems.append("EnOSlib is not installed: pip install enoslib")
+    home = home or os.path.expanduser("~")
+    hostname = hostname or socket.getfqdn()
+    if not hostname.endswith("grid5000.fr") and not Path(home, ".python-grid5000.yaml").is_file():
+        problems.append("no Grid'5000 API access: run on a Grid'5000 frontend, or write ~/.python-grid5000.yaml "
+                        "(username/password, see EnOSlib's 'Grid'5000 tutorial')")
+    return problems
+
+
+def dry_run(plan: Plan, options: Mapping[str, Any]) -> str:
+    """What ``up(plan)`` would reserve, deploy and impose, as text."""
+    settings, nxc_opts = split_options(options)
+    res = plan_reservation(plan, settings, nxc_opts["flavour"])
+    conf = build_g5k_conf(res)
+    nxc_opts = {**nxc_opts, "machines": nxc_opts.get("machines") or "<machine file of the job>"}
+    cmds = NxcBackend(**nxc_opts).commands(plan)
+    resources = {n.name: n.resources for n in plan.nodes}
+    lines = [
+        f"edgelab g5k dry run: topology {plan.topology.name!r}, {len(plan.nodes)} virtual nodes",
+        "",
+        "Reservation (EnOSlib G5k provider)",
+        f"  site: {res.site}   cluster: {res.cluster}   nodes: {res.nodes}   walltime: {res.walltime}",
+        f"  job name: {res.job_name}   job type: {', '.join(res.job_type) or 'default (no deploy)'}"
+        f"   queue: {res.queue}" + (f"   env: {res.env_name}" if res.env_name else ""),
+        f"  OAR resources: {res.oar_resources}",
+        f"  G5kConf: {conf.to_dict()}",
+        "",
+        f"Folding: {len(plan.nodes)} virtual nodes on {res.nodes} physical nodes, at most {res.max_fold} per node "
+        f"({res.host_cpu:g} cores, {res.host_memory_mib} MiB each)",
+    ]
+    for i, members in enumerate(res.placement, 1):
+        cpu = sum(resources[m].host_cpu for m in members)
+        mem = sum(resources[m].memory_mib for m in members)
+        lines.append(f"  physical {i}: {', '.join(members)}  ({cpu:g} cores, {mem} MiB)")
+    lines += ["", "nxc (in the composition directory)"] + [f"  $ {shlex.join(c)}" for c in cmds]
+    lines += ["", "Network constraints (EnOSlib Netem, per plan interface, egress and ingress)"]
+    for node, cons in netem_constraints(plan, settings.devices).items():
+        for c in cons:
+            direction = "in " if type(c).__name__ == "NetemInConstraint" else "out"
+            lines.append(f"  {node:<12} {c.device:<8} {direction} {c.options}")
+    shared = unemulated(plan)
+    if shared:
+        lines.append("  not emulated (per-machine netem has no shared airtime): " + "; ".join(shared))
+    return "\n".join(lines) + "\n"
+
+
+class G5kTestbed(Testbed):
+    """An nxc testbed on reserved machines, plus its netem and its job."""
+
+    def __init__(self, plan: Plan, inner: NxcTestbed, provider: Any, netem: Any, reservation: Reservation):
+        self.plan = plan
+        self.inner = inner
+        self.provider = provider
+        self.netem = netem
+        self.reservation = reservation
+        self._down = False
+
+    def run(self, node: str, argv: Sequence[str], **kw: Any):
+        return self.inner.run(node, argv, **kw)
+
+    def popen(self, node: str, argv: Sequence[str], **kw: Any):
+        return self.inner.popen(node, argv, **kw)
+
+    def facts(self) -> dict:
+        facts = self.inner.facts()
+        facts.update(
+            backend="g5k",
+            link_emulation="enoslib-netem (per interface, egress+ingress)",
+            unemulated=unemulated(self.plan),
+            reservation={k: v for k, v in asdict(self.reservation).items()},
+            jobs=[getattr(j, "uid", str(j)) for j in _jobs(self.provider)],
+        )
+        return facts
+
+    def down(self) -> None:
+        if self._down:
+            return
+        self._down = True
+        try:
+            self.inner.down()
+            if self.netem is not None:
+                self.netem.destroy()
+        finally:
+            self.provider.destroy()
+
+
+def _jobs(provider: Any) -> list:
+    try:
+        return list(provider.jobs)
+    except Exception:  # facts must not fail because the API hiccups
+        return []
+
+
+class G5kBackend(Backend):
+    name = "g5k"
+
+    def __init__(self, *, provider_factory: Optional[Callable[[Any], Any]] = None,
+                 nxc_factory: Callable[..., NxcBackend] = NxcBackend,
+                 access_check: Callable[[], list[str]] = g5k_access_problems,
+                 which: Callable[[str], Optional[str]] = shutil.which, **options: Any):
+        self.settings, self.nxc_options = split_options(options)
+        self.options = dict(options)
+        self._provider_factory = provider_factory or _enoslib_provider
+        self._nxc_factory = nxc_factory
+        self._access_check = access_check
+        self._which = which
+
+    def dry_run(self, plan: Plan) -> str:
+        return dry_run(plan, self.options)
+
+    def up(self, plan: Plan) -> G5kTestbed:
+        res = plan_reservation(plan, self.settings, self.nxc_options["flavour"])
+        if res.max_fold > 1:
+            raise BackendError(f"folding {res.max_fold} virtual nodes per Grid'5000 node is not supported by the nxc "
+                               "deployment (one NixOS host per machine); use max_per_host=1, or run the local "
+                               "backend on one reserved node")
+        probe = NxcOptions(**{**self.nxc_options, "machines": None})
+        problems = self._access_check() + [p for p in _nxc_problems(probe, self._which)]
+        if problems:
+            raise BackendError("cannot use Grid'5000 from here:\n  - " + "\n  - ".join(problems))
+        provider = self._provider_factory(build_g5k_conf(res))
+        try:
+            roles, _networks = provider.init()
+            machines = sorted(h.address for h in roles[MACHINE_ROLE])
+            if len(machines) < res.nodes:
+                raise BackendError(f"Grid'5000 gave {len(machines)} nodes, {res.nodes} were asked for")
+            machine_file = probe.envdir / ".edgelab" / f"{plan.topology.name}.machines"
+            machine_file.parent.mkdir(parents=True, exist_ok=True)
+            machine_file.write_text("\n".join(machines) + "\n")
+            inner = self._nxc_factory(**{**self.nxc_options, "machines": str(machine_file)}).up(plan)
+            netem = None
+            try:
+                import enoslib as en
+
+                hosts = {name: en.Host(n.address, alias=name, user="root") for name, n in inner.nodes.items()}
+                netem = build_netem(plan, hosts, self.settings.devices)
+                netem.deploy()
+            except BaseException:
+                inner.down()
+                raise
+        except BaseException:
+            provider.destroy()
+            raise
+        return G5kTestbed(plan, inner, provider, netem, res)
+
+    def down(self, testbed_name: str) -> None:
+        """Destroy the job of a (possibly crashed) run, found by its job name."""
+        res = Reservation(site=self.settings.site, cluster=self.settings.cluster, walltime=self.settings.walltime,
+                          job_name=self.settings.job_name or f"edgelab-{testbed_name}", job_type=(),
+                          placement=(("?",),), queue=self.settings.queue, project=self.settings.project)
+        self._provider_factory(build_g5k_conf(res)).destroy()
+
+
+def _nxc_problems(opts: NxcOptions, which: Callable[[str], Optional[str]]) -> list[str]:
+    from .nxc import missing_requirements
+
+    return missing_requirements(opts, which)
+
+
+def _enoslib_provider(conf: Any) -> Any:
+    import enoslib as en
+
+    return en.G5k(conf)

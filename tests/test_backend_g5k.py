@@ -1,0 +1,255 @@
+"""g5k backend: EnOSlib reservation config, folding, netem constraints from the
+plan, dry-run text, and the up()/down() glue. No Grid'5000 access needed:
+EnOSlib objects are built offline and inspected; the provider is injected."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import enoslib as en
+import pytest
+
+from edgelab.backends import get_backend
+from edgelab.backends.g5k import G5kBackend, dry_run, g5k_access_problems, split_options
+from edgelab.backends.g5k_netem import build_netem, netem_constraints, netem_options
+from edgelab.backends.g5k_reservation import (
+    G5kSettings,
+    build_g5k_conf,
+    fold_nodes,
+    job_types,
+    plan_reservation,
+)
+from edgelab.backends.nxc import NxcBackend
+from edgelab.errors import BackendError, FoldingError
+from edgelab.model import LinkParams
+from edgelab.plan import make_plan
+from edgelab.topology import load_topology, parse_topology
+
+ROOT = Path(__file__).resolve().parent.parent
+FIX = Path(__file__).resolve().parent / "fixtures" / "nxc"
+
+
+def wifi_plan(phones: int = 4):
+    return make_plan(load_topology(ROOT / "topologies" / "wifi-phones.yaml").scaled("phone", phones))
+
+
+# -- reservation ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("phones", [4, 12])
+def test_g5k_conf_for_n_phones(phones):
+    plan = wifi_plan(phones)
+    res = plan_reservation(plan, G5kSettings(site="lyon", cluster="nova", walltime="02:30:00"), "g5k-ramdisk")
+    d = build_g5k_conf(res).to_dict()
+    assert d["job_name"] == "edgelab-wifi" and d["walltime"] == "02:30:00"
+    assert d["job_type"] == ["origin=enoslib_g5k"]  # no deploy: kexec flavours need root, granted by EnOSlib
+    [machine] = d["resources"]["machines"]
+    assert machine == {"roles": ["edgelab"], "primary_network": "prod-lyon", "secondary_networks": [],
+                       "cluster": "nova", "nodes": phones + 1}
+    assert d["resources"]["networks"] == [{"id": "prod-lyon", "type": "prod", "roles": ["prod"], "site": "lyon"}]
+    assert res.oar_resources == f"{{cluster='nova'}}/nodes={phones + 1},walltime=02:30:00"
+
+
+def test_g5k_image_needs_a_deploy_job():
+    res = plan_reservation(wifi_plan(), G5kSettings(exotic=True), "g5k-image")
+    d = build_g5k_conf(res).to_dict()
+    assert d["job_type"] == ["deploy", "exotic", "origin=enoslib_g5k"] and d["env_name"] == "debian12-min"
+    assert job_types("g5k-ramdisk") == () and job_types("g5k-nfs-store", exotic=True) == ("exotic",)
+
+
+def test_folding_respects_cpu_memory_and_count():
+    plan = wifi_plan(6)  # server 0.5 cpu/512 MiB, phones 0.25 cpu/256 MiB
+    assert fold_nodes(plan.nodes, 16, 131072, 1) == [[n.name] for n in plan.nodes]
+    assert fold_nodes(plan.nodes, 1.0, 131072, 10) == [
+        ["server-1", "phone-1", "phone-2"], ["phone-3", "phone-4", "phone-5", "phone-6"]]
+    assert fold_nodes(plan.nodes, 16, 768, 10) == [
+        ["server-1", "phone-1"], ["phone-2", "phone-3", "phone-4"], ["phone-5", "phone-6"]]
+    with pytest.raises(FoldingError, match="server-1 needs 0.5 cores"):
+        fold_nodes(plan.nodes, 0.4, 131072, 4)
+
+
+def test_explicit_placement_is_used_and_checked():
+    plan = wifi_plan(2)
+    res = plan_reservation(plan, G5kSettings(placement={"server-1": 0, "phone-1": 1, "phone-2": 1}), "g5k-ramdisk")
+    assert res.placement == (("server-1",), ("phone-1", "phone-2")) and res.nodes == 2
+    with pytest.raises(FoldingError, match=r"missing \['phone-2'\]"):
+        plan_reservation(plan, G5kSettings(placement={"server-1": 0, "phone-1": 1}), "g5k-ramdisk")
+
+
+# -- netem ------------------------------------------------------------------------------------
+
+def test_netem_options_string():
+    assert netem_options(LinkParams(rate_mbit=65, delay_ms=2, jitter_ms=0.5, loss_pct=0.5)) == \
+        "delay 2ms 0.5ms loss 0.5% rate 65mbit"
+    assert netem_options(LinkParams(rate_mbit=1000, delay_ms=0.05)) == "delay 0.05ms rate 1000mbit"
+    assert netem_options(LinkParams(rate_mbit=0)) == ""
+
+
+def _parse(options: str) -> dict:
+    tok = options.split()
+    out = {}
+    if "delay" in tok:
+        i = tok.index("delay")
+        out["delay_ms"] = float(tok[i + 1].removesuffix("ms"))
+        nxt = tok[i + 2] if i + 2 < len(tok) else ""
+        out["jitter_ms"] = float(nxt.removesuffix("ms")) if nxt.endswith("ms") else 0.0
+    if "loss" in tok:
+        out["loss_pct"] = float(tok[tok.index("loss") + 1].removesuffix("%"))
+    if "rate" in tok:
+        out["rate_mbit"] = float(tok[tok.index("rate") + 1].removesuffix("mbit"))
+    return out
+
+
+def test_netem_constraints_equal_each_interface_link():
+    plan = make_plan(parse_topology("""
+name: mixed
+networks:
+  - {name: wlan, profile: wifi-80211n-2.4ghz}
+  - {name: lan, kind: ethernet, link: {rate_mbit: 100, delay_ms: 1.5, loss_pct: 0.1}}
+nodes:
+  - {group: server, role: k3s-server, networks: [{name: wlan, uplink: true}, lan]}
+  - {group: phone, role: phone, count: 3, networks: [wlan]}
+"""))
+    cons = netem_constraints(plan)
+    for node in plan.nodes:
+        got = cons[node.name]
+        assert len(got) == 2 * len(node.interfaces)
+        for itf in node.interfaces:
+            mine = [c for c in got if c.device == itf.ifname]
+            assert {type(c) for c in mine} == {en.NetemOutConstraint, en.NetemInConstraint}
+            for c in mine:
+                want = {"rate_mbit": itf.link.rate_mbit, "delay_ms": itf.link.delay_ms,
+                        "jitter_ms": itf.link.jitter_ms, "loss_pct": itf.link.loss_pct}
+                want = {k: v for k, v in want.items() if v or k == "rate_mbit"}
+                if "jitter_ms" in want or "delay_ms" in want:
+                    want.setdefault("jitter_ms", 0.0)
+                assert _parse(c.options) == pytest.approx(want)
+
+
+def test_build_netem_produces_tc_commands_on_mapped_devices():
+    plan = wifi_plan(2)
+    hosts = {n.name: en.Host(f"172.16.97.{i}", alias=n.name, user="root") for i, n in enumerate(plan.nodes, 3)}
+    netem = build_netem(plan, hosts, devices={"wlan0": "eno1", "eth0": "eno1"})
+    assert len(netem.sources) == 3
+    src = netem.sources[hosts["phone-1"]]
+    assert [c.options for c in src.outbounds] == ["delay 2ms 0.5ms loss 0.5% rate 65mbit"]
+    _, add, apply = src.all_commands()
+    assert "tc qdisc add dev eno1 root netem delay 2ms 0.5ms loss 0.5% rate 65mbit" in add
+    assert any(cmd.startswith("tc qdisc add dev ifb") and cmd.endswith("netem delay 2ms 0.5ms loss 0.5% rate 65mbit")
+               for cmd in apply)
+
+
+# -- dry run ----------------------------------------------------------------------------------
+
+def test_dry_run_text():
+    text = dry_run(wifi_plan(4), {"composition": "wifi", "cluster": "gros", "site": "nancy", "walltime": "00:45:00"})
+    assert "site: nancy   cluster: gros   nodes: 5   walltime: 00:45:00" in text
+    assert "job type: default (no deploy)" in text
+    assert "OAR resources: {cluster='gros'}/nodes=5,walltime=00:45:00" in text
+    assert "Folding: 5 virtual nodes on 5 physical nodes, at most 1 per node" in text
+    assert "$ nxc --envdir compositions/wifi build -f g5k-ramdisk -C composition" in text
+    assert ("$ nxc --envdir compositions/wifi start -C composition::g5k-ramdisk -r server=server-1 "
+            "-r phone=phone-1,phone-2,phone-3,phone-4 -m") in text
+    assert "phone-3      wlan0    out delay 2ms 0.5ms loss 0.5% rate 65mbit" in text
+    assert "server-1     eth0     in  delay 0.05ms rate 1000mbit" in text
+    assert "not emulated" in text and "wlan/segment0" in text
+
+
+def test_dry_run_folding_and_bad_options():
+    text = get_backend("g5k", max_per_host=4, host_cpu=1.0).dry_run(wifi_plan(6))
+    assert "7 virtual nodes on 2 physical nodes, at most 4 per node" in text
+    assert "physical 1: server-1, phone-1, phone-2  (1 cores, 1024 MiB)" in text
+    with pytest.raises(BackendError, match=r"unknown g5k backend options \['clustr'\]"):
+        split_options({"clustr": "x"})
+    with pytest.raises(BackendError, match="Grid'5000 nxc flavour"):
+        split_options({"flavour": "vm"})
+
+
+# -- up()/down() ------------------------------------------------------------------------------
+
+def test_up_without_grid5000_access_raises(tmp_path):
+    problems = g5k_access_problems(home=str(tmp_path), hostname="laptop.example.org")
+    assert any(".python-grid5000.yaml" in p for p in problems)
+    backend = G5kBackend(access_check=lambda: g5k_access_problems(home=str(tmp_path), hostname="laptop"),
+                         which=lambda n: None, build_dir=str(tmp_path))
+    with pytest.raises(BackendError) as err:
+        backend.up(wifi_plan())
+    assert "Grid'5000 API access" in str(err.value) and "`nxc` (NixOS-Compose) is not on PATH" in str(err.value)
+
+
+def test_up_refuses_folding_it_cannot_deploy(tmp_path):
+    backend = G5kBackend(max_per_host=3, build_dir=str(tmp_path), access_check=lambda: [])
+    with pytest.raises(BackendError, match="folding 3 virtual nodes"):
+        backend.up(wifi_plan())
+
+
+class FakeProvider:
+    """Stands in for enoslib.G5k: returns the hosts a job would, records calls."""
+
+    def __init__(self, conf, addresses):
+        self.conf = conf
+        self.addresses = addresses
+        self.calls = []
+
+    def init(self):
+        self.calls.append("init")
+        return {"edgelab": [en.Host(a) for a in self.addresses]}, {}
+
+    def destroy(self):
+        self.calls.append("destroy")
+
+    jobs = []
+
+
+def test_up_glue_reserves_writes_machine_file_starts_nxc_and_releases(tmp_path, monkeypatch):
+    comp = tmp_path / "wifi"
+    comp.mkdir()
+    (comp / "flake.nix").write_text("{}\n")
+    deployment = json.loads((FIX / "deploy-g5k.json").read_text())
+    calls = []
+
+    def runner(argv, **kw):
+        calls.append(list(argv))
+        if argv[:1] == ["nxc"] and argv[3] == "start":
+            (comp / "deploy").mkdir(exist_ok=True)
+            (comp / "deploy" / "composition::g5k-ramdisk.json").write_text(json.dumps(deployment))
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    deployed = []
+    monkeypatch.setattr(en.Netem, "deploy", lambda self, *a, **k: deployed.append(self))
+    monkeypatch.setattr(en.Netem, "destroy", lambda self, *a, **k: deployed.append("destroyed"))
+    names = [f"paravance-{i}.rennes.grid5000.fr" for i in (7, 3, 12, 4, 5)]
+    providers = []
+
+    def provider_factory(conf):
+        providers.append(FakeProvider(conf, names))
+        return providers[-1]
+
+    backend = G5kBackend(provider_factory=provider_factory, access_check=lambda: [], which=lambda n: "/bin/" + n,
+                         nxc_factory=lambda **o: NxcBackend(runner=runner, which=lambda n: "/bin/" + n,
+                                                            sleep=lambda s: None, **o),
+                         build_dir=str(comp))
+    tb = backend.up(wifi_plan())
+    assert providers[0].conf.to_dict()["resources"]["machines"][0]["nodes"] == 5
+    machine_file = comp / ".edgelab" / "wifi.machines"
+    assert machine_file.read_text().split() == sorted(names)
+    start = next(c for c in calls if c[3] == "start")
+    assert start[-2:] == ["-m", str(machine_file)]
+    [netem] = deployed
+    assert {h.address for h in netem.sources} == {"172.16.97.3", "172.16.97.4", "172.16.97.5", "172.16.97.6",
+                                                  "172.16.97.7"}
+    facts = tb.facts()
+    assert facts["backend"] == "g5k" and facts["reservation"]["cluster"] == "paravance"
+    tb.down()
+    tb.down()
+    assert providers[0].calls == ["init", "destroy"] and deployed[-1] == "destroyed"
+
+
+def test_down_by_name_destroys_the_named_job():
+    seen = []
+    backend = G5kBackend(provider_factory=lambda conf: seen.append(conf) or SimpleNamespace(
+        destroy=lambda: seen.append("destroy")))
+    backend.down("wifi")
+    assert seen[0].job_name == "edgelab-wifi" and seen[1] == "destroy"
