@@ -81,6 +81,11 @@ def saturation_figure(result: SaturationResult, manifest: dict) -> Figure:
     ax2.set_ylabel("request latency (ms)")
     ax2.set_title("Latency vs phones")
     ax2.legend(fontsize=8, loc="upper left")
+    if len(n) and n.max() / max(n.min(), 1) >= 16:  # 1..64-phone sweeps: doubling steps read best on log2
+        for ax in (ax1, ax2):
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(list(n))
+            ax.set_xticklabels([str(int(v)) for v in n])
     return _finish(fig, caption(manifest))
 
 
