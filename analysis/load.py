@@ -1,0 +1,161 @@
+"""Reading results directories into validated, typed DataFrames.
+
+A run directory (written by ``edgelab.results``) holds ``manifest.json`` and a
+tidy ``measurements.csv`` (point, <sweep params...>, metric, value, unit, node,
+time). Runs are appended to while they execute and may be cut short by a
+crash, so the reader drops a trailing line without its newline (a write that
+never finished) instead of failing, and records that it did so.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+
+from edgelab.errors import EdgelabError
+
+BASE_COLUMNS = ("metric", "value", "unit", "node", "time")
+REQUIRED_MANIFEST_KEYS = ("experiment", "run_id", "status")
+STATUSES = ("complete", "running", "interrupted")
+
+
+class ResultsError(EdgelabError):
+    """A results directory that cannot be analysed; names the file and what is wrong."""
+
+
+@dataclass
+class Run:
+    """One run: its manifest and its measurements (one row per measurement)."""
+
+    path: Path
+    manifest: dict
+    df: pd.DataFrame
+    param_names: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def experiment(self) -> str:
+        return str(self.manifest["experiment"])
+
+    @property
+    def run_id(self) -> str:
+        return str(self.manifest["run_id"])
+
+    @property
+    def params(self) -> dict:
+        return dict(self.manifest.get("params") or {})
+
+    @property
+    def status(self) -> str:
+        return str(self.manifest.get("status"))
+
+
+def _read_manifest(path: Path) -> dict:
+    file = path / "manifest.json"
+    if not file.is_file():
+        raise ResultsError(f"{file}: missing — {path} is not a run directory (expected manifest.json and measurements.csv)")
+    try:
+        manifest = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ResultsError(f"{file}:{exc.lineno}:{exc.colno}: invalid JSON ({exc.msg})") from exc
+    if not isinstance(manifest, dict):
+        raise ResultsError(f"{file}: expected a JSON object, got {type(manifest).__name__}")
+    missing = [k for k in REQUIRED_MANIFEST_KEYS if k not in manifest]
+    if missing:
+        raise ResultsError(f"{file}: missing key(s) {', '.join(missing)}")
+    if manifest["status"] not in STATUSES:
+        raise ResultsError(f"{file}: status {manifest['status']!r} is not one of {', '.join(STATUSES)}")
+    if manifest.get("params") is not None and not isinstance(manifest["params"], dict):
+        raise ResultsError(f"{file}: 'params' must be an object, got {type(manifest['params']).__name__}")
+    return manifest
+
+
+def _coerce_param(series: pd.Series) -> pd.Series:
+    """Sweep parameters are numbers (n_phones) or labels (network): numbers when every value parses."""
+    numeric = pd.to_numeric(series, errors="coerce")
+    if len(series) and numeric.notna().all():
+        if (numeric == numeric.round()).all():
+            return numeric.astype("int64")
+        return numeric
+    return series.astype(str)
+
+
+def read_measurements(file: Path, param_names: Optional[list[str]] = None) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Parse a measurements file; returns (df, sweep parameter names, warnings).
+
+    A final line without a newline is an unfinished append and is dropped; any
+    other malformed line is an error naming its line number.
+    """
+    warnings: list[str] = []
+    if not file.is_file():
+        raise ResultsError(f"{file}: missing — the run wrote no measurements (did its first point fail? see failures.log)")
+    text = file.read_text()
+    if text and not text.endswith("\n"):
+        cut = text.rfind("\n") + 1
+        dropped = text[cut:]
+        text = text[:cut]
+        warnings.append(f"{file.name}: dropped a trailing partial line ({dropped[:60]!r}) left by an interrupted write")
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows:
+        raise ResultsError(f"{file}: empty (no header line)")
+    header = rows[0]
+    if not header or header[0] != "point" or tuple(header[-len(BASE_COLUMNS):]) != BASE_COLUMNS:
+        raise ResultsError(f"{file}:1: header must be 'point,<sweep params...>,{','.join(BASE_COLUMNS)}', got {','.join(header)!r}")
+    found_params = header[1:-len(BASE_COLUMNS)]
+    if param_names is not None and list(param_names) != found_params:
+        raise ResultsError(f"{file}:1: sweep parameters in the header {found_params} differ from the manifest's "
+                           f"param_names {list(param_names)}")
+    body = rows[1:]
+    for i, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            raise ResultsError(f"{file}:{i}: {len(row)} fields where the header has {len(header)}")
+    df = pd.DataFrame(body, columns=header)
+    values = pd.to_numeric(df["value"], errors="coerce")
+    bad = values.isna() & ~df["value"].str.lower().isin(["nan"])
+    if bad.any():
+        i = int(bad.to_numpy().nonzero()[0][0])
+        raise ResultsError(f"{file}:{i + 2}: value {df['value'].iloc[i]!r} is not a number")
+    df["value"] = values.astype(float)
+    df["time"] = pd.to_numeric(df["time"], errors="coerce")
+    for p in found_params:
+        df[p] = _coerce_param(df[p])
+    if df.empty:
+        warnings.append(f"{file.name}: no measurements yet")
+    return df, found_params, warnings
+
+
+def load_run(path: str | Path) -> Run:
+    """Load and validate one run directory."""
+    path = Path(path)
+    manifest = _read_manifest(path)
+    names = manifest.get("param_names")
+    df, params, warnings = read_measurements(path / "measurements.csv", list(names) if names is not None else None)
+    if manifest["status"] != "complete":
+        warnings.insert(0, f"run status is {manifest['status']!r}: results may be incomplete")
+    return Run(path=path, manifest=manifest, df=df, param_names=params, warnings=warnings)
+
+
+def find_run_dirs(root: str | Path) -> list[Path]:
+    """Run directories at or below ``root`` (a run, an experiment directory, or a results root)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ResultsError(f"{root}: not a directory")
+    if (root / "manifest.json").is_file():
+        return [root]
+    found = sorted(p.parent for p in root.rglob("manifest.json") if "report" not in p.relative_to(root).parts[:-1])
+    if not found:
+        raise ResultsError(f"{root}: no run directories found (a run directory contains manifest.json)")
+    return found
+
+
+def load_runs(root: str | Path) -> list[Run]:
+    """Every run at or below ``root``, ordered by experiment then start time."""
+    runs = [load_run(p) for p in find_run_dirs(root)]
+    return sorted(runs, key=lambda r: (r.experiment, str(r.manifest.get("started") or ""), r.run_id))
+

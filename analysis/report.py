@@ -1,0 +1,307 @@
+"""``edgelab report``: figures plus a Markdown and an HTML summary for one run or many.
+
+The summary is built once as a list of blocks (heading, paragraph, warning,
+table, figure) and rendered twice, so the Markdown and HTML always say the
+same thing and no Markdown converter is needed. A run that cannot be analysed
+(missing metric, malformed file) gets a warning block naming the problem; the
+other runs are still reported.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import pandas as pd
+
+from edgelab.errors import EdgelabError
+
+from .energy import energy_per_invocation
+from .folding import folding_verdict
+from .load import ResultsError, Run, find_run_dirs, load_run
+from .plots import caption, energy_figure, folding_figure, saturation_figure, save_figure, topologies_figure
+from .saturation import saturation_for_run
+from .topologies import topology_capacity
+
+REPORT_DIR = "report"
+DEFAULT_THRESHOLD_MS = 500.0
+DEFAULT_TOLERANCE = 0.05
+
+
+@dataclass
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass
+class Para:
+    text: str
+
+
+@dataclass
+class Bullets:
+    items: list[str]
+
+
+@dataclass
+class Warn:
+    text: str
+
+
+@dataclass
+class Table:
+    df: pd.DataFrame
+
+
+@dataclass
+class Fig:
+    png: str  # paths relative to the report directory
+    svg: str
+    caption: str
+
+
+Block = Union[Heading, Para, Bullets, Warn, Table, Fig]
+
+
+# -- formatting ---------------------------------------------------------------
+
+def _num(x) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)) or x is pd.NA:
+        return "–"
+    if isinstance(x, (bool,)):
+        return "yes" if x else "no"
+    if isinstance(x, float):
+        if x == 0:
+            return "0"
+        return f"{x:.4g}" if abs(x) < 1e5 else f"{x:.3e}"
+    return str(x)
+
+
+def _with_ci(table: pd.DataFrame, prefix: str, scale: float = 1.0) -> pd.Series:
+    """"mean [low, high]" strings (just the mean when there is no interval)."""
+    def fmt(r):
+        m, lo, hi = r[f"{prefix}mean"] * scale, r[f"{prefix}ci_low"] * scale, r[f"{prefix}ci_high"] * scale
+        return _num(m) if math.isnan(lo) else f"{_num(m)} [{_num(lo)}, {_num(hi)}]"
+    return table.apply(fmt, axis=1)
+
+
+# -- per-experiment sections ---------------------------------------------------
+
+def _figure(fig, out_dir: Path, stem: str, text: str) -> Fig:
+    png, svg = save_figure(fig, out_dir, stem)
+    return Fig(png.name, svg.name, text)
+
+
+def _wifi(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
+    res = saturation_for_run(run)
+    c = res.curve
+    table = pd.DataFrame({"phones N": c["n_phones"], "goodput Mbit/s [95% CI]": _with_ci(c, "goodput_mbit_"),
+                          "gain to next N": c["goodput_gain"].map(lambda g: "–" if math.isnan(g) else f"{g:+.1%}")})
+    if "latency_ms_p95_mean" in c:
+        table["p95 latency ms [95% CI]"] = _with_ci(c, "latency_ms_p95_")
+    if "airtime_capacity_mbit_mean" in c:
+        table["airtime capacity Mbit/s"] = c["airtime_capacity_mbit_mean"].map(_num)
+    table["reps"] = c["goodput_mbit_n"]
+    text = res.describe()
+    fig = _figure(saturation_figure(res, run.manifest), out, f"{stem}-saturation",
+                  f"Aggregate goodput and latency vs phones; saturation N = {res.n} ({res.criterion}). "
+                  + caption(run.manifest))
+    notes = Para(f"Criteria: the goodput plateau fires at the smallest N whose mean gain to the next N is below "
+                 f"{res.epsilon:.0%}; the latency criterion when mean p95 exceeds "
+                 + (f"{res.threshold_ms:g} ms." if res.threshold_ms is not None else "a threshold (none recorded)."))
+    return text, [Para(text), notes, Table(table), fig]
+
+
+def _folding(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
+    tol = float(run.params.get("tolerance", DEFAULT_TOLERANCE))
+    res = folding_verdict(run.df, tolerance=tol)
+    t = res.table
+    table = pd.DataFrame({"metric": t["metric"], "factor": t["factor"], "mean [95% CI]": _with_ci(t, ""),
+                          "deviation": t["degradation"].map(lambda d: f"{d:+.2%}"),
+                          "deviation 95% CI": [("baseline" if f == b else "–" if not ok else f"[{lo:+.2%}, {hi:+.2%}]")
+                                               for f, b, ok, lo, hi in zip(t["factor"], t["baseline_factor"],
+                                                                           t["ci_defined"], t["degradation_ci_low"],
+                                                                           t["degradation_ci_high"])],
+                          "within tolerance": (t["worst"] <= tol).map({True: "yes", False: "NO"}),
+                          "reps": t["n"]})
+    text = res.describe()
+    fig = _figure(folding_figure(res, run.manifest), out, f"{stem}-folding",
+                  f"Deviation from the unfolded baseline per metric; tolerance ±{tol:.0%}. " + caption(run.manifest))
+    method = Para("Deviation = (mean at factor − mean at baseline) / |mean at baseline|, with Welch's t interval; "
+                  "a factor is faithful when the CI bound farthest from zero lies within the tolerance "
+                  "(conservative: noise counts against folding).")
+    return text, [Para(text), method, Table(table), fig]
+
+
+def _energy(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
+    res = energy_per_invocation(run.df)
+    t = res.table
+    table = pd.DataFrame({"workers": t["n_workers"], "J per invocation [95% CI]": _with_ci(t, "energy_j_")})
+    for prefix, name in (("invocations_per_s_", "invocations/s"), ("power_w_", "power W"),
+                         ("latency_ms_p95_", "p95 latency ms")):
+        if f"{prefix}mean" in t:
+            table[name] = t[f"{prefix}mean"].map(_num)
+    table["reps"] = t["energy_j_n"]
+    text = res.describe()
+    fig = _figure(energy_figure(res, run.manifest), out, f"{stem}-energy",
+                  "Energy per invocation and throughput vs workers. " + caption(run.manifest))
+    return text, [Para(text), Table(table), fig]
+
+
+def _topologies(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
+    threshold = float(run.params.get("latency_threshold_ms", DEFAULT_THRESHOLD_MS))
+    res = topology_capacity(run.df, threshold_ms=threshold)
+    text = res.describe()
+    cap = res.capacity.copy()
+    cap["max_phones"] = cap["max_phones"].map(lambda v: "none" if pd.isna(v) else str(int(v)))
+    fig = _figure(topologies_figure(res, run.manifest), out, f"{stem}-topologies",
+                  "p95 latency and error rate vs phones per network kind. " + caption(run.manifest))
+    blocks: list[Block] = [Para(text), Heading(4, "Maximum phones per network and rate"), Table(cap)]
+    if not res.rates.empty:
+        blocks += [Heading(4, "Application rates that fit"), Table(res.rates)]
+    return text, blocks + [fig]
+
+
+def _generic(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
+    """Unknown experiment: mean of every aggregate metric per sweep point, so nothing is silently hidden."""
+    df = run.df[run.df["node"] == ""]
+    params = [p for p in run.param_names if p != "rep"]
+    if df.empty:
+        return "No aggregate measurements.", [Para("No aggregate measurements.")]
+    wide = df.groupby(params + ["metric"])["value"].mean().unstack("metric").reset_index() if params else \
+        df.groupby("metric")["value"].mean().to_frame().T
+    text = f"{len(df)} aggregate measurements over {df['point'].nunique()} sweep points (no specific analysis)."
+    return text, [Para(text), Table(wide)]
+
+
+ANALYSES: dict[str, Callable[[Run, Path, str], tuple[str, list[Block]]]] = {
+    "wifi_scaling": _wifi, "folding": _folding, "faas_energy": _energy, "network_topologies": _topologies,
+}
+
+
+def _provenance(run: Run) -> Table:
+    m = run.manifest
+    git = m.get("git") or {}
+    host = m.get("host") or {}
+    rows = [("experiment", m.get("experiment")), ("run id", m.get("run_id")), ("status", m.get("status")),
+            ("started", m.get("started")), ("ended", m.get("ended") or "–"), ("backend", m.get("backend")),
+            ("facts", ", ".join(f"{k}={v}" for k, v in (m.get("facts") or {}).items()) or "–"),
+            ("git", f"{git.get('rev', '?')}{' (dirty)' if git.get('dirty') else ''}"),
+            ("flake.lock sha256", m.get("flake_lock_sha256") or "–"),
+            ("host", ", ".join(f"{k}={v}" for k, v in host.items()) or "–"),
+            ("edgelab", m.get("edgelab_version") or "–"),
+            ("params", json.dumps(m.get("params") or {}, sort_keys=True)),
+            ("measurements", f"{len(run.df)} rows")]
+    return Table(pd.DataFrame(rows, columns=["field", "value"]))
+
+
+# -- rendering -----------------------------------------------------------------
+
+def _cell(x) -> str:
+    return _num(x) if not isinstance(x, str) else x
+
+
+def to_markdown(blocks: list[Block]) -> str:
+    out: list[str] = []
+    for b in blocks:
+        if isinstance(b, Heading):
+            out.append("#" * b.level + " " + b.text)
+        elif isinstance(b, Para):
+            out.append(b.text)
+        elif isinstance(b, Bullets):
+            out.append("\n".join(f"- {item}" for item in b.items))
+        elif isinstance(b, Warn):
+            out.append(f"> **Warning:** {b.text}")
+        elif isinstance(b, Table):
+            cols = [str(c) for c in b.df.columns]
+            lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+            for row in b.df.itertuples(index=False):
+                lines.append("| " + " | ".join(_cell(v).replace("|", "\\|") for v in row) + " |")
+            out.append("\n".join(lines))
+        elif isinstance(b, Fig):
+            out.append(f"![{b.png}]({b.png})\n\n*{b.caption}* ([SVG]({b.svg}))")
+        out.append("")
+    return "\n".join(out)
+
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:90%}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
+th{background:#f3f3f3}.warn{background:#fff3cd;border-left:4px solid #e0a800;padding:.5em 1em}
+figure{margin:1em 0}figure img{max-width:100%}figcaption{font-size:85%;color:#555}"""
+
+
+def to_html(blocks: list[Block], title: str) -> str:
+    e = html.escape
+    out = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{e(title)}</title>"
+           f"<style>{_CSS}</style></head><body>"]
+    for b in blocks:
+        if isinstance(b, Heading):
+            out.append(f"<h{b.level}>{e(b.text)}</h{b.level}>")
+        elif isinstance(b, Para):
+            out.append(f"<p>{e(b.text)}</p>")
+        elif isinstance(b, Bullets):
+            out.append("<ul>" + "".join(f"<li>{e(item)}</li>" for item in b.items) + "</ul>")
+        elif isinstance(b, Warn):
+            out.append(f"<p class=\"warn\"><strong>Warning:</strong> {e(b.text)}</p>")
+        elif isinstance(b, Table):
+            head = "".join(f"<th>{e(str(c))}</th>" for c in b.df.columns)
+            body = "".join("<tr>" + "".join(f"<td>{e(_cell(v))}</td>" for v in row) + "</tr>"
+                           for row in b.df.itertuples(index=False))
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif isinstance(b, Fig):
+            out.append(f"<figure><a href=\"{e(b.svg)}\"><img src=\"{e(b.png)}\" alt=\"{e(b.caption)}\"></a>"
+                       f"<figcaption>{e(b.caption)}</figcaption></figure>")
+    out.append("</body></html>\n")
+    return "\n".join(out)
+
+
+# -- entry point ---------------------------------------------------------------
+
+def _run_section(run: Run, out: Path) -> tuple[str, list[Block]]:
+    stem = f"{run.experiment}-{run.run_id}"
+    blocks: list[Block] = [Heading(2, f"{run.experiment} — run {run.run_id}")]
+    blocks += [Warn(w) for w in run.warnings]
+    analyse = ANALYSES.get(run.experiment, _generic)
+    try:
+        headline, body = analyse(run, out, stem)
+    except EdgelabError as exc:
+        headline, body = f"could not be analysed: {exc}", [Warn(f"could not be analysed: {exc}")]
+    blocks += body
+    blocks += [Heading(3, "Provenance"), _provenance(run)]
+    return headline, blocks
+
+
+def write_report(results_dir: str | Path) -> Path:
+    """Analyse every run at or below ``results_dir`` and write ``results_dir/report/``.
+
+    Returns the path of ``summary.md`` (``summary.html`` and the PNG/SVG figures
+    are next to it). Raises :class:`ResultsError` when there is no run at all.
+    """
+    results_dir = Path(results_dir)
+    out = results_dir / REPORT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    key: list[str] = []
+    sections: list[Block] = []
+    for path in find_run_dirs(results_dir):
+        try:
+            run: Optional[Run] = load_run(path)
+        except ResultsError as exc:
+            rel = path.relative_to(results_dir) if path != results_dir else Path(".")
+            key.append(f"{rel}: not readable — {exc}")
+            sections += [Heading(2, str(rel)), Warn(str(exc))]
+            continue
+        headline, blocks = _run_section(run, out)
+        flag = "" if run.status == "complete" else f" ({run.status.upper()})"
+        key.append(f"{run.experiment} {run.run_id}{flag}: {headline}")
+        sections += blocks
+    title = f"edgelab report — {results_dir.resolve().name}"
+    blocks: list[Block] = [Heading(1, title), Heading(2, "Key results"), Bullets(key)] + sections
+    md = to_markdown(blocks)
+    (out / "summary.md").write_text(md)
+    (out / "summary.html").write_text(to_html(blocks, title))
+    return out / "summary.md"
