@@ -1,5 +1,6 @@
 """Bring-up / teardown time of the local backend against Mininet, N Wi-Fi stations.
 
+    apt-get install mininet bridge-utils   # the comparison only; LinuxBridge needs brctl
     sudo .venv/bin/python benchmarks/bringup.py [--sizes 10,50,100,200] [--no-mininet]
 
 edgelab: topologies/wifi-phones.yaml scaled to N phones (+1 server on the
