@@ -57,8 +57,9 @@ def main(argv=None) -> int:
               "rate_rps": args.rate, "image_kb": args.image_kb, "latency_threshold_ms": args.latency_threshold_ms}
 
     def measure(point, run):
-        return wifi_point(topology.scaled("phone", point["n_phones"]), backend=args.backend, run=run,
-                          seconds=args.seconds, rate_rps=args.rate, image_bytes=args.image_kb * 1000)
+        return wifi_point(topology.scaled("phone", point["n_phones"]), backend=args.backend, run=run, point=point,
+                          seconds=args.seconds, rate_rps=args.rate, image_bytes=args.image_kb * 1000,
+                          seed=1 + point["rep"])
 
     outcome = run_sweep(experiment="wifi_scaling", points=sweep_points(args.phones, args.reps),
                         param_names=["n_phones", "rep"], measure=measure, params=params,

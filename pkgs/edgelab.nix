@@ -15,6 +15,8 @@
 , paho-mqtt
 , requests
 , pillow
+, opencv4
+, pythonRelaxDepsHook
 , netfilterqueue ? null
 , withFallback ? false
 , src ? ../.
@@ -30,14 +32,18 @@ buildPythonPackage {
     inherit src;
     filter = path: type:
       let rel = lib.removePrefix (toString src + "/") (toString path);
-      in rel == "pyproject.toml" || rel == "edgelab" || lib.hasPrefix "edgelab/" rel;
+      in rel == "pyproject.toml" || rel == "edgelab" || lib.hasPrefix "edgelab/" rel
+         || rel == "analysis" || lib.hasPrefix "analysis/" rel;
   };
 
-  nativeBuildInputs = [ setuptools ];
+  nativeBuildInputs = [ setuptools pythonRelaxDepsHook ];
+  # pyproject names the PyPI wheel (opencv-python-headless); nixpkgs' opencv4
+  # provides the same cv2 module under another distribution name.
+  pythonRemoveDeps = [ "opencv-python-headless" ];
 
   propagatedBuildInputs = [
     pyyaml click rich pandas numpy matplotlib pyroute2 prometheus-client
-    paho-mqtt requests pillow
+    paho-mqtt requests pillow opencv4
   ] ++ lib.optional (withFallback && netfilterqueue != null) netfilterqueue;
 
   # The test suite needs root, namespaces and other helpers' services; it runs

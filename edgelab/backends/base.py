@@ -34,6 +34,11 @@ class Testbed(ABC):
             return n.interfaces[0].ip
         return n.address(network)
 
+    def cpu_seconds(self, node: str) -> Optional[float]:
+        """Cumulative CPU seconds ``node`` has used, or None where the backend cannot tell
+        (experiments then record no CPU/power figures rather than invented ones)."""
+        return None
+
     @abstractmethod
     def facts(self) -> dict:
         """What the results manifest must record about this testbed

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import requests
@@ -36,6 +37,7 @@ class RequestRecord:
     status: int         # HTTP status, 0 on a transport error
     bytes: int          # response body bytes
     error: Optional[str] = None
+    target: int = 0     # index of the target (--url) the request went to
 
     @property
     def send_lag_s(self) -> float:
@@ -61,7 +63,7 @@ def _session() -> requests.Session:
     return s
 
 
-def _do(target: Target, scheduled: float, closed: bool) -> RequestRecord:
+def _do(target: Target, scheduled: float, closed: bool, index: int = 0) -> RequestRecord:
     start = time.time()
     t0 = time.perf_counter()
     try:
@@ -74,7 +76,7 @@ def _do(target: Target, scheduled: float, closed: bool) -> RequestRecord:
     elapsed = time.perf_counter() - t0
     end = start + elapsed
     latency = elapsed if closed else end - scheduled
-    return RequestRecord(scheduled, start, end, latency, status, nbytes, err)
+    return RequestRecord(scheduled, start, end, latency, status, nbytes, err, index)
 
 
 def arrival_offsets(rate: float, duration: float, arrivals: str = "constant",
@@ -96,18 +98,74 @@ def arrival_offsets(rate: float, duration: float, arrivals: str = "constant",
         out.append(t)
 
 
-def open_loop(target: Target, rate: float, duration: float, *, arrivals: str = "constant",
-              max_concurrency: int = 256, seed: Optional[int] = None) -> list[RequestRecord]:
-    offsets = arrival_offsets(rate, duration, arrivals, seed)
+def merged_schedule(n_targets: int, rate: float, duration: float, arrivals: str = "constant",
+                    seed: Optional[int] = None) -> list[tuple[float, int]]:
+    """(offset, target index) for ``n_targets`` independent streams of ``rate`` each, in send order.
+
+    Constant-rate streams are staggered by ``1 / (rate * n_targets)`` so that
+    N targets do not all fire at the same instant (a burst no real fleet of
+    independent clients produces).
+    """
+    out: list[tuple[float, int]] = []
+    for k in range(n_targets):
+        offs = arrival_offsets(rate, duration, arrivals, None if seed is None else seed + k)
+        shift = k / (rate * n_targets) if arrivals == "constant" else 0.0
+        out.extend((o + shift, k) for o in offs if o + shift < duration)
+    return sorted(out)
+
+
+def open_loop(target: Target | Sequence[Target], rate: float, duration: float, *, arrivals: str = "constant",
+              max_concurrency: int = 256, seed: Optional[int] = None, offset: float = 0.0) -> list[RequestRecord]:
+    """Open-loop load: ``rate`` requests/s to each target, sent on a fixed schedule.
+
+    ``offset`` shifts the whole schedule (s): independent generators started
+    together use it to avoid firing in lockstep.
+    """
+    targets = [target] if isinstance(target, Target) else list(target)
+    schedule = [(o + offset, k) for o, k in merged_schedule(len(targets), rate, duration, arrivals, seed)]
     t0_wall, t0 = time.time(), time.perf_counter()
     futures = []
     with ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="loadgen") as pool:
-        for off in offsets:
+        for off, k in schedule:
             delay = off - (time.perf_counter() - t0)
             if delay > 0:
                 time.sleep(delay)
-            futures.append(pool.submit(_do, target, t0_wall + off, False))
+            futures.append(pool.submit(_do, targets[k], t0_wall + off, False, k))
         return [f.result() for f in futures]
+
+
+def synthetic_jpeg(size_bytes: int, seed: int = 0) -> bytes:
+    """A deterministic JPEG of about ``size_bytes`` (within a few %), generated locally.
+
+    A smooth gradient with seeded noise compresses like a photo; the side is
+    searched so the encoded size lands near the target. Nodes build their own
+    upload instead of receiving a file, so every backend sends the same bytes.
+    """
+    import io
+
+    from PIL import Image
+
+    if size_bytes < 2000:
+        raise ValueError(f"synthetic JPEG size must be at least 2000 bytes, got {size_bytes}")
+    rng = np.random.default_rng(seed)
+
+    def encode(side: int) -> bytes:
+        y, x = np.mgrid[0:side, 0:side]
+        base = np.stack([(x * 255 // side), (y * 255 // side), ((x + y) * 127 // side)], axis=-1)
+        noise = rng.integers(-40, 41, size=base.shape)
+        img = np.clip(base + noise, 0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(img, "RGB").save(buf, format="JPEG", quality=85)
+        return buf.getvalue()
+
+    # Size grows ~ with the pixel count: scale the side from a probe, refine twice.
+    side, best = 128, b""
+    for _ in range(3):
+        data = encode(side)
+        if not best or abs(len(data) - size_bytes) < abs(len(best) - size_bytes):
+            best = data
+        side = max(16, min(4096, round(side * math.sqrt(size_bytes / len(data)))))
+    return best
 
 
 def closed_loop(target: Target, clients: int, duration: float, *, think_s: float = 0.0,
@@ -157,7 +215,26 @@ def summarise(records: list[RequestRecord], duration: Optional[float] = None) ->
                        "p99": pct(lat, 99), "max": float(lat.max()) if len(lat) else None},
         "send_lag_ms": {"p50": pct(lag, 50), "p99": pct(lag, 99), "max": float(lag.max()) if len(lag) else None},
         "status_counts": {str(k): v for k, v in sorted(_count(r.status for r in records).items())},
+        "errors_sample": sorted({r.error for r in records if r.error})[:5],
+        "first_scheduled": min((r.scheduled for r in records), default=None),
+        "last_end": max((r.end for r in records), default=None),
     }
+
+
+def summarise_targets(records: list[RequestRecord], urls: Sequence[str], duration: Optional[float] = None,
+                      with_latencies: bool = False) -> dict:
+    """The overall summary plus one per target (``targets``), optionally with raw latencies (ms)."""
+    summary = summarise(records, duration)
+    per = []
+    for k, url in enumerate(urls):
+        mine = [r for r in records if r.target == k]
+        one = summarise(mine, summary["duration_s"]) if mine else {"requests": 0, "ok": 0}
+        one["url"] = url
+        if with_latencies:
+            one["latencies_ms"] = [round(r.latency_s * 1000.0, 3) for r in mine if 200 <= r.status < 300]
+        per.append(one)
+    summary["targets"] = per
+    return summary
 
 
 def _count(it) -> dict:
@@ -169,9 +246,16 @@ def _count(it) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m edgelab.workload.loadgen", description=__doc__.split("\n")[0])
-    p.add_argument("--url", required=True)
+    p.add_argument("--url", required=True, action="append",
+                   help="target URL; repeat for several targets, each offered --rate (open loop)")
     p.add_argument("--method", help="default GET, or POST when --body is given")
     p.add_argument("--body", help="file to send as the request body (e.g. a JPEG)")
+    p.add_argument("--synthetic-jpeg", type=int, metavar="BYTES",
+                   help="send a generated JPEG of about BYTES bytes (deterministic with --seed) instead of --body")
+    p.add_argument("--wait-go", action="store_true",
+                   help="print READY on stderr when set up, then wait for a line on stdin before sending "
+                        "(lets a driver start many generators at the same instant)")
+    p.add_argument("--latencies", action="store_true", help="include each target's raw latencies (ms) in the JSON")
     p.add_argument("--content-type", help="default from the body file suffix")
     p.add_argument("--mode", choices=["open", "closed"], default="open")
     p.add_argument("--rate", type=float, help="open loop: requests per second")
@@ -180,25 +264,39 @@ def main(argv=None) -> int:
     p.add_argument("--think", type=float, default=0.0, help="closed loop: mean think time s")
     p.add_argument("--think-dist", choices=["constant", "exponential"], default="constant")
     p.add_argument("--duration", type=float, default=10.0, help="seconds of load")
+    p.add_argument("--offset", type=float, default=0.0, help="open loop: delay the whole schedule by S seconds")
     p.add_argument("--concurrency", type=int, default=256, help="open loop: max requests in flight")
     p.add_argument("--timeout", type=float, default=30.0)
     p.add_argument("--seed", type=int)
     p.add_argument("--records", help="write per-request records as JSON lines here")
     a = p.parse_args(argv)
-    body = open(a.body, "rb").read() if a.body else None
-    ctype = a.content_type or ("image/png" if (a.body or "").endswith(".png") else
-                               "image/jpeg" if (a.body or "").lower().endswith((".jpg", ".jpeg")) else
-                               "application/octet-stream")
-    target = Target(a.url, a.method or ("POST" if body is not None else "GET"), body, ctype, a.timeout)
-    if a.mode == "open":
-        if not a.rate:
-            p.error("--mode open needs --rate")
-        records = open_loop(target, a.rate, a.duration, arrivals=a.arrivals, max_concurrency=a.concurrency, seed=a.seed)
+    if a.body and a.synthetic_jpeg:
+        p.error("give --body or --synthetic-jpeg, not both")
+    if a.synthetic_jpeg:
+        body = synthetic_jpeg(a.synthetic_jpeg, a.seed or 0)
     else:
-        records = closed_loop(target, a.clients, a.duration, think_s=a.think, think=a.think_dist, seed=a.seed)
-    summary = summarise(records)
+        body = open(a.body, "rb").read() if a.body else None
+    ctype = a.content_type or ("image/png" if (a.body or "").endswith(".png") else
+                               "image/jpeg" if a.synthetic_jpeg or (a.body or "").lower().endswith((".jpg", ".jpeg")) else
+                               "application/octet-stream")
+    targets = [Target(u, a.method or ("POST" if body is not None else "GET"), body, ctype, a.timeout) for u in a.url]
+    if a.mode == "open" and not a.rate:
+        p.error("--mode open needs --rate")
+    if a.mode == "closed" and len(targets) > 1:
+        p.error("--mode closed takes one --url")
+    if a.wait_go:
+        print("READY", file=sys.stderr, flush=True)
+        sys.stdin.readline()
+    if a.mode == "open":
+        records = open_loop(targets, a.rate, a.duration, arrivals=a.arrivals, max_concurrency=a.concurrency,
+                            seed=a.seed, offset=a.offset)
+    else:
+        records = closed_loop(targets[0], a.clients, a.duration, think_s=a.think, think=a.think_dist, seed=a.seed)
+    summary = summarise_targets(records, a.url, with_latencies=a.latencies)
     summary.update({"mode": a.mode, "offered_rps": a.rate if a.mode == "open" else None,
-                    "clients": a.clients if a.mode == "closed" else None, "url": a.url})
+                    "clients": a.clients if a.mode == "closed" else None,
+                    "url": a.url[0] if len(a.url) == 1 else a.url,
+                    "body_bytes": len(body) if body is not None else 0})
     if a.records:
         with open(a.records, "w") as f:
             for r in records:

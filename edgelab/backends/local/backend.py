@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -88,6 +89,8 @@ class LocalTestbed(Testbed):
         self._pending_signal: Optional[int] = None
         self._prev_handlers: dict[int, Any] = {}
         self.timings: dict[str, float] = {}
+        #: Nodes share this machine's filesystem, so they run our interpreter.
+        self.python = sys.executable
 
     # ------------------------------------------------------------ commands
     def netns(self, node: str) -> str:
@@ -125,6 +128,20 @@ class LocalTestbed(Testbed):
             procs.append({"node": node, "pid": p.pid, "argv": list(map(str, argv))[:8]})
             self.state.save()
         return p
+
+    def cpu_seconds(self, node: str) -> float:
+        """Cumulative CPU seconds used by everything in ``node``'s cgroup (cpuacct / cpu.stat)."""
+        from ...services.power.sources import cgroup_cpu_seconds
+
+        if node not in self.blueprint.node_ns:
+            raise BackendError(f"testbed {self.name!r} has no node {node!r} with a cgroup")
+        errors = []
+        for d in self.layout.dirs(cgroup_rel(self.name, node)):
+            try:
+                return cgroup_cpu_seconds(d)()
+            except ValueError as exc:
+                errors.append(str(exc))
+        raise BackendError(f"no CPU accounting for node {node!r}: {'; '.join(errors)}")
 
     # --------------------------------------------------------------- facts
     def facts(self) -> dict:

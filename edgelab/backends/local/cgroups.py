@@ -67,10 +67,12 @@ def detect_layout() -> CgroupLayout:
     roots = {}
     for fstype, mnt, opts in mounts:
         if fstype == "cgroup":
-            for c in ("cpu", "memory"):
+            # cpuacct is optional (CPU-time accounting for experiments); it is often
+            # co-mounted with cpu, and then the same directory serves both.
+            for c in ("cpu", "memory", "cpuacct"):
                 if c in opts and c not in roots:
                     roots[c] = mnt
-    if set(roots) == {"cpu", "memory"}:
+    if {"cpu", "memory"} <= set(roots):
         return CgroupLayout(1, roots)
     raise BackendError("no usable cgroup hierarchy with cpu and memory controllers was found "
                        "(need cgroup v2 with cpu+memory enabled, or v1 cpu and memory mounts); "
@@ -100,10 +102,10 @@ def create(layout: CgroupLayout, rel: str, host_cpu: float, memory_mib: int) -> 
         _write(cur / "cpu.max", f"{q} {PERIOD_US}")
         _write(cur / "memory.max", str(mem))
         return
+    for d in layout.dirs(rel):
+        d.mkdir(parents=True, exist_ok=True)
     cpu = Path(layout.roots["cpu"]) / rel
     memd = Path(layout.roots["memory"]) / rel
-    cpu.mkdir(parents=True, exist_ok=True)
-    memd.mkdir(parents=True, exist_ok=True)
     _write(cpu / "cpu.cfs_period_us", str(PERIOD_US))
     _write(cpu / "cpu.cfs_quota_us", str(q))
     _write(memd / "memory.limit_in_bytes", str(mem))

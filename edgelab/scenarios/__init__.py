@@ -1,0 +1,50 @@
+"""What each experiment measures at one sweep point, on any backend.
+
+A point function brings its topology up, measures, tears it down and
+returns :class:`~edgelab.results.Measurement` rows; experiment scripts only
+build the sweep. Every point also records the testbed's facts (link engine,
+kernel, cgroups, placement) in the run's manifest and its raw outputs under
+``raw/<point>/`` in the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Union
+
+from ..backends import Backend, Testbed
+from ..model import Topology
+from ..results import Measurement, Run
+from .app import AppLoad, run_app
+from .nodes import testbed
+
+#: Facts that describe the whole run (the rest, e.g. timings, are per point).
+RUN_FACTS = ("backend", "link_engine", "kernel", "cgroup_version", "flavour", "site", "cluster")
+
+
+def record_facts(tb: Testbed, run: Run, raw: Path) -> dict:
+    """Run-level facts into the manifest, the full facts of this point into ``raw/facts.json``."""
+    facts = tb.facts()
+    (raw / "facts.json").write_text(json.dumps(facts, indent=1, default=str))
+    run.record_facts({k: facts[k] for k in RUN_FACTS if k in facts})
+    return facts
+
+
+def app_point(topology: Topology, *, backend: Union[str, Backend], run: Run, point: dict,
+              load: AppLoad) -> list[Measurement]:
+    """The image-offloading application (see :mod:`edgelab.scenarios.app`) on ``topology``."""
+    raw = run.raw_dir(point)
+    with testbed(topology, backend) as tb:
+        record_facts(tb, run, raw)
+        return run_app(tb, load, raw)
+
+
+def wifi_point(topology: Topology, *, backend: Union[str, Backend], run: Run, point: dict,
+               seconds: float, rate_rps: float, image_bytes: int, seed: int = 1) -> list[Measurement]:
+    """Wi-Fi scaling: N phones on one access point (the topology is already scaled to N)."""
+    return app_point(topology, backend=backend, run=run, point=point,
+                     load=AppLoad(seconds=seconds, rate_rps=rate_rps, image_bytes=image_bytes, seed=seed))
+
+
+__all__ = ["AppLoad", "app_point", "record_facts", "run_app", "testbed", "wifi_point"]

@@ -1,0 +1,146 @@
+"""The image-offloading application measured on a running testbed.
+
+An edge server runs the phone workload service (``POST /detect``); every
+phone runs the open-loop load generator uploading a JPEG at a fixed rate
+(constant inter-arrival time, each phone's schedule shifted by a different
+fraction of it so that phones do not fire in lockstep). All generators are
+released at the same instant. Then, separately, every phone runs a saturating iperf3 upload
+to the server at once, which measures each phone's share of the network.
+
+Goodput is the application's: image bytes the server accepted, per second,
+over the time it took to deliver them (so a saturated network shows as a
+plateau, not as a longer run). CPU is each node's cgroup CPU time relative
+to its quota; phone power comes from the phone device model applied to it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from ..backends import Testbed
+from ..measure import concurrent_goodput, percentile
+from ..plan import Plan
+from ..results import Measurement
+from ..services.power.sources import device_class
+from .nodes import CpuMeter, Gate, python_of, start_service, stop
+
+APP_PORT = 8080
+#: Device power model per role (edgelab.services.power.sources.DEVICE_CLASSES).
+POWER_MODEL = {"phone": "phone", "beaglepaas-worker": "bbb"}
+
+
+@dataclass(frozen=True)
+class AppLoad:
+    seconds: float = 4.0          # send window of the load generators
+    rate_rps: float = 4.0         # requests per second per phone
+    image_bytes: int = 125_000    # upload size
+    mode: str = "gray"            # server-side processing (gray: cheap, network-bound; faces: CPU-bound)
+    iperf: bool = True            # also measure each phone's saturated TCP share
+    seed: int = 1
+
+    @property
+    def offered_mbit(self) -> float:
+        return self.rate_rps * self.image_bytes * 8 / 1e6
+
+
+def _server(plan: Plan) -> str:
+    servers = [n.name for n in plan.nodes if n.group == "server"] or \
+              [n.name for n in plan.nodes if n.role == "k3s-server"]
+    if not servers:
+        raise ValueError("the application needs a node in group 'server' (or role k3s-server)")
+    return servers[0]
+
+
+def _phones(plan: Plan) -> list[str]:
+    return [n.name for n in plan.nodes if n.group == "phone"]
+
+
+def run_app(tb: Testbed, load: AppLoad, raw: Path) -> list[Measurement]:
+    """One measurement of the application on a running testbed; raw outputs go to ``raw``."""
+    plan = tb.plan
+    server, phones = _server(plan), _phones(plan)
+    if not phones:
+        raise ValueError("the application needs a group named 'phone'")
+    network = plan.node(phones[0]).interfaces[0].network
+    py = python_of(tb)
+    rows: list[Measurement] = []
+
+    svc, _ = start_service(tb, server, [py, "-m", "edgelab.services.phone", "--bind", "0.0.0.0",
+                                        "--port", str(APP_PORT)], log_dir=raw)
+    gate = Gate()
+    try:
+        url = f"http://{tb.address(server, network)}:{APP_PORT}/detect?mode={load.mode}"
+        timeout = max(10.0, 3 * load.seconds)
+        for i, ph in enumerate(phones):
+            gate.add(tb, ph, [py, "-m", "edgelab.workload.loadgen", "--url", url, "--mode", "open",
+                              "--rate", f"{load.rate_rps:g}", "--duration", f"{load.seconds:g}",
+                              "--arrivals", "constant", "--seed", str(load.seed * 1000 + i),
+                              "--offset", f"{i / (len(phones) * load.rate_rps):.6f}",
+                              "--synthetic-jpeg", str(load.image_bytes), "--timeout", f"{timeout:g}",
+                              "--wait-go", "--latencies"])
+        go = gate.open()
+        cpu = CpuMeter(tb, [server, *phones]).start()
+        outputs = gate.collect(timeout=load.seconds + timeout + 30)
+        cpu.stop()
+    finally:
+        gate.kill()
+        stop([svc])
+
+    summaries = {ph: json.loads(out) for ph, out in outputs.items()}
+    (raw / "loadgen.json").write_text(json.dumps(summaries, indent=1))
+    all_lat: list[float] = []
+    total_req = total_ok = 0
+    total_goodput = total_rps = 0.0
+    for ph, s in summaries.items():
+        t = s["targets"][0]
+        lat = t.get("latencies_ms", [])
+        all_lat.extend(lat)
+        # Delivered over the send window, or longer when the backlog took longer to drain.
+        duration = max(load.seconds, (s.get("last_end") or go) - go)
+        goodput = s["ok"] * s["body_bytes"] * 8 / duration / 1e6
+        total_goodput += goodput
+        total_rps += s["ok"] / duration
+        total_req += s["requests"]
+        total_ok += s["ok"]
+        rows += [Measurement("goodput_mbit", goodput, "Mbit/s", ph),
+                 Measurement("latency_ms_p95", percentile(lat, 95), "ms", ph)]
+    rows += [
+        Measurement("goodput_mbit", total_goodput, "Mbit/s"),
+        Measurement("offered_mbit", load.offered_mbit * len(phones), "Mbit/s"),
+        Measurement("requests_per_s", total_rps, "1/s"),
+        Measurement("error_rate", (total_req - total_ok) / total_req if total_req else math.nan, "fraction"),
+        Measurement("latency_ms_p50", percentile(all_lat, 50), "ms"),
+        Measurement("latency_ms_p95", percentile(all_lat, 95), "ms"),
+        Measurement("latency_ms_p99", percentile(all_lat, 99), "ms"),
+    ]
+    rows += cpu_and_power(plan, cpu)
+    capacity = [s.capacity_mbit for s in plan.network(network).segments if s.capacity_mbit]
+    if capacity:
+        rows.append(Measurement("airtime_capacity_mbit", min(capacity), "Mbit/s"))
+    if load.iperf:
+        shares = concurrent_goodput(tb, phones, server, seconds=load.seconds, network=network)
+        (raw / "iperf.json").write_text(json.dumps(shares, indent=1))
+        rows += [Measurement("iperf_goodput_mbit", r["goodput_mbit"], "Mbit/s", ph) for ph, r in shares.items()]
+        rows.append(Measurement("iperf_goodput_mbit", sum(r["goodput_mbit"] for r in shares.values()), "Mbit/s"))
+    return rows
+
+
+def cpu_and_power(plan: Plan, cpu: CpuMeter) -> list[Measurement]:
+    """cpu_util per node; power_w per node with a device model, and their sum (node empty)."""
+    quotas = {n: plan.node(n).resources.host_cpu for n in cpu.nodes}
+    rows: list[Measurement] = []
+    total_w: Optional[float] = None
+    for node, u in cpu.utilisation(quotas).items():
+        rows.append(Measurement("cpu_util", u, "fraction", node))
+        model = POWER_MODEL.get(plan.node(node).role)
+        if model:
+            w = device_class(model).power(u)
+            rows.append(Measurement("power_w", w, "W", node))
+            total_w = (total_w or 0.0) + w
+    if total_w is not None:
+        rows.append(Measurement("power_w_total", total_w, "W"))
+    return rows

@@ -1,0 +1,180 @@
+"""Starting node services and reading node CPU, over any :class:`Testbed`.
+
+Services print one ``LISTENING <url>`` line when ready and load generators
+print ``READY`` on stderr then wait for a line on stdin; these helpers wait
+for those lines with a deadline, so a service that crashes at start-up is
+reported with its own error output instead of hanging the experiment.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping, Optional, Sequence, Union
+
+from ..backends import Backend, Testbed, get_backend
+from ..errors import BackendError
+from ..model import Topology
+from ..plan import make_plan
+
+
+@contextmanager
+def testbed(topology: Topology, backend: Union[str, Backend]) -> Iterator[Testbed]:
+    """Bring ``topology`` up on ``backend`` (a name or an instance); always tear it down."""
+    be = get_backend(backend) if isinstance(backend, str) else backend
+    tb = be.up(make_plan(topology))
+    try:
+        yield tb
+    finally:
+        tb.down()
+
+
+def python_of(tb: Testbed) -> str:
+    """Interpreter that can import edgelab on the nodes (the local backend shares ours)."""
+    return getattr(tb, "python", None) or "python3"
+
+
+def _read_line_until(proc: subprocess.Popen, stream, want: str, deadline: float, what: str,
+                     log: Optional[Path] = None) -> str:
+    """Read ``stream`` line by line until one starts with ``want``; fail with the output seen."""
+    seen: list[str] = []
+    fd = stream.fileno()
+    buf = b""
+    while True:
+        left = deadline - time.monotonic()
+        r = select.select([fd], [], [], min(max(left, 0.0), 0.5))[0] if left > 0 else []
+        chunk = os.read(fd, 65536) if r else None
+        if chunk:
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                text = line.decode(errors="replace")
+                if text.startswith(want):
+                    return text
+                seen.append(text)
+            continue
+        if chunk == b"" or left <= 0:  # EOF (the process is gone) or out of time
+            try:
+                proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
+            state = f"exited {proc.returncode}" if proc.returncode is not None else "was not ready in time"
+            output = "\n".join(seen)
+            if log is not None and log.exists():
+                output += "\n" + log.read_text(errors="replace")
+            raise BackendError(f"{what} {state}; its output: {output.strip()[-1500:] or '(none)'}")
+
+
+def start_service(tb: Testbed, node: str, argv: Sequence[str], *, log_dir: Path, timeout: float = 60.0,
+                  what: Optional[str] = None) -> tuple[subprocess.Popen, str]:
+    """Start a service that prints ``LISTENING <url>``; returns (process, url).
+
+    Its stderr goes to a file in ``log_dir`` (a pipe nobody reads would
+    eventually block the service), kept with the raw results.
+    """
+    what = what or f"{' '.join(argv[1:3])} on {node}"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"{node}-{_slug(argv)}.log"
+    with open(log, "ab") as err:
+        proc = tb.popen(node, list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+    line = _read_line_until(proc, proc.stdout, "LISTENING ", time.monotonic() + timeout, what, log)
+    return proc, line.split(" ", 1)[1].strip()
+
+
+def _slug(argv: Sequence[str]) -> str:
+    mod = next((a for a in argv if a.startswith("edgelab.")), argv[0])
+    return mod.rsplit(".", 1)[-1].replace("/", "_")
+
+
+def stop(procs: Sequence[subprocess.Popen], grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; reaps every process."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    deadline = time.monotonic() + grace
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+@dataclass
+class Gate:
+    """Processes that print READY on stderr and start on a line on stdin: start them together."""
+
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def add(self, tb: Testbed, node: str, argv: Sequence[str]) -> None:
+        self.procs[node] = tb.popen(node, list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
+
+    def open(self, timeout: float = 120.0) -> float:
+        """Wait for every READY, then release all; returns the release time (epoch s)."""
+        deadline = time.monotonic() + timeout
+        for node, p in self.procs.items():
+            _read_line_until(p, p.stderr, "READY", deadline, f"load generator on {node}")
+        t = time.time()
+        for p in self.procs.values():
+            p.stdin.write(b"go\n")
+            p.stdin.flush()
+            p.stdin.close()
+            p.stdin = None  # so communicate() does not touch it again
+        return t
+
+    def collect(self, timeout: float) -> dict[str, str]:
+        """Each process's stdout once it exits (fails naming the node whose process failed)."""
+        out = {}
+        for node, p in self.procs.items():
+            try:
+                stdout, stderr = p.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.communicate()
+                raise BackendError(f"load generator on {node} did not finish within {timeout:g} s") from None
+            if p.returncode not in (0, 1):  # 1 = ran, but no request succeeded: still a measurement
+                raise BackendError(f"load generator on {node} exited {p.returncode}: "
+                                   f"{stderr.decode(errors='replace')[-1500:]}")
+            out[node] = stdout.decode()
+        return out
+
+    def kill(self) -> None:
+        stop(list(self.procs.values()), grace=1.0)
+
+
+class CpuMeter:
+    """CPU seconds of nodes between :meth:`start` and :meth:`stop`, as quota utilisation.
+
+    Utilisation is relative to each node's quota (``host_cpu`` cores): 1.0 means
+    the emulated device's CPU was fully busy, which is what a device power model
+    wants. Backends that cannot read node CPU give None and nothing is recorded.
+    """
+
+    def __init__(self, tb: Testbed, nodes: Sequence[str]) -> None:
+        self.tb, self.nodes = tb, list(nodes)
+        self._t0: float = 0.0
+        self._c0: dict[str, Optional[float]] = {}
+        self.seconds: dict[str, float] = {}
+        self.wall: float = 0.0
+
+    def start(self) -> "CpuMeter":
+        self._t0 = time.monotonic()
+        self._c0 = {n: self.tb.cpu_seconds(n) for n in self.nodes}
+        return self
+
+    def stop(self) -> "CpuMeter":
+        self.wall = time.monotonic() - self._t0
+        for n in self.nodes:
+            c0, c1 = self._c0.get(n), self.tb.cpu_seconds(n)
+            if c0 is not None and c1 is not None:
+                self.seconds[n] = c1 - c0
+        return self
+
+    def utilisation(self, quotas: Mapping[str, float]) -> dict[str, float]:
+        return {n: s / (self.wall * quotas[n]) for n, s in self.seconds.items() if self.wall > 0 and quotas[n] > 0}
