@@ -119,7 +119,7 @@ def _wifi(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
 
 def _folding(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
     tol = float(run.params.get("tolerance", DEFAULT_TOLERANCE))
-    res = folding_verdict(run.df, tolerance=tol)
+    res = folding_verdict(run.df, run.params.get("metrics"), tolerance=tol)
     t = res.table
     table = pd.DataFrame({"metric": t["metric"], "factor": t["factor"], "mean [95% CI]": _with_ci(t, ""),
                           "deviation": t["degradation"].map(lambda d: f"{d:+.2%}"),

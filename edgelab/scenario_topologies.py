@@ -67,7 +67,9 @@ def app_topology(kind: str, n_phones: int, *, hops: int = 1, name: str = "topo")
 
 def faas_topology(n_workers: int, *, name: str = "faas") -> Topology:
     """BeaglePaaS: an orchestrator, ``n_workers`` BeagleBone-class workers and a
-    power meter on a Fast Ethernet switch (the BeagleBone Black's port)."""
+    power meter on a Fast Ethernet switch (the BeagleBone Black's port). The meter
+    node emulates one smart plug per worker; it is infrastructure, not a measured
+    device, so it gets a full core (its plugs must sample on time)."""
     return parse_topology(textwrap.dedent(f"""\
         name: {name}
         networks:
@@ -75,7 +77,7 @@ def faas_topology(n_workers: int, *, name: str = "faas") -> Topology:
         nodes:
           - {{group: orch, role: beaglepaas-orchestrator, resources: {{cpu: 0.5, memory_mib: 512}}, networks: [lan]}}
           - {{group: worker, role: beaglepaas-worker, count: {n_workers}, resources: {{cpu: 0.25, memory_mib: 256}}, networks: [lan]}}
-          - {{group: meter, role: power-meter, networks: [lan]}}
+          - {{group: meter, role: power-meter, resources: {{cpu: 1.0, memory_mib: 1024}}, networks: [lan]}}
         """), "<generated faas>")
 
 

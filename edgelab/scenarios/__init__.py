@@ -17,6 +17,8 @@ from ..backends import Backend, Testbed
 from ..model import Topology
 from ..results import Measurement, Run
 from .app import AppLoad, run_app
+from .faas import FaasLoad, run_faas
+from .folding import FoldLoad, run_fold
 from .nodes import testbed
 
 #: Facts that describe the whole run (the rest, e.g. timings, are per point).
@@ -47,4 +49,22 @@ def wifi_point(topology: Topology, *, backend: Union[str, Backend], run: Run, po
                      load=AppLoad(seconds=seconds, rate_rps=rate_rps, image_bytes=image_bytes, seed=seed))
 
 
-__all__ = ["AppLoad", "app_point", "record_facts", "run_app", "testbed", "wifi_point"]
+def folding_point(topology: Topology, *, backend: Union[str, Backend], run: Run, point: dict,
+                  load: FoldLoad) -> list[Measurement]:
+    """Folding: the fixed per-phone workload of :mod:`edgelab.scenarios.folding` on ``topology``."""
+    raw = run.raw_dir(point)
+    with testbed(topology, backend) as tb:
+        record_facts(tb, run, raw)
+        return run_fold(tb, load, raw)
+
+
+def faas_point(topology: Topology, *, backend: Union[str, Backend], run: Run, point: dict,
+               load: FaasLoad) -> list[Measurement]:
+    """BeaglePaaS: a batch of invocations on the workers of ``topology`` (see :mod:`.faas`)."""
+    raw = run.raw_dir(point)
+    with testbed(topology, backend) as tb:
+        record_facts(tb, run, raw)
+        return run_faas(tb, load, raw)
+
+
+__all__ = ["FaasLoad", "faas_point", "run_faas", "FoldLoad", "folding_point", "run_fold", "AppLoad", "app_point", "record_facts", "run_app", "testbed", "wifi_point"]

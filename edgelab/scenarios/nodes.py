@@ -72,18 +72,37 @@ def _read_line_until(proc: subprocess.Popen, stream, want: str, deadline: float,
 
 def start_service(tb: Testbed, node: str, argv: Sequence[str], *, log_dir: Path, timeout: float = 60.0,
                   what: Optional[str] = None) -> tuple[subprocess.Popen, str]:
-    """Start a service that prints ``LISTENING <url>``; returns (process, url).
+    """Start a service that prints ``LISTENING <url>``; returns (process, url)."""
+    return start_services(tb, {node: (node, argv)}, log_dir=log_dir, timeout=timeout, what=what)[node]
 
-    Its stderr goes to a file in ``log_dir`` (a pipe nobody reads would
-    eventually block the service), kept with the raw results.
+
+def start_services(tb: Testbed, specs: Mapping[str, tuple[str, Sequence[str]]], *, log_dir: Path,
+                   timeout: float = 60.0, what: Optional[str] = None) -> dict[str, tuple[subprocess.Popen, str]]:
+    """Start services at once (``label -> (node, argv)``) and wait until each prints ``LISTENING <url>``.
+
+    Their stderr goes to files in ``log_dir`` (a pipe nobody reads would
+    eventually block a service), kept with the raw results. If one fails,
+    all are stopped and the error names the node with the service's output.
     """
-    what = what or f"{' '.join(argv[1:3])} on {node}"
     log_dir.mkdir(parents=True, exist_ok=True)
-    log = log_dir / f"{node}-{_slug(argv)}.log"
-    with open(log, "ab") as err:
-        proc = tb.popen(node, list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
-    line = _read_line_until(proc, proc.stdout, "LISTENING ", time.monotonic() + timeout, what, log)
-    return proc, line.split(" ", 1)[1].strip()
+    started: dict[str, tuple[subprocess.Popen, Path]] = {}
+    out: dict[str, tuple[subprocess.Popen, str]] = {}
+    try:
+        for label, (node, argv) in specs.items():
+            log = log_dir / f"{label}-{_slug(argv)}.log"
+            with open(log, "ab") as err:
+                started[label] = (tb.popen(node, list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                           stderr=err), log)
+        deadline = time.monotonic() + timeout
+        for label, (proc, log) in started.items():
+            node, argv = specs[label]
+            line = _read_line_until(proc, proc.stdout, "LISTENING ", deadline,
+                                    what or f"{' '.join(argv[1:3])} on {node}", log)
+            out[label] = (proc, line.split(" ", 1)[1].strip())
+        return out
+    except BaseException:
+        stop([p for p, _ in started.values()], grace=1.0)
+        raise
 
 
 def _slug(argv: Sequence[str]) -> str:

@@ -129,6 +129,15 @@ class LocalTestbed(Testbed):
             self.state.save()
         return p
 
+    def cpu_accounting_dir(self, node: str) -> "Path":
+        """The node's cgroup directory that has CPU accounting (for a modelled power meter)."""
+        from pathlib import Path
+
+        for d in self.layout.dirs(cgroup_rel(self.name, node)):
+            if (Path(d) / "cpuacct.usage").exists() or (Path(d) / "cpu.stat").exists() and self.layout.version == 2:
+                return Path(d)
+        raise BackendError(f"no CPU accounting directory for node {node!r}")
+
     def cpu_seconds(self, node: str) -> float:
         """Cumulative CPU seconds used by everything in ``node``'s cgroup (cpuacct / cpu.stat)."""
         from ...services.power.sources import cgroup_cpu_seconds

@@ -5,6 +5,8 @@
   python -m edgelab.services.beaglepaas worker --connect 10.0.0.1:7000 --id w1
   python -m edgelab.services.beaglepaas submit --connect 10.0.0.1:7000 --function sleep \
       --args '{"seconds":0.1}' --count 10 --wait 60      (prints the records as JSON)
+  python -m edgelab.services.beaglepaas bench --connect 10.0.0.1:7000 --workers 4 \
+      --functions float_operations,json_roundtrip --count 40   (batch; records + timings as JSON)
 
 The orchestrator prints ``LISTENING tcp://HOST:PORT`` when ready.  ``--meter``
 samples each worker's Tasmota plug (real or edgelab's emulated one) so every
@@ -83,6 +85,31 @@ def cmd_submit(a) -> int:
     return 0
 
 
+def cmd_bench(a) -> int:
+    """Wait for the workers, submit a batch at once, wait for it, print records and timings."""
+    import time
+
+    from .client import BeaglePaaSClient
+
+    host, port = a.connect
+    functions = a.functions.split(",")
+    with BeaglePaaSClient(host, port) as c:
+        deadline = time.monotonic() + a.wait
+        while len(c.stats().get("workers", {})) < a.workers:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"only {len(c.stats().get('workers', {}))} of {a.workers} workers connected "
+                                 f"within {a.wait:g} s")
+            time.sleep(0.05)
+        t_submit = time.time()
+        ids = [c.submit(functions[i % len(functions)], {}) for i in range(a.count)]
+        c.wait(ids, timeout=a.wait)
+        t_done = time.time()
+        time.sleep(a.settle)  # let the meters' samples cover the last executions
+        recs = [r for r in c.results() if r["id"] in set(ids)]
+        print(json.dumps({"t_submit": t_submit, "t_done": t_done, "records": recs, "stats": c.stats()}))
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m edgelab.services.beaglepaas", description="MicroFaaS-style FaaS.")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -108,6 +135,14 @@ def main(argv=None) -> int:
     s.add_argument("--count", type=int, default=1)
     s.add_argument("--wait", type=float, default=0.0, help="wait up to N s and print the records")
     s.set_defaults(fn=cmd_submit)
+    b = sub.add_parser("bench", help="wait for N workers, submit a batch, print the records as JSON")
+    b.add_argument("--connect", type=_hostport, required=True, metavar="HOST:PORT")
+    b.add_argument("--workers", type=int, default=1, help="workers that must be connected before submitting")
+    b.add_argument("--functions", default="float_operations", help="comma-separated, used round-robin")
+    b.add_argument("--count", type=int, default=10)
+    b.add_argument("--wait", type=float, default=120.0, help="seconds to wait for workers and for the batch")
+    b.add_argument("--settle", type=float, default=1.0, help="seconds to wait before reading energy")
+    b.set_defaults(fn=cmd_bench)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO, stream=sys.stderr)
     return a.fn(a)
