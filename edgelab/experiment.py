@@ -88,7 +88,7 @@ def run_sweep(*, experiment: str, points: Sequence[dict], param_names: Sequence[
                     t0 = time.monotonic()
                     try:
                         rows = list(measure(point, run))
-                    except Interrupted:
+                    except (Interrupted, KeyboardInterrupt):
                         raise
                     except Exception as exc:  # noqa: BLE001 - recorded, then re-raised or skipped
                         if not keep_going:
@@ -106,12 +106,12 @@ def run_sweep(*, experiment: str, points: Sequence[dict], param_names: Sequence[
                     console.log(f"{describe(point)}: {len(rows)} measurements in {time.monotonic() - t0:.1f} s")
         outcome.status = "complete" if not outcome.failed else "complete-with-failures"
         run.finish(outcome.status)
-    except Interrupted as exc:
+    except (Interrupted, KeyboardInterrupt) as exc:
         if sweep is not None and current is not None:
             sweep.cancel(current)
         outcome.status = "interrupted"
         run.finish("interrupted")
-        console.print(f"[yellow]interrupted ({exc})[/]: completed points are saved in {run.path}; "
+        console.print(f"[yellow]interrupted ({exc or 'SIGINT'})[/]: completed points are saved in {run.path}; "
                       f"resume with the same command and --resume")
     except BaseException:
         if sweep is not None and current is not None:

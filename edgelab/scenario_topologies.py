@@ -83,12 +83,14 @@ def faas_topology(n_workers: int, *, name: str = "faas") -> Topology:
 
 def folding_topology(n_nodes: int, *, name: str = "fold") -> Topology:
     """``n_nodes`` identical phones and a server on gigabit Ethernet: the folding
-    experiment keeps each phone's workload fixed and varies how many share the host."""
+    experiment keeps each phone's workload fixed and varies how many share the host.
+    The server only drives the load (one generator for every phone); a full core
+    keeps its own CPU quota from being what breaks first as phones are added."""
     return parse_topology(textwrap.dedent(f"""\
         name: {name}
         networks:
           - {{name: lan, profile: gigabit-ethernet}}
         nodes:
-          - {{group: server, role: k3s-server, resources: {{cpu: 0.5, memory_mib: 512}}, networks: [lan]}}
+          - {{group: server, role: k3s-server, resources: {{cpu: 1.0, memory_mib: 512}}, networks: [lan]}}
           - {{group: phone, role: phone, count: {n_nodes}, resources: {{cpu: 0.1, memory_mib: 128}}, networks: [lan]}}
         """), "<generated folding>")

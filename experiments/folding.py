@@ -81,6 +81,11 @@ def main(argv=None) -> int:
 
         verdict = folding_verdict(load_run(outcome.run.path).df, a.metrics, tolerance=a.tolerance)
         console.print(verdict.describe(), highlight=False)
+        t = verdict.table
+        for f in sorted(t["factor"].unique()):
+            at = t[t["factor"] == f]
+            devs = ", ".join(f"{r.metric} {r.degradation:+.1%} (CI bound {r.worst:.1%})" for r in at.itertuples())
+            console.print(f"  factor {f}: {devs}", highlight=False)
         print(f"max faithful folding factor: {verdict.max_factor}")
         if not a.no_report:
             from edgelab.reporting import report_and_summarise

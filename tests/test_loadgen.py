@@ -120,3 +120,82 @@ def test_cli_against_phone_service(tmp_path):
     assert len(rows) == summary["requests"]
     assert {"scheduled", "start", "end", "latency_s", "status", "bytes"} <= set(rows[0])
     assert all(r["status"] == 200 and r["bytes"] > 0 for r in rows)
+
+
+# --- features the experiments drive: synthetic uploads, several targets, start gate -------------
+from edgelab.workload.loadgen import merged_schedule, synthetic_jpeg  # noqa: E402
+
+
+@pytest.mark.parametrize("size", [5_000, 20_000, 125_000])
+def test_synthetic_jpeg_has_the_requested_size_and_is_a_real_deterministic_jpeg(size):
+    import io
+
+    from PIL import Image
+
+    data = synthetic_jpeg(size, seed=3)
+    assert abs(len(data) - size) / size < 0.10
+    assert Image.open(io.BytesIO(data)).format == "JPEG"
+    assert synthetic_jpeg(size, seed=3) == data != synthetic_jpeg(size, seed=4)
+
+
+def test_merged_schedule_gives_each_target_its_rate_and_staggers_constant_streams():
+    sched = merged_schedule(4, rate=5.0, duration=2.0)
+    assert [o for o, _ in sched] == sorted(o for o, _ in sched)
+    for k in range(4):
+        mine = [o for o, t in sched if t == k]
+        assert len(mine) == 10
+        assert mine[0] == pytest.approx(k / 20)  # shifted by k / (rate * targets)
+    assert min(b[0] - a[0] for a, b in zip(sched, sched[1:])) == pytest.approx(1 / 20)
+
+
+@pytest.fixture
+def upload_servers():
+    """Two servers that read the uploaded body and answer with its length."""
+    class H(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
+
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            n = len(self.rfile.read(int(self.headers["Content-Length"])))
+            body = str(n).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), H) for _ in range(2)]
+    for s in servers:
+        s.daemon_threads = True
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+    yield [f"http://127.0.0.1:{s.server_address[1]}/" for s in servers]
+    for s in servers:
+        s.shutdown()
+
+
+def test_cli_several_targets_synthetic_body_and_start_gate(upload_servers):
+    urls = upload_servers
+    argv = [sys.executable, "-m", "edgelab.workload.loadgen", "--rate", "10", "--duration", "1",
+            "--synthetic-jpeg", "8000", "--wait-go", "--latencies", "--offset", "0.05"]
+    for u in urls:
+        argv += ["--url", u]
+    p = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert p.stderr.readline().strip() == b"READY"
+        time.sleep(0.5)
+        t_go = time.time()
+        assert p.poll() is None  # waits for the go line
+        out, err = p.communicate(b"go\n", timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    s = json.loads(out)
+    assert s["body_bytes"] == len(synthetic_jpeg(8000, 0))
+    assert s["bytes"] == 20 * len(str(s["body_bytes"]))  # each server echoed the uploaded length
+    assert [t["url"] for t in s["targets"]] == urls
+    assert [t["ok"] for t in s["targets"]] == [10, 10]
+    assert all(len(t["latencies_ms"]) == 10 for t in s["targets"])
+    assert s["first_scheduled"] >= t_go + 0.05 - 0.01  # nothing scheduled before go + offset

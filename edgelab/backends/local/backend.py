@@ -187,16 +187,21 @@ class LocalTestbed(Testbed):
         """SIGINT/SIGTERM: tear down, then behave as the previous handler would have.
 
         During bring-up this only raises: ``up`` catches it and tears down
-        what exists so far (the testbed is half-built, not ours to use).
+        what exists so far (the testbed is half-built, not ours to use). A
+        previous Python handler (e.g. the experiment runner's, which turns the
+        signal into its own exception) is called, so callers see what they expect.
         """
         if self._tearing_down:
             # Never interrupt a teardown half-way: finish it, then act on the signal.
             self._pending_signal = signum
             return
+        prev = self._prev_handlers.get(signum)
         if self.state.data.get("status") == "up":
             self.down()
         else:
             self._restore_signal_handlers()
+        if callable(prev):
+            prev(signum, frame)
         _raise_for(signum)
 
     def down(self) -> None:
@@ -207,6 +212,7 @@ class LocalTestbed(Testbed):
             self._down = True
             self._tearing_down = True
         t0 = time.monotonic()
+        prev_handlers = dict(self._prev_handlers)
         try:
             if self.emulator is not None:
                 self.state.data["linkemu"] = self.emulator.state()
@@ -222,6 +228,8 @@ class LocalTestbed(Testbed):
             self.timings["down"] = time.monotonic() - t0
             if self._pending_signal is not None:
                 signum, self._pending_signal = self._pending_signal, None
+                if callable(prev_handlers.get(signum)):
+                    prev_handlers[signum](signum, None)
                 _raise_for(signum)
 
     def _reap(self) -> None:

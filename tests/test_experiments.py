@@ -1,0 +1,186 @@
+"""Experiment scripts: their sweep logic (pure) and, as root, end-to-end runs on the
+local backend whose measurements are checked against what the emulation must produce."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "experiments"))
+
+wifi_scaling = importlib.import_module("wifi_scaling")
+network_topologies = importlib.import_module("network_topologies")
+folding = importlib.import_module("folding")
+faas_energy = importlib.import_module("faas_energy")
+
+root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces, cgroups)")
+
+
+# ------------------------------------------------------------------ sweep logic (pure)
+def test_wifi_quick_and_full_defaults():
+    quick = wifi_scaling.parse_args([])
+    assert (quick.phones, quick.reps, quick.seconds) == ([1, 2, 4, 8, 12], 1, 4.0)
+    full = wifi_scaling.parse_args(["--full"])
+    assert full.phones[-1] == 64 and full.reps == 3
+    pts = wifi_scaling.sweep_points([1, 2], 2)
+    assert pts == [{"n_phones": 1, "rep": 0}, {"n_phones": 1, "rep": 1}, {"n_phones": 2, "rep": 0},
+                   {"n_phones": 2, "rep": 1}]
+
+
+def test_network_topologies_sweeps_hops_only_for_the_mesh():
+    pts = network_topologies.sweep_points(["wifi", "batman-mesh"], [1, 4], [1, 2, 3], [1], [2.0, 8.0], 1)
+    wifi = [p for p in pts if p["network"] == "wifi"]
+    mesh = [p for p in pts if p["network"] == "batman-mesh"]
+    assert {p["hops"] for p in wifi} == {1} and len(wifi) == 2 * 2
+    assert sorted({p["hops"] for p in mesh}) == [1, 2, 3] and {p["n_phones"] for p in mesh} == {1}
+    assert len(mesh) == 3 * 2
+    assert len({json.dumps(p, sort_keys=True) for p in pts}) == len(pts)
+
+
+def test_network_topologies_rejects_an_unknown_kind(capsys):
+    with pytest.raises(SystemExit) as e:
+        network_topologies.parse_args(["--networks", "wifi,lora"])
+    assert e.value.code == 2
+    assert "unknown network kind(s) lora" in capsys.readouterr().err
+
+
+def test_folding_interleaves_repetitions_and_checks_the_tolerance(capsys):
+    assert folding.sweep_points([1, 2, 4], 2) == [{"factor": f, "rep": r} for r in (0, 1) for f in (1, 2, 4)]
+    a = folding.parse_args(["--factors", "4,1,2,2"])
+    assert a.factors == [1, 2, 4] and a.reps == 3
+    with pytest.raises(SystemExit):
+        folding.parse_args(["--tolerance", "5"])
+    assert "--tolerance must be a fraction" in capsys.readouterr().err
+
+
+def test_faas_energy_rejects_an_unknown_function(capsys):
+    assert faas_energy.sweep_points([1, 2], 1) == [{"n_workers": 1, "rep": 0}, {"n_workers": 2, "rep": 0}]
+    with pytest.raises(SystemExit):
+        faas_energy.parse_args(["--functions", "float_operations,mine"])
+    assert "unknown function(s) mine" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ end to end (root)
+def run_script(name: str, *args: str, results: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "experiments" / f"{name}.py"), "--results", str(results),
+                           *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def only_run(results: Path, experiment: str) -> Path:
+    (run,) = (results / experiment).iterdir()
+    return run
+
+
+def aggregates(run: Path) -> dict[tuple, float]:
+    """(point, metric) -> value of the aggregate rows (node empty)."""
+    with open(run / "measurements.csv") as f:
+        return {(r["point"], r["metric"]): float(r["value"]) for r in csv.DictReader(f) if not r["node"]}
+
+
+def no_testbed_left(name: str) -> None:
+    from local_helpers import leftovers
+
+    assert leftovers(name) == {}
+
+
+@root
+def test_wifi_scaling_goodput_follows_offered_load_then_the_airtime_budget(tmp_path):
+    # 3 Mbit/s per phone: 1 and 3 phones fit in the ~32 Mbit/s budget; 14 phones (42 Mbit/s) do not.
+    r = run_script("wifi_scaling", "--phones", "1,3,14", "--seconds", "3", "--rate", "3", results=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = only_run(tmp_path, "wifi_scaling")
+    agg = aggregates(run)
+    g = {n: agg[(f"n_phones={n},rep=0", "goodput_mbit")] for n in (1, 3, 14)}
+    cap = {n: agg[(f"n_phones={n},rep=0", "airtime_capacity_mbit")] for n in (1, 3, 14)}
+    assert g[1] == pytest.approx(3.0, rel=0.1) and g[3] == pytest.approx(9.0, rel=0.1)
+    assert g[14] < 0.95 * 42.0 and g[14] <= cap[14] * 1.05  # capped by the shared medium, not the offered load
+    assert agg[("n_phones=14,rep=0", "latency_ms_p95")] > 2 * agg[("n_phones=1,rep=0", "latency_ms_p95")]
+    iperf = agg[("n_phones=3,rep=0", "iperf_goodput_mbit")]
+    assert 0.6 * cap[3] < iperf <= 1.05 * cap[3]
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["facts"]["link_engine"] in ("netem", "fallback")
+    assert (run / "report" / "summary.md").exists()
+    assert "Saturation" in (run / "report" / "summary.md").read_text() or "saturat" in r.stderr
+    no_testbed_left("wifi")
+
+
+@root
+def test_wifi_scaling_sigint_then_resume_measures_each_point_once(tmp_path):
+    argv = [sys.executable, str(REPO / "experiments" / "wifi_scaling.py"), "--results", str(tmp_path),
+            "--phones", "1,2,3", "--seconds", "2", "--no-report"]
+    p = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    csv_path = None
+    while time.monotonic() < deadline:
+        runs = list((tmp_path / "wifi_scaling").glob("*/measurements.csv"))
+        if runs and "n_phones=1" in runs[0].read_text():
+            csv_path = runs[0]
+            break
+        time.sleep(0.2)
+    assert csv_path is not None, "first point never completed"
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err[-2000:]
+    no_testbed_left("wifi")
+    first = [r for r in csv.DictReader(open(csv_path)) if r["point"] == "n_phones=1,rep=0"]
+    r = subprocess.run(argv + ["--resume"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = list(csv.DictReader(open(csv_path)))
+    assert {x["point"] for x in rows} == {f"n_phones={n},rep=0" for n in (1, 2, 3)}
+    again = [x for x in rows if x["point"] == "n_phones=1,rep=0"]
+    assert again == first  # skipped, not re-measured
+    per_point = {pt: sum(1 for x in rows if x["point"] == pt and x["metric"] == "goodput_mbit" and not x["node"])
+                 for pt in {x["point"] for x in rows}}
+    assert set(per_point.values()) == {1}
+    no_testbed_left("wifi")
+
+
+@root
+def test_network_topologies_mesh_hops_add_latency(tmp_path):
+    r = run_script("network_topologies", "--networks", "ethernet,batman-mesh", "--phones", "2", "--hops", "1,4",
+                   "--seconds", "2", "--rates", "2", results=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    agg = aggregates(only_run(tmp_path, "network_topologies"))
+    lat = {k[0]: v for k, v in agg.items() if k[1] == "latency_ms_p50"}
+    mesh1 = next(v for k, v in lat.items() if "batman-mesh" in k and "hops=1," in k)
+    mesh4 = next(v for k, v in lat.items() if "batman-mesh" in k and "hops=4," in k)
+    eth = next(v for k, v in lat.items() if "ethernet" in k)
+    assert mesh4 > mesh1 > eth
+    assert all(v == 0.0 for k, v in agg.items() if k[1] == "error_rate")
+    no_testbed_left("topo")
+
+
+@root
+def test_folding_quick_prints_a_maximum_faithful_factor(tmp_path):
+    r = run_script("folding", "--factors", "1,2", "--reps", "2", "--seconds", "2", "--no-report", results=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    line = [l for l in r.stdout.splitlines() if l.startswith("max faithful folding factor:")]
+    assert line and int(line[0].split(":")[1]) in (1, 2)
+    agg = aggregates(only_run(tmp_path, "folding"))
+    assert agg[("factor=2,rep=1", "requests_per_s_per_node")] == pytest.approx(10.0, rel=0.1)
+    no_testbed_left("fold")
+
+
+@root
+def test_faas_energy_more_workers_more_throughput_and_energy_is_charged(tmp_path):
+    r = run_script("faas_energy", "--workers", "1,3", "--per-worker", "8", "--no-report", results=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    agg = aggregates(only_run(tmp_path, "faas_energy"))
+    rate1, rate3 = agg[("n_workers=1,rep=0", "invocations_per_s")], agg[("n_workers=3,rep=0", "invocations_per_s")]
+    assert rate3 > 1.8 * rate1
+    for n in (1, 3):
+        assert agg[(f"n_workers={n},rep=0", "failed")] == 0
+        e = agg[(f"n_workers={n},rep=0", "energy_per_invocation_j")]
+        # a BeagleBone draws 1.4-2.3 W; an invocation runs for tens to hundreds of ms
+        assert 0.005 < e < 2.3 * 2.0
+    no_testbed_left("faas")
