@@ -166,3 +166,25 @@ def test_ifb_names_fit_ifnamsiz():
     long = em.ifb_name("a-very-long-cell-name")
     assert len(long) <= 15 and long.startswith("le-")
     assert long != em.ifb_name("a-very-long-cell-name2")
+
+
+def test_peer_side_loss_filters_frames_entering_a_bridge_port():
+    cmds = C.nft_loss_cmds("le", "phone-1", 5, egress=False, family="bridge")
+    assert cmds[0] == ["nft", "add", "table", "bridge", "le_loss_phone_1"]
+    assert not any("postrouting" in " ".join(c) for c in cmds)
+    assert cmds[-1][5:] == ["in", "iifname", "phone-1", "numgen", "random", "mod", str(C.LOSS_SCALE), "<",
+                            str(C.loss_threshold(5)), "counter", "drop"]
+    assert C.nft_loss_clear_cmds("le", "phone-1", "bridge") == [["nft", "delete", "table", "bridge",
+                                                                  "le_loss_phone_1"]]
+    with pytest.raises(ValueError):
+        C.nft_loss_cmds("le", "p", 5, family="bridge")  # a bridge port has no egress hook here
+
+
+def test_peer_side_delay_matches_the_bridge_port_with_physdev():
+    (spec,) = C.nfqueue_rule_specs("phone-1", 1001, None, bridge_port=True)
+    assert spec == ["PREROUTING", "-m", "physdev", "--physdev-in", "phone-1", "-j", "NFQUEUE", "--queue-num", "1001"]
+    (spec,) = C.nfqueue_rule_specs("eth0", 1002)
+    assert spec[:3] == ["PREROUTING", "-i", "eth0"]
+    cmds = C.iptables_nfqueue_cmds("phone-1", 1001, None, delete=True, families=("iptables",), bridge_port=True)
+    assert cmds == [["iptables", "-w", "-t", "mangle", "-D", "PREROUTING", "-m", "physdev", "--physdev-in",
+                     "phone-1", "-j", "NFQUEUE", "--queue-num", "1001"]]

@@ -76,6 +76,32 @@ def test_tcp_goodput_is_below_but_near_the_l2_rate(pair, emu):
     assert 0.85 * 20 < r.goodput_mbit < 0.965 * 20
 
 
+@pytest.mark.parametrize("rate,delay", [(50, 5), (100, 10)])
+def test_tcp_over_a_delayed_link_fills_the_rate(pair, emu, rate, delay):
+    """The outgoing direction is delayed where it arrives: a sender's socket is not charged
+    for packets the delayer holds, so TCP Small Queues do not cap the flow (they did when
+    the delay sat on the sender's egress: 9 Mbit/s at 50 Mbit/s + 5 ms)."""
+    emu.apply_link(pair.a, pair.dev_a, pair.b, pair.dev_b, LinkParams(rate_mbit=rate, delay_ms=delay))
+    for src, dst, dev, addr, port in ((pair.a, pair.b, pair.dev_b, pair.addr_b, 5204),
+                                      (pair.b, pair.a, pair.dev_a, pair.addr_a, 5205)):
+        r = measure_rate(src, dst, dev, addr, seconds=3.0, warmup=1.0, port=port)
+        assert 0.85 * rate < r.goodput_mbit < 0.965 * rate, (src, r)
+
+
+def test_loss_is_not_a_send_error_for_udp(pair, emu):
+    """A lost frame is lost on the wire: the UDP sender's sendto() never fails."""
+    import sys
+
+    emu.apply_link(pair.a, pair.dev_a, pair.b, pair.dev_b, LinkParams(rate_mbit=100, loss_pct=20))
+    code = ("import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); err=0\n"
+            "for i in range(2000):\n"
+            "    try: s.sendto(b'x'*100, (%r, 9))\n"
+            "    except OSError: err+=1\n"
+            "print(err)" % pair.addr_b)
+    cp = sh(["ip", "netns", "exec", pair.a, sys.executable, "-c", code])
+    assert cp.stdout.strip() == "0"
+
+
 def test_rate_applies_to_the_reverse_direction_too(pair, emu):
     emu.apply_link(pair.a, pair.dev_a, pair.b, pair.dev_b, LinkParams(rate_mbit=20))
     r = measure_rate(pair.b, pair.a, pair.dev_a, pair.addr_a, seconds=2.0, warmup=1.0, port=5202, udp_mbit=30)
@@ -120,17 +146,20 @@ def test_reapply_replaces_previous_parameters(pair, emu):
     emu.apply_link(pair.a, pair.dev_a, pair.b, pair.dev_b, LinkParams(rate_mbit=100, delay_ms=5))
     p = ping(pair.a, pair.addr_b, count=10, interval=0.05)
     assert 9.8 <= p.rtt_min and p.rtt_avg < 14
-    assert len(_mangle_rules(pair.a)) == 2
+    # one rule per side: traffic into a is delayed in a, traffic out of a where it arrives, in b
+    assert len(_mangle_rules(pair.a)) == 1 and len(_mangle_rules(pair.b)) == 1
 
 
 def test_clear_removes_rules_qdiscs_and_delayer(pair, emu):
     emu.apply_link(pair.a, pair.dev_a, pair.b, pair.dev_b, LinkParams(rate_mbit=10, delay_ms=20, loss_pct=5))
-    assert len(_mangle_rules(pair.a)) == 2 and "le_loss" in _nft_tables(pair.a)
-    assert len(_ns_pids(pair.a)) == 1
+    for ns in (pair.a, pair.b):
+        assert len(_mangle_rules(ns)) == 1 and "le_loss" in _nft_tables(ns)
+        assert len(_ns_pids(ns)) == 1
     emu.clear(pair.a, pair.dev_a)
-    assert _mangle_rules(pair.a) == [] and "le_loss" not in _nft_tables(pair.a)
+    for ns in (pair.a, pair.b):
+        assert _mangle_rules(ns) == [] and "le_loss" not in _nft_tables(ns)
+        assert _ns_pids(ns) == []
     assert "htb" not in _qdiscs(pair.a, pair.dev_a) and "htb" not in _qdiscs(pair.b, pair.dev_b)
-    assert _ns_pids(pair.a) == []
     p = ping(pair.a, pair.addr_b, count=5, interval=0.05)
     assert p.received == 5 and p.rtt_avg < 5
 
@@ -142,12 +171,12 @@ def test_close_stops_delayers_in_every_namespace(tmp_path):
             em.apply_link(p1.a, p1.dev_a, p1.b, p1.dev_b, LinkParams(rate_mbit=50, delay_ms=5))
             em.apply_link(p2.a, p2.dev_a, p2.b, p2.dev_b, LinkParams(rate_mbit=50, delay_ms=5))
             pids = [d["pid"] for d in em.state()["delayers"]]
-            assert len(pids) == 2 and all(os.path.exists(f"/proc/{pid}") for pid in pids)
+            assert len(pids) == 4 and all(os.path.exists(f"/proc/{pid}") for pid in pids)
         finally:
             em.close()
         em.close()   # idempotent
-        assert _ns_pids(p1.a) == [] and _ns_pids(p2.a) == []
-        assert _mangle_rules(p1.a) == [] and _mangle_rules(p2.a) == []
+        for ns in (p1.a, p1.b, p2.a, p2.b):
+            assert _ns_pids(ns) == [] and _mangle_rules(ns) == []
         assert em.state()["delayers"] == []
 
 
@@ -156,17 +185,20 @@ def test_cleanup_from_state_after_a_crash(pair, tmp_path):
     try:
         em.apply_link(pair.a, pair.dev_a, pair.b, pair.dev_b, LinkParams(rate_mbit=50, delay_ms=5, loss_pct=1))
         st = json.loads(json.dumps(em.state()))   # must survive a JSON round trip
-        pid = st["delayers"][0]["pid"]
+        pids = [d["pid"] for d in st["delayers"]]
+        assert len(pids) == 2                       # one per side
         em._procs.clear()                           # the crashed process could not reap it
         cleanup(st)
         cleanup(st)                                 # tolerant of things already gone
         time.sleep(0.1)
-        assert _ns_pids(pair.a) == [] and _mangle_rules(pair.a) == []
-        assert "le_loss" not in _nft_tables(pair.a)
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
+        for ns in (pair.a, pair.b):
+            assert _ns_pids(ns) == [] and _mangle_rules(ns) == []
+            assert "le_loss" not in _nft_tables(ns)
+        for pid in pids:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
     finally:
         em.close()
 

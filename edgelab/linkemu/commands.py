@@ -205,49 +205,67 @@ def loss_threshold(loss_pct: float) -> int:
     return int(round(loss_pct / 100 * LOSS_SCALE))
 
 
-def nft_loss_cmds(tag: str, dev: str, loss_pct: float) -> list[list[str]]:
-    """Random loss on both directions of ``dev`` with ``numgen random``.
+def nft_loss_cmds(tag: str, dev: str, loss_pct: float, *, egress: bool = True,
+                  family: str = "inet") -> list[list[str]]:
+    """Random loss on ``dev`` with ``numgen random``: frames arriving on it, and
+    (``egress``) frames leaving it.
 
     Ingress runs at raw priority (-300) on prerouting so a lost packet is never
     handed to the delayer; egress at -200 on postrouting, before the mangle
-    NFQUEUE rule (-150), for the same reason.
+    NFQUEUE rule (-150), for the same reason. ``family="bridge"`` filters frames
+    entering a bridge port (``dev`` is the port): that is how a node's outgoing
+    loss is applied where its frames arrive, on the access point's side, so the
+    sender sees a lost frame, not a local error (a netfilter drop on a host's
+    own output returns EPERM to UDP senders).
     """
+    if family not in ("inet", "bridge"):
+        raise ValueError(f"family must be inet or bridge, not {family!r}")
+    if family == "bridge" and egress:
+        raise ValueError("bridge-family loss is ingress only")
     t = loss_table(tag, dev)
     k = str(loss_threshold(loss_pct))
-    return [
-        ["nft", "add", "table", "inet", t],
-        ["nft", "add", "chain", "inet", t, "in", "{ type filter hook prerouting priority -300 ; }"],
-        ["nft", "add", "chain", "inet", t, "out", "{ type filter hook postrouting priority -200 ; }"],
-        ["nft", "add", "rule", "inet", t, "in", "iifname", dev, "numgen", "random", "mod",
-         str(LOSS_SCALE), "<", k, "counter", "drop"],
-        ["nft", "add", "rule", "inet", t, "out", "oifname", dev, "numgen", "random", "mod",
+    cmds = [
+        ["nft", "add", "table", family, t],
+        ["nft", "add", "chain", family, t, "in", "{ type filter hook prerouting priority -300 ; }"],
+        ["nft", "add", "rule", family, t, "in", "iifname", dev, "numgen", "random", "mod",
          str(LOSS_SCALE), "<", k, "counter", "drop"],
     ]
+    if egress:
+        cmds[2:2] = [["nft", "add", "chain", family, t, "out", "{ type filter hook postrouting priority -200 ; }"]]
+        cmds.append(["nft", "add", "rule", family, t, "out", "oifname", dev, "numgen", "random", "mod",
+                     str(LOSS_SCALE), "<", k, "counter", "drop"])
+    return cmds
 
 
-def nft_loss_clear_cmds(tag: str, dev: str) -> list[list[str]]:
-    return [["nft", "delete", "table", "inet", loss_table(tag, dev)]]
+def nft_loss_clear_cmds(tag: str, dev: str, family: str = "inet") -> list[list[str]]:
+    return [["nft", "delete", "table", family, loss_table(tag, dev)]]
 
 
 # ------------------------------------------------------- iptables (NFQUEUE)
 
-def nfqueue_rule_specs(dev: str, q_in: int, q_out: int) -> list[list[str]]:
-    """The two mangle rules (without -A/-D) sending ``dev``'s traffic to the delayer.
+def nfqueue_rule_specs(dev: str, q_in: int, q_out: Optional[int] = None, *,
+                       bridge_port: bool = False) -> list[list[str]]:
+    """The mangle rules (without -A/-D) sending ``dev``'s traffic to the delayer.
 
-    No ``--queue-bypass``: if the delayer is not running, packets are dropped,
-    which shows up at once, instead of silently passing undelayed.
+    ``q_out`` None: arriving traffic only. ``bridge_port``: ``dev`` is a port of
+    a bridge, matched with ``physdev`` (bridged frames reach iptables through
+    br_netfilter). No ``--queue-bypass``: if the delayer is not running,
+    packets are dropped, which shows up at once, instead of silently passing
+    undelayed.
     """
-    return [
-        ["PREROUTING", "-i", dev, "-j", "NFQUEUE", "--queue-num", str(q_in)],
-        ["POSTROUTING", "-o", dev, "-j", "NFQUEUE", "--queue-num", str(q_out)],
-    ]
+    match = ["-m", "physdev", "--physdev-in", dev] if bridge_port else ["-i", dev]
+    specs = [["PREROUTING", *match, "-j", "NFQUEUE", "--queue-num", str(q_in)]]
+    if q_out is not None:
+        specs.append(["POSTROUTING", "-o", dev, "-j", "NFQUEUE", "--queue-num", str(q_out)])
+    return specs
 
 
-def iptables_nfqueue_cmds(dev: str, q_in: int, q_out: int, *, delete: bool = False,
-                          families: tuple[str, ...] = ("iptables", "ip6tables")) -> list[list[str]]:
+def iptables_nfqueue_cmds(dev: str, q_in: int, q_out: Optional[int] = None, *, delete: bool = False,
+                          families: tuple[str, ...] = ("iptables", "ip6tables"),
+                          bridge_port: bool = False) -> list[list[str]]:
     op = "-D" if delete else "-A"
     cmds = []
     for tool in families:
-        for spec in nfqueue_rule_specs(dev, q_in, q_out):
+        for spec in nfqueue_rule_specs(dev, q_in, q_out, bridge_port=bridge_port):
             cmds.append([tool, "-w", "-t", "mangle", op, spec[0], *spec[1:]])
     return cmds

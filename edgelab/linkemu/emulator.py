@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -98,6 +99,14 @@ class LinkEmulator:
         self._procs: dict[str, subprocess.Popen] = {}
         self._ifbs: list[dict] = []   # {"ns": ns, "name": ifb}
         self._touched: set[str] = set()
+        # One lock per namespace: links of many nodes share a peer namespace (the
+        # access point's), whose record and delayer they all update.
+        self._locks: dict[str, threading.RLock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _lock(self, ns: Optional[str]) -> threading.RLock:
+        with self._locks_guard:
+            return self._locks.setdefault(_ns_key(ns), threading.RLock())
 
     # ---------------------------------------------------------- state files
     def _cfg_path(self, ns: Optional[str]) -> Path:
@@ -196,12 +205,13 @@ class LinkEmulator:
         where = f"link {ns or '(current)'}/{dev}"
         _check_link(link, where)
         self.clear(ns, dev)
-        cfg = self._load(ns)
         rec: dict[str, Any] = {"peer_ns": peer_ns, "peer_dev": peer_dev, "link": link.to_dict(),
                                "engine": self.engine}
-        cfg["links"][dev] = rec
-        self._save(ns, cfg)   # recorded before installing, so a failure half-way is still clearable
         if self.engine == "netem":
+            with self._lock(ns):
+                cfg = self._load(ns)
+                cfg["links"][dev] = rec
+                self._save(ns, cfg)   # recorded before installing, so a failure half-way is still clearable
             run_all(ns, C.netem_egress_cmds(dev, link))
             if peer_dev is not None:
                 run_all(peer_ns, C.netem_egress_cmds(peer_dev, link))
@@ -212,25 +222,105 @@ class LinkEmulator:
                 self._ifbs.append({"ns": ns, "name": ifb})
                 run_all(ns, C.ingress_ifb_netem_cmds(dev, ifb, link))
             return
-        # fallback: rate on both egresses, loss + delay in ns for both directions of dev.
-        if link.rate_mbit > 0:
-            run_all(ns, C.htb_rate_cmds(dev, link.rate_mbit))
-            if peer_dev is not None:
-                run_all(peer_ns, C.htb_rate_cmds(peer_dev, link.rate_mbit))
+        # fallback: rate on both egresses. Loss and delay of traffic *into* dev are
+        # applied in ns; of traffic *out of* dev where it arrives, on the peer side
+        # (the peer end or, for a bridge port, the bridge's netfilter hooks), so the
+        # sender's socket is not charged for packets the delayer holds (TCP Small
+        # Queues would cap a flow at ~2 packets per delay) and a lost packet is a
+        # lost frame, not a local send error.
+        peer_side = None
+        if peer_dev is not None and (link.loss_pct > 0 or C.needs_delay(link)):
+            bridge = self._is_bridge_port(peer_ns, peer_dev)
+            if not bridge or self._bridge_netfilter(peer_ns):
+                peer_side = {"ns": peer_ns, "dev": peer_dev, "bridge": bridge, "loss": False, "queue": None}
+                rec["peer_side"] = peer_side
+        with self._lock(ns):
+            cfg = self._load(ns)
+            cfg["links"][dev] = rec
+            self._save(ns, cfg)   # recorded before installing, so a failure half-way is still clearable
+            if link.rate_mbit > 0:
+                run_all(ns, C.htb_rate_cmds(dev, link.rate_mbit))
+                if peer_dev is not None:
+                    run_all(peer_ns, C.htb_rate_cmds(peer_dev, link.rate_mbit))
+            if link.loss_pct > 0:
+                rec["loss"] = True
+                self._save(ns, cfg)
+                run_all(ns, C.nft_loss_cmds(self.tag, dev, link.loss_pct, egress=peer_side is None))
+            if C.needs_delay(link):
+                n = 1 if peer_side is not None else 2
+                qs = self._alloc_queues(cfg, n)
+                for q, d in zip(qs, ("in", "out")):
+                    cfg["queues"][str(q)] = {"delay_ms": link.delay_ms, "jitter_ms": link.jitter_ms,
+                                             "dev": dev, "dir": d}
+                rec["queues"] = qs if n == 2 else [qs[0], None]
+                self._delayer_sync(ns, cfg)          # delayer bound before rules point at it
+                rec["families"] = self._families(ns)
+                self._save(ns, cfg)
+                run_all(ns, C.iptables_nfqueue_cmds(dev, *rec["queues"], families=tuple(rec["families"])))
+        if peer_side is not None:
+            self._apply_peer_side(ns, dev, peer_side, link)
+
+    def _apply_peer_side(self, ns: Optional[str], dev: str, side: dict, link: LinkParams) -> None:
+        """Loss and delay of traffic leaving ``dev``, installed where it arrives (see apply_link)."""
+        pns, pdev = side["ns"], side["dev"]
         if link.loss_pct > 0:
-            rec["loss"] = True
-            self._save(ns, cfg)
-            run_all(ns, C.nft_loss_cmds(self.tag, dev, link.loss_pct))
+            side["loss"] = True
+            self._update_link_record(ns, dev, peer_side=side)
+            run_all(pns, C.nft_loss_cmds(self.tag, pdev, link.loss_pct, egress=False,
+                                         family="bridge" if side["bridge"] else "inet"))
         if C.needs_delay(link):
-            q_in, q_out = self._alloc_queues(cfg, 2)
-            for q, d in ((q_in, "in"), (q_out, "out")):
-                cfg["queues"][str(q)] = {"delay_ms": link.delay_ms, "jitter_ms": link.jitter_ms,
-                                         "dev": dev, "dir": d}
-            rec["queues"] = [q_in, q_out]
-            self._delayer_sync(ns, cfg)          # delayer bound before rules point at it
-            rec["families"] = self._families(ns)
-            self._save(ns, cfg)
-            run_all(ns, C.iptables_nfqueue_cmds(dev, q_in, q_out, families=tuple(rec["families"])))
+            with self._lock(pns):
+                pcfg = self._load(pns)
+                (q,) = self._alloc_queues(pcfg, 1)
+                pcfg["queues"][str(q)] = {"delay_ms": link.delay_ms, "jitter_ms": link.jitter_ms,
+                                          "dev": pdev, "dir": "from-peer", "of": f"{ns}/{dev}"}
+                side["queue"] = q
+                side["families"] = self._families(pns)
+                self._update_link_record(ns, dev, peer_side=side)
+                self._delayer_sync(pns, pcfg)
+                run_all(pns, C.iptables_nfqueue_cmds(pdev, q, None, families=tuple(side["families"]),
+                                                     bridge_port=side["bridge"]))
+
+    def _update_link_record(self, ns: Optional[str], dev: str, **fields: Any) -> None:
+        with self._lock(ns):
+            cfg = self._load(ns)
+            if dev in cfg["links"]:
+                cfg["links"][dev].update(fields)
+                self._save(ns, cfg)
+
+    def _clear_peer_side(self, side: dict, *, check: bool = False) -> None:
+        pns, pdev = side["ns"], side["dev"]
+        if not _netns_exists(pns):
+            return
+        if side.get("queue") is not None:
+            run_all(pns, C.iptables_nfqueue_cmds(pdev, side["queue"], None, delete=True,
+                                                 families=tuple(side.get("families", ["iptables"])),
+                                                 bridge_port=side["bridge"]), check=check)
+            with self._lock(pns):
+                pcfg = self._load(pns)
+                pcfg["queues"].pop(str(side["queue"]), None)
+                self._delayer_sync(pns, pcfg)
+        if side.get("loss"):
+            run_all(pns, C.nft_loss_clear_cmds(self.tag, pdev, "bridge" if side["bridge"] else "inet"),
+                    check=check)
+
+    @staticmethod
+    def _is_bridge_port(ns: Optional[str], dev: str) -> bool:
+        cp = run(ns, ["ip", "-j", "-d", "link", "show", "dev", dev])
+        try:
+            info = json.loads(cp.stdout)[0].get("linkinfo", {})
+        except (ValueError, IndexError):
+            return False
+        return info.get("info_slave_kind") == "bridge"
+
+    @staticmethod
+    def _bridge_netfilter(ns: Optional[str]) -> bool:
+        """Make bridged IPv4/IPv6 frames traverse iptables in ``ns`` (br_netfilter); False if unavailable."""
+        if not os.path.exists("/proc/sys/net/bridge"):
+            subprocess.run(["modprobe", "br_netfilter"], capture_output=True)
+        ok = run(ns, ["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"], check=False).returncode == 0
+        run(ns, ["sysctl", "-qw", "net.bridge.bridge-nf-call-ip6tables=1"], check=False)
+        return ok
 
     @staticmethod
     def _families(ns: Optional[str]) -> list[str]:
@@ -258,25 +348,28 @@ class LinkEmulator:
         return f"{self.tag[:8]}-{h}"
 
     def clear(self, ns: Optional[str], dev: str) -> None:
-        cfg = self._load(ns)
-        rec = cfg["links"].pop(dev, None)
-        if rec is None:
-            return
-        if rec.get("queues"):
-            q_in, q_out = rec["queues"]
-            run_all(ns, C.iptables_nfqueue_cmds(dev, q_in, q_out, delete=True,
-                                                families=tuple(rec.get("families", ["iptables"]))), check=False)
-            for q in rec["queues"]:
-                cfg["queues"].pop(str(q), None)
-        if rec.get("loss"):
-            run_all(ns, C.nft_loss_clear_cmds(self.tag, dev), check=False)
-        run_all(ns, C.clear_root_cmds(dev), check=False)
-        if rec.get("peer_dev"):
-            run_all(rec["peer_ns"], C.clear_root_cmds(rec["peer_dev"]), check=False)
-        if rec.get("ifb"):
-            run_all(ns, C.clear_clsact_cmds(dev) + C.ifb_delete_cmds(rec["ifb"]), check=False)
-            self._ifbs = [i for i in self._ifbs if not (i["ns"] == ns and i["name"] == rec["ifb"])]
-        self._delayer_sync(ns, cfg)
+        with self._lock(ns):
+            cfg = self._load(ns)
+            rec = cfg["links"].pop(dev, None)
+            if rec is None:
+                return
+            if rec.get("queues"):
+                q_in, q_out = rec["queues"]
+                run_all(ns, C.iptables_nfqueue_cmds(dev, q_in, q_out, delete=True,
+                                                    families=tuple(rec.get("families", ["iptables"]))), check=False)
+                for q in rec["queues"]:
+                    cfg["queues"].pop(str(q), None)
+            if rec.get("loss"):
+                run_all(ns, C.nft_loss_clear_cmds(self.tag, dev), check=False)
+            run_all(ns, C.clear_root_cmds(dev), check=False)
+            if rec.get("peer_dev"):
+                run_all(rec["peer_ns"], C.clear_root_cmds(rec["peer_dev"]), check=False)
+            if rec.get("ifb"):
+                run_all(ns, C.clear_clsact_cmds(dev) + C.ifb_delete_cmds(rec["ifb"]), check=False)
+                self._ifbs = [i for i in self._ifbs if not (i["ns"] == ns and i["name"] == rec["ifb"])]
+            self._delayer_sync(ns, cfg)
+        if rec.get("peer_side"):
+            self._clear_peer_side(rec["peer_side"])
 
     def close(self) -> None:
         """Clear every link this emulator impaired, stop its delayers, delete its IFBs. Idempotent."""
@@ -330,6 +423,16 @@ def cleanup(state: dict) -> None:
                     run_all(ns, C.iptables_nfqueue_cmds(dev, *rec["queues"], delete=True,
                                                         families=tuple(rec.get("families", ["iptables"]))),
                             check=False)
+                side = rec.get("peer_side")
+                if side and _netns_exists(side["ns"]):
+                    if side.get("queue") is not None:
+                        run_all(side["ns"], C.iptables_nfqueue_cmds(
+                            side["dev"], side["queue"], None, delete=True, bridge_port=side["bridge"],
+                            families=tuple(side.get("families", ["iptables"]))), check=False)
+                    if side.get("loss"):
+                        run_all(side["ns"], C.nft_loss_clear_cmds(tag, side["dev"],
+                                                                  "bridge" if side["bridge"] else "inet"),
+                                check=False)
                 if rec.get("loss"):
                     run_all(ns, C.nft_loss_clear_cmds(tag, dev), check=False)
                 run_all(ns, C.clear_root_cmds(dev), check=False)
