@@ -143,14 +143,28 @@ def _require_root(what: str) -> None:
 @cli.command()
 @click.argument("topo", type=click.Path(dir_okay=False))
 @click.option("--backend", type=click.Choice(["local", "nxc", "g5k"]), default="local", show_default=True)
-def up(topo: str, backend: str) -> None:
+@click.option("-o", "--backend-opt", multiple=True, metavar="KEY=VALUE",
+              help="Backend option, repeatable (nxc: composition=, flavour=; g5k: site=, cluster=, walltime=).")
+@click.option("--dry-run", is_flag=True, help="Print what would be reserved, deployed and imposed; do nothing.")
+def up(topo: str, backend: str, backend_opt: tuple[str, ...], dry_run: bool) -> None:
     """Bring a testbed up and leave it running (``edgelab down`` removes it)."""
     from .backends import get_backend
+    from .experiment import backend_options
 
+    _, p = _load(topo)
+    be = get_backend(backend, **backend_options(backend_opt))
+    if dry_run:
+        if hasattr(be, "dry_run"):
+            click.echo(be.dry_run(p), nl=False)
+        elif hasattr(be, "commands"):
+            click.echo("\n".join(" ".join(c) for c in be.commands(p)))
+        else:
+            click.echo(f"local backend: {len(p.nodes)} nodes as network namespaces; `edgelab plan {topo}` "
+                       "shows their addresses and links")
+        return
     if backend == "local":
         _require_root("edgelab up --backend local")
-    _, p = _load(topo)
-    tb = get_backend(backend).up(p)
+    tb = be.up(p)
     detach = getattr(tb, "detach", None)
     if detach:
         detach()

@@ -128,9 +128,73 @@ def common_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                         help="resume the latest unfinished run with the same parameters, or RUN_DIR")
     parser.add_argument("--backend", choices=["local", "nxc", "g5k"], default="local",
                         help="where the nodes run (default: local namespaces + cgroups)")
+    parser.add_argument("--backend-opt", action="append", default=[], metavar="KEY=VALUE",
+                        help="backend option, repeatable (nxc: composition=, flavour=; g5k: site=, cluster=, "
+                             "walltime=, max_per_host=...); values are parsed as YAML scalars")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print what the backend would reserve, deploy and impose for the sweep's topologies, "
+                             "then exit without touching anything")
     parser.add_argument("--keep-going", action="store_true", help="record a failed point and continue")
     parser.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     return parser
+
+
+def backend_options(pairs: Sequence[str]) -> dict:
+    """``KEY=VALUE`` strings -> options; values as YAML scalars (``4`` -> int, ``true`` -> bool)."""
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise EdgelabError(f"--backend-opt {pair!r}: expected KEY=VALUE (e.g. site=rennes)")
+        out[key.strip().replace("-", "_")] = yaml.safe_load(value) if value else ""
+    return out
+
+
+def _options(args: argparse.Namespace, composition: Optional[str]) -> dict:
+    opts = backend_options(args.backend_opt)
+    if composition and args.backend in ("nxc", "g5k"):
+        opts.setdefault("composition", composition)
+    return opts
+
+
+def backend_from_args(args: argparse.Namespace, composition: Optional[str] = None):
+    """The backend an experiment's points run on: its name when no options were given
+    (each point instantiates it), else an instance built with ``--backend-opt``.
+    ``composition``: the NixOS-Compose composition the experiment's nodes need
+    (nxc and g5k backends), unless the user chose another."""
+    opts = _options(args, composition)
+    if not opts:
+        return args.backend
+    from .backends import get_backend
+
+    return get_backend(args.backend, **opts)
+
+
+def dry_run(args: argparse.Namespace, topologies: Iterable, composition: Optional[str] = None) -> int:
+    """``--dry-run``: per distinct topology of the sweep, what the backend would do."""
+    from .backends import get_backend
+    from .plan import make_plan
+
+    seen = set()
+    for topo in topologies:
+        plan = make_plan(topo)
+        key = (topo.name, len(plan.nodes), tuple(sorted(n.name for n in plan.nodes)))
+        if key in seen:
+            continue
+        seen.add(key)
+        be = get_backend(args.backend, **_options(args, composition))
+        if hasattr(be, "dry_run"):
+            text = be.dry_run(plan)
+        elif hasattr(be, "commands"):
+            text = "\n".join(" ".join(c) for c in be.commands(plan)) + "\n"
+        else:
+            text = (f"local backend: {len(plan.nodes)} nodes in network namespaces on this machine "
+                    f"({sum(n.resources.host_cpu for n in plan.nodes):g} cores of CPU quota); "
+                    f"see `edgelab plan` for addresses and links\n")
+        print(f"### {topo.name}: {len(plan.nodes)} nodes\n{text}")
+    return 0
 
 
 def exit_code(outcome: Outcome) -> int:

@@ -67,7 +67,8 @@ def app_topology(kind: str, n_phones: int, *, hops: int = 1, name: str = "topo")
 
 def faas_topology(n_workers: int, *, name: str = "faas") -> Topology:
     """BeaglePaaS: an orchestrator, ``n_workers`` BeagleBone-class workers and a
-    power meter on a Fast Ethernet switch (the BeagleBone Black's port). The meter
+    power meter on a Fast Ethernet switch (the BeagleBone Black's port); group
+    names are those of compositions/beaglepaas, so nxc maps them. The meter
     node emulates one smart plug per worker; it is infrastructure, not a measured
     device, so it gets a full core (its plugs must sample on time)."""
     return parse_topology(textwrap.dedent(f"""\
@@ -75,9 +76,9 @@ def faas_topology(n_workers: int, *, name: str = "faas") -> Topology:
         networks:
           - {{name: lan, profile: fast-ethernet}}
         nodes:
-          - {{group: orch, role: beaglepaas-orchestrator, resources: {{cpu: 0.5, memory_mib: 512}}, networks: [lan]}}
+          - {{group: orchestrator, role: beaglepaas-orchestrator, resources: {{cpu: 0.5, memory_mib: 512}}, networks: [lan]}}
           - {{group: worker, role: beaglepaas-worker, count: {n_workers}, resources: {{cpu: 0.25, memory_mib: 256}}, networks: [lan]}}
-          - {{group: meter, role: power-meter, resources: {{cpu: 1.0, memory_mib: 1024}}, networks: [lan]}}
+          - {{group: power, role: power-meter, resources: {{cpu: 1.0, memory_mib: 1024}}, networks: [lan]}}
         """), "<generated faas>")
 
 

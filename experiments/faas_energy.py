@@ -19,10 +19,13 @@ import argparse
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 
-from edgelab.experiment import common_arguments, exit_code, main_guard, run_sweep
+from edgelab.experiment import backend_from_args, common_arguments, dry_run, exit_code, main_guard, run_sweep
 from edgelab.scenario_topologies import faas_topology
 from edgelab.scenarios import FaasLoad, faas_point
 from edgelab.scenarios.faas import FUNCTIONS
+
+#: NixOS-Compose composition of these nodes (nxc and g5k backends).
+COMPOSITION = "beaglepaas"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -55,11 +58,16 @@ def main(argv=None) -> int:
     a = parse_args(argv)
     params = {"workers": a.workers, "per_worker": a.per_worker, "functions": list(a.functions), "reps": a.reps}
 
+    points = sweep_points(a.workers, a.reps)
+    if a.dry_run:
+        return dry_run(a, [faas_topology(p["n_workers"], name="faas") for p in points], COMPOSITION)
+    backend = backend_from_args(a, COMPOSITION)
+
     def measure(point, run):
-        return faas_point(faas_topology(point["n_workers"], name="faas"), backend=a.backend, run=run, point=point,
+        return faas_point(faas_topology(point["n_workers"], name="faas"), backend=backend, run=run, point=point,
                           load=FaasLoad(per_worker=a.per_worker, functions=a.functions))
 
-    outcome = run_sweep(experiment="faas_energy", points=sweep_points(a.workers, a.reps),
+    outcome = run_sweep(experiment="faas_energy", points=points,
                         param_names=["n_workers", "rep"], measure=measure, params=params, results_root=a.results,
                         backend=a.backend, resume=a.resume, keep_going=a.keep_going)
     if outcome.status != "interrupted" and not a.no_report:

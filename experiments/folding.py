@@ -24,11 +24,15 @@ import argparse
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 
-from edgelab.experiment import common_arguments, console, exit_code, main_guard, run_sweep
+from edgelab.experiment import (backend_from_args, common_arguments, console, dry_run, exit_code, main_guard,
+                                run_sweep)
 from edgelab.scenario_topologies import folding_topology
 from edgelab.scenarios import FoldLoad, folding_point
 
 JUDGED = ["latency_ms_p50", "cpu_time_ms_per_request", "requests_per_s_per_node"]
+
+#: NixOS-Compose composition of these nodes (nxc and g5k backends).
+COMPOSITION = "k3s-phones"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -67,12 +71,17 @@ def main(argv=None) -> int:
     params = {"factors": a.factors, "reps": a.reps, "seconds": a.seconds, "rate_rps": a.rate,
               "image_kb": a.image_kb, "tolerance": a.tolerance, "metrics": a.metrics}
 
+    points = sweep_points(a.factors, a.reps)
+    if a.dry_run:
+        return dry_run(a, [folding_topology(p["factor"], name="fold") for p in points], COMPOSITION)
+    backend = backend_from_args(a, COMPOSITION)
+
     def measure(point, run):
         load = FoldLoad(seconds=a.seconds, rate_rps=a.rate, image_bytes=a.image_kb * 1000, seed=1 + point["rep"])
-        return folding_point(folding_topology(point["factor"], name="fold"), backend=a.backend, run=run,
+        return folding_point(folding_topology(point["factor"], name="fold"), backend=backend, run=run,
                              point=point, load=load)
 
-    outcome = run_sweep(experiment="folding", points=sweep_points(a.factors, a.reps),
+    outcome = run_sweep(experiment="folding", points=points,
                         param_names=["factor", "rep"], measure=measure, params=params, results_root=a.results,
                         backend=a.backend, resume=a.resume, keep_going=a.keep_going)
     if outcome.status != "interrupted":

@@ -21,7 +21,7 @@ import argparse
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 
-from edgelab.experiment import common_arguments, exit_code, main_guard, run_sweep
+from edgelab.experiment import backend_from_args, common_arguments, dry_run, exit_code, main_guard, run_sweep
 from edgelab.scenario_topologies import app_topology
 from edgelab.scenarios import AppLoad, app_point
 
@@ -34,6 +34,9 @@ def _ints(s: str) -> list[int]:
 
 def _floats(s: str) -> list[float]:
     return [float(x) for x in s.split(",")]
+
+#: NixOS-Compose composition of these nodes (nxc and g5k backends).
+COMPOSITION = "k3s-phones"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -84,14 +87,19 @@ def main(argv=None) -> int:
               "rates": a.rates, "reps": a.reps, "seconds": a.seconds, "image_kb": a.image_kb,
               "latency_threshold_ms": a.latency_threshold_ms}
 
+    points = sweep_points(a.networks, a.phones, a.hops, a.mesh_phones, a.rates, a.reps)
+    if a.dry_run:
+        return dry_run(a, [app_topology(p["network"], p["n_phones"], hops=p["hops"], name="topo") for p in points], COMPOSITION)
+    backend = backend_from_args(a, COMPOSITION)
+
     def measure(point, run):
         topo = app_topology(point["network"], point["n_phones"], hops=point["hops"], name="topo")
         load = AppLoad(seconds=a.seconds, rate_rps=point["rate_rps"], image_bytes=a.image_kb * 1000,
                        iperf=a.iperf, seed=1 + point["rep"])
-        return app_point(topo, backend=a.backend, run=run, point=point, load=load)
+        return app_point(topo, backend=backend, run=run, point=point, load=load)
 
     outcome = run_sweep(experiment="network_topologies",
-                        points=sweep_points(a.networks, a.phones, a.hops, a.mesh_phones, a.rates, a.reps),
+                        points=points,
                         param_names=["network", "hops", "n_phones", "rate_rps", "rep"], measure=measure,
                         params=params, results_root=a.results, backend=a.backend, resume=a.resume,
                         keep_going=a.keep_going)

@@ -19,11 +19,14 @@ import sys
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 
-from edgelab.experiment import common_arguments, exit_code, main_guard, run_sweep
+from edgelab.experiment import backend_from_args, common_arguments, dry_run, exit_code, main_guard, run_sweep
 from edgelab.topology import load_topology
 from edgelab.scenarios import wifi_point
 
 DEFAULT_TOPOLOGY = _common.ROOT / "topologies" / "wifi-phones.yaml"
+
+#: NixOS-Compose composition of these nodes (nxc and g5k backends).
+COMPOSITION = "k3s-phones"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -56,12 +59,17 @@ def main(argv=None) -> int:
     params = {"topology": args.topology, "phones": args.phones, "reps": args.reps, "seconds": args.seconds,
               "rate_rps": args.rate, "image_kb": args.image_kb, "latency_threshold_ms": args.latency_threshold_ms}
 
+    points = sweep_points(args.phones, args.reps)
+    if args.dry_run:
+        return dry_run(args, [topology.scaled("phone", p["n_phones"]) for p in points], COMPOSITION)
+    backend = backend_from_args(args, COMPOSITION)
+
     def measure(point, run):
-        return wifi_point(topology.scaled("phone", point["n_phones"]), backend=args.backend, run=run, point=point,
+        return wifi_point(topology.scaled("phone", point["n_phones"]), backend=backend, run=run, point=point,
                           seconds=args.seconds, rate_rps=args.rate, image_bytes=args.image_kb * 1000,
                           seed=1 + point["rep"])
 
-    outcome = run_sweep(experiment="wifi_scaling", points=sweep_points(args.phones, args.reps),
+    outcome = run_sweep(experiment="wifi_scaling", points=points,
                         param_names=["n_phones", "rep"], measure=measure, params=params,
                         results_root=args.results, backend=args.backend, resume=args.resume,
                         keep_going=args.keep_going)

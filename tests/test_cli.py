@@ -50,3 +50,15 @@ def test_help_everywhere():
     for cmd in ([], ["validate"], ["plan"], ["up"], ["down"], ["run"], ["report"], ["calibrate"], ["export"]):
         r = CliRunner().invoke(cli, [*cmd, "--help"])
         assert r.exit_code == 0 and "Usage" in r.output
+
+
+def test_up_dry_run_on_g5k_prints_the_plan_and_reserves_nothing():
+    from click.testing import CliRunner
+
+    from edgelab.cli import cli
+
+    r = CliRunner().invoke(cli, ["up", "topologies/wifi-phones.yaml", "--backend", "g5k", "--dry-run",
+                                 "-o", "site=lyon", "-o", "cluster=nova"])
+    assert r.exit_code == 0, r.output
+    assert "site: lyon   cluster: nova   nodes: 5" in r.output
+    assert "nxc" in r.output and "Network constraints" in r.output

@@ -184,3 +184,31 @@ def test_faas_energy_more_workers_more_throughput_and_energy_is_charged(tmp_path
         # a BeagleBone draws 1.4-2.3 W; an invocation runs for tens to hundreds of ms
         assert 0.005 < e < 2.3 * 2.0
     no_testbed_left("faas")
+
+
+def test_dry_run_prints_the_g5k_reservation_without_touching_anything(capsys):
+    rc = wifi_scaling.main(["--backend", "g5k", "--dry-run", "--phones", "2,3", "--backend-opt", "site=nancy",
+                            "--backend-opt", "cluster=gros", "--results", "/nonexistent/never-written"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert out.count("edgelab g5k dry run") == 2  # one per distinct topology of the sweep
+    assert "site: nancy   cluster: gros   nodes: 4" in out
+    assert "--envdir compositions/k3s-phones" in out  # the experiment's composition by default
+    assert "not emulated (per-machine netem has no shared airtime)" in out
+    assert not os.path.exists("/nonexistent/never-written")
+
+
+def test_dry_run_of_faas_on_nxc_maps_the_composition_roles(capsys):
+    assert faas_energy.main(["--backend", "nxc", "--dry-run", "--workers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "-r orchestrator=orchestrator-1 -r worker=worker-1,worker-2 -r power=power-1" in out
+
+
+def test_bad_backend_option_is_a_one_line_error():
+    from edgelab.errors import EdgelabError
+    from edgelab.experiment import backend_options
+
+    assert backend_options(["max_per_host=4", "exotic=true", "site=lyon"]) == {
+        "max_per_host": 4, "exotic": True, "site": "lyon"}
+    with pytest.raises(EdgelabError, match="expected KEY=VALUE"):
+        backend_options(["site"])
