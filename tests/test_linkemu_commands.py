@@ -188,3 +188,19 @@ def test_peer_side_delay_matches_the_bridge_port_with_physdev():
     cmds = C.iptables_nfqueue_cmds("phone-1", 1001, None, delete=True, families=("iptables",), bridge_port=True)
     assert cmds == [["iptables", "-w", "-t", "mangle", "-D", "PREROUTING", "-m", "physdev", "--physdev-in",
                      "phone-1", "-j", "NFQUEUE", "--queue-num", "1001"]]
+
+
+def test_batched_peer_side_rules_are_one_restore_and_one_nft_transaction():
+    specs = C.nfqueue_rule_specs("phone-1", 1000, None, bridge_port=True) + \
+        C.nfqueue_rule_specs("phone-2", 1001, None, bridge_port=True)
+    text = C.iptables_restore_text(specs)
+    assert text.splitlines() == [
+        "*mangle",
+        "-A PREROUTING -m physdev --physdev-in phone-1 -j NFQUEUE --queue-num 1000",
+        "-A PREROUTING -m physdev --physdev-in phone-2 -j NFQUEUE --queue-num 1001",
+        "COMMIT"]
+    script = C.nft_script(C.nft_loss_cmds("le", "phone-1", 5, egress=False, family="bridge"))
+    assert script.splitlines()[0] == "add table bridge le_loss_phone_1"
+    assert len(script.splitlines()) == 3
+    with pytest.raises(ValueError):
+        C.nft_script([["iptables", "-A"]])

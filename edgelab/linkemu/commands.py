@@ -269,3 +269,20 @@ def iptables_nfqueue_cmds(dev: str, q_in: int, q_out: Optional[int] = None, *, d
         for spec in nfqueue_rule_specs(dev, q_in, q_out, bridge_port=bridge_port):
             cmds.append([tool, "-w", "-t", "mangle", op, spec[0], *spec[1:]])
     return cmds
+
+
+def iptables_restore_text(specs: list[list[str]]) -> str:
+    """An ``iptables-restore --noflush`` script appending mangle rules (one transaction
+    for many rules: per-rule ``iptables -A`` re-reads the whole table each time)."""
+    lines = ["*mangle"] + ["-A " + " ".join(spec) for spec in specs] + ["COMMIT", ""]
+    return "\n".join(lines)
+
+
+def nft_script(cmds: list[list[str]]) -> str:
+    """``nft -f`` input for a list of ``nft ...`` argv lists (one atomic transaction)."""
+    out = []
+    for c in cmds:
+        if c[0] != "nft":
+            raise ValueError(f"not an nft command: {c}")
+        out.append(" ".join(c[1:]))  # the nft CLI joins its argv the same way
+    return "\n".join(out) + "\n"

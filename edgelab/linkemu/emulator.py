@@ -103,6 +103,8 @@ class LinkEmulator:
         # access point's), whose record and delayer they all update.
         self._locks: dict[str, threading.RLock] = {}
         self._locks_guard = threading.Lock()
+        self._pending: dict[str, list[tuple]] = {}   # peer ns -> deferred peer-side work
+        self._br_nf: dict[str, bool] = {}
 
     def _lock(self, ns: Optional[str]) -> threading.RLock:
         with self._locks_guard:
@@ -201,7 +203,14 @@ class LinkEmulator:
 
     # ------------------------------------------------------------ public API
     def apply_link(self, ns: Optional[str], dev: str, peer_ns: Optional[str], peer_dev: Optional[str],
-                   link: LinkParams) -> None:
+                   link: LinkParams, *, defer_peer: bool = False) -> None:
+        """Impair ``dev`` (and its peer end) with ``link``.
+
+        ``defer_peer``: queue the fallback's peer-side loss and delay (see below)
+        until :meth:`flush_peer_side`, which installs everything one peer namespace
+        needs in one transaction: an access point with N stations then costs one
+        delayer reload and one iptables-restore instead of N of each.
+        """
         where = f"link {ns or '(current)'}/{dev}"
         _check_link(link, where)
         self.clear(ns, dev)
@@ -258,7 +267,43 @@ class LinkEmulator:
                 self._save(ns, cfg)
                 run_all(ns, C.iptables_nfqueue_cmds(dev, *rec["queues"], families=tuple(rec["families"])))
         if peer_side is not None:
-            self._apply_peer_side(ns, dev, peer_side, link)
+            if defer_peer:
+                with self._locks_guard:
+                    self._pending.setdefault(_ns_key(peer_ns), []).append((ns, dev, peer_side, link))
+            else:
+                self._apply_peer_side(ns, dev, peer_side, link)
+
+    def flush_peer_side(self) -> None:
+        """Install the deferred peer-side work, one transaction per peer namespace."""
+        with self._locks_guard:
+            pending, self._pending = self._pending, {}
+        for key, items in pending.items():
+            pns = None if key == "_root" else key
+            with self._lock(pns):
+                pcfg = self._load(pns)
+                delayed = [it for it in items if C.needs_delay(it[3])]
+                queues = self._alloc_queues(pcfg, len(delayed))
+                fams = self._families(pns) if delayed else []
+                specs = []
+                for (ns, dev, side, link), q in zip(delayed, queues):
+                    pcfg["queues"][str(q)] = {"delay_ms": link.delay_ms, "jitter_ms": link.jitter_ms,
+                                              "dev": side["dev"], "dir": "from-peer", "of": f"{ns}/{dev}"}
+                    side["queue"], side["families"] = q, fams
+                    specs += C.nfqueue_rule_specs(side["dev"], q, None, bridge_port=side["bridge"])
+                nft_cmds = []
+                for ns, dev, side, link in items:
+                    if link.loss_pct > 0:
+                        side["loss"] = True
+                        nft_cmds += C.nft_loss_cmds(self.tag, side["dev"], link.loss_pct, egress=False,
+                                                    family="bridge" if side["bridge"] else "inet")
+                for ns, dev, side, link in items:   # recorded before installing
+                    self._update_link_record(ns, dev, peer_side=side)
+                if delayed:
+                    self._delayer_sync(pns, pcfg)
+                    for tool in fams:
+                        _run_input(pns, [f"{tool}-restore", "-w", "--noflush"], C.iptables_restore_text(specs))
+                if nft_cmds:
+                    _run_input(pns, ["nft", "-f", "-"], C.nft_script(nft_cmds))
 
     def _apply_peer_side(self, ns: Optional[str], dev: str, side: dict, link: LinkParams) -> None:
         """Loss and delay of traffic leaving ``dev``, installed where it arrives (see apply_link)."""
@@ -313,9 +358,15 @@ class LinkEmulator:
             return False
         return info.get("info_slave_kind") == "bridge"
 
-    @staticmethod
-    def _bridge_netfilter(ns: Optional[str]) -> bool:
+    def _bridge_netfilter(self, ns: Optional[str]) -> bool:
         """Make bridged IPv4/IPv6 frames traverse iptables in ``ns`` (br_netfilter); False if unavailable."""
+        key = _ns_key(ns)
+        if key not in self._br_nf:
+            self._br_nf[key] = self._enable_bridge_netfilter(ns)
+        return self._br_nf[key]
+
+    @staticmethod
+    def _enable_bridge_netfilter(ns: Optional[str]) -> bool:
         if not os.path.exists("/proc/sys/net/bridge"):
             subprocess.run(["modprobe", "br_netfilter"], capture_output=True)
         ok = run(ns, ["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"], check=False).returncode == 0
@@ -401,6 +452,15 @@ class LinkEmulator:
             delayers.append({"ns": ns, "pid": cfg.get("pid"), "config": str(self._cfg_path(ns))})
         return {"tag": self.tag, "engine": self.engine, "state_dir": str(self.state_dir),
                 "delayers": delayers, "ifbs": list(self._ifbs)}
+
+
+def _run_input(ns: Optional[str], argv: list[str], text: str) -> None:
+    """Run a restore-style command fed on stdin; BackendError with its stderr on failure."""
+    full = in_ns(ns, argv)
+    cp = subprocess.run(full, input=text, capture_output=True, text=True, timeout=60)
+    if cp.returncode != 0:
+        raise BackendError(f"link emulation command failed in namespace {ns!r}: {' '.join(full)}\n"
+                           f"  exit {cp.returncode}: {cp.stderr.strip()}\n  input:\n{text[:2000]}")
 
 
 def _netns_exists(ns: Optional[str]) -> bool:

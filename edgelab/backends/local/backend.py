@@ -318,11 +318,13 @@ class LocalBackend(Backend):
 
         def one_ns(links: list[bpmod.Veth]) -> None:
             for v in links:
-                emulator.apply_link(v.a.ns, v.a.ifname, v.b.ns, v.b.ifname, v.link)
+                emulator.apply_link(v.a.ns, v.a.ifname, v.b.ns, v.b.ifname, v.link, defer_peer=True)
 
         with ThreadPoolExecutor(max_workers=self.workers) as ex:
             for fut in [ex.submit(one_ns, links) for links in groups.values()]:
                 fut.result()
+            state.update(linkemu=emulator.state())
+            emulator.flush_peer_side()   # per peer namespace (access point, switch): one transaction
             state.update(linkemu=emulator.state())
             for fut in [ex.submit(emulator.apply_shared_medium, s.ns, s.name, list(s.ports), s.capacity_mbit)
                         for s in bp.shared]:
