@@ -19,9 +19,10 @@ def report_and_summarise(run_dir: Path) -> Path | None:
     out = write_report(Path(run_dir))
     console.print(f"report: [cyan]{out}[/]")
     try:
-        headline = [l for l in Path(out).read_text().splitlines() if l.startswith("**")]
-        for line in headline[:5]:
-            console.print(line.replace("**", ""))
+        text = Path(out).read_text()
+        key = text.split("## Key results", 1)[1].split("\n## ", 1)[0] if "## Key results" in text else ""
+        for line in [l[2:] for l in key.splitlines() if l.startswith("- ")][:5]:
+            console.print(line, highlight=False, soft_wrap=True)
     except OSError:
         pass
     return out

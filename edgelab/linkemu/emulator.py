@@ -203,13 +203,15 @@ class LinkEmulator:
 
     # ------------------------------------------------------------ public API
     def apply_link(self, ns: Optional[str], dev: str, peer_ns: Optional[str], peer_dev: Optional[str],
-                   link: LinkParams, *, defer_peer: bool = False) -> None:
+                   link: LinkParams, *, defer_peer: bool = False,
+                   peer_is_bridge_port: Optional[bool] = None) -> None:
         """Impair ``dev`` (and its peer end) with ``link``.
 
         ``defer_peer``: queue the fallback's peer-side loss and delay (see below)
         until :meth:`flush_peer_side`, which installs everything one peer namespace
         needs in one transaction: an access point with N stations then costs one
         delayer reload and one iptables-restore instead of N of each.
+        ``peer_is_bridge_port``: what the caller knows of ``peer_dev`` (None: ask the kernel).
         """
         where = f"link {ns or '(current)'}/{dev}"
         _check_link(link, where)
@@ -239,7 +241,8 @@ class LinkEmulator:
         # lost frame, not a local send error.
         peer_side = None
         if peer_dev is not None and (link.loss_pct > 0 or C.needs_delay(link)):
-            bridge = self._is_bridge_port(peer_ns, peer_dev)
+            bridge = (self._is_bridge_port(peer_ns, peer_dev) if peer_is_bridge_port is None
+                      else peer_is_bridge_port)
             if not bridge or self._bridge_netfilter(peer_ns):
                 peer_side = {"ns": peer_ns, "dev": peer_dev, "bridge": bridge, "loss": False, "queue": None}
                 rec["peer_side"] = peer_side

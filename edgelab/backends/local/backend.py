@@ -318,7 +318,8 @@ class LocalBackend(Backend):
 
         def one_ns(links: list[bpmod.Veth]) -> None:
             for v in links:
-                emulator.apply_link(v.a.ns, v.a.ifname, v.b.ns, v.b.ifname, v.link, defer_peer=True)
+                emulator.apply_link(v.a.ns, v.a.ifname, v.b.ns, v.b.ifname, v.link, defer_peer=True,
+                                    peer_is_bridge_port=v.b.master is not None)
 
         with ThreadPoolExecutor(max_workers=self.workers) as ex:
             for fut in [ex.submit(one_ns, links) for links in groups.values()]:
