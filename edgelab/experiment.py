@@ -197,6 +197,15 @@ def dry_run(args: argparse.Namespace, topologies: Iterable, composition: Optiona
     return 0
 
 
+def finish(outcome: Outcome, args: argparse.Namespace) -> int:
+    """After a sweep: the report (unless interrupted or ``--no-report``), then the exit code."""
+    if outcome.status != "interrupted" and not args.no_report:
+        from .reporting import report_and_summarise
+
+        report_and_summarise(outcome.run.path)
+    return exit_code(outcome)
+
+
 def exit_code(outcome: Outcome) -> int:
     return {"complete": 0, "interrupted": 130}.get(outcome.status, 1)
 

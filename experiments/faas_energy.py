@@ -19,7 +19,7 @@ import argparse
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 
-from edgelab.experiment import backend_from_args, common_arguments, dry_run, exit_code, main_guard, run_sweep
+from edgelab.experiment import backend_from_args, common_arguments, dry_run, finish, main_guard, run_sweep
 from edgelab.scenario_topologies import faas_topology
 from edgelab.scenarios import FaasLoad, faas_point
 from edgelab.scenarios.faas import FUNCTIONS
@@ -70,11 +70,7 @@ def main(argv=None) -> int:
     outcome = run_sweep(experiment="faas_energy", points=points,
                         param_names=["n_workers", "rep"], measure=measure, params=params, results_root=a.results,
                         backend=a.backend, resume=a.resume, keep_going=a.keep_going)
-    if outcome.status != "interrupted" and not a.no_report:
-        from edgelab.reporting import report_and_summarise
-
-        report_and_summarise(outcome.run.path)
-    return exit_code(outcome)
+    return finish(outcome, a)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import argparse
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 
-from edgelab.experiment import (backend_from_args, common_arguments, console, dry_run, exit_code, main_guard,
+from edgelab.experiment import (backend_from_args, common_arguments, console, dry_run, finish, main_guard,
                                 run_sweep)
 from edgelab.scenario_topologies import folding_topology
 from edgelab.scenarios import FoldLoad, folding_point
@@ -96,11 +96,7 @@ def main(argv=None) -> int:
             devs = ", ".join(f"{r.metric} {r.degradation:+.1%} (CI bound {r.worst:.1%})" for r in at.itertuples())
             console.print(f"  factor {f}: {devs}", highlight=False)
         print(f"max faithful folding factor: {verdict.max_factor}")
-        if not a.no_report:
-            from edgelab.reporting import report_and_summarise
-
-            report_and_summarise(outcome.run.path)
-    return exit_code(outcome)
+    return finish(outcome, a)
 
 
 if __name__ == "__main__":

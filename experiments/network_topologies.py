@@ -21,7 +21,7 @@ import argparse
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 
-from edgelab.experiment import backend_from_args, common_arguments, dry_run, exit_code, main_guard, run_sweep
+from edgelab.experiment import backend_from_args, common_arguments, dry_run, finish, main_guard, run_sweep
 from edgelab.scenario_topologies import app_topology
 from edgelab.scenarios import AppLoad, app_point
 
@@ -103,11 +103,7 @@ def main(argv=None) -> int:
                         param_names=["network", "hops", "n_phones", "rate_rps", "rep"], measure=measure,
                         params=params, results_root=a.results, backend=a.backend, resume=a.resume,
                         keep_going=a.keep_going)
-    if outcome.status != "interrupted" and not a.no_report:
-        from edgelab.reporting import report_and_summarise
-
-        report_and_summarise(outcome.run.path)
-    return exit_code(outcome)
+    return finish(outcome, a)
 
 
 if __name__ == "__main__":

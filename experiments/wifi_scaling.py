@@ -15,11 +15,10 @@ The default is quick (under 3 minutes on a 2-core machine); ``--full`` sweeps
 from __future__ import annotations
 
 import argparse
-import sys
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 
-from edgelab.experiment import backend_from_args, common_arguments, dry_run, exit_code, main_guard, run_sweep
+from edgelab.experiment import backend_from_args, common_arguments, dry_run, finish, main_guard, run_sweep
 from edgelab.topology import load_topology
 from edgelab.scenarios import wifi_point
 
@@ -73,11 +72,7 @@ def main(argv=None) -> int:
                         param_names=["n_phones", "rep"], measure=measure, params=params,
                         results_root=args.results, backend=args.backend, resume=args.resume,
                         keep_going=args.keep_going)
-    if outcome.status != "interrupted" and not args.no_report:
-        from edgelab.reporting import report_and_summarise
-
-        report_and_summarise(outcome.run.path)
-    return exit_code(outcome)
+    return finish(outcome, args)
 
 
 if __name__ == "__main__":

@@ -116,6 +116,11 @@ class PingResult:
     rtt_mdev: float
 
     @property
+    def loss_pct(self) -> float:
+        """Round-trip loss in percent (0 when nothing was sent)."""
+        return 100.0 * (self.sent - self.received) / self.sent if self.sent else 0.0
+
+    @property
     def loss_rt(self) -> float:
         return 1 - self.received / self.sent if self.sent else math.nan
 
@@ -133,9 +138,17 @@ def ping(ns: str, addr: str, *, count: int, interval: float, size: int = 56,
     wait = 2 if timeout is None else timeout
     cp = sh(["ip", "netns", "exec", ns, "ping", "-U", "-n", "-q", "-c", str(count), "-i", str(interval),
              "-s", str(size), "-W", str(wait), addr], check=False, timeout=count * interval + 30)
-    m = re.search(r"(\d+) packets transmitted, (\d+) received", cp.stdout)
-    if not m:
+    result = parse_ping_summary(cp.stdout)
+    if result is None:
         raise RuntimeError(f"ping output not understood: {cp.stdout!r} {cp.stderr!r}")
-    r = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms", cp.stdout)
+    return result
+
+
+def parse_ping_summary(text: str) -> Optional[PingResult]:
+    """Counts and RTT statistics of iputils ping's summary (``-q``); None if there is none."""
+    m = re.search(r"(\d+) packets transmitted, (\d+) received", text)
+    if not m:
+        return None
+    r = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms", text)
     vals = [float(x) for x in r.groups()] if r else [math.nan] * 4
     return PingResult(int(m.group(1)), int(m.group(2)), *vals)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Union
+from typing import Callable, Union
 
 from ..backends import Backend, Testbed
 from ..model import Topology
@@ -33,13 +33,19 @@ def record_facts(tb: Testbed, run: Run, raw: Path) -> dict:
     return facts
 
 
-def app_point(topology: Topology, *, backend: Union[str, Backend], run: Run, point: dict,
-              load: AppLoad) -> list[Measurement]:
-    """The image-offloading application (see :mod:`edgelab.scenarios.app`) on ``topology``."""
+def measure_on(topology: Topology, backend: Union[str, Backend], run: Run, point: dict,
+               measure: Callable[[Testbed, Path], list[Measurement]]) -> list[Measurement]:
+    """Bring ``topology`` up, record its facts, ``measure(testbed, raw_dir)``, tear it down."""
     raw = run.raw_dir(point)
     with testbed(topology, backend) as tb:
         record_facts(tb, run, raw)
-        return run_app(tb, load, raw)
+        return measure(tb, raw)
+
+
+def app_point(topology: Topology, *, backend: Union[str, Backend], run: Run, point: dict,
+              load: AppLoad) -> list[Measurement]:
+    """The image-offloading application (see :mod:`edgelab.scenarios.app`) on ``topology``."""
+    return measure_on(topology, backend, run, point, lambda tb, raw: run_app(tb, load, raw))
 
 
 def wifi_point(topology: Topology, *, backend: Union[str, Backend], run: Run, point: dict,
@@ -52,19 +58,13 @@ def wifi_point(topology: Topology, *, backend: Union[str, Backend], run: Run, po
 def folding_point(topology: Topology, *, backend: Union[str, Backend], run: Run, point: dict,
                   load: FoldLoad) -> list[Measurement]:
     """Folding: the fixed per-phone workload of :mod:`edgelab.scenarios.folding` on ``topology``."""
-    raw = run.raw_dir(point)
-    with testbed(topology, backend) as tb:
-        record_facts(tb, run, raw)
-        return run_fold(tb, load, raw)
+    return measure_on(topology, backend, run, point, lambda tb, raw: run_fold(tb, load, raw))
 
 
 def faas_point(topology: Topology, *, backend: Union[str, Backend], run: Run, point: dict,
                load: FaasLoad) -> list[Measurement]:
     """BeaglePaaS: a batch of invocations on the workers of ``topology`` (see :mod:`.faas`)."""
-    raw = run.raw_dir(point)
-    with testbed(topology, backend) as tb:
-        record_facts(tb, run, raw)
-        return run_faas(tb, load, raw)
+    return measure_on(topology, backend, run, point, lambda tb, raw: run_faas(tb, load, raw))
 
 
-__all__ = ["FaasLoad", "faas_point", "run_faas", "FoldLoad", "folding_point", "run_fold", "AppLoad", "app_point", "record_facts", "run_app", "testbed", "wifi_point"]
+__all__ = ["FaasLoad", "faas_point", "measure_on", "run_faas", "FoldLoad", "folding_point", "run_fold", "AppLoad", "app_point", "record_facts", "run_app", "testbed", "wifi_point"]

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from ...errors import BackendError
@@ -129,13 +130,11 @@ class LocalTestbed(Testbed):
             self.state.save()
         return p
 
-    def cpu_accounting_dir(self, node: str) -> "Path":
+    def cpu_accounting_dir(self, node: str) -> Path:
         """The node's cgroup directory that has CPU accounting (for a modelled power meter)."""
-        from pathlib import Path
-
         for d in self.layout.dirs(cgroup_rel(self.name, node)):
-            if (Path(d) / "cpuacct.usage").exists() or (Path(d) / "cpu.stat").exists() and self.layout.version == 2:
-                return Path(d)
+            if (d / "cpuacct.usage").exists() or (self.layout.version == 2 and (d / "cpu.stat").exists()):
+                return d
         raise BackendError(f"no CPU accounting directory for node {node!r}")
 
     def cpu_seconds(self, node: str) -> float:

@@ -13,43 +13,25 @@ which is what an application sees.
 from __future__ import annotations
 
 import json
-import re
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from ...errors import BackendError
+from ...linkemu.fidelity import PingResult, parse_ping_summary
 
 #: UDP payload used for rate probes, and the L2 frame it makes (UDP 8 + IPv4 20 + Ethernet 14).
 UDP_PAYLOAD = 1400
 UDP_FRAME = UDP_PAYLOAD + 42
 
 
-@dataclass(frozen=True)
-class PingResult:
-    sent: int
-    received: int
-    rtt_min: float
-    rtt_avg: float
-    rtt_max: float
-    rtt_mdev: float
-
-    @property
-    def loss_pct(self) -> float:
-        return 100.0 * (self.sent - self.received) / self.sent if self.sent else 0.0
-
-
 def ping(tb: Any, src: str, dst_ip: str, *, count: int = 50, interval: float = 0.02,
          timeout: float = 60) -> PingResult:
     cp = tb.run(src, ["ping", "-U", "-n", "-q", "-c", str(count), "-i", str(interval), "-W", "1", dst_ip],
                 timeout=timeout, check=False)
-    m = re.search(r"(\d+) packets transmitted, (\d+) received", cp.stdout)
-    if not m:
+    result = parse_ping_summary(cp.stdout)
+    if result is None:
         raise BackendError(f"ping from {src} to {dst_ip} gave no summary: {cp.stdout[-300:]} {cp.stderr[-300:]}")
-    sent, recv = int(m.group(1)), int(m.group(2))
-    r = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms", cp.stdout)
-    vals = [float(x) for x in r.groups()] if r else [float("nan")] * 4
-    return PingResult(sent, recv, *vals)
+    return result
 
 
 def iperf3(tb: Any, client: str, server: str, server_ip: str, *, seconds: float = 2.0, udp_mbit: float = 0,
