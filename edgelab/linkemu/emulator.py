@@ -82,7 +82,8 @@ def _kill(pid: int, needle: str, timeout: float = 5.0) -> None:
 
 
 class LinkEmulator:
-    """Impairs links; see LINKEMU_API.md for the contract."""
+    """Impairs links: ``apply_link`` / ``apply_shared_medium`` / ``clear`` / ``close``, with
+    ``state()`` recording everything so :func:`cleanup` can undo a crashed emulator's work."""
 
     def __init__(self, engine: Optional[str] = None, *, tag: str = "edgelab",
                  state_dir: Optional[str] = None) -> None:
