@@ -111,6 +111,14 @@ def test_wifi_scaling_goodput_follows_offered_load_then_the_airtime_budget(tmp_p
     assert 0.6 * cap[3] < iperf <= 1.15 * cap[3]
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["facts"]["link_engine"] in ("netem", "fallback")
+    # power samples of every phone are kept with the point; the phone model draws 0.8-5 W
+    samples = list(csv.DictReader(open(run / "raw" / "n_phones-3_rep-0" / "power_samples.csv")))
+    assert {r["node"] for r in samples} == {"phone-1", "phone-2", "phone-3"}
+    assert all(0.8 <= float(r["power_w"]) <= 5.0 for r in samples)
+    with open(run / "measurements.csv") as f:
+        energy = [float(r["value"]) for r in csv.DictReader(f) if r["metric"] == "energy_j"
+                  and r["point"] == "n_phones=3,rep=0"]
+    assert len(energy) == 3 and all(0.8 * 3 * 0.9 < e < 5.0 * 3 * 3 for e in energy)  # >= idle W x load time
     assert (run / "report" / "summary.md").exists()
     assert "Saturation" in (run / "report" / "summary.md").read_text() or "saturat" in r.stderr
     no_testbed_left("wifi")

@@ -10,7 +10,9 @@ to the server at once, which measures each phone's share of the network.
 Goodput is the application's: image bytes the server accepted, per second,
 over the time it took to deliver them (so a saturated network shows as a
 plateau, not as a longer run). CPU is each node's cgroup CPU time relative
-to its quota; phone power comes from the phone device model applied to it.
+to its quota; phone power comes from the phone device model applied to it,
+sampled every 0.5 s during the load (the samples are kept in the point's raw
+directory, ``power_samples.csv``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from ..backends import Testbed
 from ..measure import concurrent_goodput, percentile
 from ..plan import Plan
 from ..results import Measurement
-from ..services.power.sources import device_class
+from ..services.power import PowerSampler
+from ..services.power.sources import ModelledSource, Utilisation, device_class
 from .nodes import CpuMeter, Gate, python_of, start_service, stop
 
 APP_PORT = 8080
@@ -84,11 +87,18 @@ def run_app(tb: Testbed, load: AppLoad, raw: Path) -> list[Measurement]:
                               "--wait-go", "--latencies"])
         go = gate.open()
         cpu = CpuMeter(tb, [server, *phones]).start()
-        outputs = gate.collect(timeout=load.seconds + timeout + 30)
+        sampler = power_sampler(tb, phones)
+        try:
+            outputs = gate.collect(timeout=load.seconds + timeout + 30)
+        finally:
+            if sampler:
+                sampler.stop()
         cpu.stop()
     finally:
         gate.kill()
         stop([svc])
+    if sampler:
+        write_power_samples(sampler, raw)
 
     summaries = {ph: json.loads(out) for ph, out in outputs.items()}
     (raw / "loadgen.json").write_text(json.dumps(summaries, indent=1))
@@ -117,7 +127,7 @@ def run_app(tb: Testbed, load: AppLoad, raw: Path) -> list[Measurement]:
         Measurement("latency_ms_p95", percentile(all_lat, 95), "ms"),
         Measurement("latency_ms_p99", percentile(all_lat, 99), "ms"),
     ]
-    rows += cpu_and_power(plan, cpu)
+    rows += cpu_and_power(plan, cpu, sampler)
     capacity = [s.capacity_mbit for s in plan.network(network).segments if s.capacity_mbit]
     if capacity:
         rows.append(Measurement("airtime_capacity_mbit", min(capacity), "Mbit/s"))
@@ -129,18 +139,49 @@ def run_app(tb: Testbed, load: AppLoad, raw: Path) -> list[Measurement]:
     return rows
 
 
-def cpu_and_power(plan: Plan, cpu: CpuMeter) -> list[Measurement]:
-    """cpu_util per node; power_w per node with a device model, and their sum (node empty)."""
+def power_sampler(tb: Testbed, nodes: list[str], interval: float = 0.5) -> Optional[PowerSampler]:
+    """A started sampler of the modelled power of ``nodes`` that have a device model
+    (from their cgroup CPU time), or None where the backend cannot read node CPU."""
+    sources = {}
+    for n in nodes:
+        node = tb.plan.node(n)
+        model = POWER_MODEL.get(node.role)
+        if model and tb.cpu_seconds(n) is not None:
+            util = Utilisation(lambda n=n: tb.cpu_seconds(n), node.resources.host_cpu)
+            sources[n] = ModelledSource(model, util)
+    return PowerSampler(sources, interval=interval).start() if sources else None
+
+
+def write_power_samples(sampler: PowerSampler, raw: Path) -> None:
+    """Every power sample (time, node, W, cumulative J) into ``raw/power_samples.csv``."""
+    import csv
+
+    with open(raw / "power_samples.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["time", "node", "power_w", "energy_j"])
+        w.writeheader()
+        w.writerows(sampler.records())
+
+
+def cpu_and_power(plan: Plan, cpu: CpuMeter, sampler: Optional[PowerSampler] = None) -> list[Measurement]:
+    """cpu_util per node; power_w and energy_j per node with a device model (from the
+    sampler's samples when given, else from the mean utilisation), and their sum."""
     quotas = {n: plan.node(n).resources.host_cpu for n in cpu.nodes}
     rows: list[Measurement] = []
     total_w: Optional[float] = None
     for node, u in cpu.utilisation(quotas).items():
         rows.append(Measurement("cpu_util", u, "fraction", node))
         model = POWER_MODEL.get(plan.node(node).role)
-        if model:
+        if not model:
+            continue
+        samples = sampler.samples(node) if sampler and node in sampler.sources else []
+        if len(samples) >= 2:
+            energy = samples[-1].energy_j - samples[0].energy_j
+            w = energy / (samples[-1].time - samples[0].time)
+            rows.append(Measurement("energy_j", energy, "J", node))
+        else:
             w = device_class(model).power(u)
-            rows.append(Measurement("power_w", w, "W", node))
-            total_w = (total_w or 0.0) + w
+        rows.append(Measurement("power_w", w, "W", node))
+        total_w = (total_w or 0.0) + w
     if total_w is not None:
         rows.append(Measurement("power_w_total", total_w, "W"))
     return rows
