@@ -10,7 +10,7 @@ The report gives, per network kind (and hop count) and rate, the largest phone
 count whose p95 latency stays under the threshold with under 1 % errors, and
 which application rates fit.
 
-Quick default (about 3 minutes on a 2-core machine): wifi, ethernet, hybrid and
+Quick default (about 2 minutes on a 2-core machine): wifi, ethernet, hybrid and
 usb with 1, 4, 8 phones at 4 req/s, and the mesh at 1..3 hops with 1 phone.
 ``--full`` sweeps more phones, two rates, up to 4 hops, with repetitions.
 """
