@@ -154,13 +154,7 @@ def up(topo: str, backend: str, backend_opt: tuple[str, ...], dry_run: bool) -> 
     _, p = _load(topo)
     be = get_backend(backend, **backend_options(backend_opt))
     if dry_run:
-        if hasattr(be, "dry_run"):
-            click.echo(be.dry_run(p), nl=False)
-        elif hasattr(be, "commands"):
-            click.echo("\n".join(" ".join(c) for c in be.commands(p)))
-        else:
-            click.echo(f"local backend: {len(p.nodes)} nodes as network namespaces; `edgelab plan {topo}` "
-                       "shows their addresses and links")
+        click.echo(be.dry_run(p), nl=False)
         return
     if backend == "local":
         _require_root("edgelab up --backend local")

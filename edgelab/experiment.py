@@ -177,23 +177,14 @@ def dry_run(args: argparse.Namespace, topologies: Iterable, composition: Optiona
     from .backends import get_backend
     from .plan import make_plan
 
+    be = get_backend(args.backend, **_options(args, composition))
     seen = set()
     for topo in topologies:
         plan = make_plan(topo)
-        key = (topo.name, len(plan.nodes), tuple(sorted(n.name for n in plan.nodes)))
-        if key in seen:
-            continue
-        seen.add(key)
-        be = get_backend(args.backend, **_options(args, composition))
-        if hasattr(be, "dry_run"):
-            text = be.dry_run(plan)
-        elif hasattr(be, "commands"):
-            text = "\n".join(" ".join(c) for c in be.commands(plan)) + "\n"
-        else:
-            text = (f"local backend: {len(plan.nodes)} nodes in network namespaces on this machine "
-                    f"({sum(n.resources.host_cpu for n in plan.nodes):g} cores of CPU quota); "
-                    f"see `edgelab plan` for addresses and links\n")
-        print(f"### {topo.name}: {len(plan.nodes)} nodes\n{text}")
+        key = (topo.name, tuple(n.name for n in plan.nodes))
+        if key not in seen:
+            seen.add(key)
+            print(f"### {topo.name}: {len(plan.nodes)} nodes\n{be.dry_run(plan)}")
     return 0
 
 

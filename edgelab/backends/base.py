@@ -58,6 +58,13 @@ class Testbed(ABC):
 class Backend(ABC):
     name: str
 
+    def dry_run(self, plan: Plan) -> str:
+        """What ``up(plan)`` would create, reserve or run, as text; touches nothing.
+        Backends that reserve or deploy say exactly what (commands, reservations)."""
+        cores = sum(n.resources.host_cpu for n in plan.nodes)
+        return (f"{self.name} backend: {len(plan.nodes)} nodes ({cores:g} cores of CPU quota); "
+                f"`edgelab plan` shows their addresses and links\n")
+
     @abstractmethod
     def up(self, plan: Plan) -> Testbed:
         """Bring the plan up and return the running testbed."""

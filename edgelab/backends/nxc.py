@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -243,6 +244,9 @@ class NxcBackend(Backend):
         """The nxc argv lists ``up(plan)`` runs, in order (for dry runs and logs)."""
         steps = [] if self.opts.skip_build else [build_argv(self.opts)]
         return steps + [start_argv(self.opts, role_distribution(plan, self.opts.roles))]
+
+    def dry_run(self, plan: Plan) -> str:
+        return "".join(shlex.join(c) + "\n" for c in self.commands(plan))
 
     def up(self, plan: Plan) -> NxcTestbed:
         opts = self.opts
