@@ -51,15 +51,20 @@ class AppLoad:
 
 
 def _server(plan: Plan) -> str:
-    servers = [n.name for n in plan.nodes if n.group == "server"] or \
-              [n.name for n in plan.nodes if n.role == "k3s-server"]
+    servers = plan.nodes_of(group="server") or plan.nodes_of(role="k3s-server")
     if not servers:
         raise ValueError("the application needs a node in group 'server' (or role k3s-server)")
-    return servers[0]
+    return servers[0].name
 
 
 def _phones(plan: Plan) -> list[str]:
-    return [n.name for n in plan.nodes if n.group == "phone"]
+    return [n.name for n in plan.nodes_of(group="phone")]
+
+
+def delivery_seconds(summary: dict, go: float, window: float) -> float:
+    """How long a load generator's requests took to be delivered: its send window, or
+    longer when the backlog took longer to drain (so a saturated link shows as a plateau)."""
+    return max(window, (summary.get("last_end") or go) - go)
 
 
 def run_app(tb: Testbed, load: AppLoad, raw: Path) -> list[Measurement]:
@@ -109,8 +114,7 @@ def run_app(tb: Testbed, load: AppLoad, raw: Path) -> list[Measurement]:
         t = s["targets"][0]
         lat = t.get("latencies_ms", [])
         all_lat.extend(lat)
-        # Delivered over the send window, or longer when the backlog took longer to drain.
-        duration = max(load.seconds, (s.get("last_end") or go) - go)
+        duration = delivery_seconds(s, go, load.seconds)
         goodput = s["ok"] * s["body_bytes"] * 8 / duration / 1e6
         total_goodput += goodput
         total_rps += s["ok"] / duration

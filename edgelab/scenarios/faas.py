@@ -37,7 +37,7 @@ class FaasLoad:
 
 
 def _by_role(tb: Testbed, role: str) -> list[str]:
-    return [n.name for n in tb.plan.nodes if n.role == role]
+    return [n.name for n in tb.plan.nodes_of(role=role)]
 
 
 def run_faas(tb: Testbed, load: FaasLoad, raw: Path) -> list[Measurement]:

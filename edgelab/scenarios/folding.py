@@ -20,7 +20,7 @@ from pathlib import Path
 from ..backends import Testbed
 from ..measure import percentile
 from ..results import Measurement
-from .app import APP_PORT, _phones, _server
+from .app import APP_PORT, _phones, _server, delivery_seconds
 from .nodes import CpuMeter, Gate, python_of, start_services, stop
 
 
@@ -60,7 +60,7 @@ def run_fold(tb: Testbed, load: FoldLoad, raw: Path) -> list[Measurement]:
     rows: list[Measurement] = []
     all_lat: list[float] = []
     total_ok = 0
-    duration = max(load.seconds, (summary.get("last_end") or go) - go)
+    duration = delivery_seconds(summary, go, load.seconds)
     for ph, t in zip(phones, summary["targets"]):
         lat = t.get("latencies_ms", [])
         all_lat += lat

@@ -12,26 +12,22 @@ import os
 import select
 import subprocess
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Optional, Sequence, Union
+from typing import Mapping, Optional, Sequence, Union
 
 from ..backends import Backend, Testbed, get_backend
 from ..errors import BackendError
+from ..measure import CpuSample, utilisation
 from ..model import Topology
 from ..plan import make_plan
 
 
-@contextmanager
-def testbed(topology: Topology, backend: Union[str, Backend]) -> Iterator[Testbed]:
-    """Bring ``topology`` up on ``backend`` (a name or an instance); always tear it down."""
+def testbed(topology: Topology, backend: Union[str, Backend]) -> Testbed:
+    """Bring ``topology`` up on ``backend`` (a name or an instance); use it in a ``with``
+    block, which tears it down (:class:`Testbed` is a context manager)."""
     be = get_backend(backend) if isinstance(backend, str) else backend
-    tb = be.up(make_plan(topology))
-    try:
-        yield tb
-    finally:
-        tb.down()
+    return be.up(make_plan(topology))
 
 
 def python_of(tb: Testbed) -> str:
@@ -177,23 +173,33 @@ class CpuMeter:
 
     def __init__(self, tb: Testbed, nodes: Sequence[str]) -> None:
         self.tb, self.nodes = tb, list(nodes)
-        self._t0: float = 0.0
-        self._c0: dict[str, Optional[float]] = {}
-        self.seconds: dict[str, float] = {}
-        self.wall: float = 0.0
+        self._before: dict[str, CpuSample] = {}
+        self._after: dict[str, CpuSample] = {}
+
+    def _sample(self) -> dict[str, CpuSample]:
+        t = time.monotonic()
+        return {n: CpuSample(t, s) for n in self.nodes if (s := self.tb.cpu_seconds(n)) is not None}
 
     def start(self) -> "CpuMeter":
-        self._t0 = time.monotonic()
-        self._c0 = {n: self.tb.cpu_seconds(n) for n in self.nodes}
+        self._before = self._sample()
         return self
 
     def stop(self) -> "CpuMeter":
-        self.wall = time.monotonic() - self._t0
-        for n in self.nodes:
-            c0, c1 = self._c0.get(n), self.tb.cpu_seconds(n)
-            if c0 is not None and c1 is not None:
-                self.seconds[n] = c1 - c0
+        self._after = self._sample()
         return self
 
+    @property
+    def seconds(self) -> dict[str, float]:
+        """CPU seconds each readable node used between start and stop."""
+        return {n: a.seconds - self._before[n].seconds for n, a in self._after.items() if n in self._before}
+
+    @property
+    def wall(self) -> float:
+        """Seconds between start and stop."""
+        if not self._after or not self._before:
+            return 0.0
+        return next(iter(self._after.values())).t - next(iter(self._before.values())).t
+
     def utilisation(self, quotas: Mapping[str, float]) -> dict[str, float]:
-        return {n: s / (self.wall * quotas[n]) for n, s in self.seconds.items() if self.wall > 0 and quotas[n] > 0}
+        out = {n: utilisation(self._before[n], a, quotas[n]) for n, a in self._after.items() if n in self._before}
+        return {n: u for n, u in out.items() if u == u}  # NaN: no wall time or no quota
