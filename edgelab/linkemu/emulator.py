@@ -275,60 +275,44 @@ class LinkEmulator:
                 with self._locks_guard:
                     self._pending.setdefault(_ns_key(peer_ns), []).append((ns, dev, peer_side, link))
             else:
-                self._apply_peer_side(ns, dev, peer_side, link)
+                self._install_peer_side(peer_ns, [(ns, dev, peer_side, link)])
 
     def flush_peer_side(self) -> None:
         """Install the deferred peer-side work, one transaction per peer namespace."""
         with self._locks_guard:
             pending, self._pending = self._pending, {}
         for key, items in pending.items():
-            pns = None if key == "_root" else key
-            with self._lock(pns):
-                pcfg = self._load(pns)
-                delayed = [it for it in items if C.needs_delay(it[3])]
-                queues = self._alloc_queues(pcfg, len(delayed))
-                fams = self._families(pns) if delayed else []
-                specs = []
-                for (ns, dev, side, link), q in zip(delayed, queues):
-                    pcfg["queues"][str(q)] = {"delay_ms": link.delay_ms, "jitter_ms": link.jitter_ms,
-                                              "dev": side["dev"], "dir": "from-peer", "of": f"{ns}/{dev}"}
-                    side["queue"], side["families"] = q, fams
-                    specs += C.nfqueue_rule_specs(side["dev"], q, None, bridge_port=side["bridge"])
-                nft_cmds = []
-                for ns, dev, side, link in items:
-                    if link.loss_pct > 0:
-                        side["loss"] = True
-                        nft_cmds += C.nft_loss_cmds(self.tag, side["dev"], link.loss_pct, egress=False,
-                                                    family="bridge" if side["bridge"] else "inet")
-                for ns, dev, side, link in items:   # recorded before installing
-                    self._update_link_record(ns, dev, peer_side=side)
-                if delayed:
-                    self._delayer_sync(pns, pcfg)
-                    for tool in fams:
-                        _run_input(pns, [f"{tool}-restore", "-w", "--noflush"], C.iptables_restore_text(specs))
-                if nft_cmds:
-                    _run_input(pns, ["nft", "-f", "-"], C.nft_script(nft_cmds))
+            self._install_peer_side(None if key == "_root" else key, items)
 
-    def _apply_peer_side(self, ns: Optional[str], dev: str, side: dict, link: LinkParams) -> None:
-        """Loss and delay of traffic leaving ``dev``, installed where it arrives (see apply_link)."""
-        pns, pdev = side["ns"], side["dev"]
-        if link.loss_pct > 0:
-            side["loss"] = True
-            self._update_link_record(ns, dev, peer_side=side)
-            run_all(pns, C.nft_loss_cmds(self.tag, pdev, link.loss_pct, egress=False,
-                                         family="bridge" if side["bridge"] else "inet"))
-        if C.needs_delay(link):
-            with self._lock(pns):
-                pcfg = self._load(pns)
-                (q,) = self._alloc_queues(pcfg, 1)
+    def _install_peer_side(self, pns: Optional[str], items: list[tuple]) -> None:
+        """Loss and delay of traffic leaving each ``(ns, dev, side, link)``, installed in the
+        peer namespace ``pns`` where it arrives (see apply_link): one delayer reload, one
+        iptables-restore and one nft transaction for all of them."""
+        with self._lock(pns):
+            pcfg = self._load(pns)
+            delayed = [it for it in items if C.needs_delay(it[3])]
+            queues = self._alloc_queues(pcfg, len(delayed))
+            fams = self._families(pns) if delayed else []
+            specs = []
+            for (ns, dev, side, link), q in zip(delayed, queues):
                 pcfg["queues"][str(q)] = {"delay_ms": link.delay_ms, "jitter_ms": link.jitter_ms,
-                                          "dev": pdev, "dir": "from-peer", "of": f"{ns}/{dev}"}
-                side["queue"] = q
-                side["families"] = self._families(pns)
+                                          "dev": side["dev"], "dir": "from-peer", "of": f"{ns}/{dev}"}
+                side["queue"], side["families"] = q, fams
+                specs += C.nfqueue_rule_specs(side["dev"], q, None, bridge_port=side["bridge"])
+            nft_cmds = []
+            for ns, dev, side, link in items:
+                if link.loss_pct > 0:
+                    side["loss"] = True
+                    nft_cmds += C.nft_loss_cmds(self.tag, side["dev"], link.loss_pct, egress=False,
+                                                family="bridge" if side["bridge"] else "inet")
+            for ns, dev, side, link in items:   # recorded before installing
                 self._update_link_record(ns, dev, peer_side=side)
+            if delayed:
                 self._delayer_sync(pns, pcfg)
-                run_all(pns, C.iptables_nfqueue_cmds(pdev, q, None, families=tuple(side["families"]),
-                                                     bridge_port=side["bridge"]))
+                for tool in fams:
+                    _run_input(pns, [f"{tool}-restore", "-w", "--noflush"], C.iptables_restore_text(specs))
+            if nft_cmds:
+                _run_input(pns, ["nft", "-f", "-"], C.nft_script(nft_cmds))
 
     def _update_link_record(self, ns: Optional[str], dev: str, **fields: Any) -> None:
         with self._lock(ns):
@@ -337,21 +321,13 @@ class LinkEmulator:
                 cfg["links"][dev].update(fields)
                 self._save(ns, cfg)
 
-    def _clear_peer_side(self, side: dict, *, check: bool = False) -> None:
-        pns, pdev = side["ns"], side["dev"]
-        if not _netns_exists(pns):
+    def _clear_peer_side(self, side: dict) -> None:
+        if not _remove_peer_side_rules(self.tag, side) or side.get("queue") is None:
             return
-        if side.get("queue") is not None:
-            run_all(pns, C.iptables_nfqueue_cmds(pdev, side["queue"], None, delete=True,
-                                                 families=tuple(side.get("families", ["iptables"])),
-                                                 bridge_port=side["bridge"]), check=check)
-            with self._lock(pns):
-                pcfg = self._load(pns)
-                pcfg["queues"].pop(str(side["queue"]), None)
-                self._delayer_sync(pns, pcfg)
-        if side.get("loss"):
-            run_all(pns, C.nft_loss_clear_cmds(self.tag, pdev, "bridge" if side["bridge"] else "inet"),
-                    check=check)
+        with self._lock(side["ns"]):
+            pcfg = self._load(side["ns"])
+            pcfg["queues"].pop(str(side["queue"]), None)
+            self._delayer_sync(side["ns"], pcfg)
 
     @staticmethod
     def _is_bridge_port(ns: Optional[str], dev: str) -> bool:
@@ -467,6 +443,19 @@ def _run_input(ns: Optional[str], argv: list[str], text: str) -> None:
                            f"  exit {cp.returncode}: {cp.stderr.strip()}\n  input:\n{text[:2000]}")
 
 
+def _remove_peer_side_rules(tag: str, side: dict) -> bool:
+    """Delete a link's peer-side NFQUEUE rule and loss table; False if the peer namespace is gone."""
+    pns, pdev = side["ns"], side["dev"]
+    if not _netns_exists(pns):
+        return False
+    if side.get("queue") is not None:
+        run_all(pns, C.iptables_nfqueue_cmds(pdev, side["queue"], None, delete=True, bridge_port=side["bridge"],
+                                             families=tuple(side.get("families", ["iptables"]))), check=False)
+    if side.get("loss"):
+        run_all(pns, C.nft_loss_clear_cmds(tag, pdev, "bridge" if side["bridge"] else "inet"), check=False)
+    return True
+
+
 def _netns_exists(ns: Optional[str]) -> bool:
     return ns is None or Path(f"/run/netns/{ns}").exists()
 
@@ -487,16 +476,8 @@ def cleanup(state: dict) -> None:
                     run_all(ns, C.iptables_nfqueue_cmds(dev, *rec["queues"], delete=True,
                                                         families=tuple(rec.get("families", ["iptables"]))),
                             check=False)
-                side = rec.get("peer_side")
-                if side and _netns_exists(side["ns"]):
-                    if side.get("queue") is not None:
-                        run_all(side["ns"], C.iptables_nfqueue_cmds(
-                            side["dev"], side["queue"], None, delete=True, bridge_port=side["bridge"],
-                            families=tuple(side.get("families", ["iptables"]))), check=False)
-                    if side.get("loss"):
-                        run_all(side["ns"], C.nft_loss_clear_cmds(tag, side["dev"],
-                                                                  "bridge" if side["bridge"] else "inet"),
-                                check=False)
+                if rec.get("peer_side"):
+                    _remove_peer_side_rules(tag, rec["peer_side"])
                 if rec.get("loss"):
                     run_all(ns, C.nft_loss_clear_cmds(tag, dev), check=False)
                 run_all(ns, C.clear_root_cmds(dev), check=False)
