@@ -18,9 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
-import threading
+
+from ..lifecycle import serve_until_signalled
 
 
 def _hostport(s: str) -> tuple[str, int]:
@@ -46,12 +46,7 @@ def cmd_orchestrator(a) -> int:
         sampler = PowerSampler(meters, interval=a.meter_interval).start()
         hook = sampler.energy_between
     orch = Orchestrator(energy_hook=hook, max_attempts=a.max_attempts, job_timeout_s=a.job_timeout)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    host, port = orch.serve(a.bind, a.port)
-    print(f"LISTENING tcp://{host}:{port}", flush=True)
-    stop.wait()
+    serve_until_signalled(lambda: "tcp://%s:%d" % orch.serve(a.bind, a.port))
     if sampler:
         sampler.stop()
     orch.stop()

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
+
+from ..lifecycle import serve_until_signalled
 
 
 def main(argv=None) -> int:
@@ -28,13 +29,12 @@ def main(argv=None) -> int:
     from .server import make_server
 
     srv = make_server(a.bind, a.port)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    host, port = srv.server_address[:2]
-    print(f"LISTENING http://{host}:{port}", flush=True)
-    stop.wait()
+
+    def start() -> str:
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        return "http://%s:%d" % srv.server_address[:2]
+
+    serve_until_signalled(start)
     srv.shutdown()
     srv.server_close()
     return 0

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
+
+from ..lifecycle import serve_until_signalled
 
 from .meter import PowerMeter
 from .sources import (DEVICE_CLASSES, ConstantSource, ModelledSource, TasmotaHttpSource, TasmotaMqttSource,
@@ -74,12 +74,7 @@ def main(argv=None) -> int:
                        resolution=Resolution(energy=a.energy_res, watt=a.watt_res),
                        tele_period_s=a.tele_period, mqtt_host=a.mqtt_host,
                        mqtt_port=a.mqtt_port, save_every_s=a.save_every)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    host, port = meter.serve(a.bind, a.port)
-    print(f"LISTENING http://{host}:{port}", flush=True)
-    stop.wait()
+    serve_until_signalled(lambda: "http://%s:%d" % meter.serve(a.bind, a.port))
     meter.close()
     return 0
 
