@@ -139,6 +139,16 @@ def common_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     return parser
 
 
+def int_list(text: str) -> list[int]:
+    """``--phones 1,2,4``: a comma-separated list of integers (an argparse ``type``)."""
+    return [int(x) for x in text.split(",")]
+
+
+def float_list(text: str) -> list[float]:
+    """``--rates 2,8``: a comma-separated list of numbers (an argparse ``type``)."""
+    return [float(x) for x in text.split(",")]
+
+
 def backend_options(pairs: Sequence[str]) -> dict:
     """``KEY=VALUE`` strings -> options; values as YAML scalars (``4`` -> int, ``true`` -> bool)."""
     import yaml

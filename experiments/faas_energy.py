@@ -19,7 +19,8 @@ import argparse
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 
-from edgelab.experiment import backend_from_args, common_arguments, dry_run, finish, main_guard, run_sweep
+from edgelab.experiment import (backend_from_args, common_arguments, dry_run, finish, int_list, main_guard,
+                                run_sweep)
 from edgelab.scenario_topologies import faas_topology
 from edgelab.scenarios import FaasLoad, faas_point
 from edgelab.scenarios.faas import FUNCTIONS
@@ -30,7 +31,7 @@ COMPOSITION = "beaglepaas"
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=None,
+    p.add_argument("--workers", type=int_list, default=None,
                    help="worker counts (quick 1,2,4; --full 1,2,4,6,8)")
     p.add_argument("--per-worker", type=int, default=None, help="invocations per worker (quick 20, full 50)")
     p.add_argument("--functions", type=lambda s: tuple(s.split(",")), default=FUNCTIONS,

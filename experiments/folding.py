@@ -24,8 +24,8 @@ import argparse
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 
-from edgelab.experiment import (backend_from_args, common_arguments, console, dry_run, finish, main_guard,
-                                run_sweep)
+from edgelab.experiment import (backend_from_args, common_arguments, console, dry_run, finish, int_list,
+                                main_guard, run_sweep)
 from edgelab.scenario_topologies import folding_topology
 from edgelab.scenarios import FoldLoad, folding_point
 
@@ -37,7 +37,7 @@ COMPOSITION = "k3s-phones"
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--factors", type=lambda s: [int(x) for x in s.split(",")], default=None,
+    p.add_argument("--factors", type=int_list, default=None,
                    help="virtual nodes per host (quick 1,2,4,8,16,32; --full 1,2,4,8,16,32,48,64)")
     p.add_argument("--reps", type=int, default=None, help="repetitions per factor (quick 3, full 5)")
     p.add_argument("--seconds", type=float, default=None, help="load duration per point (quick 4, full 10)")

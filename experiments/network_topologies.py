@@ -21,19 +21,12 @@ import argparse
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 
-from edgelab.experiment import backend_from_args, common_arguments, dry_run, finish, main_guard, run_sweep
+from edgelab.experiment import (backend_from_args, common_arguments, dry_run, finish, float_list, int_list,
+                                main_guard, run_sweep)
 from edgelab.scenario_topologies import app_topology
 from edgelab.scenarios import AppLoad, app_point
 
 KINDS = ["wifi", "ethernet", "hybrid", "usb", "batman-mesh"]
-
-
-def _ints(s: str) -> list[int]:
-    return [int(x) for x in s.split(",")]
-
-
-def _floats(s: str) -> list[float]:
-    return [float(x) for x in s.split(",")]
 
 #: NixOS-Compose composition of these nodes (nxc and g5k backends).
 COMPOSITION = "k3s-phones"
@@ -43,10 +36,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--networks", type=lambda s: s.split(","), default=None,
                    help=f"comma-separated network kinds among {','.join(KINDS)} (default: all)")
-    p.add_argument("--phones", type=_ints, default=None, help="phone counts (quick 1,4,8; --full 1,2,4,8,16)")
-    p.add_argument("--hops", type=_ints, default=None, help="mesh hop counts (quick 1,2,3; --full 1,2,3,4)")
-    p.add_argument("--mesh-phones", type=_ints, default=None, help="phone counts at the mesh's far end (default 1)")
-    p.add_argument("--rates", type=_floats, default=None, help="requests/s per phone (quick 4; --full 2,8)")
+    p.add_argument("--phones", type=int_list, default=None, help="phone counts (quick 1,4,8; --full 1,2,4,8,16)")
+    p.add_argument("--hops", type=int_list, default=None, help="mesh hop counts (quick 1,2,3; --full 1,2,3,4)")
+    p.add_argument("--mesh-phones", type=int_list, default=None, help="phone counts at the mesh's far end (default 1)")
+    p.add_argument("--rates", type=float_list, default=None, help="requests/s per phone (quick 4; --full 2,8)")
     p.add_argument("--reps", type=int, default=None, help="repetitions (quick 1, full 3)")
     p.add_argument("--seconds", type=float, default=None, help="load duration per point (quick 4, full 10)")
     p.add_argument("--image-kb", type=int, default=125, help="upload size in KB (default %(default)s)")

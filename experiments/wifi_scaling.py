@@ -18,7 +18,7 @@ import argparse
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 
-from edgelab.experiment import backend_from_args, common_arguments, dry_run, finish, main_guard, run_sweep
+from edgelab.experiment import backend_from_args, common_arguments, dry_run, finish, int_list, main_guard, run_sweep
 from edgelab.topology import load_topology
 from edgelab.scenarios import wifi_point
 
@@ -31,7 +31,7 @@ COMPOSITION = "k3s-phones"
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--topology", default=str(DEFAULT_TOPOLOGY), help="topology with a 'phone' group (default: %(default)s)")
-    p.add_argument("--phones", type=lambda s: [int(x) for x in s.split(",")], default=None,
+    p.add_argument("--phones", type=int_list, default=None,
                    help="comma-separated phone counts (quick default 1,2,4,8,12; --full 1,2,4,8,16,32,64)")
     p.add_argument("--reps", type=int, default=None, help="repetitions per count (quick 1, full 3)")
     p.add_argument("--seconds", type=float, default=None, help="duration of each measurement phase (quick 4, full 10)")
