@@ -92,6 +92,7 @@ class LocalTestbed(Testbed):
         self.timings: dict[str, float] = {}
         #: Nodes share this machine's filesystem, so they run our interpreter.
         self.python = sys.executable
+        self._cpu_readers: dict[str, Callable[[], float]] = {}
 
     # ------------------------------------------------------------ commands
     def netns(self, node: str) -> str:
@@ -131,25 +132,26 @@ class LocalTestbed(Testbed):
         return p
 
     def cpu_accounting_dir(self, node: str) -> Path:
-        """The node's cgroup directory that has CPU accounting (for a modelled power meter)."""
+        """The node's cgroup directory that has CPU accounting (v1 cpuacct, v2 cpu.stat)."""
+        if node not in self.blueprint.node_ns:
+            raise BackendError(f"testbed {self.name!r} has no node {node!r} with a cgroup")
         for d in self.layout.dirs(cgroup_rel(self.name, node)):
             if (d / "cpuacct.usage").exists() or (self.layout.version == 2 and (d / "cpu.stat").exists()):
                 return d
-        raise BackendError(f"no CPU accounting directory for node {node!r}")
+        raise BackendError(f"no CPU accounting directory for node {node!r} (no cpuacct controller?)")
 
     def cpu_seconds(self, node: str) -> float:
-        """Cumulative CPU seconds used by everything in ``node``'s cgroup (cpuacct / cpu.stat)."""
-        from ...services.power.sources import cgroup_cpu_seconds
+        """Cumulative CPU seconds used by everything in ``node``'s cgroup (read often: power sampling)."""
+        reader = self._cpu_readers.get(node)
+        if reader is None:
+            from ...services.power.sources import cgroup_cpu_seconds
 
-        if node not in self.blueprint.node_ns:
-            raise BackendError(f"testbed {self.name!r} has no node {node!r} with a cgroup")
-        errors = []
-        for d in self.layout.dirs(cgroup_rel(self.name, node)):
             try:
-                return cgroup_cpu_seconds(d)()
+                reader = cgroup_cpu_seconds(self.cpu_accounting_dir(node))
             except ValueError as exc:
-                errors.append(str(exc))
-        raise BackendError(f"no CPU accounting for node {node!r}: {'; '.join(errors)}")
+                raise BackendError(f"no CPU accounting for node {node!r}: {exc}") from None
+            self._cpu_readers[node] = reader
+        return reader()
 
     # --------------------------------------------------------------- facts
     def facts(self) -> dict:
