@@ -20,7 +20,7 @@ from pathlib import Path
 from ..backends import Testbed
 from ..measure import percentile
 from ..results import Measurement
-from .app import cpu_and_power
+from .app import POWER_MODEL, cpu_and_power
 from .nodes import CpuMeter, python_of, start_service, start_services, stop
 
 ORCH_PORT = 7000
@@ -51,7 +51,8 @@ def run_faas(tb: Testbed, load: FaasLoad, raw: Path) -> list[Measurement]:
         meter_urls = {}
         cg_dir = getattr(tb, "cpu_accounting_dir", None)
         if meters and cg_dir is not None:
-            specs = {w: (meters[0], [py, "-m", "edgelab.services.power", "--source", "modelled", "--device", "bbb",
+            device = POWER_MODEL["beaglepaas-worker"]   # the same model cpu_and_power uses
+            specs = {w: (meters[0], [py, "-m", "edgelab.services.power", "--source", "modelled", "--device", device,
                                      "--cores", f"{tb.plan.node(w).resources.host_cpu:g}", "--cgroup", str(cg_dir(w)),
                                      "--bind", "0.0.0.0", "--port", str(PLUG_PORT + i), "--topic", f"plug_{w}",
                                      "--interval", f"{load.meter_interval_s:g}"])
