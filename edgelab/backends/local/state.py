@@ -29,13 +29,19 @@ class StateFile:
 
     def create(self, data: dict[str, Any]) -> None:
         """Claim the name: fails if a state file exists (another run, or a crashed one)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            raise BackendError(
-                f"testbed {self.testbed!r} is already up or was not torn down (state file {self.path} exists); "
-                f"run `edgelab down {self.testbed}` first") from None
+        for attempt in range(3):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+                # another testbed's teardown removed the (then empty) directory in between
+            except FileExistsError:
+                raise BackendError(
+                    f"testbed {self.testbed!r} is already up or was not torn down (state file {self.path} "
+                    f"exists); run `edgelab down {self.testbed}` first") from None
         os.close(fd)
         self.data = data
         self.save()
@@ -69,4 +75,9 @@ class StateFile:
         return self.data
 
     def remove(self) -> None:
+        """Delete the state file, and the state directory once no testbed has one there."""
         self.path.unlink(missing_ok=True)
+        try:
+            self.path.parent.rmdir()
+        except OSError:
+            pass  # another testbed's state file is still there
