@@ -1,6 +1,7 @@
 """Pure tests of the linkemu command builders, delayer scheduling and input checks (no root)."""
 
 import random
+import subprocess
 
 import pytest
 
@@ -85,6 +86,10 @@ def test_shared_medium_redirects_both_hooks_of_every_port_via_clsact():
     assert cmds[0] == ["ip", "link", "add", "le-ifb", "type", "ifb"]
     cls = next(c for c in cmds if c[1] == "class")
     assert cls[cls.index("rate") + 1] == "30mbit" and cls[cls.index("parent") + 1] == "a:"
+    # No MACs: the default class is the only child, it may use the whole budget.
+    children = [c for c in cmds if c[1] == "class" and c[c.index("parent") + 1] == "a:1"]
+    assert [c[c.index("classid") + 1] for c in children] == ["a:10"]
+    assert children[0][children[0].index("ceil") + 1] == "30mbit"
     redirects = [c for c in cmds if c[1] == "filter"]
     assert {(c[4], c[5]) for c in redirects} == {("p1", "ingress"), ("p1", "egress"),
                                                  ("p2", "ingress"), ("p2", "egress")}
@@ -92,6 +97,60 @@ def test_shared_medium_redirects_both_hooks_of_every_port_via_clsact():
     assert ["tc", "qdisc", "replace", "dev", "p1", "clsact"] in cmds
     with pytest.raises(ValueError):
         C.redirect_filter_cmd("p1", "sideways", "x")
+
+
+def test_shared_medium_gives_each_station_a_class_found_by_its_mac():
+    macs = ["02:ed:00:00:00:01", "02:ed:00:00:00:02", "02:ed:00:00:00:03"]
+    cmds = C.shared_medium_cmds("le-ifb", ["p1", "p2", "p3"], 30, ["pfifo", "limit", "250"], macs)
+    children = {c[c.index("classid") + 1]: c for c in cmds if c[1] == "class" and "a:1" == c[c.index("parent") + 1]}
+    assert set(children) == {"a:10", "a:100", "a:101", "a:102"}
+    for c in children.values():  # equal guarantee (30/4), may borrow up to the whole budget, equal quantum
+        assert c[c.index("rate") + 1] == "7.5mbit" and c[c.index("ceil") + 1] == "30mbit"
+    assert len({c[c.index("quantum") + 1] for c in children.values()}) == 1
+    leaves = [c for c in cmds if c[1] == "qdisc" and c[-3:] == ["pfifo", "limit", "250"]]
+    assert sorted(c[c.index("parent") + 1] for c in leaves) == sorted(children)
+    classify = [c for c in cmds if c[1] == "filter" and c[4] == "le-ifb"]
+    # Source before destination: a station-to-station frame is charged to its sender on both legs.
+    assert [(c[c.index("prio") + 1], c[c.index("ether") + 1], c[c.index("ether") + 2], c[-1]) for c in classify] == [
+        ("1", "src", macs[0], "a:100"), ("1", "src", macs[1], "a:101"), ("1", "src", macs[2], "a:102"),
+        ("2", "dst", macs[0], "a:100"), ("2", "dst", macs[1], "a:101"), ("2", "dst", macs[2], "a:102")]
+    with pytest.raises(ValueError, match="2 station MACs for 3 ports"):
+        C.shared_medium_cmds("le-ifb", ["p1", "p2", "p3"], 30, ["pfifo"], macs[:2])
+    assert C.station_classid(0xFF) == "a:1ff"
+    with pytest.raises(ValueError):
+        C.station_classid(-1)
+
+
+def test_run_batched_groups_consecutive_tc_commands(monkeypatch):
+    from edgelab.linkemu import nsexec
+    calls = []
+
+    def fake_run(argv, input=None, **kw):
+        calls.append((argv, input))
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(nsexec.subprocess, "run", fake_run)
+    nsexec.run_batched("ns1", [["ip", "link", "add", "x", "type", "ifb"],
+                               ["tc", "qdisc", "replace", "dev", "x", "root", "htb"],
+                               ["tc", "class", "replace", "dev", "x", "classid", "a:1"],
+                               ["ip", "link", "set", "x", "up"],
+                               ["tc", "filter", "add", "dev", "x"]])
+    assert [c[0] for c in calls] == [
+        ["ip", "netns", "exec", "ns1", "ip", "link", "add", "x", "type", "ifb"],
+        ["ip", "netns", "exec", "ns1", "tc", "-batch", "-"],
+        ["ip", "netns", "exec", "ns1", "ip", "link", "set", "x", "up"],
+        ["ip", "netns", "exec", "ns1", "tc", "-batch", "-"]]
+    assert calls[1][1] == "qdisc replace dev x root htb\nclass replace dev x classid a:1\n"
+    with pytest.raises(ValueError, match="cannot be passed"):
+        nsexec.run_batched(None, [["tc", "qdisc", "add", "dev", "a b"]])
+
+
+def test_run_batched_reports_the_failing_batch(monkeypatch):
+    from edgelab.linkemu import nsexec
+    monkeypatch.setattr(nsexec.subprocess, "run", lambda argv, **kw: subprocess.CompletedProcess(
+        argv, 1, "", "Command failed -:2"))
+    with pytest.raises(BackendError, match=r"(?s)Command failed -:2.*class replace dev x"):
+        nsexec.run_batched(None, [["tc", "qdisc", "add", "dev", "x"], ["tc", "class", "replace", "dev", "x"]])
 
 
 def test_ingress_ifb_netem_for_real_nodes():
@@ -204,3 +263,12 @@ def test_batched_peer_side_rules_are_one_restore_and_one_nft_transaction():
     assert len(script.splitlines()) == 3
     with pytest.raises(ValueError):
         C.nft_script([["iptables", "-A"]])
+
+
+@pytest.mark.parametrize("macs,msg", [(["02:ed:00:00:00:01"], "1 station MACs for 2 ports"),
+                                      (["02:ed:00:00:00:01", "02-ed-00-00-00-02"], "'02-ed-00-00-00-02' is not a MAC")])
+def test_shared_medium_rejects_bad_station_macs_before_touching_anything(macs, msg):
+    em = LinkEmulator.__new__(LinkEmulator)  # no kernel state: the check must come first
+    em.tag = "le"
+    with pytest.raises(BackendError, match=msg):
+        em.apply_shared_medium("el-x-ap", "cell", ["p1", "p2"], 20, macs)

@@ -6,6 +6,7 @@ two CPU cores; benchmarks/link_fidelity.py reports the precise figures.
 
 import json
 import os
+import re
 import subprocess
 import time
 
@@ -273,13 +274,51 @@ def test_bridge_port_peer_gets_delay_applied_on_node_side(cell, emu):
     assert p.received == 10 and 19.8 <= p.rtt_min and p.rtt_avg < 24
 
 
-def test_shared_medium_splits_capacity_between_two_senders(cell, emu):
-    ap, pre = cell["ap"], cell["pre"]
-    for role in ("s1", "s2"):
+def _mac(ns, dev):
+    return json.loads(sh(["ip", "-n", ns, "-j", "link", "show", dev]).stdout)[0]["address"]
+
+
+def _upload_rates(cell, seconds=2.0):
+    """Two simultaneous iperf3 uploads s1, s2 -> srv: Mbit/s (L2) of s1, s2 at the AP, and at srv."""
+    ap, srv, srv_dev = cell["ap"], cell["nodes"]["srv"], cell["ports"]["srv"][1]
+    servers = [subprocess.Popen(["ip", "netns", "exec", srv, "iperf3", "-s", "-1", "-p", str(port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for port in (5301, 5302)]
+    try:
+        time.sleep(0.3)
+        clients = [subprocess.Popen(["ip", "netns", "exec", cell["nodes"][r], "iperf3", "-c", cell["addr"]["srv"],
+                                     "-p", str(port), "-t", str(seconds + 2)], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL) for r, port in (("s1", 5301), ("s2", 5302))]
+        time.sleep(1.2)
+        ports = [cell["ports"]["s1"][0], cell["ports"]["s2"][0]]
+        b0 = [rx_bytes(ap, p) for p in ports] + [rx_bytes(srv, srv_dev)]
+        t0 = time.monotonic()
+        time.sleep(seconds)
+        b1 = [rx_bytes(ap, p) for p in ports] + [rx_bytes(srv, srv_dev)]
+        dt = time.monotonic() - t0
+        for c in clients:
+            c.wait(timeout=20)
+    finally:
+        for s in servers:
+            s.kill()
+            s.wait()
+    return [(y - x) * 8 / dt / 1e6 for x, y in zip(b0, b1)]
+
+
+def _shared_cell(cell, emu, rates):
+    """Per-station links at ``rates`` (s1, s2), then one 20 Mbit/s airtime budget with per-station shares."""
+    ap = cell["ap"]
+    for role, rate in zip(("s1", "s2"), rates):
         port, dev = cell["ports"][role]
-        emu.apply_link(cell["nodes"][role], dev, ap, port, LinkParams(rate_mbit=100))
-    emu.apply_shared_medium(ap, "cell", [cell["ports"]["s1"][0], cell["ports"]["s2"][0]], 20)
-    ifb = emu.ifb_name("cell")
+        emu.apply_link(cell["nodes"][role], dev, ap, port, LinkParams(rate_mbit=rate))
+    ports = [cell["ports"][r][0] for r in ("s1", "s2")]
+    macs = [_mac(cell["nodes"][r], cell["ports"][r][1]) for r in ("s1", "s2")]
+    emu.apply_shared_medium(ap, "cell", ports, 20, macs)
+    return emu.ifb_name("cell")
+
+
+def test_shared_medium_splits_capacity_evenly_between_two_senders(cell, emu):
+    ap = cell["ap"]
+    ifb = _shared_cell(cell, emu, (100, 100))
     # Composes with apply_link: the port keeps its HTB root, the clsact sits beside it.
     q = _qdiscs(ap, cell["ports"]["s1"][0])
     assert "htb 1:" in q and "clsact" in q
@@ -290,30 +329,24 @@ def test_shared_medium_splits_capacity_between_two_senders(cell, emu):
     after = int(json.loads(sh(["ip", "-n", ap, "-j", "-s", "link", "show", ifb]).stdout)[0]["stats64"]["tx"]["packets"])
     assert p.received == 20 and 80 <= after - before <= 120   # 20 x (2 request + 2 reply) + ARP/ND
 
-    srv, srv_dev = cell["nodes"]["srv"], cell["ports"]["srv"][1]
-    servers = [subprocess.Popen(["ip", "netns", "exec", srv, "iperf3", "-s", "-1", "-p", str(port)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for port in (5301, 5302)]
-    try:
-        time.sleep(0.3)
-        clients = [subprocess.Popen(["ip", "netns", "exec", cell["nodes"][r], "iperf3", "-c", cell["addr"]["srv"],
-                                     "-p", str(port), "-t", "4"], stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL) for r, port in (("s1", 5301), ("s2", 5302))]
-        time.sleep(1.2)
-        ports = [cell["ports"]["s1"][0], cell["ports"]["s2"][0]]
-        b0 = [rx_bytes(ap, p) for p in ports] + [rx_bytes(srv, srv_dev)]
-        t0 = time.monotonic()
-        time.sleep(2.0)
-        b1 = [rx_bytes(ap, p) for p in ports] + [rx_bytes(srv, srv_dev)]
-        dt = time.monotonic() - t0
-        for c in clients:
-            c.wait(timeout=20)
-    finally:
-        for s in servers:
-            s.kill()
-            s.wait()
-    s1, s2, total = [(y - x) * 8 / dt / 1e6 for x, y in zip(b0, b1)]
+    s1, s2, total = _upload_rates(cell)
     assert total == pytest.approx(20, rel=0.12)
-    assert s1 == pytest.approx(10, rel=0.35) and s2 == pytest.approx(10, rel=0.35)
+    # Each station has its own HTB class: DCF-like equal shares even on a FIFO leaf.
+    assert s1 == pytest.approx(10, rel=0.15) and s2 == pytest.approx(10, rel=0.15)
+    # And the classes were really used: both stations' classes carried bytes.
+    out = sh(["tc", "-n", ap, "-s", "class", "show", "dev", ifb]).stdout  # this tc has no -j for classes
+    sent = {cid: int(b) for cid, b in re.findall(r"class htb (\S+) .*\n Sent (\d+) bytes", out)}
+    assert sent["a:100"] > 1e6 and sent["a:101"] > 1e6
+
+
+def test_shared_medium_lends_an_idle_share_to_the_busy_station(cell, emu):
+    """s1's own link caps it at 4 Mbit/s: s2 borrows the rest of the 20 Mbit/s budget."""
+    _shared_cell(cell, emu, (4, 100))
+    s1, s2, total = _upload_rates(cell)
+    assert s1 == pytest.approx(4, rel=0.15)
+    # Far above its guaranteed third (6.7) and the even split (10): it borrowed s1's unused share.
+    assert s2 >= 13.5
+    assert total == pytest.approx(20, rel=0.12)
 
 
 def test_cli_apply_and_clear_in_the_current_namespace(pair):

@@ -46,6 +46,19 @@ def test_wifi_blueprint_names_shared_budget_and_uplink():
     assert len(shared.ports) == 3 and "server-1" not in shared.ports
     assert 0 < shared.capacity_mbit < 65
     assert {c.rel: c.host_cpu for c in bp.cgroups}["edgelab/lbbp/averyverylon-1"] == 0.25
+    # Each station is known to its budget by the fixed MAC of its own (node-side) veth end.
+    mac_of_port = {v.b.ifname: v.a.mac for v in bp.veths}
+    assert list(shared.station_macs) == [mac_of_port[p] for p in shared.ports]
+    assert len(set(mac_of_port.values())) == 4
+    assert blueprint.build(plan_of(WIFI)).veths == bp.veths  # same plan, same MACs
+
+
+def test_node_macs_are_unicast_locally_administered_and_distinct():
+    macs = [blueprint.node_mac(i) for i in (0, 1, 255, 256, 65536, 2**32 - 1)]
+    assert macs[0] == "02:ed:00:00:00:00" and macs[3] == "02:ed:00:00:01:00"
+    assert macs[-1] == "02:ed:ff:ff:ff:ff"
+    assert len(set(macs)) == len(macs)
+    assert all(int(m[:2], 16) & 0b11 == 0b10 for m in macs)  # locally administered, not multicast
 
 
 def test_port_name_falls_back_to_position_when_too_long():
@@ -100,3 +113,4 @@ def test_hybrid_one_bridge_one_budget_per_wifi_segment():
     assert budgets[0].name != budgets[2].name
     assert not set(budgets[0].ports) & set(budgets[2].ports)
     assert "gw-1" not in budgets[0].ports + budgets[2].ports
+    assert not set(budgets[0].station_macs) & set(budgets[2].station_macs)

@@ -154,23 +154,59 @@ def ifb_delete_cmds(ifb: str) -> list[list[str]]:
     return [["ip", "link", "del", ifb]]
 
 
+def station_classid(index: int) -> str:
+    """HTB class of the ``index``-th station (0-based) on the shared-medium IFB.
+
+    tc reads class minors as hexadecimal; stations start at 0x100 so they
+    never collide with the default class ``a:10``.
+    """
+    if not 0 <= index < 0xFFFF - 0x100:
+        raise ValueError(f"station index {index} out of range for an HTB class minor")
+    return f"{SHARED_HANDLE}{0x100 + index:x}"
+
+
 def shared_medium_cmds(ifb: str, ports: list[str], capacity_mbit: float,
-                       leaf: list[str]) -> list[list[str]]:
+                       leaf: list[str], station_macs: Optional[list[str]] = None) -> list[list[str]]:
     """IFB shaped to ``capacity_mbit`` fed by both directions of every port.
+
+    Every frame that a station sends or receives through the access point is
+    charged to one airtime budget (HTB class ``a:1``). With ``station_macs``
+    (aligned with ``ports``) each station gets its own child class, classified
+    by its MAC (source first, so station-to-station frames are charged to the
+    sender on both legs, then destination for frames from the uplink): an
+    equal guaranteed share of the budget, the unused part lent to whoever is
+    busy. That is 802.11 DCF's long-run throughput fairness between
+    contending stations, and it holds whatever the leaf qdisc is. Without
+    them, one class and one leaf: fairness is then only as good as the leaf
+    (flow-fair with fq_codel/sfq, none with a FIFO).
 
     ``leaf`` is the leaf qdisc argv tail (e.g. ``["fq_codel"]``, ``["sfq",
     "perturb", "10"]`` or ``["pfifo", "limit", "1000"]``) chosen from what the
-    kernel offers (see ``engine.shared_leaf``).
+    kernel offers (see ``engine.shared_leaf``); every class gets one.
     """
+    if station_macs is not None and len(station_macs) != len(ports):
+        raise ValueError(f"{len(station_macs)} station MACs for {len(ports)} ports")
+    macs = list(station_macs or [])
     r = f"{_fmt(capacity_mbit)}mbit"
     burst = str(htb_burst_bytes(capacity_mbit))
+    share = capacity_mbit / (len(macs) + 1)
+    share_r, share_burst = f"{_fmt(share)}mbit", str(htb_burst_bytes(share))
+    quantum = str(htb_quantum_bytes(share))
+    parent = f"{SHARED_HANDLE}1"
     cmds = ifb_create_cmds(ifb) + [
         ["tc", "qdisc", "replace", "dev", ifb, "root", "handle", SHARED_HANDLE, "htb", "default", "10"],
-        ["tc", "class", "replace", "dev", ifb, "parent", SHARED_HANDLE, "classid", SHARED_CLASS, "htb",
-         "rate", r, "ceil", r, "burst", burst, "cburst", burst,
-         "quantum", str(htb_quantum_bytes(capacity_mbit))],
-        ["tc", "qdisc", "replace", "dev", ifb, "parent", SHARED_CLASS, "handle", "b:", *leaf],
+        ["tc", "class", "replace", "dev", ifb, "parent", SHARED_HANDLE, "classid", parent, "htb",
+         "rate", r, "ceil", r, "burst", burst, "cburst", burst],
     ]
+    classes = [SHARED_CLASS] + [station_classid(i) for i in range(len(macs))]
+    for cid in classes:
+        cmds.append(["tc", "class", "replace", "dev", ifb, "parent", parent, "classid", cid, "htb",
+                     "rate", share_r, "ceil", r, "burst", share_burst, "cburst", burst, "quantum", quantum])
+        cmds.append(["tc", "qdisc", "replace", "dev", ifb, "parent", cid, *leaf])
+    for prio, field in (("1", "src"), ("2", "dst")):
+        for i, mac in enumerate(macs):
+            cmds.append(["tc", "filter", "add", "dev", ifb, "parent", SHARED_HANDLE, "protocol", "all",
+                         "prio", prio, "u32", "match", "ether", field, mac, "flowid", station_classid(i)])
     for port in ports:
         cmds += clsact_cmds(port)
         cmds.append(redirect_filter_cmd(port, "ingress", ifb))

@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,11 +26,12 @@ from ..errors import BackendError
 from ..model import LinkParams
 from . import commands as C
 from .engine import ENGINES, detect_engine, shared_leaf
-from .nsexec import in_ns, run, run_all
+from .nsexec import in_ns, run, run_all, run_batched
 
 QUEUE_BASE = 1000
 READY_TIMEOUT_S = 10.0
 _PKG_ROOT = str(Path(__file__).resolve().parents[2])
+_MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 
 
 def _check_link(link: LinkParams, where: str) -> None:
@@ -360,15 +362,32 @@ class LinkEmulator:
             fams.append("ip6tables")
         return fams
 
-    def apply_shared_medium(self, ns: str, name: str, ports: list[str], capacity_mbit: float) -> None:
+    def apply_shared_medium(self, ns: str, name: str, ports: list[str], capacity_mbit: float,
+                            station_macs: Optional[list[str]] = None) -> None:
+        """One airtime budget of ``capacity_mbit`` for every frame to or from ``ports``.
+
+        ``station_macs`` (the MAC of the station behind each port, in order)
+        gives each station its own fair share of the budget; without them the
+        stations' frames share one queue (see ``commands.shared_medium_cmds``).
+        """
         if not ports:
             raise BackendError(f"shared medium {name!r} in {ns}: no ports given")
         if not capacity_mbit > 0:
             raise BackendError(f"shared medium {name!r} in {ns}: capacity_mbit={capacity_mbit!r} must be > 0")
+        if station_macs is not None:
+            if len(station_macs) != len(ports):
+                raise BackendError(f"shared medium {name!r} in {ns}: {len(station_macs)} station MACs "
+                                   f"for {len(ports)} ports")
+            bad = [m for m in station_macs if not _MAC.fullmatch(m)]
+            if bad:
+                raise BackendError(f"shared medium {name!r} in {ns}: {bad[0]!r} is not a MAC address "
+                                   f"(expected xx:xx:xx:xx:xx:xx)")
         ifb = self.ifb_name(name)
         run(ns, ["ip", "link", "del", ifb], check=False)
         self._ifbs.append({"ns": ns, "name": ifb})
-        run_all(ns, C.shared_medium_cmds(ifb, ports, capacity_mbit, shared_leaf()))
+        # The FIFO fallback leaf: ~1000 packets of buffer in all, split between the classes.
+        leaf = shared_leaf(max(32, 1000 // (len(station_macs or []) + 1)))
+        run_batched(ns, C.shared_medium_cmds(ifb, ports, capacity_mbit, leaf, station_macs))
 
     def ifb_name(self, name: str) -> str:
         """``<tag>-<name>`` if it fits IFNAMSIZ (15), else a short tag+hash form."""

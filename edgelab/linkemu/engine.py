@@ -44,15 +44,17 @@ def detect_engine() -> str:
     return "netem" if _probe_qdisc(["netem", "delay", "1ms"]) else "fallback"
 
 
-def shared_leaf() -> list[str]:
+def shared_leaf(fifo_limit: int = 1000) -> list[str]:
     """Best flow-fair leaf qdisc available for the shared medium, FIFO as a last resort.
 
-    fq_codel and sfq give per-flow fairness between stations' flows; on a
-    kernel with neither (like this project's CI kernel) a pfifo is used and
-    TCP flows with equal RTT share it roughly fairly on their own.
+    fq_codel and sfq give per-flow fairness between one station's flows; on
+    a kernel with neither (like this project's CI kernel) a pfifo of
+    ``fifo_limit`` packets is used. Fairness *between* stations does not
+    depend on this choice: it comes from their HTB classes
+    (``commands.shared_medium_cmds``).
     """
     if has_qdisc("fq_codel"):
         return ["fq_codel"]
     if has_qdisc("sfq"):
         return ["sfq", "perturb", "10"]
-    return ["pfifo", "limit", "1000"]
+    return ["pfifo", "limit", str(fifo_limit)]

@@ -328,7 +328,8 @@ class LocalBackend(Backend):
             state.update(linkemu=emulator.state())
             emulator.flush_peer_side()   # per peer namespace (access point, switch): one transaction
             state.update(linkemu=emulator.state())
-            for fut in [ex.submit(emulator.apply_shared_medium, s.ns, s.name, list(s.ports), s.capacity_mbit)
+            for fut in [ex.submit(emulator.apply_shared_medium, s.ns, s.name, list(s.ports), s.capacity_mbit,
+                                  list(s.station_macs) or None)
                         for s in bp.shared]:
                 fut.result()
 

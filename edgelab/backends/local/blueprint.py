@@ -22,6 +22,7 @@ class End:
     ifname: str
     address: Optional[str] = None  # "10.77.0.5/24"
     master: Optional[str] = None   # bridge to enslave to (infra side)
+    mac: Optional[str] = None      # fixed MAC (node side), see ``node_mac``
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class Shared:
     capacity_mbit: float
     network: str
     segment: int
+    station_macs: tuple[str, ...] = ()  # aligned with ports: who gets which fair share
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,18 @@ class Blueprint:
         return list(self.node_ns.values()) + list(self.infra_ns.values())
 
 
+def node_mac(index: int) -> str:
+    """MAC of the ``index``-th node-side veth of a testbed: locally administered, unicast.
+
+    Fixed rather than random so that a re-run builds the same frames, and so
+    the shared medium can tell stations apart by MAC before any of them has
+    sent a frame.
+    """
+    if not 0 <= index < 1 << 32:
+        raise ValueError(f"veth index {index} out of range")
+    return "02:ed:" + ":".join(f"{(index >> s) & 0xFF:02x}" for s in (24, 16, 8, 0))
+
+
 def _impairs(link: Optional[LinkParams]) -> bool:
     return link is not None and (link.rate_mbit > 0 or link.delay_ms > 0 or link.jitter_ms > 0
                                  or link.loss_pct > 0)
@@ -95,6 +109,7 @@ def build(plan: Plan) -> Blueprint:
         bp.bridges.append((ns, BRIDGE))
         position = 0
         ports_by_seg: dict[int, list[str]] = {}
+        macs_by_seg: dict[int, list[str]] = {}
         for member in net.members:
             node = plan.node(member)
             for itf in node.interfaces:
@@ -102,19 +117,21 @@ def build(plan: Plan) -> Blueprint:
                     continue
                 port = port_name(member, position)
                 position += 1
+                mac = node_mac(len(bp.veths))
                 bp.veths.append(Veth(
-                    a=End(bp.node_ns[member], itf.ifname, itf.address),
+                    a=End(bp.node_ns[member], itf.ifname, itf.address, mac=mac),
                     b=End(ns, port, master=BRIDGE),
                     link=itf.link if _impairs(itf.link) else None,
                     label=f"{net.name}:{member}",
                 ))
                 if not itf.uplink:
                     ports_by_seg.setdefault(itf.segment, []).append(port)
+                    macs_by_seg.setdefault(itf.segment, []).append(mac)
         for seg in net.segments:
             cap = seg.capacity_mbit
             if cap is not None and ports_by_seg.get(seg.index):
                 bp.shared.append(Shared(ns, shared_medium_name(seg.index), tuple(ports_by_seg[seg.index]),
-                                        cap, net.name, seg.index))
+                                        cap, net.name, seg.index, tuple(macs_by_seg[seg.index])))
     for n in plan.nodes:
         for r in n.routes:
             bp.routes.append(RouteSpec(bp.node_ns[n.name], r.destination, r.via, r.dev))
@@ -126,7 +143,7 @@ def _mesh(plan: Plan, net, bp: Blueprint) -> None:
     for a, b in net.mesh_links:
         ia = next(i for i in plan.node(a).interfaces if i.network == net.name and i.peer == b)
         ib = next(i for i in plan.node(b).interfaces if i.network == net.name and i.peer == a)
-        bp.veths.append(Veth(a=End(bp.node_ns[a], ia.ifname, ia.address),
+        bp.veths.append(Veth(a=End(bp.node_ns[a], ia.ifname, ia.address, mac=node_mac(len(bp.veths))),
                              b=End(bp.node_ns[b], ib.ifname, ib.address),
                              link=ia.link if _impairs(ia.link) else None,
                              label=f"{net.name}:{a}-{b}"))

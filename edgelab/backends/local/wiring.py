@@ -95,7 +95,9 @@ def create_veths(bp: Blueprint, handles: Handles) -> None:
     for v in bp.veths:
         ha = handles[v.a.ns]
         try:
-            ha.link("add", ifname=v.a.ifname, kind="veth", peer={"ifname": v.b.ifname, "net_ns_fd": v.b.ns})
+            kw = {"address": v.a.mac} if v.a.mac else {}
+            ha.link("add", ifname=v.a.ifname, kind="veth", peer={"ifname": v.b.ifname, "net_ns_fd": v.b.ns},
+                    **kw)
         except Exception as e:
             raise BackendError(f"cannot create veth {v.a.ns}/{v.a.ifname} <-> {v.b.ns}/{v.b.ifname} "
                                f"({v.label}): {e}") from e
