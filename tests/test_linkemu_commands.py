@@ -90,10 +90,18 @@ def test_shared_medium_redirects_both_hooks_of_every_port_via_clsact():
     children = [c for c in cmds if c[1] == "class" and c[c.index("parent") + 1] == "a:1"]
     assert [c[c.index("classid") + 1] for c in children] == ["a:10"]
     assert children[0][children[0].index("ceil") + 1] == "30mbit"
-    redirects = [c for c in cmds if c[1] == "filter"]
+    redirects = [c for c in cmds if c[1] == "filter" and "redirect" in c]
     assert {(c[4], c[5]) for c in redirects} == {("p1", "ingress"), ("p1", "egress"),
                                                  ("p2", "ingress"), ("p2", "egress")}
     assert all(c[-4:] == ["egress", "redirect", "dev", "le-ifb"] for c in redirects)
+    # Flooded broadcast/multicast copies leave towards stations uncharged, ahead of the redirect.
+    passes = [c for c in cmds if c[1] == "filter" and "u8" in c]
+    assert {(c[4], c[5]) for c in passes} == {("p1", "egress"), ("p2", "egress")}
+    assert all(c[c.index("u8") + 1:c.index("u8") + 5] == ["0x01", "0x01", "at", "-14"] for c in passes)
+    for port in ("p1", "p2"):
+        prio = {("pass" if "u8" in c else "redirect"): int(c[c.index("prio") + 1])
+                for c in cmds if c[1] == "filter" and c[4] == port and c[5] == "egress"}
+        assert prio["pass"] < prio["redirect"]
     assert ["tc", "qdisc", "replace", "dev", "p1", "clsact"] in cmds
     with pytest.raises(ValueError):
         C.redirect_filter_cmd("p1", "sideways", "x")

@@ -339,6 +339,23 @@ def test_shared_medium_splits_capacity_evenly_between_two_senders(cell, emu):
     assert sent["a:100"] > 1e6 and sent["a:101"] > 1e6
 
 
+def test_shared_medium_charges_a_broadcast_once_not_once_per_station(cell, emu):
+    """The bridge floods a station's broadcast to every port; the air carries it once."""
+    ap = cell["ap"]
+    ifb = _shared_cell(cell, emu, (100, 100))
+    s2_port, s2_dev = cell["ports"]["s2"]
+
+    def tx(ns, dev):
+        return int(json.loads(sh(["ip", "-n", ns, "-j", "-s", "link", "show", dev]).stdout)[0]["stats64"]["tx"]["packets"])
+
+    i0, f0 = tx(ap, ifb), tx(ap, s2_port)
+    sh(["ip", "netns", "exec", cell["nodes"]["s1"], "ping", "-b", "-c", "20", "-i", "0.01", "-W", "0.2",
+        "10.82.0.255"], check=False)  # nobody answers a broadcast echo (icmp_echo_ignore_broadcasts)
+    charged, flooded = tx(ap, ifb) - i0, tx(ap, s2_port) - f0
+    assert flooded >= 20          # s2 still receives every broadcast ...
+    assert 20 <= charged <= 23    # ... but only the sender's upstream copies crossed the budget
+
+
 def test_shared_medium_lends_an_idle_share_to_the_busy_station(cell, emu):
     """s1's own link caps it at 4 Mbit/s: s2 borrows the rest of the 20 Mbit/s budget."""
     _shared_cell(cell, emu, (4, 100))

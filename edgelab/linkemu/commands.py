@@ -130,7 +130,7 @@ def clear_clsact_cmds(dev: str) -> list[list[str]]:
     return [["tc", "qdisc", "del", "dev", dev, "clsact"]]
 
 
-def redirect_filter_cmd(dev: str, direction: str, ifb: str) -> list[str]:
+def redirect_filter_cmd(dev: str, direction: str, ifb: str, prio: str = "1") -> list[str]:
     """Redirect every frame of ``dev``'s ``direction`` (ingress/egress) hook to ``ifb``.
 
     u32 ``match u32 0 0`` is used rather than matchall because it exists on
@@ -141,9 +141,25 @@ def redirect_filter_cmd(dev: str, direction: str, ifb: str) -> list[str]:
     """
     if direction not in ("ingress", "egress"):
         raise ValueError(f"direction must be ingress or egress, not {direction!r}")
-    return ["tc", "filter", "add", "dev", dev, direction, "protocol", "all", "prio", "1",
+    return ["tc", "filter", "add", "dev", dev, direction, "protocol", "all", "prio", prio,
             "u32", "match", "u32", "0", "0",
             "action", "mirred", "egress", "redirect", "dev", ifb]
+
+
+def group_frames_pass_cmd(dev: str, direction: str) -> list[str]:
+    """Let broadcast/multicast frames (I/G bit of the destination MAC set) skip the later filters.
+
+    On the shared medium's egress hooks: the bridge floods a broadcast to
+    every station port, but an access point sends it once on the air, and
+    the sender's upstream copy has already been charged. Without this, one
+    ARP request from a station of a 100-station cell would put 100 frames in
+    that station's queue. ``at -14`` is the first byte of the Ethernet
+    destination (u32 offsets are relative to the network header). A match
+    with a class id and no action ends classification with "pass" (the
+    ``gact`` action module that ``action ok`` needs is missing here).
+    """
+    return ["tc", "filter", "add", "dev", dev, direction, "protocol", "all", "prio", "1",
+            "u32", "match", "u8", "0x01", "0x01", "at", "-14", "flowid", "1:1"]
 
 
 def ifb_create_cmds(ifb: str) -> list[list[str]]:
@@ -196,7 +212,7 @@ def shared_medium_cmds(ifb: str, ports: list[str], capacity_mbit: float,
     cmds = ifb_create_cmds(ifb) + [
         ["tc", "qdisc", "replace", "dev", ifb, "root", "handle", SHARED_HANDLE, "htb", "default", "10"],
         ["tc", "class", "replace", "dev", ifb, "parent", SHARED_HANDLE, "classid", parent, "htb",
-         "rate", r, "ceil", r, "burst", burst, "cburst", burst],
+         "rate", r, "ceil", r, "burst", burst, "cburst", burst, "quantum", str(htb_quantum_bytes(capacity_mbit))],
     ]
     classes = [SHARED_CLASS] + [station_classid(i) for i in range(len(macs))]
     for cid in classes:
@@ -210,7 +226,8 @@ def shared_medium_cmds(ifb: str, ports: list[str], capacity_mbit: float,
     for port in ports:
         cmds += clsact_cmds(port)
         cmds.append(redirect_filter_cmd(port, "ingress", ifb))
-        cmds.append(redirect_filter_cmd(port, "egress", ifb))
+        cmds.append(group_frames_pass_cmd(port, "egress"))
+        cmds.append(redirect_filter_cmd(port, "egress", ifb, prio="2"))
     return cmds
 
 
