@@ -353,7 +353,9 @@ def test_shared_medium_charges_a_broadcast_once_not_once_per_station(cell, emu):
         "10.82.0.255"], check=False)  # nobody answers a broadcast echo (icmp_echo_ignore_broadcasts)
     charged, flooded = tx(ap, ifb) - i0, tx(ap, s2_port) - f0
     assert flooded >= 20          # s2 still receives every broadcast ...
-    assert 20 <= charged <= 23    # ... but only the sender's upstream copies crossed the budget
+    # ... but only the sender's upstream copies crossed the budget (plus a few IPv6 ND/MLD
+    # frames the stations send on their own); flooded copies would add another 20.
+    assert 20 <= charged <= 30
 
 
 def test_shared_medium_lends_an_idle_share_to_the_busy_station(cell, emu):
