@@ -31,21 +31,32 @@ console = Console(stderr=True)
 MeasureFn = Callable[[dict, Run], Iterable[Measurement]]
 
 
-class Interrupted(Exception):
-    """Raised inside the sweep when SIGINT or SIGTERM arrives."""
+class Interrupted(BaseException):
+    """Raised inside the sweep when SIGINT or SIGTERM arrives.
+
+    A BaseException, like KeyboardInterrupt, so that the ``except Exception``
+    of whatever code the signal happens to land in (ours, pyroute2's,
+    requests'...) cannot swallow it and let the sweep run on.
+    """
 
 
 @contextmanager
-def interrupts_as_exception() -> Iterator[None]:
+def interrupts_as_exception() -> Iterator[list[str]]:
     """Turn SIGINT/SIGTERM into :class:`Interrupted` so ``finally`` blocks
-    (testbed teardown, manifest update) run; restore the old handlers after."""
+    (testbed teardown, manifest update) run; restore the old handlers after.
+
+    Yields the list of signal names received, for callers that must notice
+    an interruption even if some code swallowed the exception.
+    """
+    received: list[str] = []
 
     def handler(signum, _frame):
-        raise Interrupted(signal.Signals(signum).name)
+        received.append(signal.Signals(signum).name)
+        raise Interrupted(received[-1])
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield received
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -73,7 +84,7 @@ def run_sweep(*, experiment: str, points: Sequence[dict], param_names: Sequence[
     current: Optional[dict] = None
     sweep = None
     try:
-        with interrupts_as_exception():
+        with interrupts_as_exception() as received:
             sweep = run.sweep(points)
             outcome.skipped_done = sweep.skipped_done
             if sweep.skipped_done:
@@ -88,9 +99,11 @@ def run_sweep(*, experiment: str, points: Sequence[dict], param_names: Sequence[
                     t0 = time.monotonic()
                     try:
                         rows = list(measure(point, run))
-                    except (Interrupted, KeyboardInterrupt):
-                        raise
+                        if received:  # a signal arrived and something swallowed it: the point is suspect
+                            raise Interrupted(received[0])
                     except Exception as exc:  # noqa: BLE001 - recorded, then re-raised or skipped
+                        if received:  # the failure is the signal's doing (e.g. a killed wait)
+                            raise Interrupted(received[0]) from exc
                         if not keep_going:
                             raise
                         sweep.failed(point, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")

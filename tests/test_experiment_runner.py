@@ -53,6 +53,31 @@ def test_failure_without_keep_going_marks_run_failed_and_raises(tmp_path):
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "failed"
 
 
+def _signal_self_inside(swallow):
+    """A measure function that gets SIGINT at its second point, inside code that catches ``swallow``."""
+    def measure_fn(point, run):
+        if point == POINTS[1]:
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)  # the handler runs here
+            except swallow:
+                pass  # e.g. a library's "except Exception: kill the child" around a wait
+        return measure(point, run)
+    return measure_fn
+
+
+@pytest.mark.parametrize("swallow", [Exception, BaseException], ids=["except-Exception", "except-BaseException"])
+def test_sigint_stops_the_sweep_even_inside_code_that_catches_everything(tmp_path, swallow):
+    out = run_sweep(experiment="toy", points=POINTS, param_names=["n", "rep"], measure=_signal_self_inside(swallow),
+                    params={}, results_root=tmp_path, keep_going=True)
+    # Only the first point is recorded: the interrupted one is put back, the rest never start.
+    assert out.status == "interrupted" and out.measured == 1 and not out.failed
+    rows = read_measurements_rows(out.run.path / "measurements.csv")
+    assert {(r["n"], r["rep"]) for r in rows} == {("1", "0")}
+    assert json.loads((out.run.path / "manifest.json").read_text())["status"] == "interrupted"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
 def test_sigint_then_resume(tmp_path):
     script = tmp_path / "exp.py"
     script.write_text(textwrap.dedent(f"""\
