@@ -68,6 +68,7 @@ def _signal_self_inside(swallow):
 
 @pytest.mark.parametrize("swallow", [Exception, BaseException], ids=["except-Exception", "except-BaseException"])
 def test_sigint_stops_the_sweep_even_inside_code_that_catches_everything(tmp_path, swallow):
+    before = signal.getsignal(signal.SIGINT)  # SIG_IGN, not Python's default, under nohup or `cmd &`
     out = run_sweep(experiment="toy", points=POINTS, param_names=["n", "rep"], measure=_signal_self_inside(swallow),
                     params={}, results_root=tmp_path, keep_going=True)
     # Only the first point is recorded: the interrupted one is put back, the rest never start.
@@ -75,7 +76,7 @@ def test_sigint_stops_the_sweep_even_inside_code_that_catches_everything(tmp_pat
     rows = read_measurements_rows(out.run.path / "measurements.csv")
     assert {(r["n"], r["rep"]) for r in rows} == {("1", "0")}
     assert json.loads((out.run.path / "manifest.json").read_text())["status"] == "interrupted"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert signal.getsignal(signal.SIGINT) is before  # handlers restored
 
 
 def test_sigint_then_resume(tmp_path):
