@@ -112,8 +112,11 @@ def test_shared_medium_gives_each_station_a_class_found_by_its_mac():
     cmds = C.shared_medium_cmds("le-ifb", ["p1", "p2", "p3"], 30, ["pfifo", "limit", "250"], macs)
     children = {c[c.index("classid") + 1]: c for c in cmds if c[1] == "class" and "a:1" == c[c.index("parent") + 1]}
     assert set(children) == {"a:10", "a:100", "a:101", "a:102"}
-    for c in children.values():  # equal guarantee (30/4), may borrow up to the whole budget, equal quantum
-        assert c[c.index("rate") + 1] == "7.5mbit" and c[c.index("ceil") + 1] == "30mbit"
+    # The stations' equal guarantees fill the budget but for the default class's 1 %; every
+    # class may borrow up to the whole budget, with one quantum.
+    assert {cid: c[c.index("rate") + 1] for cid, c in children.items()} == {
+        "a:10": "0.3mbit", "a:100": "9.9mbit", "a:101": "9.9mbit", "a:102": "9.9mbit"}
+    assert all(c[c.index("ceil") + 1] == "30mbit" for c in children.values())
     assert len({c[c.index("quantum") + 1] for c in children.values()}) == 1
     leaves = [c for c in cmds if c[1] == "qdisc" and c[-3:] == ["pfifo", "limit", "250"]]
     assert sorted(c[c.index("parent") + 1] for c in leaves) == sorted(children)

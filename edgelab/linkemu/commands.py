@@ -27,6 +27,8 @@ NETEM_HANDLE = "10:"
 #: class id of one tree can never be mistaken for one of the other).
 SHARED_HANDLE = "a:"
 SHARED_CLASS = "a:10"
+# Guaranteed share of the default class when stations have classes of their own.
+DEFAULT_CLASS_SHARE = 0.01
 #: Ethernet MTU + header: the largest non-GSO frame HTB will see.
 FRAME_BYTES = 1514
 #: Resolution of the loss draw: 1/10000 = 0.01 percentage point.
@@ -192,7 +194,9 @@ def shared_medium_cmds(ifb: str, ports: list[str], capacity_mbit: float,
     sender on both legs, then destination for frames from the uplink): an
     equal guaranteed share of the budget, the unused part lent to whoever is
     busy. That is 802.11 DCF's long-run throughput fairness between
-    contending stations, and it holds whatever the leaf qdisc is. Without
+    contending stations, and it holds whatever the leaf qdisc is. The
+    default class (frames of no station: none in a testbed built by the
+    backend) keeps ``DEFAULT_CLASS_SHARE`` of the budget as its guarantee. Without
     them, one class and one leaf: fairness is then only as good as the leaf
     (flow-fair with fq_codel/sfq, none with a FIFO).
 
@@ -205,8 +209,12 @@ def shared_medium_cmds(ifb: str, ports: list[str], capacity_mbit: float,
     macs = list(station_macs or [])
     r = f"{_fmt(capacity_mbit)}mbit"
     burst = str(htb_burst_bytes(capacity_mbit))
-    share = capacity_mbit / (len(macs) + 1)
-    share_r, share_burst = f"{_fmt(share)}mbit", str(htb_burst_bytes(share))
+    # The stations' guarantees add up to (almost) the whole budget: saturated stations then
+    # each get exactly their share from HTB's rate guarantee, which is precise, and never
+    # depend on how HTB splits borrowed excess, which is not (three saturated stations got
+    # 8.0/11.5/11.5 Mbit/s of 33 when a quarter of the budget was the default class's to lend).
+    default_rate = capacity_mbit * DEFAULT_CLASS_SHARE if macs else capacity_mbit
+    share = (capacity_mbit - default_rate) / len(macs) if macs else capacity_mbit
     quantum = str(htb_quantum_bytes(share))
     parent = f"{SHARED_HANDLE}1"
     cmds = ifb_create_cmds(ifb) + [
@@ -214,10 +222,11 @@ def shared_medium_cmds(ifb: str, ports: list[str], capacity_mbit: float,
         ["tc", "class", "replace", "dev", ifb, "parent", SHARED_HANDLE, "classid", parent, "htb",
          "rate", r, "ceil", r, "burst", burst, "cburst", burst, "quantum", str(htb_quantum_bytes(capacity_mbit))],
     ]
-    classes = [SHARED_CLASS] + [station_classid(i) for i in range(len(macs))]
-    for cid in classes:
+    classes = [(SHARED_CLASS, default_rate)] + [(station_classid(i), share) for i in range(len(macs))]
+    for cid, rate in classes:
         cmds.append(["tc", "class", "replace", "dev", ifb, "parent", parent, "classid", cid, "htb",
-                     "rate", share_r, "ceil", r, "burst", share_burst, "cburst", burst, "quantum", quantum])
+                     "rate", f"{_fmt(rate)}mbit", "ceil", r, "burst", str(htb_burst_bytes(rate)), "cburst", burst,
+                     "quantum", quantum])
         cmds.append(["tc", "qdisc", "replace", "dev", ifb, "parent", cid, *leaf])
     for prio, field in (("1", "src"), ("2", "dst")):
         for i, mac in enumerate(macs):
