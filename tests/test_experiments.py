@@ -106,9 +106,14 @@ def test_wifi_scaling_goodput_follows_offered_load_then_the_airtime_budget(tmp_p
     assert g[14] < 0.95 * 42.0 and g[14] <= cap[14] * 1.05  # capped by the shared medium, not the offered load
     assert agg[("n_phones=14,rep=0", "latency_ms_p95")] > 2 * agg[("n_phones=1,rep=0", "latency_ms_p95")]
     iperf = agg[("n_phones=3,rep=0", "iperf_goodput_mbit")]
-    # Without the shared budget three stations would get ~3 x 60 Mbit/s. The margin covers iperf3's
-    # own interval timing in a CPU-throttled 0.5-core server node on a busy 2-core machine.
-    assert 0.6 * cap[3] < iperf <= 1.15 * cap[3]
+    # Without the shared budget three stations would get ~3 x 60 Mbit/s. Payload over one window
+    # common to the three flows cannot exceed the (L2) budget; on a busy 2-core machine it may fall short.
+    assert 0.6 * cap[3] < iperf <= 1.01 * cap[3]
+    with open(run / "measurements.csv") as f:
+        shares = [float(r["value"]) for r in csv.DictReader(f) if r["metric"] == "iperf_goodput_mbit"
+                  and r["point"] == "n_phones=3,rep=0" and r["node"]]
+    # Saturated stations share the air equally (DCF); once one got 8.0 and two 11.5 of 31.
+    assert len(shares) == 3 and max(shares) < 1.2 * min(shares), shares
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["facts"]["link_engine"] in ("netem", "fallback")
     # power samples of every phone are kept with the point; the phone model draws 0.8-5 W

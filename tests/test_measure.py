@@ -4,7 +4,7 @@ import math
 import pytest
 
 from edgelab.errors import BackendError
-from edgelab.measure import CpuSample, parse_iperf3, parse_ping, percentile, utilisation
+from edgelab.measure import CpuSample, parse_iperf3, parse_ping, percentile, tcp_bytes_by_local_port, utilisation
 
 
 def test_parse_iperf3_tcp():
@@ -26,6 +26,23 @@ def test_parse_iperf3_error_and_garbage():
         parse_iperf3(json.dumps({"error": "unable to connect to server"}))
     with pytest.raises(BackendError, match="did not print JSON"):
         parse_iperf3("iperf3: error")
+
+
+# `ss -tinH state established` in an iperf3 server node: per port a control and a data connection
+SS = """0       0      [::ffff:10.77.0.1]:5201 [::ffff:10.77.0.5]:47802
+\t bbr wscale:9,9 rto:204 cwnd:14 bytes_sent:4 bytes_acked:4 bytes_received:164 segs_out:6
+1833524 0      [::ffff:10.77.0.1]:5201 [::ffff:10.77.0.5]:47812
+\t cubic wscale:9,9 rto:200 cwnd:10 bytes_acked:1 bytes_received:4480102240 segs_in:96090
+0       0      10.77.0.1:5202 10.77.0.6:40000
+\t cubic rto:200 cwnd:10 bytes_sent:52000 bytes_acked:51000 bytes_received:37 segs_in:9
+"""
+
+
+def test_tcp_bytes_by_local_port_sums_a_ports_connections():
+    assert tcp_bytes_by_local_port(SS) == {5201: 164 + 4480102240, 5202: 37}
+    # bytes_acked only where it is a whole field (not the "delivered" or "bytes_sent" ones)
+    assert tcp_bytes_by_local_port(SS, "bytes_acked") == {5201: 5, 5202: 51000}
+    assert tcp_bytes_by_local_port("") == {}
 
 
 def test_parse_ping():
