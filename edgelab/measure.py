@@ -78,7 +78,7 @@ def concurrent_goodput(tb: Testbed, clients: Sequence[str], server: str, seconds
     ``bytes_acked`` with ``reverse``, where the server sends). Not iperf3's
     per-run averages: the runs start and end a little apart, a flow alone at
     either end has the whole medium, and on a shared medium their sum came out
-    up to 20 % above its capacity. Returns per client: goodput_mbit,
+    up to 15 % above its capacity. Returns per client: goodput_mbit,
     seconds, bytes, and iperf3's own retransmits and goodput_mbit (as
     ``iperf3_goodput_mbit``) for reference.
     """
@@ -103,10 +103,13 @@ def concurrent_goodput(tb: Testbed, clients: Sequence[str], server: str, seconds
             _, counts = _server_bytes(tb, server, field)
             if all(counts.get(p, 0) > 64 * 1024 for p in ports.values()):
                 break
-            if time.monotonic() > deadline or any(p.poll() is not None for p in procs.values()):
+            ended = {c: p for c, p in procs.items() if p.poll() is not None}
+            if ended or time.monotonic() > deadline:
                 slow = [c for c, p in ports.items() if counts.get(p, 0) <= 64 * 1024]
-                raise BackendError(f"iperf3 flows from {', '.join(slow)} to {server} carried no data "
-                                   f"within 10 s")
+                why = "; ".join(f"{c}'s iperf3 exited: {(p.communicate()[0] or '')[-300:]!r}"
+                                for c, p in ended.items())
+                raise BackendError(f"iperf3 flows from {', '.join(slow) or 'every client'} to {server} "
+                                   f"did not all carry data within 10 s" + (f" ({why})" if why else ""))
             time.sleep(0.05)
         time.sleep(settle)
         t0, b0 = _server_bytes(tb, server, field)

@@ -196,8 +196,8 @@ def shared_medium_cmds(ifb: str, ports: list[str], capacity_mbit: float,
     busy. That is 802.11 DCF's long-run throughput fairness between
     contending stations, and it holds whatever the leaf qdisc is. The
     default class (frames of no station: none in a testbed built by the
-    backend) keeps ``DEFAULT_CLASS_SHARE`` of the budget as its guarantee. Without
-    them, one class and one leaf: fairness is then only as good as the leaf
+    backend) keeps ``DEFAULT_CLASS_SHARE`` of the budget as its guarantee.
+    Without ``station_macs``, one class and one leaf: fairness is then only as good as the leaf
     (flow-fair with fq_codel/sfq, none with a FIFO).
 
     ``leaf`` is the leaf qdisc argv tail (e.g. ``["fq_codel"]``, ``["sfq",
