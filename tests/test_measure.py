@@ -1,10 +1,13 @@
 import json
 import math
+import shutil
+import subprocess
 
 import pytest
 
 from edgelab.errors import BackendError
-from edgelab.measure import CpuSample, parse_iperf3, parse_ping, percentile, tcp_bytes_by_local_port, utilisation
+from edgelab.measure import (CpuSample, concurrent_goodput, parse_iperf3, parse_ping, percentile,
+                             tcp_bytes_by_local_port, utilisation)
 
 
 def test_parse_iperf3_tcp():
@@ -43,6 +46,44 @@ def test_tcp_bytes_by_local_port_sums_a_ports_connections():
     # bytes_acked only where it is a whole field (not the "delivered" or "bytes_sent" ones)
     assert tcp_bytes_by_local_port(SS, "bytes_acked") == {5201: 5, 5202: 51000}
     assert tcp_bytes_by_local_port("") == {}
+
+
+class _Loopback:
+    """Every node is this host, reached on 127.0.0.1: enough of a Testbed for concurrent_goodput.
+    ``refuse`` names clients whose iperf3 is pointed at a closed port."""
+
+    def __init__(self, refuse=()):
+        self.refuse = set(refuse)
+
+    def address(self, node, network=None):
+        return "127.0.0.1"
+
+    def run(self, node, argv, check=True, **kw):
+        return subprocess.run(argv, capture_output=True, text=True, check=check)
+
+    def popen(self, node, argv, **kw):
+        argv = list(argv)
+        if node in self.refuse:
+            argv[argv.index("-p") + 1] = "9"  # discard: nobody listens
+        return subprocess.Popen(argv, **kw)
+
+
+needs_iperf3 = pytest.mark.skipif(not shutil.which("iperf3") or not shutil.which("ss"), reason="needs iperf3 and ss")
+
+
+@needs_iperf3
+def test_concurrent_goodput_counts_each_flow_over_one_window():
+    out = concurrent_goodput(_Loopback(), ["a", "b"], "srv", seconds=0.5, settle=0.2)
+    for r in out.values():
+        assert r["seconds"] == pytest.approx(0.5, abs=0.2)
+        assert r["bytes"] > 0 and r["goodput_mbit"] == pytest.approx(r["bytes"] * 8 / r["seconds"] / 1e6)
+        assert r["iperf3_goodput_mbit"] > 0
+
+
+@needs_iperf3
+def test_concurrent_goodput_names_the_client_whose_flow_never_started():
+    with pytest.raises(BackendError, match=r"flows from b to srv did not all carry data.*b's iperf3 exited"):
+        concurrent_goodput(_Loopback(refuse=["b"]), ["a", "b"], "srv", seconds=0.5, settle=0.2)
 
 
 def test_parse_ping():
