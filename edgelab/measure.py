@@ -66,6 +66,16 @@ def _server_bytes(tb: Testbed, server: str, field: str) -> tuple[float, dict[int
     return (t + time.monotonic()) / 2, tcp_bytes_by_local_port(out, field)
 
 
+def _iperf3_failure(p: subprocess.Popen) -> str:
+    """What an iperf3 client that exited early said: its JSON error, else its output's tail."""
+    stdout, stderr = p.communicate()
+    try:
+        parse_iperf3(stdout or "")
+    except BackendError as exc:
+        return str(exc)
+    return f"exited {p.returncode}: {(stderr or stdout or '')[-300:]!r}"
+
+
 def concurrent_goodput(tb: Testbed, clients: Sequence[str], server: str, seconds: float = 5.0,
                        network: Optional[str] = None, reverse: bool = False,
                        settle: float = 1.0) -> dict[str, dict]:
@@ -104,12 +114,12 @@ def concurrent_goodput(tb: Testbed, clients: Sequence[str], server: str, seconds
             if all(counts.get(p, 0) > 64 * 1024 for p in ports.values()):
                 break
             ended = {c: p for c, p in procs.items() if p.poll() is not None}
-            if ended or time.monotonic() > deadline:
+            if ended:
+                why = "; ".join(f"{c}: {_iperf3_failure(p)}" for c, p in ended.items())
+                raise BackendError(f"iperf3 to {server} ended before every flow carried data: {why}")
+            if time.monotonic() > deadline:
                 slow = [c for c, p in ports.items() if counts.get(p, 0) <= 64 * 1024]
-                why = "; ".join(f"{c}'s iperf3 exited: {(p.communicate()[0] or '')[-300:]!r}"
-                                for c, p in ended.items())
-                raise BackendError(f"iperf3 flows from {', '.join(slow) or 'every client'} to {server} "
-                                   f"did not all carry data within 10 s" + (f" ({why})" if why else ""))
+                raise BackendError(f"iperf3 flows from {', '.join(slow)} to {server} carried no data within 10 s")
             time.sleep(0.05)
         time.sleep(settle)
         t0, b0 = _server_bytes(tb, server, field)
