@@ -19,6 +19,9 @@ from .backends.base import Testbed
 from .errors import BackendError
 
 IPERF_BASE_PORT = 5201
+#: A flow carries data once its port has seen more than this: an iperf3 control
+#: connection alone exchanges a few hundred bytes.
+FLOW_STARTED_BYTES = 64 * 1024
 
 
 def parse_iperf3(text: str) -> dict:
@@ -108,19 +111,7 @@ def concurrent_goodput(tb: Testbed, clients: Sequence[str], server: str, seconds
             if reverse:
                 argv.append("-R")
             procs[c] = tb.popen(c, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 10.0
-        while True:  # every flow up: more than its control connection's few hundred bytes
-            _, counts = _server_bytes(tb, server, field)
-            if all(counts.get(p, 0) > 64 * 1024 for p in ports.values()):
-                break
-            ended = {c: p for c, p in procs.items() if p.poll() is not None}
-            if ended:
-                why = "; ".join(f"{c}: {_iperf3_failure(p)}" for c, p in ended.items())
-                raise BackendError(f"iperf3 to {server} ended before every flow carried data: {why}")
-            if time.monotonic() > deadline:
-                slow = [c for c, p in ports.items() if counts.get(p, 0) <= 64 * 1024]
-                raise BackendError(f"iperf3 flows from {', '.join(slow)} to {server} carried no data within 10 s")
-            time.sleep(0.05)
+        _wait_flows_carry_data(tb, server, ports, procs, field)
         time.sleep(settle)
         t0, b0 = _server_bytes(tb, server, field)
         time.sleep(seconds)
@@ -138,6 +129,26 @@ def concurrent_goodput(tb: Testbed, clients: Sequence[str], server: str, seconds
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def _wait_flows_carry_data(tb: Testbed, server: str, ports: dict[str, int], procs: dict[str, subprocess.Popen],
+                           field: str, timeout: float = 10.0) -> None:
+    """Wait until every client's flow (``ports``: client -> server port) has carried data
+    to ``server``; fail at once, with iperf3's own error, if a client's iperf3 ends first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _, counts = _server_bytes(tb, server, field)
+        slow = [c for c, port in ports.items() if counts.get(port, 0) <= FLOW_STARTED_BYTES]
+        if not slow:
+            return
+        ended = {c: p for c, p in procs.items() if p.poll() is not None}
+        if ended:
+            why = "; ".join(f"{c}: {_iperf3_failure(p)}" for c, p in ended.items())
+            raise BackendError(f"iperf3 to {server} ended before every flow carried data: {why}")
+        if time.monotonic() > deadline:
+            raise BackendError(f"iperf3 flows from {', '.join(slow)} to {server} carried no data "
+                               f"within {timeout:g} s")
+        time.sleep(0.05)
 
 
 def _wait_listening(tb: Testbed, node: str, ports: Iterable[int], timeout: float = 10.0) -> None:

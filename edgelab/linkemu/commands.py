@@ -197,8 +197,8 @@ def shared_medium_cmds(ifb: str, ports: list[str], capacity_mbit: float,
     contending stations, and it holds whatever the leaf qdisc is. The
     default class (frames of no station: none in a testbed built by the
     backend) keeps ``DEFAULT_CLASS_SHARE`` of the budget as its guarantee.
-    Without ``station_macs``, one class and one leaf: fairness is then only as good as the leaf
-    (flow-fair with fq_codel/sfq, none with a FIFO).
+    Without ``station_macs``, one class and one leaf: fairness is then only
+    as good as the leaf (flow-fair with fq_codel/sfq, none with a FIFO).
 
     ``leaf`` is the leaf qdisc argv tail (e.g. ``["fq_codel"]``, ``["sfq",
     "perturb", "10"]`` or ``["pfifo", "limit", "1000"]``) chosen from what the
