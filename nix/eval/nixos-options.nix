@@ -44,9 +44,11 @@ let
   # systemd-lib.nix: a unit name has a known suffix.
   unitNameType = types.strMatching "[a-zA-Z0-9@%:_.\\-]+[.](service|socket|device|mount|automount|swap|target|path|timer|scope|slice)";
 
-  # systemd-unit-options.nix checkService: Type and Restart values.
-  checkService = v:
+  # systemd-unit-options.nix checkService (systemd-lib.nix checkUnitConfig,
+  # which looks through mkOverride wrappers): Type and Restart values.
+  checkService = attrs:
     let
+      v = lib.mapAttrs (_: x: if (x._type or "") == "override" then x.content else x) attrs;
       oneOf = name: values:
         lib.optional (v ? ${name} && !(builtins.elem v.${name} values))
           "Systemd service field `${name}' cannot have value `${toString v.${name}}'.";

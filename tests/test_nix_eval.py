@@ -1,0 +1,309 @@
+"""Every module and every composition role evaluated here, for the vm and
+g5k-ramdisk flavours, the way NixOS-Compose evaluates them (nix/eval): against
+option declarations that mirror nixpkgs 23.11 (nix/eval/nixos-options.nix),
+with nxc's own setup.nix and flavours, and each role's system.build.toplevel
+forced. A misspelt option, a wrong type or a failed assertion fails here.
+
+Needs nix-instantiate and ../shared/nix (nixpkgs' lib and nxc's sources,
+pinned); skips with a message where either is absent. Plans come from
+nix/make_plan.py, the script pkgs/plan.nix runs at build time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "nix"
+NIXPKGS_LIB = SHARED / "nixpkgs-lib" / "lib"
+NXC = SHARED / "nixos-compose"
+NIX = shutil.which("nix-instantiate")
+
+pytestmark = [
+    pytest.mark.nix,
+    pytest.mark.skipif(NIX is None, reason="nix-instantiate not found: install Nix (Debian: nix-bin) to evaluate the Nix layer"),
+    pytest.mark.skipif(not (NIXPKGS_LIB / "default.nix").is_file() or not (NXC / "nix" / "setup.nix").is_file(),
+                       reason=f"{SHARED} (pinned nixpkgs lib + nixos-compose sources) is absent; "
+                              "`nix flake check` evaluates the modules where nixpkgs can be fetched"),
+]
+
+sys.path.insert(0, str(ROOT / "nix"))
+from make_plan import plan_dict  # noqa: E402
+
+from edgelab.plan import make_plan  # noqa: E402
+from make_plan import scaled_topology  # noqa: E402
+
+FLAVOURS = ["vm", "g5k-ramdisk"]
+#: composition -> (topology, plan name, {group: setup param}) as compositions/compositions.nix maps them.
+COMPOSITIONS = {
+    "k3s-phones": ("compositions/k3s-phones/topology.yaml", {"phone": "k3s_phones", "relay": "relays"}),
+    "beaglepaas": ("compositions/beaglepaas/topology.yaml", {"worker": "workers"}),
+    "mesh": ("compositions/mesh/topology.yaml", {"phone": "mesh_phones"}),
+}
+DEFAULTS = {"k3s_phones": 3, "relays": 0, "workers": 2, "mesh_phones": 4}
+
+
+def plan_name(name: str, counts: dict[str, int]) -> str:
+    """nix/plan-name.nix: the name pkgs/plan.nix gives a plan (counts in sorted order)."""
+    return "-".join([name] + [f"{g}{counts[g]}" for g in sorted(counts)]) + ".json"
+
+
+def write_plans(plan_dir: Path, params: dict) -> dict[str, dict[str, int]]:
+    """Write the plans the compositions ask for under ``params``; return their counts."""
+    out = {}
+    for comp, (topology, groups) in COMPOSITIONS.items():
+        counts = {g: int(params.get(p, DEFAULTS[p])) for g, p in groups.items()}
+        (plan_dir / plan_name(comp, counts)).write_text(json.dumps(plan_dict(str(ROOT / topology), counts)))
+        out[comp] = counts
+    return out
+
+
+def nix_eval(args: str, *, expect_ok: bool = True) -> dict | str:
+    expr = (f"import {ROOT}/nix/eval {{ nixpkgsLib = {NIXPKGS_LIB}; nxc = {NXC}; root = {ROOT}; {args} }}")
+    proc = subprocess.run([NIX, "--readonly-mode", "--eval", "--strict", "--json", "-E", expr],
+                          capture_output=True, text=True, timeout=180)
+    if not expect_ok:
+        assert proc.returncode != 0, f"evaluation succeeded but should have failed:\n{expr}"
+        return proc.stderr
+    if proc.returncode != 0:
+        raise AssertionError(f"evaluation failed:\n{expr}\n{proc.stderr}")
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def default_eval(tmp_path_factory):
+    """All compositions x flavours with setup.toml's own params (one evaluation)."""
+    d = tmp_path_factory.mktemp("plans")
+    counts = write_plans(d, {})
+    return nix_eval(f"planDir = {d};"), counts
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+@pytest.mark.parametrize("composition", sorted(COMPOSITIONS))
+def test_every_role_evaluates(default_eval, composition, flavour):
+    got, counts = default_eval
+    c = got["compositions"][composition][flavour]
+    topology, _ = COMPOSITIONS[composition]
+    plan = make_plan(scaled_topology(str(ROOT / topology), counts[composition]))
+    groups = sorted({n.group for n in plan.nodes})
+    # One role per planned group, hostnames as the planner names them.
+    assert sorted(c["roles"]) == groups
+    assert c["rolesDistribution"] == {g: [n.name for n in plan.nodes if n.group == g] for g in groups}
+    for role, r in c["roles"].items():
+        assert r["toplevel"].startswith("/nix/store/"), role
+        assert r["warnings"] == [], (role, r["warnings"])
+        # No role rebuilds the kernel (nxc's all-in-one flavours boot the base
+        # configuration's kernel anyway).
+        assert r["kernelPatches"] == [], (role, r["kernelPatches"])
+        # What experiments run on nodes over SSH.
+        assert {"python3-3.11.6-env", "iperf-3.15", "iproute2-6.5.0"} <= set(r["packages"]), (role, r["packages"])
+        assert r["etc"]["edgelab/plan.json"].endswith(plan_name(composition, counts[composition]))
+    # The testScript has every placeholder filled in and is Python.
+    assert "@" not in re.sub(r"@/tmp/\w+\.png", "", c["testScript"]), c["testScript"]
+    compile(c["testScript"], f"{composition}/test.py", "exec")
+
+
+def test_flavour_decides_the_testbed_device(default_eval):
+    got, _ = default_eval
+    for flavour, dev in (("vm", "eth1"), ("g5k-ramdisk", "eth0")):
+        phone = got["compositions"]["k3s-phones"][flavour]["roles"]["phone"]
+        assert f"--flannel-iface {dev}" in phone["k3s"]["extraFlags"]
+        assert f"--dev {dev} " in phone["services"]["edgelab-netem"]["script"]
+
+
+def run_script(script: str, tmp_path: Path, node: str, **env: str) -> subprocess.CompletedProcess:
+    path = tmp_path / "unit.sh"
+    path.write_text(script)
+    return subprocess.run(["bash", str(path)], env={**os.environ, "EDGELAB_NODE": node, **env},
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_every_k3s_node_gets_its_planned_node_ip(default_eval, tmp_path):
+    """The boot script of each role image writes each node's own address (defect: only the server had one)."""
+    got, counts = default_eval
+    plan = make_plan(scaled_topology(str(ROOT / COMPOSITIONS["k3s-phones"][0]), counts["k3s-phones"]))
+    roles = got["compositions"]["k3s-phones"]["vm"]["roles"]
+    for node in plan.nodes:
+        role = roles[node.group]
+        assert role["k3s"]["configPath"] == "/run/edgelab/k3s-config.yaml"
+        assert "--config /run/edgelab/k3s-config.yaml" in role["services"]["k3s"]["serviceConfig"]["ExecStart"]
+        out = tmp_path / node.name / "k3s.yaml"
+        proc = run_script(role["services"]["edgelab-k3s-config"]["script"], tmp_path, node.name,
+                          EDGELAB_K3S_CONFIG=str(out))
+        assert proc.returncode == 0, proc.stderr
+        want = [f"node-ip: {node.address('wlan')}"]
+        if node.group == "server":
+            want.append(f"advertise-address: {node.address('wlan')}")
+        assert out.read_text().splitlines() == want
+        assert "edgelab-k3s-config.service" in role["services"]["k3s"]["requires"]
+    proc = run_script(roles["phone"]["services"]["edgelab-k3s-config"]["script"], tmp_path, "phone-99",
+                      EDGELAB_K3S_CONFIG=str(tmp_path / "x"))
+    assert proc.returncode == 1 and "phone-99" in proc.stderr
+
+
+K3S_IMAGE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.lz4", ".tar.bz2", ".tar.xz")
+
+
+def test_k3s_runs_offline(default_eval):
+    """Images are linked with the suffix of their compression (defect: gzip named .tar),
+    the pause image is local and nothing else is pulled."""
+    got, _ = default_eval
+    roles = got["compositions"]["k3s-phones"]["vm"]["roles"]
+    for name, r in roles.items():
+        links = [rule.split() for rule in r["tmpfiles"] if rule.startswith("L+ /var/lib/rancher/k3s/agent/images/")]
+        images = {Path(link[1]).name: Path(link[-1]).name for link in links}
+        assert "pause.tar.gz" in images and "servicelb.tar.gz" in images, images
+        for file, target in images.items():
+            suffix = next(s for s in K3S_IMAGE_SUFFIXES if target.endswith(s))
+            assert file.endswith(suffix), f"{name}: {file} links to {target}"
+        assert "--pause-image edgelab.local/pause:local" in r["k3s"]["extraFlags"]
+        assert "edgelab-k3s-servicelb-image" in r["services"]
+    assert "phone.tar.gz" in " ".join(roles["phone"]["tmpfiles"])
+    server_flags = roles["server"]["k3s"]["extraFlags"]
+    for component in ("traefik", "metrics-server", "coredns", "local-storage"):
+        assert f"--disable {component}" in server_flags
+    assert "--disable servicelb" not in server_flags
+    # The kubeconfig (cluster-admin) is root's only.
+    assert "--write-kubeconfig-mode 0600" in server_flags
+
+
+def test_k3s_workload_is_a_deployment_behind_a_loadbalancer(default_eval):
+    got, counts = default_eval
+    server = got["compositions"]["k3s-phones"]["vm"]["roles"]["server"]
+    manifest = [r for r in server["tmpfiles"] if "/server/manifests/edgelab-phone.yaml" in r]
+    assert len(manifest) == 1
+    script = got["compositions"]["k3s-phones"]["vm"]["testScript"]
+    assert "modprobe xt_multiport" in script and "/detect" in script
+    plan = make_plan(scaled_topology(str(ROOT / COMPOSITIONS["k3s-phones"][0]), counts["k3s-phones"]))
+    planned = json.loads(re.search(r"planned_ips = json.loads\('(.*)'\)", script).group(1))
+    assert planned == {n.name: n.address("wlan") for n in plan.nodes}
+
+
+def test_workload_manifest_content(tmp_path):
+    """The manifest itself: one replica per phone, limits from the plan, local image, LoadBalancer."""
+    counts = write_plans(tmp_path, {"k3s_phones": 5})
+    plan = make_plan(scaled_topology(str(ROOT / COMPOSITIONS["k3s-phones"][0]), counts["k3s-phones"]))
+    expr = (f'let lib = import {NIXPKGS_LIB}; pkgs = import {ROOT}/nix/eval/pkgs.nix {{ inherit lib; planDir = {tmp_path}; }}; '
+            f'c = import {ROOT}/compositions/k3s-phones/composition.nix {{ inherit pkgs lib; phones = 5; }}; '
+            f'm = (lib.evalModules {{ modules = [ {ROOT}/nix/eval/nixos-options.nix {{ _module.args.pkgs = pkgs; }} '
+            f'c.roles.server ] ++ import {ROOT}/nix/node-modules.nix {{ edgelab = pkgs.python3; }}; }}).config; '
+            f'in m.edgelab.k3s.manifests.edgelab-phone.text')
+    proc = subprocess.run([NIX, "--readonly-mode", "--eval", "--strict", "--json", "-E", expr],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    docs = [json.loads(d) for d in json.loads(proc.stdout).split("---\n") if d.strip()]
+    deploy, svc = docs
+    phone = plan.nodes_of(group="phone")[0]
+    assert deploy["kind"] == "Deployment" and deploy["spec"]["replicas"] == 5
+    pod = deploy["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"edgelab/group": "phone"}
+    assert pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]["topologyKey"] \
+        == "kubernetes.io/hostname"
+    ctr = pod["containers"][0]
+    assert ctr["image"] == "edgelab.local/phone:local" and ctr["imagePullPolicy"] == "Never"
+    assert ctr["resources"]["limits"] == {"cpu": f"{round(phone.resources.cpu * phone.resources.speed * 1000)}m",
+                                          "memory": f"{phone.resources.memory_mib}Mi"}
+    assert svc["kind"] == "Service" and svc["spec"]["type"] == "LoadBalancer"
+    assert svc["spec"]["ports"][0]["port"] == 8080 and svc["spec"]["selector"] == {"app": "edgelab-phone"}
+
+
+def test_mesh_routes_leave_with_the_mesh_address(default_eval):
+    got, counts = default_eval
+    script = got["compositions"]["mesh"]["vm"]["roles"]["phone"]["services"]["edgelab-netem"]["script"]
+    plan = make_plan(scaled_topology(str(ROOT / COMPOSITIONS["mesh"][0]), counts["mesh"]))
+    for node in plan.nodes:
+        block = script.split(f"'{node.name}')")[1].split(";;")[0]
+        routes = [ln.strip() for ln in block.splitlines() if " route " in ln]
+        assert len(routes) == len(node.routes) and all(r.endswith(f"src {node.address('mesh')}") for r in routes)
+
+
+def test_faas_services_are_not_started_at_boot(default_eval):
+    """The FaaS experiment starts its own orchestrator, workers and plugs on these ports."""
+    got, _ = default_eval
+    plan = make_plan(scaled_topology(str(ROOT / COMPOSITIONS["beaglepaas"][0]), {"worker": 2}))
+    roles = got["compositions"]["beaglepaas"]["vm"]["roles"]
+    orch = roles["orchestrator"]["services"]["edgelab-beaglepaas-orchestrator"]
+    assert orch["wantedBy"] == []
+    argv = shlex.split(orch["script"])
+    assert argv[argv.index("--bind") + 1] == plan.node("orchestrator-1").address("lan")
+    assert roles["worker"]["services"]["edgelab-beaglepaas-worker"]["wantedBy"] == []
+    meter = roles["power"]["services"]["edgelab-power-meter"]
+    argv = shlex.split(meter["serviceConfig"]["ExecStart"])
+    assert meter["wantedBy"] == [] and argv[argv.index("--bind") + 1] == plan.node("power-1").address("lan")
+    # Quiet boot without a second loglevel= (NixOS passes loglevel=<consoleLogLevel>).
+    assert roles["worker"]["consoleLogLevel"] == 3
+    assert not any(p.startswith("loglevel=") for p in roles["worker"]["kernelParams"])
+
+
+def nxc_setup(tmp_path: Path, params: list[str]) -> Path:
+    """setup.toml with [override-params] written by nxc's own code (nixos_compose.setup.apply_setup)."""
+    nxc_setup_mod = pytest.importorskip("nixos_compose.setup", reason="nixos-compose (venv) is needed to write override-params")
+    env = tmp_path / "env"
+    env.mkdir()
+    shutil.copy(ROOT / "setup.toml", env / "setup.toml")
+    shutil.copy(ROOT / "flake.nix", env / "flake.nix")
+    ctx = types.SimpleNamespace(envdir=str(env), elog=print, wlog=print, log=print, vlog=print)
+    nxc_setup_mod.apply_setup(ctx, None, None, None, None, None, params, None)
+    return env / "setup.toml"
+
+
+def test_setup_params_as_nxc_passes_them(tmp_path):
+    """`--setup-param batman=true mesh_phones=3 relays=2`: nxc keeps "true" a string; it is coerced."""
+    setup = nxc_setup(tmp_path, ["batman=true", "mesh_phones=3", "relays=2", "k3s_phones=2"])
+    text = setup.read_text()
+    assert "[override-params]" in text and 'batman = "true"' in text
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    write_plans(plans, {"mesh_phones": 3, "relays": 2, "k3s_phones": 2})
+    got = nix_eval(f"planDir = {plans}; setupFile = {setup}; flavours = [ \"vm\" ];")
+    mesh = got["compositions"]["mesh"]["vm"]
+    assert mesh["rolesDistribution"] == {"phone": ["phone-1", "phone-2", "phone-3"]}
+    assert "edgelab-batman" in mesh["roles"]["phone"]["services"]
+    assert "batman_adv" in mesh["roles"]["phone"]["kernelModules"]
+    k3s = got["compositions"]["k3s-phones"]["vm"]
+    assert k3s["rolesDistribution"]["relay"] == ["relay-1", "relay-2"]
+    relay = k3s["roles"]["relay"]
+    assert relay["sysctl"]["net.ipv4.conf.all.send_redirects"] == 0
+    assert "--node-label edgelab/group=relay" in relay["k3s"]["extraFlags"]
+
+
+def test_bad_setup_param_names_the_parameter(tmp_path):
+    setup = nxc_setup(tmp_path, ["batman=maybe"])
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    write_plans(plans, {})
+    err = nix_eval(f"planDir = {plans}; setupFile = {setup}; only = \"mesh\"; flavours = [ \"vm\" ];", expect_ok=False)
+    assert "setup parameter batman must be true or false" in err and "maybe" in err
+
+
+@pytest.mark.parametrize("module,message", [
+    # A misspelt edgelab option.
+    ('{ edgelab.k3s.planNetwrok = "wlan"; }', "The option `edgelab.k3s.planNetwrok' does not exist"),
+    # A misspelt nixpkgs option.
+    ('{ services.k3s.extraFlag = "--x"; }', "The option `services.k3s.extraFlag' does not exist"),
+    # The 23.11 type: extraFlags is a string there, a list only from 24.05 on.
+    ('{ services.k3s.extraFlags = [ "--x" ]; }', "is not of type `string'"),
+    # A failed assertion: an agent that cannot join.
+    ('{ edgelab.k3s.serverAddr = pkgs.lib.mkForce ""; }', "edgelab.k3s.serverAddr must be set on an agent"),
+    # A bad systemd value, checked as nixpkgs checks it.
+    ('{ systemd.services.edgelab-netem.serviceConfig.Type = pkgs.lib.mkForce "oneshoot"; }', "Systemd service field `Type' cannot have value `oneshoot'"),
+])
+def test_mistakes_fail_the_evaluation(tmp_path, module, message):
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    write_plans(plans, {})
+    mod = tmp_path / "mistake.nix"
+    mod.write_text("{ pkgs, ... }: " + module + "\n")
+    err = nix_eval(f'planDir = {plans}; only = "k3s-phones"; flavours = [ "vm" ]; extraModules = [ {mod} ];',
+                   expect_ok=False)
+    assert message in err, err
