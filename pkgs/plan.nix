@@ -4,16 +4,21 @@
 # the group): role counts are parameters, handed to Topology.scaled. The
 # result is a JSON file that nix/lib.nix `readPlan` reads (import from
 # derivation). Its name carries the counts, e.g. k3s-phones-phone3-relay0.json.
+#
+# The planner needs only the standard library and PyYAML, so it runs from the
+# source of the `edgelab` directory, not the full package (no OpenCV build,
+# no execo, for a plan).
 { pkgs
-, edgelab ? pkgs.python3Packages.callPackage ./edgelab.nix { execo = pkgs.python3Packages.execo or null; }
 , topology
 , counts ? { }
 , name ? "edgelab-plan"
 }:
 let
-  py = pkgs.python3.withPackages (_: [ edgelab ]);
+  py = pkgs.python3.withPackages (ps: [ ps.pyyaml ]);
   args = pkgs.lib.mapAttrsToList (g: n: "${g}=${toString n}") counts;
 in
 pkgs.runCommand (import ../nix/plan-name.nix { inherit name counts; }) { } ''
-  ${py}/bin/python ${../nix/make_plan.py} ${topology} ${pkgs.lib.escapeShellArgs args} > $out
+  mkdir src
+  cp -r ${../edgelab} src/edgelab
+  PYTHONPATH=src ${py}/bin/python ${../nix/make_plan.py} ${topology} ${pkgs.lib.escapeShellArgs args} > $out
 ''

@@ -307,3 +307,32 @@ def test_mistakes_fail_the_evaluation(tmp_path, module, message):
     err = nix_eval(f'planDir = {plans}; only = "k3s-phones"; flavours = [ "vm" ]; extraModules = [ {mod} ];',
                    expect_ok=False)
     assert message in err, err
+
+
+def test_flake_outputs_with_nxc_compose(tmp_path):
+    """flake.nix through nxc's real compose.nix: every composition x flavour, the
+    `composition::<flavour>` names `nxc build -f <flavour>` asks for
+    (nixos_compose/commands/cmd_build.py:248-251), NixOS tests with every planned
+    node, and a dev shell with what `nxc start` runs (qemu, vde_switch)."""
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    counts = write_plans(plans, {})
+    expr = f"import {ROOT}/nix/eval/flake.nix {{ root = {ROOT}; nixpkgsLib = {NIXPKGS_LIB}; nxcSrc = {NXC}; planDir = {plans}; }}"
+    proc = subprocess.run([NIX, "--readonly-mode", "--eval", "--strict", "--json", "-E", expr],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    for comp in COMPOSITIONS:
+        for flavour in ("vm", "vm-ramdisk", "g5k-ramdisk", "g5k-image"):
+            assert f"{comp}::{flavour}" in got["packages"]
+    for flavour in ("vm", "g5k-ramdisk"):
+        assert f"composition::{flavour}" in got["packages"]
+    assert {"modules-eval", "plan-agreement", "edgelab"} <= set(got["checks"])
+    assert {"qemu-8.1.2", "vde2-2.3.3", "python3.11-nixos-compose-0.7.11"} <= set(got["shell"])
+    for comp, (topology, _) in COMPOSITIONS.items():
+        test = got["nixosTests"][f"nixos-test-{comp}"]
+        plan = make_plan(scaled_topology(str(ROOT / topology), counts[comp]))
+        assert sorted(test["nodes"]) == sorted(n.name for n in plan.nodes)
+        if comp == "k3s-phones":
+            assert test["nodes"]["server-1"] >= 3072 and min(test["nodes"].values()) >= 2048
+        compile(test["testScript"], f"nixos-test-{comp}", "exec")

@@ -105,6 +105,11 @@ in
           { imageName = lib.toLower name; imageTag = if tag == null then "hash" else tag; });
   };
 
+  # nixos/lib/testing: the NixOS test framework; here it only keeps its arguments.
+  testers.runNixOSTest = args: mkDrv "vm-test-run-${args.name}" "" { inherit (args) nodes testScript; };
+  mkShell = args@{ packages ? [ ], ... }: mkDrv "nix-shell" "" { inherit packages; };
+  nixpkgs-fmt = pkg "nixpkgs-fmt" "1.3.0";
+
   k3s = pkg "k3s" "1.27.6+k3s1";
   kubectl = pkg "kubectl" "1.28.3";
   busybox = pkg "busybox" "1.36.1";
