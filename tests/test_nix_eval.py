@@ -182,6 +182,9 @@ def test_k3s_workload_is_a_deployment_behind_a_loadbalancer(default_eval):
     server = got["compositions"]["k3s-phones"]["vm"]["roles"]["server"]
     manifest = [r for r in server["tmpfiles"] if "/server/manifests/edgelab-phone.yaml" in r]
     assert len(manifest) == 1
+    # Where tools on the nodes (and the nxc backend) learn the Service's port.
+    for r in got["compositions"]["k3s-phones"]["vm"]["roles"].values():
+        assert "edgelab/k3s-services.json" in r["etc"]
     script = got["compositions"]["k3s-phones"]["vm"]["testScript"]
     assert "modprobe xt_multiport" in script and "/detect" in script
     plan = make_plan(scaled_topology(str(ROOT / COMPOSITIONS["k3s-phones"][0]), counts["k3s-phones"]))
@@ -214,7 +217,12 @@ def test_workload_manifest_content(tmp_path):
     assert ctr["resources"]["limits"] == {"cpu": f"{round(phone.resources.cpu * phone.resources.speed * 1000)}m",
                                           "memory": f"{phone.resources.memory_mib}Mi"}
     assert svc["kind"] == "Service" and svc["spec"]["type"] == "LoadBalancer"
-    assert svc["spec"]["ports"][0]["port"] == 8080 and svc["spec"]["selector"] == {"app": "edgelab-phone"}
+    # Not the experiments' own APP_PORT (8080 on the server), which ServiceLB would capture.
+    from edgelab.scenarios.app import APP_PORT
+
+    port = svc["spec"]["ports"][0]
+    assert port["port"] == 8081 != APP_PORT and port["targetPort"] == ctr["ports"][0]["containerPort"] == 8080
+    assert svc["spec"]["selector"] == {"app": "edgelab-phone"}
 
 
 def test_mesh_routes_leave_with_the_mesh_address(default_eval):
@@ -275,6 +283,18 @@ def test_setup_params_as_nxc_passes_them(tmp_path):
     relay = k3s["roles"]["relay"]
     assert relay["sysctl"]["net.ipv4.conf.all.send_redirects"] == 0
     assert "--node-label edgelab/group=relay" in relay["k3s"]["extraFlags"]
+
+
+def test_nxc_leaves_override_params_in_setup_toml(tmp_path):
+    """Evidence for docs/nix.md: nxc writes [override-params] into setup.toml and a later
+    build *without* --setup-param does not remove them from the file (it deletes them
+    in memory only, nixos_compose/setup.py:52-69), so they still apply. Callers must
+    pass every parameter each time (the nxc backend does)."""
+    setup = nxc_setup(tmp_path, ["k3s_phones=8"])
+    nxc_setup_mod = pytest.importorskip("nixos_compose.setup")
+    ctx = types.SimpleNamespace(envdir=str(setup.parent), elog=print, wlog=print, log=print, vlog=print)
+    nxc_setup_mod.apply_setup(ctx, None, None, None, None, None, [], None)
+    assert "[override-params]" in setup.read_text() and "k3s_phones = 8" in setup.read_text()
 
 
 def test_bad_setup_param_names_the_parameter(tmp_path):

@@ -16,7 +16,13 @@ let
   network = "wlan";
   serverIp = c.elib.addressOf plan server network;
   phone = builtins.head (c.elib.nodesOfGroup plan "phone");
-  port = 8080;
+  # The Service's port on every node. Not 8080: the experiments' own phone
+  # service (edgelab/scenarios/app.py APP_PORT) listens there on the server,
+  # and ServiceLB would capture that port on every node.
+  port = 8081;
+  # What the Service is, for tools on the nodes (and the nxc backend):
+  # http://<any node's plan address>:<port>/detect.
+  serviceInfo = { edgelab-phone = { type = "LoadBalancer"; inherit port network; path = "/detect"; health = "/healthz"; }; };
   ipOf = n: c.elib.addressOf plan n.name network;
 
   # The workload, applied by the k3s server at start (server/manifests).
@@ -43,8 +49,9 @@ let
               name = "phone";
               image = c.images.refs.phone;
               imagePullPolicy = "Never";
-              ports = [{ containerPort = port; }];
-              readinessProbe = { httpGet = { path = "/healthz"; inherit port; }; periodSeconds = 2; };
+              # The image's command listens on 8080 (pkgs/k3s-images.nix).
+              ports = [{ containerPort = 8080; }];
+              readinessProbe = { httpGet = { path = "/healthz"; port = 8080; }; periodSeconds = 2; };
               resources = {
                 requests = { cpu = "100m"; memory = "128Mi"; };
                 limits = {
@@ -64,13 +71,18 @@ let
       spec = {
         type = "LoadBalancer";
         selector.app = "edgelab-phone";
-        ports = [{ name = "http"; inherit port; targetPort = port; protocol = "TCP"; }];
+        ports = [{ name = "http"; inherit port; targetPort = 8080; protocol = "TCP"; }];
       };
     }
   ];
   # JSON documents are YAML documents; k3s reads multi-document files.
   workloadManifest = pkgs.writeText "edgelab-phone.yaml"
     (lib.concatMapStrings (o: "---\n" + builtins.toJSON o + "\n") workload);
+
+  k3sBase = {
+    imports = [ (c.base planFile plan) ];
+    environment.etc."edgelab/k3s-services.json".text = builtins.toJSON serviceInfo;
+  };
 
   k3sNode = role: group: {
     enable = true;
@@ -84,7 +96,7 @@ let
 
   # A phone (or relay) node: small-device profile, k3s agent, the workload image.
   phoneRole = group: { config, ... }: {
-    imports = [ (c.base planFile plan) ];
+    imports = [ k3sBase ];
     edgelab.phone = {
       enable = true;
       memoryMiB = phone.resources.memory_mib;
@@ -99,7 +111,7 @@ in
 {
   roles = {
     server = { ... }: {
-      imports = [ (c.base planFile plan) ];
+      imports = [ k3sBase ];
       edgelab.netem.enable = true;
       edgelab.k3s = k3sNode "server" "server" // {
         manifests.edgelab-phone = workloadManifest;
