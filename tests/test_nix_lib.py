@@ -260,3 +260,28 @@ def test_flake_lock_is_valid_and_pins_both_inputs():
     flake = (ROOT / "flake.nix").read_text()
     assert 'nxc.inputs.nixpkgs.follows = "nixpkgs"' in flake
     assert 'github:NixOS/nixpkgs/23.11' in flake and 'github:oar-team/nixos-compose/23.11' in flake
+
+
+# ------------------------------------------------------------- CI workflow
+
+def test_workflow_prepares_what_nxc_start_needs():
+    """The GitHub workflow: an ssh key before `nxc start` (nxc reads ~/.ssh/id_rsa.pub),
+    3 GiB VMs for k3s, every VM answering ssh before `nxc driver -t`, and the NixOS
+    tests of every composition built with KVM."""
+    import yaml
+
+    wf = yaml.safe_load((ROOT / ".github/workflows/nix.yml").read_text())
+    steps = wf["jobs"]["compositions"]["steps"]
+    runs = [s.get("run", "") for s in steps]
+    keygen = next(i for i, r in enumerate(runs) if "ssh-keygen" in r)
+    start = next(i for i, r in enumerate(runs) if "nxc start" in r)
+    assert keygen < start
+    start_step = steps[start]
+    assert int(start_step["env"]["MEM"]) >= 3072
+    script = start_step["run"]
+    assert script.index("ssh ") < script.index("nxc driver -t") and "22021 + id" in script
+    matrix = wf["jobs"]["nixos-tests"]["strategy"]["matrix"]["composition"]
+    assert sorted(matrix) == sorted(COMPOSITIONS)
+    assert "nixos-test-${{ matrix.composition }}" in wf["jobs"]["nixos-tests"]["steps"][-1]["run"]
+    shell = (ROOT / "flake.nix").read_text()
+    assert "pkgs.qemu_kvm" in shell and "pkgs.vde2" in shell
