@@ -108,6 +108,8 @@ def test_every_role_evaluates(default_eval, composition, flavour):
         # What experiments run on nodes over SSH.
         assert {"python3-3.11.6-env", "iperf-3.15", "iproute2-6.5.0"} <= set(r["packages"]), (role, r["packages"])
         assert r["etc"]["edgelab/plan.json"].endswith(plan_name(composition, counts[composition]))
+        # k3s units only where k3s runs (an empty `k3s` unit used to be defined everywhere).
+        assert ("k3s" in r["services"]) == (composition == "k3s-phones"), (role, sorted(r["services"]))
     # The testScript has every placeholder filled in and is Python.
     assert "@" not in re.sub(r"@/tmp/\w+\.png", "", c["testScript"]), c["testScript"]
     compile(c["testScript"], f"{composition}/test.py", "exec")
