@@ -177,9 +177,12 @@ in
         }
       ];
 
-      # nixpkgs 23.11 services.k3s: enable, package, role, serverAddr,
-      # tokenFile (nullOr path), configPath (nullOr path) and extraFlags, a
-      # `str` (a list is accepted only from 24.05 on; a string works on both).
+      # nixpkgs 23.11 services.k3s (nixos/modules/services/cluster/k3s/default.nix,
+      # read at nixpkgs 01f31c2e): role enum :25-32, serverAddr str :34-39,
+      # tokenFile nullOr path :51-55, extraFlags `str` :57-62 (a list only
+      # from 24.05 on; a string works on both), configPath nullOr path :70-74
+      # (-> `--config`, ExecStart :107-117), agent assertions :80-89.
+      # Mirrored with these types in nix/eval/nixos-options.nix.
       services.k3s = {
         enable = true;
         inherit (cfg) role tokenFile package;

@@ -6,6 +6,10 @@
 # type, a failed assertion. Used by nix/eval/default.nix and
 # tests/test_nix_eval.py; the real thing is `nix flake check` (docs/nix.md).
 #
+# A module that sets a nixpkgs option not declared here fails the evaluation
+# test ("option does not exist"): declare it here, with its 23.11 type, citing
+# the nixpkgs file.
+#
 # Sources (nixpkgs 23.11 tree):
 #   nixos/lib/systemd-unit-options.nix   unitOption, sharedOptions, serviceOptions, checkService
 #   nixos/lib/systemd-lib.nix            unitNameType
