@@ -285,3 +285,15 @@ def test_workflow_prepares_what_nxc_start_needs():
     assert "nixos-test-${{ matrix.composition }}" in wf["jobs"]["nixos-tests"]["steps"][-1]["run"]
     shell = (ROOT / "flake.nix").read_text()
     assert "pkgs.qemu_kvm" in shell and "pkgs.vde2" in shell
+
+
+def test_setup_params_keep_the_names_the_nxc_backend_passes():
+    """The nxc backend passes plan counts as --setup-param with these names; every
+    one is read by compositions/compositions.nix."""
+    import tomllib
+
+    params = tomllib.loads((ROOT / "setup.toml").read_text())["params"]
+    assert {"k3s_phones", "workers", "mesh_phones", "batman", "relays"} <= set(params)
+    text = (ROOT / "compositions/compositions.nix").read_text()
+    for name in params:
+        assert f'"{name}"' in text, name
