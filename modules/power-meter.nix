@@ -66,7 +66,8 @@ in
     systemd.services.edgelab-power-meter = {
       description = "edgelab Tasmota-compatible power meter";
       wantedBy = lib.optional cfg.startAtBoot "multi-user.target";
-      after = [ "network.target" ];
+      # Its bind address may be a plan address, which edgelab-netem adds.
+      after = [ "network.target" "edgelab-netem.service" ];
       serviceConfig = {
         ExecStart = lib.escapeShellArgs ([ "${top.python}/bin/python" "-m" "edgelab.services.power"
           "--bind" cfg.bind "--port" (toString cfg.port) "--topic" cfg.topic
