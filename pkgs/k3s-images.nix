@@ -26,7 +26,10 @@
 let
   inherit (pkgs) lib dockerTools;
 
-  entry = pkgs.writeShellScript "edgelab-servicelb-entry" ''
+  # A bin/ package, so that it (and the bash it runs on) is in copyToRoot's
+  # closure and thus in the image: the config's Entrypoint alone would not
+  # bring a store path into the layer.
+  entry = pkgs.writeShellScriptBin "edgelab-servicelb-entry" ''
     # klipper-lb's contract: forward SRC_PORT on this node to DEST_PORT of
     # each address in DEST_IPS (the Service's cluster IPs), protocol DEST_PROTO.
     set -eu
@@ -44,26 +47,31 @@ let
     trap 'exit 0' TERM INT
     while :; do sleep 3600 & wait $!; done
   '';
+  # iptables' lock file and Python's temporary files need these.
+  scratchDirs = "mkdir -p run tmp && chmod 1777 tmp";
 in
 rec {
   pause = dockerTools.buildImage {
     name = "edgelab.local/pause";
     tag = "local";
     copyToRoot = pkgs.buildEnv { name = "edgelab-pause-root"; paths = [ pkgs.tini pkgs.busybox ]; };
+    extraCommands = scratchDirs;
     config.Entrypoint = [ "/bin/tini" "--" "/bin/sleep" "inf" ];
   };
 
   serviceLB = dockerTools.buildImage {
     name = "edgelab.local/servicelb";
     tag = "local";
-    copyToRoot = pkgs.buildEnv { name = "edgelab-servicelb-root"; paths = [ pkgs.busybox pkgs.iptables ]; };
-    config.Entrypoint = [ "${entry}" ];
+    copyToRoot = pkgs.buildEnv { name = "edgelab-servicelb-root"; paths = [ entry pkgs.busybox pkgs.iptables ]; };
+    extraCommands = scratchDirs;
+    config.Entrypoint = [ "/bin/edgelab-servicelb-entry" ];
   };
 
   phone = dockerTools.buildImage {
     name = "edgelab.local/phone";
     tag = "local";
     copyToRoot = pkgs.buildEnv { name = "edgelab-phone-root"; paths = [ python pkgs.busybox ]; };
+    extraCommands = scratchDirs;
     config = {
       Cmd = [ "${python}/bin/python" "-m" "edgelab.services.phone" "--bind" "0.0.0.0" "--port" "8080" ];
       ExposedPorts."8080/tcp" = { };

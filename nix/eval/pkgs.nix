@@ -97,10 +97,21 @@ in
   dockerTools = {
     # pkgs/build-support/docker/default.nix: gzip unless told otherwise,
     # output `docker-image-${baseNameOf name}.tar${ext}`.
-    buildImage = args@{ name, tag ? null, compressor ? "gz", ... }:
-      let ext = { none = ""; gz = ".gz"; zstd = ".zst"; }.${compressor}
-        or (throw "in docker image ${name}: compressor must be one of: [none gz zstd]");
-      in builtins.deepSeq (args.config or { })
+    # A store path the image's command names is only in the image when it is
+    # in copyToRoot's closure (the layer is built from copyToRoot alone):
+    # checked here for commands given as store paths.
+    buildImage = args@{ name, tag ? null, compressor ? "gz", copyToRoot ? null, ... }:
+      let
+        ext = { none = ""; gz = ".gz"; zstd = ".zst"; }.${compressor}
+          or (throw "in docker image ${name}: compressor must be one of: [none gz zstd]");
+        roots = map toString (lib.toList (copyToRoot.paths or copyToRoot));
+        commands = map toString ((args.config.Entrypoint or [ ]) ++ (args.config.Cmd or [ ]));
+        missing = builtins.filter
+          (c: lib.hasPrefix builtins.storeDir c && !(builtins.any (r: lib.hasPrefix r c) roots))
+          commands;
+      in
+      if missing != [ ] then throw "in docker image ${name}: ${builtins.head missing} is not in copyToRoot, so it is not in the image"
+      else builtins.deepSeq (args.config or { })
         (mkDrv "docker-image-${baseNameOf name}.tar${ext}" (builtins.toJSON (args.config or { }))
           { imageName = lib.toLower name; imageTag = if tag == null then "hash" else tag; });
   };
