@@ -297,3 +297,19 @@ def test_setup_params_keep_the_names_the_nxc_backend_passes():
     text = (ROOT / "compositions/compositions.nix").read_text()
     for name in params:
         assert f'"{name}"' in text, name
+
+
+def test_plan_builds_from_the_sources_with_only_pyyaml(tmp_path):
+    """pkgs/plan.nix runs nix/make_plan.py with a Python that has only PyYAML and a
+    copy of edgelab/ (no OpenCV, no execo): the same here, site-packages off."""
+    import yaml
+
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "edgelab", src / "edgelab", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(Path(yaml.__file__).parent, src / "yaml", ignore=shutil.ignore_patterns("__pycache__"))
+    proc = subprocess.run([sys.executable, "-S", str(ROOT / "nix/make_plan.py"),
+                           str(ROOT / "compositions/k3s-phones/topology.yaml"), "phone=2", "relay=0"],
+                          env={"PYTHONPATH": str(src), "PATH": os.environ.get("PATH", "")},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert [n["name"] for n in json.loads(proc.stdout)["nodes"]] == ["server-1", "phone-1", "phone-2"]
