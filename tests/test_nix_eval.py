@@ -358,3 +358,23 @@ def test_flake_outputs_with_nxc_compose(tmp_path):
         if comp == "k3s-phones":
             assert test["nodes"]["server-1"] >= 3072 and min(test["nodes"].values()) >= 2048
         compile(test["testScript"], f"nixos-test-{comp}", "exec")
+
+
+def test_kubeconfig_group_and_manifest_assertion(tmp_path):
+    """Options no composition sets are evaluated too: a kubeconfig group (0640 after
+    start, the group declared) and the assertion that only a server applies manifests."""
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    write_plans(plans, {})
+    mod = tmp_path / "group.nix"
+    mod.write_text('{ edgelab.k3s.kubeconfigGroup = "k3s-admin"; }\n')
+    got = nix_eval(f'planDir = {plans}; only = "k3s-phones"; flavours = [ "vm" ]; extraModules = [ {mod} ];')
+    roles = got["compositions"]["k3s-phones"]["vm"]["roles"]
+    post = roles["server"]["services"]["k3s"]["serviceConfig"]["ExecStartPost"]
+    assert any(p.endswith("chgrp k3s-admin /etc/rancher/k3s/k3s.yaml") for p in post)
+    assert any(p.endswith("chmod 0640 /etc/rancher/k3s/k3s.yaml") for p in post)
+    assert "k3s-admin" in roles["server"]["groups"] and "k3s-admin" not in roles["phone"]["groups"]
+    mod.write_text('{ pkgs, ... }: { edgelab.k3s.manifests.x = pkgs.writeText "x.yaml" "{}"; }\n')
+    err = nix_eval(f'planDir = {plans}; only = "k3s-phones"; flavours = [ "vm" ]; extraModules = [ {mod} ];',
+                   expect_ok=False)
+    assert "edgelab.k3s.manifests are applied by the server" in err
