@@ -4,16 +4,23 @@
 { pkgs, flavour ? { name = "vm"; }, iface ? null }:
 let
   elib = import ../nix/lib.nix;
+  vm = builtins.elem (flavour.name or "vm") [ "vm" "vm-ramdisk" ];
   # nxc's vm flavours put every node on one virtual switch, as eth1 (its
   # qemu script: `ip=192.168.1.$VM_ID:::::eth1`, nixos-compose
-  # nix/flavours/shared/common.nix:78); on Grid'5000 the testbed interface
-  # depends on the cluster, so it is a parameter.
+  # nix/flavours/shared/common.nix:78). On Grid'5000 the interface name
+  # depends on the cluster (predictable names: eno1, enp24s0f0np0...; the
+  # g5k flavours do not set net.ifnames=0), so, unless `iface` is given, the
+  # device of the default route is found at boot (nix/lib.nix defaultRouteDev).
   dev = if iface != null then iface
-    else if builtins.elem (flavour.name or "vm") [ "vm" "vm-ramdisk" ] then "eth1"
-    else "eth0";
+    else if vm then "eth1"
+    else elib.defaultRouteDev;
 in
 rec {
   inherit elib dev;
+  # k3s's flannel uses the default route's interface unless told: right on
+  # Grid'5000, wrong on the vm flavours (the default route is QEMU's
+  # user-mode eth0).
+  flannelIface = if iface != null then iface else if vm then "eth1" else null;
   mkPlan = args: import ../pkgs/plan.nix ({ inherit pkgs; } // args);
   # Every planned interface lands on the one testbed device.
   interfaceMap = plan:

@@ -234,6 +234,7 @@ in
           RemainAfterExit = true;
         };
         environment = lib.optionalAttrs (top.node != null) { EDGELAB_NODE = top.node; };
+        path = [ pkgs.iproute2 pkgs.coreutils pkgs.nettools ];
         # EDGELAB_K3S_CONFIG: where to write instead (tests run this script).
         script = ''
           out="''${EDGELAB_K3S_CONFIG:-${configFile}}"

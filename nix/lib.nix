@@ -144,12 +144,29 @@ rec {
   # One shell script for a whole role image: at boot it picks this machine's
   # commands by hostname (NixOS-Compose sets the hostname per node, all nodes
   # of a role share one image). Unknown hostnames fail loudly.
-  perNodeScript = { plan, names ? nodeNames plan, commandsFor, hostnameCmd ? "hostname" }:
+  #
+  # A device may be given as `$EDGELAB_DEV` (defaultRouteDev): the device of
+  # this machine's IPv4 default route, found at boot. Grid'5000 nodes have
+  # predictable interface names that differ between clusters (eno1,
+  # enp24s0f0np0...), and their testbed network is the one the default route
+  # uses; the vm flavours name theirs (eth1).
+  perNodeScript = { plan, names ? nodeNames plan, commandsFor, hostnameCmd ? "hostname", requireDev ? false }:
     let
       branch = name:
         [ "  ${shQuote name})" ] ++ map (c: "    " + c) (commandsFor name) ++ [ "    ;;" ];
       lines = [
         "set -eu"
+        "if [ -z \"\${EDGELAB_DEV:-}\" ]; then"
+        "  set -- $(ip -o -4 route show default 2>/dev/null || true)"
+        "  while [ $# -gt 1 ] && [ \"$1\" != dev ]; do shift; done"
+        "  if [ \"\${1:-}\" = dev ]; then EDGELAB_DEV=\${2:-}; else EDGELAB_DEV=; fi"
+        "fi"
+      ] ++ (if requireDev then [
+        "if [ -z \"$EDGELAB_DEV\" ]; then"
+        "  echo 'edgelab: this machine has no IPv4 default route, so its testbed device is unknown; give the composition `iface`' >&2"
+        "  exit 1"
+        "fi"
+      ] else [ ]) ++ [
         "node=\"\${EDGELAB_NODE:-$(${hostnameCmd})}\""
         "case \"$node\" in"
       ] ++ concatLists (map branch names) ++ [
@@ -160,6 +177,9 @@ rec {
         "esac"
       ];
     in concatStringsSep "\n" lines + "\n";
+
+  # The device name that stands for "the default route's device, at boot".
+  defaultRouteDev = "$EDGELAB_DEV";
 
   # Node address by name on a network (for serverAddr, orchestrator address).
   addressOf = plan: name: network:

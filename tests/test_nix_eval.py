@@ -115,12 +115,29 @@ def test_every_role_evaluates(default_eval, composition, flavour):
     compile(c["testScript"], f"{composition}/test.py", "exec")
 
 
-def test_flavour_decides_the_testbed_device(default_eval):
+def test_flavour_decides_the_testbed_device(default_eval, tmp_path):
+    """vm: eth1 (nxc's vde switch); g5k-ramdisk: the default route's device, found at
+    boot (Grid'5000 interface names differ between clusters), flannel left to k3s."""
     got, _ = default_eval
-    for flavour, dev in (("vm", "eth1"), ("g5k-ramdisk", "eth0")):
-        phone = got["compositions"]["k3s-phones"][flavour]["roles"]["phone"]
-        assert f"--flannel-iface {dev}" in phone["k3s"]["extraFlags"]
-        assert f"--dev {dev} " in phone["services"]["edgelab-netem"]["script"]
+    vm = got["compositions"]["k3s-phones"]["vm"]["roles"]["phone"]
+    assert "--flannel-iface eth1" in vm["k3s"]["extraFlags"]
+    assert "--dev eth1 " in vm["services"]["edgelab-netem"]["script"]
+    g5k = got["compositions"]["k3s-phones"]["g5k-ramdisk"]["roles"]["phone"]
+    assert "--flannel-iface" not in g5k["k3s"]["extraFlags"]
+    script = g5k["services"]["edgelab-netem"]["script"]
+    assert "--dev $EDGELAB_DEV " in script
+    # The boot-time lookup, with an `ip` that answers as a Grid'5000 node would.
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "ip").write_text("#!/bin/sh\necho 'default via 172.16.63.254 dev enp24s0f0np0 proto dhcp src 172.16.48.5 metric 100'\n")
+    (shim / "ip").chmod(0o755)
+    probe = script.split('node="')[0] + 'echo "dev=$EDGELAB_DEV"\n'
+    proc = subprocess.run(["bash", "-c", probe], env={"PATH": f"{shim}:/usr/bin:/bin"}, capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "dev=enp24s0f0np0", (proc.stdout, proc.stderr)
+    # No default route: a clear error, not `ip ... dev ` failing later.
+    (shim / "ip").write_text("#!/bin/sh\nexit 0\n")
+    proc = subprocess.run(["bash", "-c", probe], env={"PATH": f"{shim}:/usr/bin:/bin"}, capture_output=True, text=True)
+    assert proc.returncode == 1 and "no IPv4 default route" in proc.stderr and "iface" in proc.stderr
 
 
 def run_script(script: str, tmp_path: Path, node: str, **env: str) -> subprocess.CompletedProcess:

@@ -88,7 +88,7 @@ let
     enable = true;
     inherit role;
     tokenFile = c.k3sToken;
-    flannelIface = c.dev;
+    inherit (c) flannelIface;
     planNetwork = network;
     loadBalancerPorts = [ port ];
     extraFlags = [ "--node-label edgelab/group=${group}" ];
