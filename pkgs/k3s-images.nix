@@ -44,8 +44,11 @@ let
         -j DNAT --to-destination "$ip:$DEST_PORT"
       iptables -t nat -I POSTROUTING -d "$ip/32" -p "$DEST_PROTO" -j MASQUERADE
     done
-    trap 'exit 0' TERM INT
-    while :; do sleep 3600 & wait $!; done
+    # Stay up until the pod is stopped (PID 1 of the container: an explicit
+    # handler, and no sleep left behind).
+    sleeper=
+    trap 'kill $sleeper 2>/dev/null; exit 0' TERM INT
+    while :; do sleep 3600 & sleeper=$!; wait $sleeper || true; done
   '';
   # iptables' lock file and Python's temporary files need these.
   scratchDirs = "mkdir -p run tmp && chmod 1777 tmp";
@@ -77,6 +80,9 @@ rec {
       ExposedPorts."8080/tcp" = { };
     };
   };
+
+  # The ServiceLB entry script (tests run it in a private network namespace).
+  serviceLBEntry = entry;
 
   # "<image name>:<tag>" as containerd lists them once imported.
   refs = {

@@ -395,3 +395,39 @@ def test_kubeconfig_group_and_manifest_assertion(tmp_path):
     err = nix_eval(f'planDir = {plans}; only = "k3s-phones"; flavours = [ "vm" ]; extraModules = [ {mod} ];',
                    expect_ok=False)
     assert "edgelab.k3s.manifests are applied by the server" in err
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("iptables"),
+                    reason="needs root, unshare and iptables (runs in a private network namespace)")
+def test_servicelb_stand_in_installs_klipper_lb_rules():
+    """The offline ServiceLB image's entry (pkgs/k3s-images.nix), run as k3s runs
+    klipper-lb (SRC_PORT, DEST_PROTO, DEST_PORT, DEST_IPS), in a network namespace of
+    its own that disappears with it: it DNATs the port to each IPv4 cluster IP, stops
+    cleanly on SIGTERM, and refuses to run without IP forwarding."""
+    expr = (f'let lib = import {NIXPKGS_LIB}; pkgs = import {ROOT}/nix/eval/pkgs.nix {{ inherit lib; }}; '
+            f'in (import {ROOT}/pkgs/k3s-images.nix {{ inherit pkgs; }}).serviceLBEntry.text')
+    proc = subprocess.run([NIX, "--readonly-mode", "--eval", "--strict", "--json", "-E", expr],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    entry = json.loads(proc.stdout)
+    run = r'''
+        set -e
+        echo 1 > /proc/sys/net/ipv4/ip_forward
+        SRC_PORT=8081 DEST_PROTO=TCP DEST_PORT=8081 DEST_IPS="10.43.12.7 fd00::7" bash -c "$ENTRY" &
+        pid=$!
+        for _ in $(seq 1 100); do iptables -t nat -S POSTROUTING | grep -q MASQUERADE && break; sleep 0.05; done
+        iptables -t nat -S
+        kill -TERM $pid; rc=0; wait $pid || rc=$?; echo "exit=$rc"
+        echo 0 > /proc/sys/net/ipv4/ip_forward
+        rc=0; SRC_PORT=1 DEST_PROTO=TCP DEST_PORT=1 DEST_IPS=10.0.0.1 bash -c "$ENTRY" || rc=$?; echo "noforward=$rc"
+    '''
+    proc = subprocess.run(["unshare", "--net", "bash", "-c", run], env={**os.environ, "ENTRY": entry},
+                          capture_output=True, text=True, timeout=60)
+    out = proc.stdout
+    assert proc.returncode == 0, (out, proc.stderr)
+    dnat = [ln for ln in out.splitlines() if "DNAT" in ln]
+    assert len(dnat) == 1 and "--dport 8081" in dnat[0] and "--to-destination 10.43.12.7:8081" in dnat[0], out
+    assert any("-d 10.43.12.7/32" in ln and "MASQUERADE" in ln for ln in out.splitlines()), out
+    assert "fd00::7" not in out
+    assert "exit=0" in out and "noforward=1" in out and "ip_forward is off" in proc.stderr
