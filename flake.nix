@@ -89,7 +89,9 @@
               })
               hosts)
             set.rolesDistribution));
-          testScript = set.testScript;
+          # The NixOS driver boots a machine on its first command; boot them
+          # all at once (under nxc they are already up: `nxc start`).
+          testScript = "start_all()\n" + set.testScript;
         };
       compositionNames = builtins.attrNames compositions;
     in

@@ -374,6 +374,7 @@ def test_flake_outputs_with_nxc_compose(tmp_path):
         assert sorted(test["nodes"]) == sorted(n.name for n in plan.nodes)
         if comp == "k3s-phones":
             assert test["nodes"]["server-1"] >= 3072 and min(test["nodes"].values()) >= 2048
+        assert test["testScript"].startswith("start_all()\n")
         compile(test["testScript"], f"nixos-test-{comp}", "exec")
 
 
