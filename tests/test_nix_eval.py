@@ -432,3 +432,33 @@ def test_servicelb_stand_in_installs_klipper_lb_rules():
     assert any("-d 10.43.12.7/32" in ln and "MASQUERADE" in ln for ln in out.splitlines()), out
     assert "fd00::7" not in out
     assert "exit=0" in out and "noforward=1" in out and "ip_forward is off" in proc.stderr
+
+
+@pytest.mark.parametrize("args", [["-f", "vm"], ["-f", "g5k-ramdisk"], ["-C", "mesh::vm"]])
+def test_nxc_build_targets_are_flake_outputs(tmp_path, args):
+    """The real nxc CLI (venv) picks the flake attribute it builds; each is an output of
+    this flake (nix/eval/flake.nix). `nix` is a shim: nothing is built."""
+    nxc_bin = Path(sys.executable).parent / "nxc"
+    if not nxc_bin.exists():
+        pytest.skip("nixos-compose is not installed in the venv")
+    env_dir = tmp_path / "env"
+    env_dir.mkdir()
+    for name in ("flake.nix", "setup.toml", "nxc.json"):
+        shutil.copy(ROOT / name, env_dir / name)
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "nix").write_text("#!/bin/sh\ncase \"$*\" in *flavoursJson*) exit 1 ;; esac\nexit 0\n")
+    (shim / "nix").chmod(0o755)
+    proc = subprocess.run([str(nxc_bin), "--envdir", str(env_dir), "build", *args, "--dry-run"],
+                          env={**os.environ, "PATH": f"{shim}:{os.environ['PATH']}"},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    target = re.search(r"\.#packages\.x86_64-linux\.(\S+)", proc.stdout).group(1)
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    write_plans(plans, {})
+    expr = f"(import {ROOT}/nix/eval/flake.nix {{ root = {ROOT}; nixpkgsLib = {NIXPKGS_LIB}; nxcSrc = {NXC}; planDir = {plans}; }}).packages"
+    out = subprocess.run([NIX, "--readonly-mode", "--eval", "--strict", "--json", "-E", expr],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert target in json.loads(out.stdout), (target, args)
