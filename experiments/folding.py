@@ -128,7 +128,16 @@ def main(argv=None) -> int:
     warm = a.warm_host and a.backend == "local"
     warmer = HostWarmer() if warm else contextlib.nullcontext()
 
+    took: dict[int, list[float]] = {}  # seconds per point of each factor, to plan adaptive rounds
+
     def measure(point, run):
+        t = time.monotonic()
+        try:
+            return _measure(point, run)
+        finally:
+            took.setdefault(point["factor"], []).append(time.monotonic() - t)
+
+    def _measure(point, run):
         if warm:
             run.record_facts({"host_warmer": warmer.description})
         load = FoldLoad(seconds=a.seconds, rate_rps=a.rate, image_bytes=a.image_kb * 1000, seed=1 + point["rep"])
@@ -145,12 +154,15 @@ def main(argv=None) -> int:
             reps = planned(points)
             extra = more_points(verdict, reps, a.max_reps)
             spent = time.monotonic() - t0
-            per_point = spent / max(1, len(points))
             if not extra:
                 break
-            if spent + per_point * len(extra) > a.budget:
+            mean = sum(map(sum, took.values())) / max(1, sum(map(len, took.values())))
+            need = sum(sum(took[p["factor"]]) / len(took[p["factor"]]) if took.get(p["factor"]) else mean
+                       for p in extra)
+            if spent + need > a.budget:
                 console.print(f"adaptive repetitions stop: the next round ({len(extra)} points, about "
-                              f"{per_point * len(extra):.0f} s) would exceed the {a.budget:g} s budget", highlight=False, soft_wrap=True)
+                              f"{need:.0f} s) would exceed the {a.budget:g} s budget ({spent:.0f} s spent)",
+                              highlight=False, soft_wrap=True)
                 break
             console.print(f"adaptive round: factors {', '.join(str(p['factor']) for p in extra)} undecided; "
                           f"one more repetition each", highlight=False, soft_wrap=True)
