@@ -91,6 +91,10 @@ class FoldingResult:
         if self.first_unfaithful is not None:
             worst = ", ".join(f"{m} {w:.1%}" for m, _, w in self.violations)
             s += f" Factor {self.first_unfaithful} exceeds it: {worst}."
+        else:
+            tested = sorted(int(f) for f in self.table[PARAM].unique()) if not self.table.empty else []
+            s += (f" Every tested factor ({', '.join(map(str, tested))}) is faithful: no limit found, "
+                  f"larger factors were not tested.")
         return s
 
 

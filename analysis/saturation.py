@@ -49,7 +49,9 @@ class SaturationResult:
         """One sentence for the report."""
         if self.n is None:
             top = int(self.curve[PARAM].max()) if not self.curve.empty else 0
-            return (f"No saturation up to {top} phones: aggregate goodput still rose by at least "
+            tested = ", ".join(str(int(n)) for n in self.curve[PARAM]) if not self.curve.empty else "none"
+            return (f"No saturation up to {top} phones, the largest count tested ({tested}; a limit, if any, "
+                    f"lies beyond): aggregate goodput still rose by at least "
                     f"{self.epsilon:.0%} per step" + (f" and p95 latency stayed below {self.threshold_ms:g} ms"
                                                       if self.threshold_ms is not None else "") + ".")
         row = self.curve[self.curve[PARAM] == self.n].iloc[0]

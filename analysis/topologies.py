@@ -49,15 +49,33 @@ def capacity(fits: pd.DataFrame) -> pd.DataFrame:
     for key, grp in fits.groupby(group, sort=True):
         key = key if isinstance(key, tuple) else (key,)
         best: Optional[int] = None
+        failing: Optional[int] = None
         for r in grp.sort_values("n_phones").itertuples():
             if not r.fits:
+                failing = int(r.n_phones)
                 break
             best = int(r.n_phones)
-        rows.append({**dict(zip(group, key)), "max_phones": best,
+        rows.append({**dict(zip(group, key)), "max_phones": best, "first_failing": failing,
                      "measured_phones": ",".join(str(int(n)) for n in sorted(grp["n_phones"]))})
     out = pd.DataFrame(rows)
-    out["max_phones"] = out["max_phones"].astype("Int64")  # None stays missing, not NaN-as-float
+    for col in ("max_phones", "first_failing"):
+        out[col] = out[col].astype("Int64")  # None stays missing, not NaN-as-float
     return out
+
+
+def bound_text(max_phones, first_failing, measured: str) -> str:
+    """What a capacity says about what was tested: a limit found (the next count failed) is
+    not the same as "everything tested fit", and one measured count bounds nothing."""
+    phones = lambda n: f"{n} phone{'s' if n != 1 else ''}"  # noqa: E731
+    if pd.isna(max_phones):
+        return f"no phone count fits ({phones(int(first_failing))} failed)" if not pd.isna(first_failing) \
+            else "no phone count fits"
+    if not pd.isna(first_failing):
+        return f"fits up to {phones(int(max_phones))} ({int(first_failing)} failed)"
+    counts = [c for c in str(measured).split(",") if c]
+    if len(counts) <= 1:
+        return f"fits at {phones(int(max_phones))}, the only count tested (no limit found)"
+    return f"fits all tested, up to {phones(int(max_phones))} (no limit found)"
 
 
 def fitting_rates(fits: pd.DataFrame) -> pd.DataFrame:
@@ -86,8 +104,7 @@ class TopologiesResult:
         for r in self.capacity.to_dict("records"):
             where = r["network"] + (f" ({int(r['hops'])} hops)" if r.get("hops", 1) not in (1, None) else "")
             rate = f" at {r['rate_rps']:g} req/s" if "rate_rps" in r else ""
-            n = "no phone count" if pd.isna(r["max_phones"]) else f"up to {r['max_phones']} phones"
-            parts.append(f"{where}{rate}: {n}")
+            parts.append(f"{where}{rate}: {bound_text(r['max_phones'], r['first_failing'], r['measured_phones'])}")
         return (f"Configurations fit when error rate < {self.max_error_rate:.0%} and p95 < {self.threshold_ms:g} ms. "
                 + "; ".join(parts) + ".")
 

@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .errors import EdgelabError
+from .health import Check, cause, checks_of, failed, record_health
 from .results import Measurement, ResultsStore, Run, point_id
 
 console = Console(stderr=True)
@@ -69,6 +70,8 @@ class Outcome:
     measured: int = 0
     skipped_done: int = 0
     failed: list[str] = field(default_factory=list)
+    #: point id -> cause, for points whose health checks failed (measured, but excluded)
+    unhealthy: dict[str, str] = field(default_factory=dict)
 
 
 def run_sweep(*, experiment: str, points: Sequence[dict], param_names: Sequence[str], measure: MeasureFn,
@@ -98,12 +101,16 @@ def run_sweep(*, experiment: str, points: Sequence[dict], param_names: Sequence[
                     progress.update(task, description=f"{experiment} [{describe(point)}]")
                     t0 = time.monotonic()
                     try:
-                        rows = list(measure(point, run))
+                        got = measure(point, run)
+                        checks = checks_of(got)
+                        rows = list(got)
                         if received:  # a signal arrived and something swallowed it: the point is suspect
                             raise Interrupted(received[0])
                     except Exception as exc:  # noqa: BLE001 - recorded, then re-raised or skipped
                         if received:  # the failure is the signal's doing (e.g. a killed wait)
                             raise Interrupted(received[0]) from exc
+                        record_health(run.path, point_id(point),
+                                      [Check("measurement", False, f"{type(exc).__name__}: {exc}")], None, "failed")
                         if not keep_going:
                             raise
                         sweep.failed(point, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
@@ -112,13 +119,30 @@ def run_sweep(*, experiment: str, points: Sequence[dict], param_names: Sequence[
                         current = None
                         progress.advance(task)
                         continue
+                    if failed(checks):
+                        # Measured, but not a measurement: keep the rows aside, never in measurements.csv.
+                        why = cause(checks)
+                        keep_rejected(run, point, rows)
+                        record_health(run.path, point_id(point), checks, None, "unhealthy")
+                        sweep.failed(point, f"unhealthy: {why}")
+                        outcome.unhealthy[point_id(point)] = why
+                        console.print(f"[red]point {describe(point)} is unhealthy, excluded[/]: {why}",
+                                      highlight=False)
+                        current = None
+                        progress.advance(task)
+                        continue
+                    # The row count goes first: a crash mid-append then shows as an incomplete point.
+                    record_health(run.path, point_id(point), checks, len(rows), "healthy")
                     sweep.complete(point, rows)
                     current = None
                     outcome.measured += 1
                     progress.advance(task)
                     console.log(f"{describe(point)}: {len(rows)} measurements in {time.monotonic() - t0:.1f} s")
-        outcome.status = "complete" if not outcome.failed else "complete-with-failures"
+        outcome.status = "complete" if not (outcome.failed or outcome.unhealthy) else "complete-with-failures"
         run.finish(outcome.status)
+        if outcome.unhealthy:
+            console.print(f"[red]{len(outcome.unhealthy)} point(s) unhealthy, excluded from the results[/] "
+                          f"(causes in {run.path / 'health.json'})", highlight=False)
     except (Interrupted, KeyboardInterrupt) as exc:
         if sweep is not None and current is not None:
             sweep.cancel(current)
@@ -132,6 +156,17 @@ def run_sweep(*, experiment: str, points: Sequence[dict], param_names: Sequence[
         run.finish("failed")
         raise
     return outcome
+
+
+def keep_rejected(run: Run, point: dict, rows: Sequence[Measurement]) -> None:
+    """An unhealthy point's rows, for inspection only: ``raw/<point>/rejected_measurements.csv``."""
+    import csv
+
+    with open(run.raw_dir(point) / "rejected_measurements.csv", "w", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(["metric", "value", "unit", "node", "time"])
+        w.writerows([m.metric, repr(float(m.value)), m.unit, m.node, "" if m.time is None else repr(m.time)]
+                     for m in rows)
 
 
 def common_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -212,16 +247,31 @@ def dry_run(args: argparse.Namespace, topologies: Iterable, composition: Optiona
 
 
 def finish(outcome: Outcome, args: argparse.Namespace) -> int:
-    """After a sweep: the report (unless interrupted or ``--no-report``), then the exit code."""
+    """After a sweep: the report (unless interrupted or ``--no-report``), then the exit code.
+
+    The manifest says ``report: pending`` until the report is written, so a run
+    killed while reporting is still "unfinished" to ``--resume``, which reopens
+    it (nothing left to measure) and writes the report, instead of starting a
+    new run (:meth:`edgelab.results.ResultsStore.latest_unfinished`).
+    """
     if outcome.status != "interrupted" and not args.no_report:
         from .reporting import report_and_summarise
 
+        outcome.run.update_manifest(report="pending")
         report_and_summarise(outcome.run.path)
+        outcome.run.update_manifest(report="written")
     return exit_code(outcome)
 
 
+#: Exit status of an experiment script (documented in the README):
+#: 0 every point measured and healthy; 1 some point failed or was unhealthy (measured while
+#: a service, meter or delayer was dead, or with too few samples), so it is excluded from
+#: the results and the report's headline names it; 2 a usage or setup error; 130 interrupted.
+EXIT_OK, EXIT_POINTS_EXCLUDED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
 def exit_code(outcome: Outcome) -> int:
-    return {"complete": 0, "interrupted": 130}.get(outcome.status, 1)
+    return {"complete": EXIT_OK, "interrupted": EXIT_INTERRUPTED}.get(outcome.status, EXIT_POINTS_EXCLUDED)
 
 
 def main_guard(fn: Callable[[], int]) -> None:

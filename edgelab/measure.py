@@ -73,10 +73,14 @@ def _iperf3_failure(p: subprocess.Popen) -> str:
     """What an iperf3 client that exited early said: its JSON error, else its output's tail."""
     stdout, stderr = p.communicate()
     try:
-        parse_iperf3(stdout or "")
+        run = parse_iperf3(stdout or "")
     except BackendError as exc:
-        return str(exc)
-    return f"exited {p.returncode}: {(stderr or stdout or '')[-300:]!r}"
+        return str(exc) if stdout else f"exited {p.returncode}: {(stderr or '')[-300:]!r}"
+    except (KeyError, TypeError):   # JSON, but not a finished run's
+        return f"exited {p.returncode} without a result"
+    # A run that finished: what it says it moved, not its whole JSON.
+    return (f"iperf3 ended (exit {p.returncode}) after {run['seconds']:.1f} s having moved {run['bytes']} bytes "
+            f"({run['goodput_mbit']:.2f} Mbit/s) without its flow reaching {FLOW_STARTED_BYTES} bytes at the server")
 
 
 def concurrent_goodput(tb: Testbed, clients: Sequence[str], server: str, seconds: float = 5.0,

@@ -20,7 +20,8 @@ from pathlib import Path
 from ..backends import Testbed
 from ..measure import percentile
 from ..results import Measurement
-from .app import APP_PORT, _phones, _server, delivery_seconds
+from ..health import Measured, process_alive, service_errors
+from .app import APP_PORT, _phones, _server, delivery_seconds, sample_coverage, sum_kinds
 from .nodes import CpuMeter, Gate, python_of, start_services, stop
 
 
@@ -52,10 +53,13 @@ def run_fold(tb: Testbed, load: FoldLoad, raw: Path) -> list[Measurement]:
         cpu = CpuMeter(tb, phones).start()
         summary = json.loads(gate.collect(timeout=load.seconds + 60)[server])
         cpu.stop()
+        checks = [process_alive(f"phone service on {ph}", p) for ph, (p, _) in svcs.items()]
     finally:
         gate.kill()
         stop([p for p, _ in svcs.values()])
     (raw / "loadgen.json").write_text(json.dumps(summary, indent=1))
+    checks.append(service_errors("requests to the phones", sum_kinds([summary]), summary["requests"]))
+    checks += sample_coverage(cpu)
 
     rows: list[Measurement] = []
     all_lat: list[float] = []
@@ -76,4 +80,4 @@ def run_fold(tb: Testbed, load: FoldLoad, raw: Path) -> list[Measurement]:
                          "fraction")]
     if cpu.seconds and total_ok:
         rows.append(Measurement("cpu_time_ms_per_request", 1000 * sum(cpu.seconds.values()) / total_ok, "ms"))
-    return rows
+    return Measured(rows, checks)
