@@ -155,7 +155,7 @@ def apply_health(df: pd.DataFrame, health: dict[str, dict], file: Path) -> tuple
         want, have = rec.get("rows"), int(counts.get(pid, 0))
         if isinstance(want, int) and have != want:
             how = "missing from" if have == 0 else f"{have} of {want} rows in" if have < want else f"{have} rows (not {want}) in"
-            excluded.append((pid, f"{how} {file.name} — the file was truncated or edited after the run"))
+            excluded.append((pid, f"{how} {file.name} — its write was cut short, or the file was truncated or edited"))
     if excluded:
         df = df[~df["point"].isin({p for p, _ in excluded})].reset_index(drop=True)
     return df, excluded

@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .errors import EdgelabError
 from .health import Check, cause, checks_of, failed, record_health
-from .results import Measurement, ResultsStore, Run, point_id
+from .results import Measurement, ResultsStore, Run, now_iso, point_id
 
 console = Console(stderr=True)
 
@@ -77,8 +77,14 @@ class Outcome:
 def run_sweep(*, experiment: str, points: Sequence[dict], param_names: Sequence[str], measure: MeasureFn,
               params: dict, results_root: str | Path = "results", backend: str = "local",
               topology: Optional[dict] = None, resume: bool | str | Path = False,
-              keep_going: bool = False, describe: Callable[[dict], str] = point_id) -> Outcome:
-    """Measure every point not already done; see module docstring."""
+              keep_going: bool = False, describe: Callable[[dict], str] = point_id,
+              will_report: bool = False) -> Outcome:
+    """Measure every point not already done; see module docstring.
+
+    ``will_report``: :func:`finish` writes the report next; the manifest then says
+    ``report: pending`` in the same write that marks the run finished, so that a
+    kill at any instant before the report is written leaves a run ``--resume`` finishes.
+    """
     store = ResultsStore(results_root)
     run = store.open_run(experiment, params=params, param_names=param_names, topology=topology,
                          backend=backend, resume=resume)
@@ -139,7 +145,10 @@ def run_sweep(*, experiment: str, points: Sequence[dict], param_names: Sequence[
                     progress.advance(task)
                     console.log(f"{describe(point)}: {len(rows)} measurements in {time.monotonic() - t0:.1f} s")
         outcome.status = "complete" if not (outcome.failed or outcome.unhealthy) else "complete-with-failures"
-        run.finish(outcome.status)
+        if will_report:
+            run.update_manifest(status=outcome.status, ended=now_iso(), report="pending")
+        else:
+            run.finish(outcome.status)
         if outcome.unhealthy:
             console.print(f"[red]{len(outcome.unhealthy)} point(s) unhealthy, excluded from the results[/] "
                           f"(causes in {run.path / 'health.json'})", highlight=False)
@@ -257,9 +266,12 @@ def finish(outcome: Outcome, args: argparse.Namespace) -> int:
     if outcome.status != "interrupted" and not args.no_report:
         from .reporting import report_and_summarise
 
-        outcome.run.update_manifest(report="pending")
+        if outcome.run.manifest.get("report") != "pending":
+            outcome.run.update_manifest(report="pending")
         report_and_summarise(outcome.run.path)
         outcome.run.update_manifest(report="written")
+    elif outcome.run.manifest.get("report") == "pending":
+        outcome.run.update_manifest(report="not requested")
     return exit_code(outcome)
 
 

@@ -83,13 +83,16 @@ def main(argv=None) -> int:
 
     outcome = run_sweep(experiment="folding", points=points,
                         param_names=["factor", "rep"], measure=measure, params=params, results_root=a.results,
-                        backend=a.backend, resume=a.resume, keep_going=a.keep_going)
+                        backend=a.backend, resume=a.resume, keep_going=a.keep_going, will_report=not a.no_report)
     if outcome.status != "interrupted":
         from analysis.folding import folding_verdict
         from analysis.load import load_run
 
-        verdict = folding_verdict(load_run(outcome.run.path).df, a.metrics, tolerance=a.tolerance)
+        loaded = load_run(outcome.run.path)   # unhealthy or incomplete points are left out, and named
+        verdict = folding_verdict(loaded.df, a.metrics, tolerance=a.tolerance)
         console.print(verdict.describe(), highlight=False)
+        for note in loaded.notes:
+            console.print(note, highlight=False, soft_wrap=True)
         t = verdict.table
         for f in sorted(t["factor"].unique()):
             at = t[t["factor"] == f]
