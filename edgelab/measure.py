@@ -140,15 +140,22 @@ def _wait_flows_carry_data(tb: Testbed, server: str, ports: dict[str, int], proc
     """Wait until every client's flow (``ports``: client -> server port) has carried data
     to ``server``; fail at once, with iperf3's own error, if a client's iperf3 ends first."""
     deadline = time.monotonic() + timeout
+    started: set[str] = set()   # flows seen carrying data (a finished flow's socket leaves ss)
     while True:
         _, counts = _server_bytes(tb, server, field)
-        slow = [c for c, port in ports.items() if counts.get(port, 0) <= FLOW_STARTED_BYTES]
+        started |= {c for c, port in ports.items() if counts.get(port, 0) > FLOW_STARTED_BYTES}
+        slow = [c for c in ports if c not in started]
         if not slow:
             return
-        ended = {c: p for c, p in procs.items() if p.poll() is not None}
-        if ended:
-            why = "; ".join(f"{c}: {_iperf3_failure(p)}" for c, p in ended.items())
+        ended = [c for c, p in procs.items() if p.poll() is not None]
+        # Blame the flows that carried nothing, not a client that merely ran to its end.
+        dead = [c for c in ended if c in slow]
+        if dead:
+            why = "; ".join(f"{c}: {_iperf3_failure(procs[c])}" for c in dead)
             raise BackendError(f"iperf3 to {server} ended before every flow carried data: {why}")
+        if ended:
+            raise BackendError(f"iperf3 flows from {', '.join(slow)} to {server} carried no data while "
+                               f"{', '.join(ended)} ran to its end")
         if time.monotonic() > deadline:
             raise BackendError(f"iperf3 flows from {', '.join(slow)} to {server} carried no data "
                                f"within {timeout:g} s")
