@@ -181,7 +181,11 @@ def load_run(path: str | Path) -> Run:
     manifest = _read_manifest(path)
     names = manifest.get("param_names")
     file = path / "measurements.csv"
-    if not file.is_file() and (path / "health.json").is_file() and names is not None:
+    try:
+        health = read_health(path)
+    except ValueError as exc:
+        raise ResultsError(str(exc)) from exc
+    if not file.is_file() and health and names is not None and not any(r.get("rows") for r in health.values()):
         # every point failed or was unhealthy: nothing was appended, and that is what to report
         df = pd.DataFrame(columns=["point", *names, *BASE_COLUMNS])
         df["value"] = df["value"].astype(float)
@@ -191,10 +195,6 @@ def load_run(path: str | Path) -> Run:
     partial = any("partial line" in w for w in warnings)
     if manifest["status"] != "complete":
         warnings.insert(0, f"run status is {manifest['status']!r}: results may be incomplete")
-    try:
-        health = read_health(path)
-    except ValueError as exc:
-        raise ResultsError(str(exc)) from exc
     df, excluded = apply_health(df, health, file)
     points = set(health) | (set(df["point"]) if not df.empty else set())
     for pid, why in excluded:

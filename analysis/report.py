@@ -270,6 +270,9 @@ def _run_section(run: Run, out: Path) -> tuple[str, list[Block]]:
     blocks: list[Block] = [Heading(2, f"{run.experiment} — run {run.run_id}")]
     blocks += [Warn(w) for w in run.warnings]
     analyse = ANALYSES.get(run.experiment, _generic)
+    if run.df.empty and run.excluded:
+        text = f"nothing to analyse: all {len(run.excluded)} measured points were excluded"
+        return text, blocks + [Warn(text), Heading(3, "Provenance"), _provenance(run)]
     try:
         headline, body = analyse(run, out, stem)
     except EdgelabError as exc:

@@ -87,7 +87,8 @@ def test_a_run_whose_every_point_was_unhealthy_is_reported_as_such(tmp_path):
     res = build_report(out.run.path)
     assert res.readable == 1 and res.excluded == 1
     text = key_results(res.path)
-    assert "could not be analysed" in text and "11 of 40 (28%), below the 90% required" in text
+    assert "nothing to analyse: all 1 measured points were excluded" in text
+    assert "11 of 40 (28%), below the 90% required" in text
 
 
 def test_checks_are_plain_data_with_their_bounds():
