@@ -57,7 +57,9 @@ class SaturationResult:
         row = self.curve[self.curve[PARAM] == self.n].iloc[0]
         reasons = []
         if "goodput_plateau" in self.criteria:
-            reasons.append(f"aggregate goodput stops rising ({row['goodput_gain']:+.1%} to the next N, "
+            later = self.curve[self.curve[PARAM] > self.n][PARAM]
+            nxt = f"N = {int(later.iloc[0])}, the next count tested" if not later.empty else "the next N"
+            reasons.append(f"aggregate goodput stops rising ({row['goodput_gain']:+.1%} to {nxt}, "
                            f"below {self.epsilon:.0%}; {row['goodput_mbit_mean']:.1f} Mbit/s)")
         if "latency" in self.criteria:
             reasons.append(f"mean p95 latency {row['latency_ms_p95_mean']:.0f} ms exceeds "

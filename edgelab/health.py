@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -161,9 +161,3 @@ def record_health(run_dir: Path, point: str, checks: Sequence[Check], rows: Opti
         os.fsync(fh.fileno())
     os.replace(tmp, path)
 
-
-@dataclass
-class HealthSummary:
-    """What a finished sweep's health says, for the runner's last lines."""
-
-    unhealthy: dict[str, str] = field(default_factory=dict)   # point -> cause

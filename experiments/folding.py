@@ -89,10 +89,13 @@ def main(argv=None) -> int:
         from analysis.load import load_run
 
         loaded = load_run(outcome.run.path)   # unhealthy or incomplete points are left out, and named
-        verdict = folding_verdict(loaded.df, a.metrics, tolerance=a.tolerance)
-        console.print(verdict.describe(), highlight=False)
         for note in loaded.notes:
             console.print(note, highlight=False, soft_wrap=True)
+        if loaded.df.empty:
+            console.print("no healthy point to judge: no folding verdict", highlight=False)
+            return finish(outcome, a)
+        verdict = folding_verdict(loaded.df, a.metrics, tolerance=a.tolerance)
+        console.print(verdict.describe(), highlight=False)
         t = verdict.table
         for f in sorted(t["factor"].unique()):
             at = t[t["factor"] == f]
