@@ -104,9 +104,10 @@ def coverage(what: str, got: float, expected: float, minimum: float = MIN_COVERA
 
 
 def service_errors(what: str, kinds: dict, requests: int) -> Check:
-    """Requests that found no service (refused) or a broken one (HTTP 5xx).
+    """Requests that found no service (refused) or a broken one (HTTP 5xx other than 503).
 
-    Timeouts and resets are what an overloaded network or server does, so they
+    Timeouts, resets and 503 (a bounded service shedding load) are what an
+    overloaded network or server does, so they
     stay measurements (an error rate the verdict judges); a refused connection
     means nothing listened and a 5xx that the service itself failed, so the point
     measured a failure of the testbed, not of the system under test.

@@ -230,3 +230,22 @@ def test_a_kill_during_the_report_leaves_resume_finishing_that_run(tmp_path):
     r = subprocess.run([sys.executable, str(script), "--results", str(results), "--resume", "--no-report"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and len(list(results.glob("toy/*/manifest.json"))) == 2
+
+
+def test_loadgen_tells_a_missing_service_from_an_overloaded_one():
+    import socket
+
+    from edgelab.workload.loadgen import RequestRecord, Target, _do, error_kind, error_kinds
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()   # nothing listens there now
+    refused = _do(Target(url=f"http://127.0.0.1:{port}/detect", method="GET", timeout_s=2.0), time.time(), True)
+    assert error_kind(refused) == "refused"
+    rec = lambda status: RequestRecord(0.0, 0.0, 0.1, 0.1, status, 0, None, 0)  # noqa: E731
+    assert [error_kind(rec(c)) for c in (200, 503, 500, 404)] == [None, "http_503", "http_5xx", "http_other"]
+    kinds = error_kinds([refused, rec(503), rec(500), rec(200)])
+    assert kinds == {"http_503": 1, "http_5xx": 1, "refused": 1}
+    assert not service_errors("requests", kinds, 4).ok
+    assert service_errors("requests", {"http_503": 3, "timeout": 1}, 4).ok

@@ -224,9 +224,12 @@ def summarise(records: list[RequestRecord], duration: Optional[float] = None) ->
 
 def error_kind(rec: RequestRecord) -> Optional[str]:
     """What kind of failure a request met, None for a 2xx: the health checks tell a service that
-    was not there (``refused``) or failed (``http_5xx``) from an overloaded one (``timeout``, ``reset``)."""
+    was not there (``refused``) or failed (``http_5xx``) from an overloaded one (``timeout``, ``reset``,
+    ``http_503``)."""
     if 200 <= rec.status < 300:
         return None
+    if rec.status == 503:   # "busy": how a service with a bounded pool sheds overload
+        return "http_503"
     if rec.status >= 500:
         return "http_5xx"
     if rec.status:
