@@ -15,6 +15,7 @@ from typing import Optional
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import EdgelabError
@@ -32,7 +33,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except EdgelabError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             sys.exit(2)
 
 
@@ -231,7 +232,7 @@ def report(results_dir: str) -> None:
 
     res = build_report(Path(results_dir))
     for why in res.unreadable:
-        console.print(f"[yellow]not readable[/]: {why}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]not readable[/]: {escape(why)}", highlight=False, soft_wrap=True)
     if res.excluded:
         console.print(f"[yellow]{res.excluded} sweep point(s) excluded[/] (unhealthy, failed or incomplete); "
                       f"the headline of each run names them", highlight=False)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .errors import EdgelabError
@@ -121,7 +122,7 @@ def run_sweep(*, experiment: str, points: Sequence[dict], param_names: Sequence[
                             raise
                         sweep.failed(point, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
                         outcome.failed.append(point_id(point))
-                        console.print(f"[red]point {describe(point)} failed[/]: {exc}")
+                        console.print(f"[red]point {escape(describe(point))} failed[/]: {escape(str(exc))}")
                         current = None
                         progress.advance(task)
                         continue
@@ -132,8 +133,8 @@ def run_sweep(*, experiment: str, points: Sequence[dict], param_names: Sequence[
                         record_health(run.path, point_id(point), checks, None, "unhealthy")
                         sweep.failed(point, f"unhealthy: {why}")
                         outcome.unhealthy[point_id(point)] = why
-                        console.print(f"[red]point {describe(point)} is unhealthy, excluded[/]: {why}",
-                                      highlight=False)
+                        console.print(f"[red]point {escape(describe(point))} is unhealthy, excluded[/]: "
+                                      f"{escape(why)}", highlight=False)
                         current = None
                         progress.advance(task)
                         continue
@@ -291,5 +292,5 @@ def main_guard(fn: Callable[[], int]) -> None:
     try:
         sys.exit(fn())
     except EdgelabError as exc:
-        console.print(f"[bold red]error:[/] {exc}", soft_wrap=True, highlight=False)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
         sys.exit(2)

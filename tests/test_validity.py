@@ -249,3 +249,22 @@ def test_loadgen_tells_a_missing_service_from_an_overloaded_one():
     assert kinds == {"http_503": 1, "http_5xx": 1, "refused": 1}
     assert not service_errors("requests", kinds, 4).ok
     assert service_errors("requests", {"http_503": 3, "timeout": 1}, 4).ok
+
+
+def test_a_cause_with_brackets_is_printed_as_text(tmp_path):
+    # rich markup in a cause ("[/tmp/x]", "[Errno 111]") must neither crash the run nor vanish
+    script = tmp_path / "toy.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(REPO)!r})
+        from edgelab.experiment import run_sweep, exit_code
+        from edgelab.health import Check, Measured
+        from edgelab.results import Measurement
+        out = run_sweep(experiment="toy", points=[{{"n": 1}}], param_names=["n"], params={{}},
+                        measure=lambda p, run: Measured([Measurement("x", 1)], [Check("alive: svc", False, "[/tmp/x] [Errno 111]")]),
+                        results_root={str(tmp_path / "results")!r})
+        sys.exit(exit_code(out))
+    """))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert "[/tmp/x] [Errno 111]" in r.stderr.replace("\n", "")
