@@ -271,7 +271,7 @@ def finish(outcome: Outcome, args: argparse.Namespace) -> int:
             outcome.run.update_manifest(report="pending")
         report_and_summarise(outcome.run.path)
         outcome.run.update_manifest(report="written")
-    elif outcome.run.manifest.get("report") == "pending":
+    elif args.no_report and outcome.run.manifest.get("report") == "pending":
         outcome.run.update_manifest(report="not requested")
     return exit_code(outcome)
 

@@ -59,11 +59,13 @@ def processes(needle: str, ns: Optional[str] = None) -> list[int]:
 
 
 class Killer(threading.Thread):
-    """Once ``ready()`` is true, wait ``delay`` s, then SIGKILL every process ``targets()`` names (once)."""
+    """Once ``ready()`` is true, wait ``delay`` s, then send ``sig`` (SIGKILL) to every process
+    ``targets()`` names (once)."""
 
-    def __init__(self, ready: Callable[[], bool], targets: Callable[[], list[int]], delay: float = 0.0):
+    def __init__(self, ready: Callable[[], bool], targets: Callable[[], list[int]], delay: float = 0.0,
+                 sig: int = signal.SIGKILL):
         super().__init__(daemon=True)
-        self.ready, self.targets, self.delay = ready, targets, delay
+        self.ready, self.targets, self.delay, self.sig = ready, targets, delay, sig
         self.killed: list[int] = []
         self.stop = threading.Event()
 
@@ -74,7 +76,7 @@ class Killer(threading.Thread):
                 time.sleep(self.delay)
                 for pid in self.targets():
                     try:
-                        os.kill(pid, signal.SIGKILL)
+                        os.kill(pid, self.sig)
                         self.killed.append(pid)
                     except ProcessLookupError:
                         pass
@@ -142,6 +144,26 @@ def test_killing_the_plugs_during_faas_fails_the_point(tmp_path):
     rejected = (run / "raw" / "n_workers-1_rep-0" / "rejected_measurements.csv").read_text()
     assert "invocations_per_s" in rejected           # kept for inspection
     assert json.loads((run / "manifest.json").read_text())["status"] == "complete-with-failures"
+    no_testbed_left("faas")
+
+
+def test_plugs_that_stop_answering_fail_the_point_on_energy_coverage(tmp_path):
+    # The plugs stay alive but frozen (SIGSTOP): only a few invocations get an energy, and
+    # their average must not pass for the point's energy per invocation.
+    killer = Killer(ready=lambda: bool(processes("edgelab.services.beaglepaas worker", "el-faas-worker-1")),
+                    targets=lambda: processes("edgelab.services.power", "el-faas-power-1"), delay=0.3,
+                    sig=signal.SIGSTOP)
+    killer.start()
+    r = run_script("faas_energy", "--workers", "1", "--per-worker", "40", "--no-report", results=tmp_path)
+    killer.stop.set()
+    assert killer.killed, "the plugs were never seen running"
+    assert r.returncode == 1, r.stderr[-3000:]
+    run = only_run(tmp_path, "faas_energy")
+    rec = json.loads((run / "health.json").read_text())["n_workers=1,rep=0"]
+    assert rec["status"] == "unhealthy"
+    assert "coverage: invocations charged an energy by the plugs" in rec["cause"], rec["cause"]
+    check = next(c for c in rec["checks"] if c["name"] == "coverage: invocations charged an energy by the plugs")
+    assert check["value"] < 0.9 and check["limit"] == 0.9
     no_testbed_left("faas")
 
 
