@@ -11,6 +11,7 @@ tells the user how to resume.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -172,7 +173,10 @@ def keep_rejected(run: Run, point: dict, rows: Sequence[Measurement]) -> None:
     """An unhealthy point's rows, for inspection only: ``raw/<point>/rejected_measurements.csv``."""
     import csv
 
-    with open(run.raw_dir(point) / "rejected_measurements.csv", "w", newline="") as fh:
+    path = run.raw_dir(point) / "rejected_measurements.csv"
+    path.unlink(missing_ok=True)   # never write through a link planted in a shared run directory
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w", newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(["metric", "value", "unit", "node", "time"])
         w.writerows([m.metric, repr(float(m.value)), m.unit, m.node, "" if m.time is None else repr(m.time)]

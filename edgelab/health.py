@@ -156,7 +156,9 @@ def record_health(run_dir: Path, point: str, checks: Sequence[Check], rows: Opti
     data[point] = {"status": status, "healthy": status == "healthy", "rows": rows,
                    "cause": cause(checks), "checks": [asdict(c) for c in checks]}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
+    tmp.unlink(missing_ok=True)   # a stale one, or a link planted in a shared run directory: never followed
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w") as fh:
         fh.write(json.dumps(data, indent=1, sort_keys=True) + "\n")
         fh.flush()
         os.fsync(fh.fileno())

@@ -268,3 +268,16 @@ def test_a_cause_with_brackets_is_printed_as_text(tmp_path):
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1, r.stderr
     assert "[/tmp/x] [Errno 111]" in r.stderr.replace("\n", "")
+
+
+def test_health_is_never_written_through_a_planted_link(tmp_path):
+    from edgelab.health import health_path, record_health
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (run_dir / f".health.json.{os.getpid()}.tmp").symlink_to(victim)
+    record_health(run_dir, "n=1", [Check("alive: x", True)], 3, "healthy")
+    assert victim.read_text() == "precious\n"
+    assert json.loads(health_path(run_dir).read_text())["n=1"]["rows"] == 3
