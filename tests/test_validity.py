@@ -281,3 +281,21 @@ def test_health_is_never_written_through_a_planted_link(tmp_path):
     record_health(run_dir, "n=1", [Check("alive: x", True)], 3, "healthy")
     assert victim.read_text() == "precious\n"
     assert json.loads(health_path(run_dir).read_text())["n=1"]["rows"] == 3
+
+
+def test_resume_measures_an_unhealthy_point_again(tmp_path):
+    points = [{"n": n, "rep": 0} for n in (1, 2, 3)]
+
+    def flaky(point, run):
+        return Measured([Measurement("x", point["n"])], [Check("alive: svc", point["n"] != 2, "exited 1")])
+
+    first = run_sweep(experiment="toy", points=points, param_names=["n", "rep"], measure=flaky, params={},
+                      results_root=tmp_path)
+    assert list(first.unhealthy) == ["n=2,rep=0"]
+    again = run_sweep(experiment="toy", points=points, param_names=["n", "rep"], params={}, results_root=tmp_path,
+                      measure=lambda p, run: Measured([Measurement("x", p["n"])], [Check("alive: svc", True)]),
+                      resume=True)
+    assert again.run.path == first.run.path and again.measured == 1 and again.status == "complete"
+    assert read_health(first.run.path)["n=2,rep=0"]["status"] == "healthy"
+    run = load_run(first.run.path)
+    assert run.excluded == [] and sorted(run.df["point"]) == ["n=1,rep=0", "n=2,rep=0", "n=3,rep=0"]
