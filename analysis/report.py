@@ -155,7 +155,7 @@ def _energy(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
 
 def _topologies(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
     threshold = float(run.params.get("latency_threshold_ms", DEFAULT_THRESHOLD_MS))
-    res = topology_capacity(run.df, threshold_ms=threshold)
+    res = topology_capacity(run.df, threshold_ms=threshold, excluded=[p for p, _ in run.excluded])
     text = res.describe()
     cap = res.capacity.copy()
     cap["verdict"] = [bound_text(m, f, t) for m, f, t in zip(cap["max_phones"], cap["first_failing"],

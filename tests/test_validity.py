@@ -299,3 +299,21 @@ def test_resume_measures_an_unhealthy_point_again(tmp_path):
     assert read_health(first.run.path)["n=2,rep=0"]["status"] == "healthy"
     run = load_run(first.run.path)
     assert run.excluded == [] and sorted(run.df["point"]) == ["n=1,rep=0", "n=2,rep=0", "n=3,rep=0"]
+
+
+def test_a_topology_count_left_out_is_named_where_it_falls(tmp_path):
+    run_dir = tmp_path / TOPOLOGIES.name
+    shutil.copytree(TOPOLOGIES, run_dir)
+    gone = {f"hops=1,n_phones=4,network=wifi,rate_rps=8,rep={r}" for r in (0, 1)}
+    health = json.loads((run_dir / "health.json").read_text())
+    assert gone <= set(health)
+    for pid in gone:   # what the runner records for a point measured while its server was dead
+        health[pid] = {"status": "unhealthy", "healthy": False, "rows": None, "checks": [],
+                       "cause": "alive: phone service on server-1: killed by signal 9 during the point"}
+    (run_dir / "health.json").write_text(json.dumps(health))
+    csv_file = run_dir / "measurements.csv"
+    csv_file.write_text("".join(l for l in csv_file.read_text().splitlines(keepends=True)
+                                if not any(f'"{p}"' in l for p in gone)))
+    headline = key_results(write_report(run_dir))
+    assert "wifi at 8 req/s: fits up to 2 phones (8 failed); not judged: 4 phones (excluded)" in headline
+    assert "EXCLUDED 2 of 80 points" in headline
