@@ -184,7 +184,8 @@ def keep_rejected(run: Run, point: dict, rows: Sequence[Measurement]) -> None:
 
 
 def common_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Options every experiment script shares."""
+    """Options every experiment script shares (and the exit statuses, in ``--help``)."""
+    parser.epilog = ((parser.epilog + "\n\n") if parser.epilog else "") + EXIT_HELP
     parser.add_argument("--results", default="results", help="results root directory (default: results)")
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
                         help="resume the latest unfinished run with the same parameters, or RUN_DIR")
@@ -285,6 +286,9 @@ def finish(outcome: Outcome, args: argparse.Namespace) -> int:
 #: a service, meter or delayer was dead, or with too few samples), so it is excluded from
 #: the results and the report's headline names it; 2 a usage or setup error; 130 interrupted.
 EXIT_OK, EXIT_POINTS_EXCLUDED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_HELP = ("exit status: 0 every point measured and healthy; 1 some point failed or was unhealthy "
+             "(excluded from the results; the report's headline and health.json say why, --resume measures "
+             "it again); 2 usage or setup error; 130 interrupted (resume with --resume)")
 
 
 def exit_code(outcome: Outcome) -> int:
