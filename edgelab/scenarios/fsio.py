@@ -88,6 +88,9 @@ def run_fsio(tb: Testbed, load: bench.IOLoad, raw: Path) -> list[Measurement]:
         for phase, metric, key, unit in (("write", "throughput_write_mib_s", "mib_per_s", "MiB/s"),
                                          ("read", "throughput_read_mib_s", "mib_per_s", "MiB/s"),
                                          ("create", "throughput_create_ops_s", "ops_per_s", "ops/s")):
+            if phase == "create":  # fio's filecreate engine does not create its directory
+                for c in clients:
+                    tb.run(c, ["mkdir", "-p", f"{fs.mount}/md-{c}"])
             argvs = {c: bench.fio_argv(phase, fs.mount, c, load) for c in clients}
             outs = _all_clients(tb, clients, argvs, timeout=load.seconds * 4 + 120)
             (raw / f"fio-{phase}.json").write_text(json.dumps(outs))
