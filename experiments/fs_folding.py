@@ -106,6 +106,12 @@ def point(factor: int, rep: int, nb_io: int) -> dict:
     return {"factor": factor, "nb_cpu": factor - nb_io, "nb_io": nb_io, "rep": rep}
 
 
+def scratch_mib(nb_cpu: int, nb_io: int, size_mib: int) -> int:
+    """Each brick's scratch disk: its share of every client's file, with room for metadata
+    and ext4 (a sparse loop file: only what is written takes host disk)."""
+    return max(256, -(-nb_cpu * size_mib * 3 // (2 * nb_io)) + 128)
+
+
 def verdict_of(run_path, a):
     from analysis.folding import folding_verdict
     from analysis.load import load_run
@@ -140,7 +146,7 @@ def main(argv=None) -> int:
         try:
             if warm:
                 run.record_facts({"host_warmer": warmer.description})
-            topo = fs_topology(pt["nb_cpu"], pt["nb_io"])
+            topo = fs_topology(pt["nb_cpu"], pt["nb_io"], scratch_mib=scratch_mib(pt["nb_cpu"], pt["nb_io"], a.size_mib))
             return measure_on(topo, backend, run, pt, lambda tb, raw: run_fsio(tb, load, raw))
         finally:
             took.setdefault(pt["factor"], []).append(time.monotonic() - t)
