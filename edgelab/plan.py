@@ -258,6 +258,40 @@ def with_station_mcs(segment: SegmentPlan, changes: dict[str, Optional[int]]) ->
     return replace(segment, station_mcs=mcs)
 
 
+def plan_with_station_mcs(plan: "Plan", network: str, changes: dict[str, Optional[int]]) -> "Plan":
+    """The plan with some Wi-Fi stations of ``network`` at another MCS (None: the profile's rate):
+    their segment's budget and shares and their own links' rate caps follow."""
+    net = plan.network(network)
+    todo = dict(changes)
+    segments = []
+    for seg in net.segments:
+        mine = {n: m for n, m in todo.items() if n in seg.stations}
+        if mine:
+            if not seg.shared_wifi:
+                raise PlanError(f"{', '.join(sorted(mine))}: segment {seg.index} of {network!r} is not a shared "
+                                "Wi-Fi medium with airtime parameters; station rates apply there only")
+            seg = with_station_mcs(seg, mine)
+            for n in mine:
+                del todo[n]
+        segments.append(seg)
+    if todo:
+        raise PlanError(f"not Wi-Fi stations of network {network!r}: {', '.join(sorted(todo))}")
+    new_net = replace(net, segments=tuple(segments))
+    seg_of = {n: s for s in segments for n in s.stations}
+    nodes = []
+    for node in plan.nodes:
+        if node.name not in changes:
+            nodes.append(node)
+            continue
+        seg = seg_of[node.name]
+        i = seg.stations.index(node.name)
+        link = station_link(seg.link, seg.station_rate(i))
+        itfs = tuple(replace(it, link=link) if it.network == network else it for it in node.interfaces)
+        nodes.append(replace(node, interfaces=itfs))
+    return Plan(topology=plan.topology, nodes=tuple(nodes),
+                networks=tuple(new_net if n.name == network else n for n in plan.networks))
+
+
 def station_link(link: LinkParams, rate_mbit: Optional[float]) -> LinkParams:
     """A station's own link: capped at its PHY rate when that is below the profile's cap."""
     if rate_mbit is None or rate_mbit >= link.rate_mbit:

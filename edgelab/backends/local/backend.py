@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -93,6 +94,8 @@ class LocalTestbed(Testbed):
         #: Nodes share this machine's filesystem, so they run our interpreter.
         self.python = sys.executable
         self._cpu_readers: dict[str, Callable[[], float]] = {}
+        #: Station rate changes made while running (set_station_mcs), for the manifest.
+        self.rate_changes: list[dict] = []
 
     # ------------------------------------------------------------ commands
     def netns(self, node: str) -> str:
@@ -166,9 +169,43 @@ class LocalTestbed(Testbed):
             "cgroup_version": self.layout.version,
             "nodes": q,
             "segments": [{"network": s.network, "segment": s.segment, "stations": len(s.ports),
-                          "capacity_mbit": s.capacity_mbit} for s in self.blueprint.shared],
+                          "capacity_mbit": s.capacity_mbit,
+                          "station_shares_mbit": dict(zip(s.stations, (r for r, _ in s.station_rates)))}
+                         for s in self.blueprint.shared],
+            "station_rate_changes": list(self.rate_changes),
             "timings_s": dict(self.timings),
         }
+
+    # ------------------------------------------------------ station rates
+    def set_station_mcs(self, node: str, network: str, mcs: Optional[int]) -> dict:
+        """Re-rate ``node``'s Wi-Fi link and its cell's airtime budget in place (``tc class
+        change``): the cell is not torn down and no queued frame is lost. Returns the segment's
+        new capacity and every station's (rate, share)."""
+        from ...plan import plan_with_station_mcs
+        from .blueprint import station_rates_of
+
+        with self._lock:
+            new_plan = plan_with_station_mcs(self.plan, network, {node: mcs})
+            seg = next(s for s in new_plan.network(network).segments if node in s.stations)
+            itf = next(i for i in new_plan.node(node).interfaces if i.network == network)
+            veth = next(v for v in self.blueprint.veths if v.label == f"{network}:{node}")
+            shared = next(s for s in self.blueprint.shared if s.network == network and s.segment == seg.index)
+            rates = station_rates_of(seg, list(shared.stations))
+            if veth.link is not None and veth.link.rate_mbit > 0:
+                self.emulator.set_link_rate(veth.a.ns, veth.a.ifname, itf.link.rate_mbit)
+            self.emulator.update_shared_medium(shared.ns, shared.name, seg.capacity_mbit, len(shared.stations),
+                                               list(rates))
+            new_shared = replace(shared, capacity_mbit=seg.capacity_mbit, station_rates=rates)
+            self.blueprint.shared = [new_shared if s is shared else s for s in self.blueprint.shared]
+            self.blueprint.veths = [replace(v, link=itf.link) if v is veth and v.link is not None else v
+                                    for v in self.blueprint.veths]
+            self.plan = new_plan
+            change = {"time": time.time(), "node": node, "network": network, "mcs": mcs,
+                      "rate_mbit": seg.station_rate(seg.stations.index(node)),
+                      "capacity_mbit": seg.capacity_mbit,
+                      "shares_mbit": dict(zip(seg.stations, seg.station_shares_mbit))}
+            self.rate_changes.append(change)
+            return change
 
     # ------------------------------------------------------------ teardown
     def _install_signal_handlers(self) -> None:
@@ -329,7 +366,8 @@ class LocalBackend(Backend):
             emulator.flush_peer_side()   # per peer namespace (access point, switch): one transaction
             state.update(linkemu=emulator.state())
             for fut in [ex.submit(emulator.apply_shared_medium, s.ns, s.name, list(s.ports), s.capacity_mbit,
-                                  list(s.station_macs) or None)
+                                  list(s.station_macs) or None,
+                                  list(s.station_rates) if s.station_rates and s.station_macs else None)
                         for s in bp.shared]:
                 fut.result()
 
