@@ -234,6 +234,21 @@ class Topology:
     def node_count(self) -> int:
         return sum(g.count for g in self.groups)
 
+    def with_station_mcs(self, group: str, network: str, mcs: tuple[int, ...]) -> "Topology":
+        """The same topology with one group's Wi-Fi rate on ``network`` set: one MCS for the
+        group or one per node (sweeps that mix rates use this after ``scaled``)."""
+        def att(a: Attachment) -> Attachment:
+            return replace(a, mcs=tuple(mcs), rssi_dbm=()) if a.network == network else a
+
+        if all(g.name != group for g in self.groups):
+            raise KeyError(group)
+        g = self.group(group)
+        if all(a.network != network for a in g.attachments):
+            raise KeyError(f"group {group!r} is not on network {network!r}")
+        groups = tuple(replace(x, attachments=tuple(att(a) for a in x.attachments)) if x.name == group else x
+                       for x in self.groups)
+        return replace(self, groups=groups)
+
     def scaled(self, group: str, count: int) -> "Topology":
         """The same topology with one group's count changed (sweeps use this)."""
         groups = tuple(replace(g, count=count) if g.name == group else g for g in self.groups)
