@@ -213,6 +213,36 @@ def down(name_or_topo: str, backend: str) -> None:
     console.print(f"[green]down[/] testbed [bold]{name}[/]")
 
 
+@cli.command("wifi-rate")
+@click.argument("topo", type=click.Path(dir_okay=False))
+@click.argument("node")
+@click.option("--mcs", type=int, default=None, help="The station's new MCS (index in the profile's table).")
+@click.option("--profile-rate", is_flag=True, help="Back to the profile's default rate.")
+@click.option("--network", default=None, help="The Wi-Fi network (default: the node's only Wi-Fi network).")
+def wifi_rate(topo: str, node: str, mcs: Optional[int], profile_rate: bool, network: Optional[str]) -> None:
+    """Change a Wi-Fi station's rate on a running local testbed (a phone walking away), in place:
+    its link and the cell's airtime budget are re-rated, nothing is torn down."""
+    from .backends.local import LocalBackend
+
+    if (mcs is None) == (not profile_rate):
+        raise EdgelabError("give --mcs N or --profile-rate (one of them)")
+    _, p = _load(topo)
+    try:
+        nets = [i.network for i in p.node(node).interfaces if i.kind == "wifi" and not i.uplink]
+    except KeyError:
+        raise EdgelabError(f"no node {node!r} in {topo}") from None
+    if network is None:
+        if len(nets) != 1:
+            raise EdgelabError(f"{node} is a station of {len(nets)} Wi-Fi networks ({', '.join(nets) or 'none'}): "
+                               "name one with --network")
+        network = nets[0]
+    _require_root("edgelab wifi-rate")
+    change = LocalBackend().set_station_mcs(p, node, network, mcs)
+    console.print(f"[green]{node}[/] on {network}: {change['rate_mbit']:g} Mbit/s; cell budget "
+                  f"{change['capacity_mbit']:.1f} Mbit/s; shares "
+                  + ", ".join(f"{n} {v:.2f}" for n, v in change["shares_mbit"].items()))
+
+
 @cli.command()
 @click.argument("topo", type=click.Path(dir_okay=False))
 @click.option("--seconds", type=float, default=3.0, show_default=True, help="Duration of each probe.")

@@ -85,3 +85,56 @@ def test_mixed_rate_cell_shares_follow_the_model_and_change_live():
             assert got[p] == pytest.approx(want[p], rel=0.10), (got, want)
         assert tb.facts()["station_rate_changes"][0]["node"] == "phone-3"
     assert leftovers("wrates") == {}
+
+
+def _budget_rate(ns: str, ifb: str) -> float:
+    """Rate of the airtime budget class a:1, in Mbit/s, as the kernel reports it."""
+    out = subprocess.run(["tc", "-n", ns, "class", "show", "dev", ifb], capture_output=True, text=True,
+                         check=True).stdout
+    import re
+
+    m = re.search(r"class htb a:1 root rate (\d+(?:\.\d+)?)([KMG]?)bit", out)
+    assert m, out
+    return float(m.group(1)) * {"K": 1e-3, "M": 1.0, "G": 1e3, "": 1e-6}[m.group(2)]
+
+
+def test_cli_wifi_rate_rerates_a_detached_testbed(tmp_path):
+    """`edgelab up` leaves the cell running; `edgelab wifi-rate` changes a phone's MCS from another
+    process (the rates set before are kept), `edgelab down` removes everything."""
+    import sys
+
+    from edgelab.backends.local.naming import netns_name
+    from edgelab.plan import make_plan
+    from edgelab.topology import parse_topology
+
+    topo = tmp_path / "cell.yaml"
+    topo.write_text(MIXED.replace("name: wrates", "name: wratecli"))
+    env = dict(os.environ, PYTHONPATH=str(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+    def edgelab(*args):
+        return subprocess.run([sys.executable, "-m", "edgelab", *args], capture_output=True, text=True, env=env,
+                              timeout=120)
+
+    plan = make_plan(parse_topology(topo.read_text()))
+    ap = netns_name("wratecli", "wlan-ap")
+    try:
+        r = edgelab("up", str(topo))
+        assert r.returncode == 0, r.stderr
+        from edgelab.linkemu import LinkEmulator
+        ifb = LinkEmulator("fallback", tag="el-wratecli").ifb_name("air0")
+        seg = plan.network("wlan").segments[0]
+        assert _budget_rate(ap, ifb) == pytest.approx(seg.capacity_mbit, rel=0.01)
+        r = edgelab("wifi-rate", str(topo), "phone-1", "--mcs", "0")
+        assert r.returncode == 0, r.stderr
+        from edgelab.airtime import mixed_saturation
+        want = mixed_saturation(seg.airtime, [6.5, 65, 6.5]).throughput_mbit   # phone-3 stays at MCS0
+        assert _budget_rate(ap, ifb) == pytest.approx(want, rel=0.01)
+        r = edgelab("wifi-rate", str(topo), "phone-3", "--mcs", "7")
+        assert r.returncode == 0, r.stderr
+        want = mixed_saturation(seg.airtime, [6.5, 65, 65]).throughput_mbit     # phone-1's MCS0 is kept
+        assert _budget_rate(ap, ifb) == pytest.approx(want, rel=0.01)
+        r = edgelab("wifi-rate", str(topo), "phone-9", "--mcs", "7")
+        assert r.returncode != 0 and "phone-9" in r.stderr + r.stdout
+    finally:
+        edgelab("down", "wratecli")
+    assert leftovers("wratecli") == {}
