@@ -60,6 +60,9 @@ def test_mixed_rate_cell_shares_follow_the_model_and_change_live():
         phones = ["phone-1", "phone-2", "phone-3"]
         seg = tb.plan.network("wlan").segments[0]
         assert seg.station_rates == (65, 65, 6.5)
+        cls = subprocess.run(["tc", "-n", tb.netns("phone-3"), "class", "show", "dev", "wlan0"],
+                             capture_output=True, text=True, check=True).stdout
+        assert "rate 6500Kbit" in cls, cls
         got = {p: r["goodput_mbit"] for p, r in concurrent_goodput(tb, phones, "server-1", seconds=3,
                                                                    network="wlan").items()}
         want = _expected(seg)
@@ -76,6 +79,9 @@ def test_mixed_rate_cell_shares_follow_the_model_and_change_live():
         change = tb.set_station_mcs("phone-3", "wlan", 7)
         assert change["rate_mbit"] == 65
         assert _ifindex(tb, "wlan-ap", ifb) == before          # same cell, not rebuilt
+        cls = subprocess.run(["tc", "-n", tb.netns("phone-3"), "class", "show", "dev", "wlan0"],
+                             capture_output=True, text=True, check=True).stdout
+        assert "rate 65Mbit" in cls, cls                          # its own link no longer capped at 6.5
         seg = tb.plan.network("wlan").segments[0]
         assert seg.station_rates == (65, 65, 65)
         got = {p: r["goodput_mbit"] for p, r in concurrent_goodput(tb, phones, "server-1", seconds=3,
