@@ -134,6 +134,11 @@ _AIR_NULLABLE = {"difs_us", "aifsn", "ack_phy_header_us", "ack_symbol_us"}
 _AIR_LISTS = {"basic_rates_mbit", "mcs_rates_mbit", "mcs_min_rssi_dbm"}
 #: A BlockAck's bitmap covers 64 MPDUs (802.11-2016 9.3.1.9.3, compressed BlockAck).
 MAX_AMPDU_FRAMES = 64
+#: Upper bounds that keep the model finite and fast on any input (CWmax = W * 2^m stays a
+#: plausible window; a PSDU is at most an A-MSDU's 11454 B in 802.11ac, 65535 B bounds both).
+_AIR_MAX = {"max_stage": 16, "cw_min": 1 << 16, "payload_bytes": 65535, "mac_header_bytes": 1024,
+            "ack_bytes": 1024, "block_ack_bytes": 1024, "aifsn": 15, "service_bits": 64, "tail_bits": 64}
+_AIR_MAX_LIST = 32
 
 
 def _airtime(ctx: _Ctx, raw: Any, path: tuple, base: Optional[AirtimeParams]) -> AirtimeParams:
@@ -147,8 +152,8 @@ def _airtime(ctx: _Ctx, raw: Any, path: tuple, base: Optional[AirtimeParams]) ->
         elif key == "block_ack":
             kw[key] = ctx.boolean(value, kpath)
         elif key in _AIR_LISTS:
-            if not isinstance(value, list) or not value:
-                raise ctx.fail(kpath, f"must be a non-empty list of numbers (got {value!r})")
+            if not isinstance(value, list) or not value or len(value) > _AIR_MAX_LIST:
+                raise ctx.fail(kpath, f"must be a list of 1-{_AIR_MAX_LIST} numbers (got {value!r})")
             sign = key != "mcs_min_rssi_dbm"
             kw[key] = tuple(float(ctx.number(v, kpath + (i,), minimum=0 if sign else -200, exclusive_min=sign,
                                              maximum=100000 if sign else 0))
@@ -156,7 +161,7 @@ def _airtime(ctx: _Ctx, raw: Any, path: tuple, base: Optional[AirtimeParams]) ->
         else:
             integer = key in _AIR_INTS
             minimum = 0 if key in _AIR_ZERO_OK else 1 if integer else 0
-            kw[key] = ctx.number(value, kpath, minimum=minimum,
+            kw[key] = ctx.number(value, kpath, minimum=minimum, maximum=_AIR_MAX.get(key, 1e9),
                                  exclusive_min=not integer and key not in _AIR_ZERO_OK, integer=integer)
     # AIFS from aifsn, or an explicit difs_us: whichever the user sets wins over the base's other one.
     if "difs_us" in kw and kw["difs_us"] is not None and "aifsn" not in kw:

@@ -82,6 +82,8 @@ def test_long_slot_override_moves_aifs():
     ("wlan", "    aggregation: {ampdu_frames: 65}", "at most 64"),
     ("wlan", "    aggregation: {frames: 4}", "unknown key 'frames'"),
     ("wlan", "    airtime: {aifsn: 2, difs_us: 30}", "not both"),
+    ("wlan", "    airtime: {max_stage: 1000000}", "must be <= 16"),
+    ("wlan", "    airtime: {mcs_rates_mbit: []}", "list of 1-32 numbers"),
 ])
 def test_bad_rate_and_aggregation_input_is_reported(phone_net, extra, fragment):
     with pytest.raises(TopologyError) as info:
