@@ -1,5 +1,6 @@
 """Per-station Wi-Fi rates and aggregation: topology input, plan, tc commands (no root needed)."""
 
+import json
 import textwrap
 
 import pytest
@@ -151,3 +152,27 @@ def test_budget_classes_follow_the_station_shares():
     assert all(c[:3] == ["tc", "class", "change"] for c in change) and len(change) == 4
     with pytest.raises(ValueError):
         C.shared_medium_cmds("ifb", ["p1"], 20, ["pfifo"], None, [(1.0, 1.0)])
+
+
+def test_edgelab_plan_shows_station_rates_and_the_aggregated_budget(tmp_path):
+    from click.testing import CliRunner
+
+    from edgelab.cli import cli
+
+    f = tmp_path / "t.yaml"
+    f.write_text(textwrap.dedent("""\
+        name: tb
+        networks: [{name: wlan, profile: wifi-80211n-2.4ghz}]
+        nodes:
+          - {group: server, role: k3s-server, resources: {cpu: 0.2}, networks: [{name: wlan, uplink: true}]}
+          - {group: phone, role: phone, count: 3, resources: {cpu: 0.1}, networks: [{name: wlan, mcs: [7, 7, 0]}]}
+        """))
+    r = CliRunner().invoke(cli, ["plan", str(f)], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    cap = mixed_saturation(AIR, [65, 65, 6.5])
+    assert f"{cap.throughput_mbit:.1f} Mbit/s (A-MPDU 8 + BlockAck, slot 9 µs, AIFS 37 µs)" in r.output
+    row = next(line for line in r.output.splitlines() if "phone-3" in line and "6.5" in line)
+    assert f"{cap.per_station_mbit[2]:.2f}" in row and " 2 " in row     # MCS0: 2 MPDUs per A-MPDU
+    r = CliRunner().invoke(cli, ["plan", str(f), "--json"])
+    seg = json.loads(r.output)["networks"][0]["segments"][0]
+    assert [s["rate_mbit"] for s in seg["stations_airtime"]] == [65, 65, 6.5]
