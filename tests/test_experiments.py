@@ -139,7 +139,7 @@ def test_wifi_scaling_with_a_slow_phone_shows_the_anomaly(tmp_path):
     with open(run / "measurements.csv") as f:
         rows = [r for r in csv.DictReader(f) if r["node"]]
     val = {(r["metric"], r["node"]): float(r["value"]) for r in rows}
-    assert [val[("station_mcs", f"phone-{i}")] for i in (1, 2, 3)] == [-1, -1, 0]
+    assert [val[("station_mcs", f"phone-{i}")] for i in (1, 2, 3)] == [7, 7, 0]   # MCS7 = the profile's 65 Mbit/s
     fast, slow = val[("iperf_goodput_mbit", "phone-1")], val[("iperf_goodput_mbit", "phone-3")]
     all_fast = aggregates(run)[("n_phones=3,rep=0", "model_share_all_fast_mbit")]
     # One MCS0 phone: the fast phones fall well below their all-fast share (17.3 Mbit/s in the model),
