@@ -45,12 +45,14 @@ def wait_for(pred, timeout=15.0, step=0.02):
     raise TimeoutError("condition not reached")
 
 
-def assert_dropped(s: socket.socket) -> None:
-    """The orchestrator closed this connection (EOF, or RST when our bytes were left unread)."""
+def assert_dropped(s: socket.socket, says: str = "malformed") -> None:
+    """The orchestrator answered with an error saying why, then closed this connection."""
     s.settimeout(5)
+    reply = recv_msg(s)
+    assert reply["type"] == "error" and says in reply["error"], reply
     try:
         assert s.recv(10) == b""
-    except ConnectionResetError:
+    except ConnectionResetError:     # RST when our bytes were left unread
         pass
 
 
@@ -129,11 +131,11 @@ def test_malformed_messages_are_counted_and_survived(orch):
     # 1) a stranger speaking HTTP: a bogus length prefix
     with socket.create_connection(("127.0.0.1", port)) as s:
         s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-        assert_dropped(s)
+        assert_dropped(s, "exceeds the limit")
     # 2) valid frame, invalid JSON
     with socket.create_connection(("127.0.0.1", port)) as s:
         s.sendall(len(b"{nope").to_bytes(4, "big") + b"{nope")
-        assert_dropped(s)
+        assert_dropped(s, "invalid JSON")
     wait_for(lambda: o.stats().get("malformed", 0) >= 2)
     # 3) a broken worker that answers its job with garbage: job goes to a real worker
     bad = socket.create_connection(("127.0.0.1", port))
