@@ -23,7 +23,7 @@ from edgelab.workload.loadgen import Target, closed_loop, summarise  # noqa: E40
 
 def phone() -> dict:
     srv = make_server("127.0.0.1", 0)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    threading.Thread(target=srv.run, daemon=True).start()
     body = open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False), "rb").read()
     out = {}
     for mode in ("faces", "gray"):
@@ -31,7 +31,7 @@ def phone() -> dict:
         s = summarise(closed_loop(Target(url, "POST", body, "image/jpeg"), clients=1, duration=3.0))
         out[mode] = {"rps": round(s["throughput_rps"], 1), "p50_ms": round(s["latency_ms"]["p50"], 1),
                      "p99_ms": round(s["latency_ms"]["p99"], 1)}
-    srv.shutdown()
+    srv.close()
     return out
 
 

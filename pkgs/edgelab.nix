@@ -16,6 +16,7 @@
 , requests
 , pillow
 , opencv4
+, waitress
 , pythonRelaxDepsHook
 , netfilterqueue ? null
 , withFallback ? false
@@ -41,9 +42,13 @@ buildPythonPackage {
   # provides the same cv2 module under another distribution name.
   pythonRemoveDeps = [ "opencv-python-headless" ];
 
+  # waitress serves the phone workload (edgelab/services/phone/server.py); the
+  # options it uses (threads, connection_limit, channel_timeout, max_request_*)
+  # and strict Content-Length/chunk parsing exist since waitress 2.1.1, older
+  # than the nixpkgs 23.11 package; requirements.txt pins 3.0.2 for the venv.
   propagatedBuildInputs = [
     pyyaml click rich pandas numpy matplotlib pyroute2 prometheus-client
-    paho-mqtt requests pillow opencv4
+    paho-mqtt requests pillow opencv4 waitress
   ] ++ lib.optional (withFallback && netfilterqueue != null) netfilterqueue;
 
   # The test suite needs root, namespaces and other helpers' services; it runs
