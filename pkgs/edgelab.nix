@@ -44,8 +44,9 @@ buildPythonPackage {
 
   # waitress serves the phone workload (edgelab/services/phone/server.py); the
   # options it uses (threads, connection_limit, channel_timeout, max_request_*)
-  # and strict Content-Length/chunk parsing exist since waitress 2.1.1, older
-  # than the nixpkgs 23.11 package; requirements.txt pins 3.0.2 for the venv.
+  # and strict Content-Length/chunk parsing exist since waitress 2.1.1; nixpkgs
+  # 23.11 should carry 2.1.2 (not checked against the pinned tree: its package
+  # set is not on the development machine). requirements.txt pins 3.0.2.
   propagatedBuildInputs = [
     pyyaml click rich pandas numpy matplotlib pyroute2 prometheus-client
     paho-mqtt requests pillow opencv4 waitress
