@@ -338,6 +338,8 @@ class Orchestrator:
                 await self._error(writer, f"too many connections (limit {self.limits.max_connections}); retry later")
                 return
             await self._session(reader, writer, peer)
+        except asyncio.CancelledError:
+            pass            # stop(): end quietly (asyncio 3.11 logs a connection task that ends cancelled)
         finally:
             self._sessions.discard(task)
             writer.close()
@@ -466,7 +468,6 @@ class Orchestrator:
                 if msg.get("type") != "result":
                     raise MalformedMessage(f"expected a result, got {str(msg)[:100]}")
                 i_id = msg.get("i_id")
-                await self._send(writer, encode({"type": "ack", "i_id": i_id}))   # the worker may forget it now
                 if current is not None and i_id == current.i_id:
                     self._finish(current, msg)
                     current = None
@@ -476,6 +477,7 @@ class Orchestrator:
                     overdue = None
                 else:
                     self._adopt(wid, msg)
+                await self._send(writer, encode({"type": "ack", "i_id": i_id}))   # the worker may forget it now
                 self._set_state(wid, writer, "busy" if current else "overdue" if overdue else "idle")
         except MalformedMessage as exc:
             self._malformed(f"worker {wid}", exc)
@@ -509,7 +511,10 @@ class Orchestrator:
         i_id = reply.get("i_id")
         with self._cond:
             inv = self._inv.get(i_id) if isinstance(i_id, str) else None
-            if inv is None or inv.finished or wid not in inv.lost_on:
+            # dispatched to this worker id before: on a connection that ended, or on the stale one
+            # whose end its session has not seen yet (the worker reconnected first)
+            mine = inv is not None and (wid in inv.lost_on or (inv.status == "running" and inv.worker == wid))
+            if inv is None or inv.finished or not mine:
                 self.counters["late_results"] += 1
                 log.info("result of %s from %s not wanted (unknown, finished or not dispatched to it)",
                          str(i_id)[:40], wid)
