@@ -281,7 +281,12 @@ class Orchestrator:
         ready.set_result(self._server.sockets[0].getsockname()[:2])
         try:
             loop.run_forever()
-        finally:
+        finally:                         # connections accepted while stopping: end them before closing
+            pending = asyncio.all_tasks(loop)
+            for t in pending:
+                t.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.close()
 
     async def _shutdown(self) -> None:
