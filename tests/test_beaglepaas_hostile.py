@@ -246,8 +246,9 @@ def test_worker_resends_an_unacknowledged_result_after_reconnecting(procs):
         c2, _ = srv.accept()
         with c2:
             c2.settimeout(10)
-            assert recv_msg(c2) == {"type": "hello", "worker": "sv_loyal"}
-            res = recv_msg(c2)
+            hello = recv_msg(c2)
+            assert hello["type"] == "hello" and hello["worker"] == "sv_loyal"
+            res = hello["result"]
             assert res["type"] == "result" and res["i_id"] == "sv-1" and res["status"] == "ok"
             assert res["result"] == {"slept": 0.3}
 
@@ -262,9 +263,9 @@ def test_orchestrator_takes_the_result_of_a_worker_that_reconnected():
         job = recv_msg(old)
         assert job["i_id"] == i_id
         new = socket.create_connection(("127.0.0.1", port))          # same worker, new connection
-        send_msg(new, {"type": "hello", "worker": "sv_back"})
-        send_msg(new, {"type": "result", "i_id": i_id, "status": "ok", "result": {"slept": 0.1},
-                       "start": 1.0, "end": 1.1})
+        send_msg(new, {"type": "hello", "worker": "sv_back",
+                       "result": {"type": "result", "i_id": i_id, "status": "ok", "result": {"slept": 0.1},
+                                  "start": 1.0, "end": 1.1}})
         assert recv_msg(new) == {"type": "ack", "i_id": i_id}
         assert o.wait([i_id], timeout=5)
         rec = o.results([i_id])[0]

@@ -121,6 +121,34 @@ def recv_msg(sock: socket.socket, max_frame: int = MAX_FRAME) -> Optional[dict]:
     return decode(body)
 
 
+async def within(aw, timeout: Optional[float]):
+    """``await aw`` bounded by ``timeout`` (None: unbounded); asyncio.TimeoutError past it.
+
+    ``asyncio.timeout`` (3.11+) arms one timer; ``wait_for`` (3.10) wraps a task.
+    """
+    if timeout is None:
+        return await aw
+    if hasattr(asyncio, "timeout"):
+        async with asyncio.timeout(timeout):
+            return await aw
+    return await asyncio.wait_for(aw, timeout)
+
+
+async def _frame_rest(reader: asyncio.StreamReader, first: bytes, max_frame: int,
+                      budget: Optional[ByteBudget]) -> bytes:
+    (length,) = _HEADER.unpack(first + await reader.readexactly(_HEADER.size - 1))
+    _check_length(length, max_frame)
+    if not length:
+        return b""
+    if budget is not None:
+        budget.acquire(length)
+    try:
+        return await reader.readexactly(length)
+    finally:
+        if budget is not None:
+            budget.release(length)
+
+
 async def read_msg(reader: asyncio.StreamReader, *, max_frame: int, idle_timeout: Optional[float],
                    frame_timeout: float, budget: Optional[ByteBudget] = None) -> Optional[dict]:
     """Next message from an asyncio stream, or None on a clean EOF between frames.
@@ -131,20 +159,11 @@ async def read_msg(reader: asyncio.StreamReader, *, max_frame: int, idle_timeout
     Raises ``asyncio.TimeoutError`` when no frame began in time, FrameTimeout /
     FrameTooLarge / MalformedMessage as their names say.
     """
-    first = await asyncio.wait_for(reader.read(1), idle_timeout)
+    first = await within(reader.read(1), idle_timeout)
     if not first:
         return None
     try:
-        rest = await asyncio.wait_for(reader.readexactly(_HEADER.size - 1), frame_timeout)
-        (length,) = _HEADER.unpack(first + rest)
-        _check_length(length, max_frame)
-        if budget is not None:
-            budget.acquire(length)
-        try:
-            body = await asyncio.wait_for(reader.readexactly(length), frame_timeout) if length else b""
-        finally:
-            if budget is not None:
-                budget.release(length)
+        body = await within(_frame_rest(reader, first, max_frame, budget), frame_timeout)
     except asyncio.TimeoutError:
         raise FrameTimeout(f"frame incomplete after {frame_timeout:g} s") from None
     except asyncio.IncompleteReadError as exc:

@@ -18,8 +18,9 @@ Execution is at most once past a timeout: a job that exceeds ``job_timeout_s``
 is failed and never dispatched again (its worker may still be running it); that
 worker gets no other job until it reports the late result, which is counted and
 discarded.  A job is dispatched again only when its worker's connection ended;
-a worker that reconnects first reports a result it could not deliver, and that
-result is taken if the invocation has not finished elsewhere.
+a worker that reconnects carries in its hello the result it could not deliver,
+and that result is taken, before anything is dispatched to it, if the
+invocation has not finished elsewhere.
 ``max_attempts=1`` never dispatches anything twice.
 
 Every peer is served from one asyncio event loop (no thread per connection) and
@@ -28,12 +29,12 @@ frame size, bytes of frames being received at once, how long a frame or a
 silent peer may take, and the bytes of arguments and results kept for records.
 
 Protocol (all messages JSON objects, 4-byte big-endian length prefix):
-  worker -> orch  {"type":"hello","worker":ID}
+  worker -> orch  {"type":"hello","worker":ID[,"result":{..}]}  (a result not yet acknowledged)
   orch -> worker  {"type":"job","i_id":..,"f_id":..,"f_args":{..}}
   worker -> orch  {"type":"result","i_id":..,"status":"ok"|"error","result":..,"error":..,
                    "start":epoch_s,"end":epoch_s}
-  orch -> worker  {"type":"ack","i_id":..}   (until then the worker keeps the result, and sends
-                  it again right after its next hello if the connection ends)
+  orch -> worker  {"type":"ack","i_id":..}   (until then the worker keeps the result, and carries
+                  it in its next hello if the connection ends)
   client -> orch  {"type":"submit","f_id":..,"f_args":{..}}  -> {"type":"submitted","i_id":..}
                   {"type":"results"[,"ids":[..]]} -> {"type":"results","records":[..]}
                   {"type":"stats"}   -> {"type":"stats", ...counters}
@@ -56,7 +57,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional
 
-from ..framing import ByteBudget, MalformedMessage, encode, frame, read_msg, tune_keepalive
+from ..framing import ByteBudget, MalformedMessage, within, encode, frame, read_msg, tune_keepalive
 from .functions import FUNCTIONS
 
 log = logging.getLogger(__name__)
@@ -172,6 +173,7 @@ class Orchestrator:
         self._server: Optional[asyncio.AbstractServer] = None
         self._work: Optional[asyncio.Event] = None   # set when the queue may have gained a job
         self._sessions: set[asyncio.Task] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
         self._worker_conn: dict[str, asyncio.StreamWriter] = {}
         self._budget = ByteBudget(limits.max_buffered)
 
@@ -259,7 +261,7 @@ class Orchestrator:
         try:
             asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(10)
         except (concurrent.futures.TimeoutError, RuntimeError) as exc:
-            log.warning("orchestrator shutdown: %s", exc)
+            log.warning("orchestrator shutdown: %r", exc)
         try:
             loop.call_soon_threadsafe(loop.stop)
         except RuntimeError:
@@ -292,10 +294,18 @@ class Orchestrator:
     async def _shutdown(self) -> None:
         if self._server is not None:
             self._server.close()
-        tasks = [t for t in self._sessions if not t.done()]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for w in list(self._writers):
+            w.transport.abort()          # every pending read ends at once
+        # Cancel until they end: Python 3.11's wait_for() can swallow a cancellation that
+        # arrives as the awaited write completes (fixed in 3.12), so one cancel() may not do.
+        for _ in range(50):
+            pending = [t for t in self._sessions if not t.done()]
+            if not pending:
+                return
+            for t in pending:
+                t.cancel()
+            await asyncio.wait(pending, timeout=0.1)
+        log.warning("%d connections did not end at stop", len([t for t in self._sessions if not t.done()]))
 
     def _wake(self) -> None:
         """Tell idle worker sessions the queue gained a job (callable from any thread)."""
@@ -314,7 +324,8 @@ class Orchestrator:
     async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
         """Write and wait until the peer takes it (bounded: a peer that stops reading is dropped)."""
         writer.write(data)
-        await asyncio.wait_for(writer.drain(), self.limits.frame_timeout_s)
+        if writer.transport.get_write_buffer_size():     # not all taken by the kernel at once
+            await within(writer.drain(), self.limits.frame_timeout_s)
 
     async def _error(self, writer: asyncio.StreamWriter, text: str) -> None:
         """Best-effort error reply before the connection is closed."""
@@ -330,6 +341,7 @@ class Orchestrator:
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         self._sessions.add(task)
+        self._writers.add(writer)
         peername = writer.get_extra_info("peername")
         peer = "%s:%s" % tuple(peername[:2]) if peername else "?"
         try:
@@ -347,6 +359,7 @@ class Orchestrator:
             pass            # stop(): end quietly (asyncio 3.11 logs a connection task that ends cancelled)
         finally:
             self._sessions.discard(task)
+            self._writers.discard(writer)
             writer.close()
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
@@ -367,7 +380,10 @@ class Orchestrator:
                     self._malformed(peer, MalformedMessage(f"bad worker id {str(wid)[:100]!r}"))
                     await self._error(writer, "hello needs 'worker': a string of 1 to 128 printable characters")
                     return
-                await self._worker_session(reader, writer, wid)
+                carried = first.get("result")
+                if carried is not None and not (isinstance(carried, dict) and carried.get("type") == "result"):
+                    raise MalformedMessage(f"hello carries a result that is not one: {str(carried)[:100]}")
+                await self._worker_session(reader, writer, wid, carried)
             elif kind in CLIENT_REQUESTS:
                 await self._client_session(reader, writer, first)
             else:
@@ -381,7 +397,7 @@ class Orchestrator:
 
     # ------------------------------------------------------------------ clients
     async def _client_session(self, reader, writer, msg: Optional[dict]) -> None:
-        while msg is not None:
+        while msg is not None and not self._stop.is_set():
             await self._send(writer, encode(self._client_reply(msg)))
             try:
                 msg = await self._read(reader, self.limits.idle_timeout_s)
@@ -421,7 +437,7 @@ class Orchestrator:
             if self._worker_conn.get(wid) is writer:
                 self._workers[wid] = state
 
-    async def _worker_session(self, reader, writer, wid: str) -> None:
+    async def _worker_session(self, reader, writer, wid: str, carried: Optional[dict] = None) -> None:
         old = self._worker_conn.get(wid)
         if old is not None:              # a worker that reconnected: its old connection is stale
             log.warning("worker %s connected again; closing its previous connection", wid)
@@ -436,8 +452,12 @@ class Orchestrator:
         overdue: Optional[str] = None            # a timed-out job it is still running
         read: Optional[asyncio.Future] = None    # one read at a time, kept across waits (never cut mid-frame)
         reason = "worker session ended"
+        outbox = b""                             # an ack, sent with the next job in one write
+        if carried is not None:                  # before any dispatch: it may be the job we would give
+            self._adopt(wid, carried)
+            outbox = encode({"type": "ack", "i_id": carried.get("i_id")})
         try:
-            while True:
+            while not self._stop.is_set():
                 if read is None:
                     read = asyncio.ensure_future(self._read(reader, None))
                 if current is None and overdue is None:
@@ -449,8 +469,12 @@ class Orchestrator:
                             inv.worker, inv.status, inv.dispatch_t = wid, "running", time.time()
                         self._set_state(wid, writer, "busy")
                         deadline = loop.time() + self.job_timeout_s if self.job_timeout_s else None
-                        await self._send(writer, inv.job_frame())
+                        outbox, data = b"", outbox + inv.job_frame()
+                        await self._send(writer, data)
                         continue
+                    if outbox:
+                        outbox, data = b"", outbox
+                        await self._send(writer, data)
                     work = asyncio.ensure_future(self._work.wait())
                     try:
                         await asyncio.wait({read, work}, return_when=asyncio.FIRST_COMPLETED)
@@ -459,12 +483,14 @@ class Orchestrator:
                     if not read.done():
                         continue
                 else:
+                    if outbox:
+                        outbox, data = b"", outbox
+                        await self._send(writer, data)
                     timeout = None if current is None or deadline is None else max(0.0, deadline - loop.time())
                     done, _ = await asyncio.wait({read}, timeout=timeout)
                     if not done:
-                        self._time_out(current, wid)
+                        self._time_out(current, wid, writer)
                         overdue, current, deadline = current.i_id, None, None
-                        self._set_state(wid, writer, "overdue")
                         continue
                 msg, read = read.result(), None
                 if msg is None:
@@ -482,7 +508,7 @@ class Orchestrator:
                     overdue = None
                 else:
                     self._adopt(wid, msg)
-                await self._send(writer, encode({"type": "ack", "i_id": i_id}))   # the worker may forget it now
+                outbox += encode({"type": "ack", "i_id": i_id})     # the worker may forget it now
                 self._set_state(wid, writer, "busy" if current else "overdue" if overdue else "idle")
         except MalformedMessage as exc:
             self._malformed(f"worker {wid}", exc)
@@ -501,8 +527,10 @@ class Orchestrator:
                     self._workers.pop(wid, None)
             log.info("worker %s disconnected", wid)
 
-    def _time_out(self, inv: Invocation, wid: str) -> None:
+    def _time_out(self, inv: Invocation, wid: str, writer) -> None:
         with self._cond:
+            if self._worker_conn.get(wid) is writer:
+                self._workers[wid] = "overdue"       # before anyone waiting on the invocation wakes
             if inv.finished:
                 return
             self._fail(inv, f"timed out after {self.job_timeout_s:g} s on worker {wid}; not dispatched again "

@@ -1,9 +1,9 @@
 """BeaglePaaS worker: connects to the orchestrator, runs one job at a time, reports timings.
 
 A worker outlives its connection: when the orchestrator restarts, drops it (a
-stale connection) or the network breaks, it connects again and first reports
-the result the orchestrator had not acknowledged, so a finished job is not lost
-and need not run a second time.
+stale connection) or the network breaks, it connects again and carries in its
+hello the result the orchestrator had not acknowledged, so a finished job is
+not lost and need not run a second time.
 """
 
 from __future__ import annotations
@@ -75,9 +75,10 @@ def run_worker(host: str, port: int, worker_id: str, *, connect_timeout_s: float
         sock = _connect(host, port, worker_id, connect_timeout_s)
         try:
             with sock:
-                send_msg(sock, {"type": "hello", "worker": worker_id})
+                hello = {"type": "hello", "worker": worker_id}
                 if undelivered is not None:      # its connection ended before the ack
-                    send_msg(sock, undelivered)
+                    hello["result"] = undelivered
+                send_msg(sock, hello)
                 while undelivered is not None or max_jobs is None or jobs < max_jobs:
                     msg = recv_msg(sock)
                     if msg is None:
