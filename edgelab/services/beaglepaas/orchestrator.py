@@ -188,7 +188,7 @@ class Orchestrator:
             raise ValueError(f"f_args must be a JSON object, got {type(f_args).__name__}")
         try:
             args_json = json.dumps(f_args, separators=(",", ":"), allow_nan=False)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             raise ValueError(f"f_args is not JSON: {exc}") from None
         cost = len(args_json) + RECORD_OVERHEAD
         i_id = f"{next(self._seq):06d}-{uuid.uuid4().hex[:6]}"
@@ -394,6 +394,9 @@ class Orchestrator:
             await self._error(writer, f"malformed message: {exc}; closing")
         except OSError as exc:                       # includes asyncio.TimeoutError of a reply not taken
             log.info("connection %s ended: %s", peer, exc or type(exc).__name__)
+        except Exception as exc:                     # a bug must cost one connection, never the service
+            log.exception("connection %s: internal error", peer)
+            await self._error(writer, f"internal error: {type(exc).__name__}: {exc}"[:500])
 
     # ------------------------------------------------------------------ clients
     async def _client_session(self, reader, writer, msg: Optional[dict]) -> None:
@@ -581,7 +584,10 @@ class Orchestrator:
 
     def _finish(self, inv: Invocation, reply: dict, worker: Optional[str] = None) -> None:
         result = reply.get("result")
-        cost = len(json.dumps(result)) if result is not None else 0
+        try:
+            cost = len(json.dumps(result)) if result is not None else 0
+        except (ValueError, RecursionError):     # decoded from JSON, so re-encodable but for depth
+            cost = self.limits.max_frame
         with self._cond:
             if inv.finished:             # stop() already failed it; keep that verdict
                 return
