@@ -127,6 +127,18 @@ def test_every_malformed_request_gets_a_reply(phone, name):
             assert read_response(f)[0] == 200
 
 
+def test_head_gets_headers_only(phone):
+    _, port = phone
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        f = s.makefile("rb")
+        s.sendall(b"HEAD /healthz HTTP/1.1\r\nHost: phone\r\n\r\n" + HEALTHZ)
+        status_line = f.readline()
+        assert b" 200 " in status_line
+        while f.readline() not in (b"\r\n", b""):
+            pass
+        assert read_response(f)[0] == 200          # the next response follows at once: no body was sent
+
+
 def test_chunked_upload_keeps_the_connection_in_step(phone):
     _, port = phone
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:

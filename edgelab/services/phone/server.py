@@ -95,6 +95,11 @@ def _json(start_response: Callable, code: str, obj: dict, extra: Iterable[tuple[
 
 def app(environ: dict, start_response: Callable) -> list[bytes]:
     """The WSGI application: healthz, detect, and a JSON error for everything else."""
+    body = _respond(environ, start_response)
+    return [] if environ.get("REQUEST_METHOD") == "HEAD" else body     # RFC 9110 §9.3.2: headers only
+
+
+def _respond(environ: dict, start_response: Callable) -> list[bytes]:
     path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "")
     if path == "/healthz":
         if method not in ("GET", "HEAD"):
