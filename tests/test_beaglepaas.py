@@ -111,7 +111,7 @@ def test_worker_killed_mid_job_is_redispatched(orch):
     victim = start_worker(port, "sv_victim")
     procs.append(victim)
     wait_for(lambda: "sv_victim" in o.stats()["workers"])
-    i_id = o.submit("spin", {"seconds": 1.0})
+    i_id = o.submit("spin", {"seconds": 2.5})   # outlasts the survivor's start on a loaded machine
     wait_for(lambda: o.results()[0]["status"] == "running")
     assert o.results()[0]["worker"] == "sv_victim"
     procs.append(start_worker(port, "sv_survivor"))
@@ -122,7 +122,7 @@ def test_worker_killed_mid_job_is_redispatched(orch):
     assert rec["status"] == "done", rec
     assert rec["worker"] == "sv_survivor"
     assert rec["attempts"] == 2 and rec["lost_on"] == ["sv_victim"]
-    assert 0.9 < rec["exec_s"] < 5
+    assert 2.4 < rec["exec_s"] < 6
     assert o.stats()["redispatched"] == 1
 
 
