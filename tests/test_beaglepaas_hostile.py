@@ -278,3 +278,24 @@ def test_orchestrator_takes_the_result_of_a_worker_that_reconnected():
         new.close()
     finally:
         o.stop()
+
+
+def test_frames_received_at_once_share_one_byte_budget():
+    from edgelab.services.beaglepaas import Limits
+
+    o = Orchestrator(limits=Limits(max_frame=1_000_000, max_buffered=1_500_000))
+    _, port = o.serve("127.0.0.1", 0)
+    try:
+        body = json.dumps({"type": "submit", "f_id": "sleep", "f_args": {"pad": "z" * 999_000}}).encode()
+        with socket.create_connection(("127.0.0.1", port)) as a, socket.create_connection(("127.0.0.1", port)) as b:
+            a.sendall(frame(body)[:1000])                    # a's frame holds 1 MB of the budget
+            time.sleep(0.3)
+            b.sendall(frame(body)[:1000])
+            error_then_closed(b, "other frames are being received (limit 1500000)")
+            a.sendall(frame(body)[1000:])                    # a's frame completes and is served
+            a.settimeout(5)
+            assert recv_msg(a)["type"] == "submitted"
+        with BeaglePaaSClient("127.0.0.1", port) as c:      # the budget was given back
+            assert c.submit("sleep", {"pad": "z" * 999_000})
+    finally:
+        o.stop()
