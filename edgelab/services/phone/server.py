@@ -133,6 +133,8 @@ class PhoneServer:
     """The service bound to a socket; ``run()`` serves until ``close()``."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, limits: Limits = Limits()):
+        # waitress' default socket_options set TCP_NODELAY (waitress/adjustments.py), so the 40 ms
+        # delayed-ACK stall of http.server's split header/body writes (benchmarks/sv_services.md) cannot return
         self.limits = limits
         self._srv = create_server(
             app, host=host, port=port, threads=limits.threads, connection_limit=limits.max_connections,
