@@ -13,7 +13,6 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 from contextlib import ExitStack
 

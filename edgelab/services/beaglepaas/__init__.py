@@ -5,7 +5,8 @@ Run: ``python -m edgelab.services.beaglepaas {orchestrator,worker,submit} --help
 
 from .client import BeaglePaaSClient, BeaglePaaSError
 from .functions import FUNCTIONS
-from .orchestrator import Invocation, Limits, Orchestrator, Overloaded
+from .invocation import Invocation, Limits, Overloaded
+from .orchestrator import Orchestrator
 from .worker import run_job, run_worker
 
 __all__ = ["BeaglePaaSClient", "BeaglePaaSError", "FUNCTIONS", "Invocation", "Limits", "Orchestrator", "Overloaded",
