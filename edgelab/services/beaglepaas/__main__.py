@@ -118,7 +118,7 @@ def cmd_bench(a) -> int:
         c.wait(ids, timeout=a.wait)
         t_done = time.time()
         time.sleep(a.settle)  # let the meters' samples cover the last executions
-        recs = [r for r in c.results() if r["id"] in set(ids)]
+        recs = c.results(ids)
         print(json.dumps({"t_submit": t_submit, "t_done": t_done, "records": recs, "stats": c.stats()}))
     return 0
 

@@ -10,6 +10,12 @@ from typing import Iterable, Optional
 from ..framing import MalformedMessage, recv_msg, send_msg
 
 
+REPLY_MAX_FRAME = 256 << 20
+"""Bytes of one reply the client accepts: a ``results`` reply carries every record asked for
+(the orchestrator holds up to 64 MiB of arguments and results by default), so more than
+the 1 MiB the orchestrator accepts per request; still bounded."""
+
+
 class BeaglePaaSError(RuntimeError):
     pass
 
@@ -23,7 +29,7 @@ class BeaglePaaSClient:
         with self._lock:
             try:
                 send_msg(self._sock, msg)
-                reply = recv_msg(self._sock)
+                reply = recv_msg(self._sock, REPLY_MAX_FRAME)
             except (OSError, MalformedMessage) as exc:
                 raise BeaglePaaSError(f"orchestrator connection failed: {exc}") from exc
         if reply is None:
