@@ -346,22 +346,41 @@ class NxcTestbed(Testbed):
 
 
 def _stop(proc: subprocess.Popen, grace: float = 5.0) -> None:
-    """SIGTERM (its process group when it has its own), then SIGKILL."""
-    if proc.poll() is not None:
-        return
+    """SIGTERM (its process group when it has its own: nxc and the QEMUs it
+    started), then SIGKILL; returns once the whole group is gone."""
     try:
         own_group = os.getpgid(proc.pid) == proc.pid
-        os.killpg(proc.pid, signal.SIGTERM) if own_group else proc.terminate()
     except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
+        own_group = False
+    if proc.poll() is None:
         try:
-            os.killpg(proc.pid, signal.SIGKILL) if own_group else proc.kill()
+            os.killpg(proc.pid, signal.SIGTERM) if own_group else proc.terminate()
         except ProcessLookupError:
             pass
-        proc.wait()
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if own_group:
+        deadline = time.monotonic() + grace
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _group_alive(proc.pid):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
 
 
 def ensure_ssh_key(opts: NxcOptions, runner: Runner = default_runner) -> tuple[Path, Path]:
