@@ -57,7 +57,15 @@ SSH_FAILED = 255
 PYTHON_WORDS = ("python3", "python")
 _PKG_DIR = Path(__file__).resolve().parents[1]
 
-logging.getLogger("execo").setLevel(logging.CRITICAL)  # we report failures ourselves, once, naming the node
+
+
+def _execo():
+    """execo, imported on first use, its own logging quietened: we report each failure once, naming the node.
+    (execo installs its own Logger class on import, so its logger must not be created before.)"""
+    import execo
+
+    execo.logger.setLevel(logging.CRITICAL)
+    return execo
 
 
 class RemoteError(BackendError):
@@ -155,12 +163,11 @@ class Transport:
                 "ssh_options": tuple(opts), "scp_options": tuple(scp_opts)}
 
     def host(self, d: Device):
-        import execo
-
-        return execo.Host(d.host, user=d.user, keyfile=d.identity_file, port=d.port)
+        return _execo().Host(d.host, user=d.user, keyfile=d.identity_file, port=d.port)
 
     def ssh_argv(self, d: Device, remote_command: str) -> list[str]:
         """The full local argv (execo's ssh command builder) that runs ``remote_command`` on ``d``."""
+        _execo()
         from execo.ssh_utils import get_ssh_command
 
         return list(get_ssh_command(d.user, d.identity_file, d.port, self.connection_params(d))) + [d.host,
@@ -212,9 +219,7 @@ class Transport:
                 raise RemoteError(d, f"{_quote(argv)[:200]} did not finish within {timeout:g} s") from None
             rc, out, err = r.returncode, r.stdout, r.stderr
         else:
-            import execo
-
-            p = execo.SshProcess(cmd, self.host(d), connection_params=self.connection_params(d), timeout=timeout,
+            p = _execo().SshProcess(cmd, self.host(d), connection_params=self.connection_params(d), timeout=timeout,
                                  ignore_exit_code=True, nolog_exit_code=True, ignore_timeout=True,
                                  nolog_timeout=True, ignore_error=True, nolog_error=True)
             p.run()
@@ -307,8 +312,7 @@ class Transport:
     # --------------------------------------------------------------- files
     def put(self, node: str, local_files: Sequence[str], remote_dir: str, *, timeout: float = 120.0) -> None:
         """Copy local files/directories into ``remote_dir`` on the node's device (execo ``Put``)."""
-        import execo
-
+        execo = _execo()
         d = self.device(node)
         self.run_device(d, ["mkdir", "-p", remote_dir], timeout=timeout)
         a = execo.Put([self.host(d)], list(local_files), remote_dir, connection_params=self.connection_params(d),
@@ -318,8 +322,7 @@ class Transport:
     def get(self, node: str, remote_files: Sequence[str], local_dir: Union[str, os.PathLike], *,
             timeout: float = 120.0) -> None:
         """Copy files/directories from the node's device into ``local_dir`` (execo ``Get``)."""
-        import execo
-
+        execo = _execo()
         d = self.device(node)
         Path(local_dir).mkdir(parents=True, exist_ok=True)
         a = execo.Get([self.host(d)], list(remote_files), str(local_dir), connection_params=self.connection_params(d),
