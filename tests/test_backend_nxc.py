@@ -202,8 +202,13 @@ def test_up_vm_through_real_nxc_then_commands_over_ssh(shim_env, vm_ports):
         assert fwd == set(ports.values())  # nxc's qemu script forwarded each VM's SSH there
         out = tb.run("phone-2", ["sh", "-c", "echo $0 $USER", "hello"]).stdout.split()
         assert out == ["hello", "root"]
+        # the shared remote transport: CPU time from the node's cgroup, device facts, files back
+        assert tb.cpu_seconds("server-1") > 0
         facts = tb.facts()
-        assert facts["nxc_build"] == "k3s-phones::vm" and facts["setup_params"] == {"k3s_phones": 2}
+        assert facts["backend"] == "nxc" and facts["nxc_build"] == "k3s-phones::vm"
+        assert facts["setup_params"] == {"k3s_phones": 2} and facts["devices"]["phone-1"]["kernel"]
+        assert facts["placement"]["phone-1"]["port"] == ports["phone-1"]
+        assert tb.address("phone-1") == plan.node("phone-1").interfaces[0].ip
         assert (shim_env.project / ".edgelab" / "wifi.json").is_file()
     finally:
         tb.down()

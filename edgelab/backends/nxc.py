@@ -39,8 +39,11 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 from ..errors import BackendError
 from ..plan import Plan, make_plan
 from ..topology import load_topology
-from .base import Backend, Testbed
-from .nxc_deploy import VM_FLAVOURS, NxcNode, execo_hosts, map_plan_nodes, parse_deployment, remote_argv, role_distribution
+from ..remote.inventory import Device, Inventory
+from ..remote.testbed import RemoteTestbed
+from ..remote.transport import RemoteError, Transport
+from .base import Backend
+from .nxc_deploy import VM_FLAVOURS, NxcNode, execo_hosts, map_plan_nodes, parse_deployment, role_distribution
 
 #: Flavours the top-level flake outputs (``flake.nix``: ``flavours = { inherit
 #: (nxc.lib.flavours) vm vm-ramdisk g5k-ramdisk g5k-image; }``).
@@ -93,7 +96,10 @@ class NxcOptions:
     ``roles`` maps plan groups to nxc roles when they differ.
     ``ssh_key`` is the private key that reaches the nodes; nxc installs its
     ``.pub`` for root. Without one the backend makes
-    ``<project>/.edgelab/ssh/id_ed25519``.
+    ``<project>/.edgelab/ssh/id_ed25519``. ``install`` copies this checkout's
+    edgelab onto the nodes (the compositions carry their own, built by Nix).
+    ``iface`` is the nodes' testbed NIC (default eth1 on VMs, eth0 on
+    Grid'5000); ``node_python`` the nodes' interpreter with edgelab.
     """
 
     composition: str = "k3s-phones"
@@ -105,6 +111,9 @@ class NxcOptions:
     nxc: str = "nxc"
     ssh_key: Optional[str] = None
     skip_build: bool = False
+    install: bool = False
+    iface: Optional[str] = None
+    node_python: str = "python3"
     ready_timeout: float = 600.0
     build_timeout: float = 3600.0
 
@@ -279,70 +288,96 @@ def missing_requirements(opts: NxcOptions, which: Callable[[str], Optional[str]]
 
 # -- the running testbed ------------------------------------------------------------------------
 
-class NxcTestbed(Testbed):
-    """A started composition; plan node names map to deployed hosts, reached as root over SSH."""
+#: Composition services the experiments start themselves (scenarios/faas.py: orchestrator,
+#: workers, modelled plugs). Where a composition still runs one at boot it would hold the
+#: port the experiment's own instance needs, so bring-up stops it and the facts say so.
+EXPERIMENT_OWNED_UNITS: tuple[str, ...] = (
+    "edgelab-beaglepaas-orchestrator", "edgelab-beaglepaas-worker", "edgelab-power-meter")
 
-    def __init__(self, plan: Plan, opts: NxcOptions, nodes: Mapping[str, NxcNode], *,
-                 runner: Runner = default_runner, spawner: Spawner = default_spawner,
+
+def testbed_interface(opts: NxcOptions) -> str:
+    """The NIC that carries every plan interface on the nodes: nxc's VMs put
+    every node on one virtual switch as eth1 (nixos-compose
+    nix/flavours/shared/nxc.nix; compositions/common.nix ``dev``); on
+    Grid'5000 it depends on the cluster (``iface=``, default eth0)."""
+    if opts.iface:
+        return opts.iface
+    return "eth1" if opts.flavour in VM_FLAVOURS else "eth0"
+
+
+def inventory_from_deployment(plan: Plan, nodes: Mapping[str, NxcNode], opts: NxcOptions, key: Path) -> Inventory:
+    """The deployed hosts as the remote transport's inventory: one device per
+    plan node, root with the backend's key, its data-plane addresses from the
+    plan (the composition assigns them), the whole machine as its cgroup."""
+    nic = testbed_interface(opts)
+    devices = {}
+    for n in plan.nodes:
+        host = nodes[n.name]
+        devices[n.name] = Device(
+            name=n.name, node=n.name, host=host.address, port=host.port, user="root", identity_file=str(key),
+            address=n.interfaces[0].ip if n.interfaces else None,
+            addresses={i.network: i.ip for i in n.interfaces}, interfaces={i.ifname: nic for i in n.interfaces},
+            python=opts.node_python, cgroup="/", connect_timeout_s=10.0)
+    # Nodes are rebuilt at every start with new host keys: never record or check them.
+    return Inventory(devices=devices, known_hosts="/dev/null", strict_host_keys="no",
+                     source=str(opts.deployment_file))
+
+
+class NxcTestbed(RemoteTestbed):
+    """A started composition: a :class:`RemoteTestbed` over the hosts of nxc's
+    deployment file, plus the ``nxc start`` process that keeps VMs alive."""
+
+    def __init__(self, plan: Plan, transport: Transport, opts: NxcOptions, nodes: Mapping[str, NxcNode], *,
                  start_process: Optional[subprocess.Popen] = None, params: Optional[Mapping] = None,
-                 differences: Sequence[str] = ()):
-        self.plan = plan
+                 differences: Sequence[str] = (), backend: str = "nxc"):
+        super().__init__(plan, transport, backend=backend)
         self.opts = opts
         self.nodes = dict(nodes)
         self.params = dict(params or {})
         self.differences = list(differences)
-        self._runner = runner
-        self._spawner = spawner
+        self.stopped_units: dict[str, list[str]] = {}
         self._start = start_process
-        self._procs: list[subprocess.Popen] = []
-        self._down = False
-
-    def argv_for(self, node: str, argv: Sequence[str]) -> list[str]:
-        try:
-            target = self.nodes[node]
-        except KeyError:
-            raise BackendError(f"no node {node!r} in this testbed; nodes: {', '.join(self.nodes)}")
-        return remote_argv(target, argv, identity_file=str(self.opts.key_file))
-
-    def run(self, node: str, argv: Sequence[str], *, timeout: Optional[float] = None, check: bool = True,
-            **kw: Any) -> subprocess.CompletedProcess:
-        full = self.argv_for(node, argv)
-        res = self._runner(full, timeout=timeout, **kw)
-        if check and res.returncode != 0:
-            raise subprocess.CalledProcessError(res.returncode, list(argv), res.stdout, res.stderr)
-        return res
-
-    def popen(self, node: str, argv: Sequence[str], **kw: Any) -> subprocess.Popen:
-        proc = self._spawner(self.argv_for(node, argv), **kw)
-        self._procs.append(proc)
-        return proc
 
     def execo_hosts(self) -> dict:
         return execo_hosts(self.nodes)
 
+    def stop_experiment_owned_units(self, timeout: float = 60.0) -> None:
+        """Stop composition units the experiments run themselves (see EXPERIMENT_OWNED_UNITS)."""
+        units = " ".join(EXPERIMENT_OWNED_UNITS)
+        script = (f"for u in {units}; do if systemctl is-active --quiet $u 2>/dev/null; then "
+                  "systemctl stop $u && echo $u; fi; done; true")
+        res = self.transport.run_many({n: script for n in self.nodes}, timeout=timeout, check=False)
+        errors = [str(r) for r in res.values() if isinstance(r, RemoteError)]
+        if errors:
+            raise BackendError("could not stop composition services on: " + "; ".join(errors))
+        self.stopped_units = {n: r.stdout.split() for n, r in res.items() if r.stdout.split()}
+
     def facts(self) -> dict:
-        return {
-            "backend": "nxc",
-            "flavour": self.opts.flavour,
-            "project": str(self.opts.envdir),
-            "nxc_build": self.opts.prefix,
-            "setup_params": self.params,
-            "deployment_file": str(self.opts.deployment_file),
-            "link_emulation": "composition (per-interface, applied on each NixOS node at boot)",
-            "composition_differs": self.differences,
-            "placement": {name: {"host": n.host, "role": n.role, "address": n.address, "port": n.port}
-                          for name, n in self.nodes.items()},
-        }
+        out = super().facts()
+        out.update(
+            backend=self.backend,
+            flavour=self.opts.flavour,
+            project=str(self.opts.envdir),
+            nxc_build=self.opts.prefix,
+            setup_params=self.params,
+            deployment_file=str(self.opts.deployment_file),
+            link_engine="composition",
+            link_emulation="composition (edgelab.netem: per interface, applied on each NixOS node at boot)",
+            composition_differs=self.differences,
+            stopped_composition_units=self.stopped_units,
+            nxc_placement={name: {"host": n.host, "role": n.role, "address": n.address, "port": n.port,
+                                  "ip": n.ip, "vm_id": n.vm_id} for name, n in self.nodes.items()},
+        )
+        return out
 
     def down(self) -> None:
-        if self._down:
-            return
-        self._down = True
-        for proc in self._procs:
-            _stop(proc)
-        if self._start is not None:
-            _stop(self._start, grace=30.0)
-        self.opts.state_file(self.plan.topology.name).unlink(missing_ok=True)
+        """Stop services (RemoteTestbed), then ``nxc start`` and its VMs. Idempotent."""
+        try:
+            super().down()
+        finally:
+            if self._start is not None:
+                _stop(self._start, grace=30.0)
+            self.opts.state_file(self.plan.topology.name).unlink(missing_ok=True)
 
 
 def _stop(proc: subprocess.Popen, grace: float = 5.0) -> None:
@@ -430,7 +465,10 @@ class NxcBackend(Backend):
             lines += [f"# refused: {d}" for d in blocking] + [f"# composition differs: {d}" for d in recorded]
         return "\n".join(lines) + "\n"
 
-    def up(self, plan: Plan) -> NxcTestbed:
+    def up(self, plan: Plan, testbed_cls: type = None) -> NxcTestbed:
+        """Build, start, read the deployment, wait for every node over SSH.
+        ``testbed_cls``: a subclass of :class:`NxcTestbed` (the ``g5k`` backend's)."""
+        testbed_cls = testbed_cls or NxcTestbed
         opts = self.opts
         problems = missing_requirements(opts, self._which)
         if problems:
@@ -458,14 +496,29 @@ class NxcBackend(Backend):
                                            stderr=subprocess.STDOUT)
         else:
             self._check(self._runner(argv, cwd=cwd, timeout=opts.ready_timeout), "nxc start")
+        testbed = None
         try:
             data = self._wait_deployment(start_proc, log)
             nodes = map_plan_nodes(plan, parse_deployment(data, opts.flavour, str(opts.deployment_file)), opts.roles)
-            testbed = NxcTestbed(plan, opts, nodes, runner=self._runner, spawner=self._spawner,
-                                 start_process=start_proc, params=params, differences=recorded)
+            import execo  # noqa: F401  execo sets up its conductor on import, which only the main thread may do
+
+            transport = Transport(inventory_from_deployment(plan, nodes, opts, _key))
+            testbed = testbed_cls(plan, transport, opts, nodes, start_process=start_proc, params=params,
+                                  differences=recorded)
             self._save_state(plan.topology.name, start_proc)
+            t0 = self._clock()
             self._wait_ready(testbed, start_proc, log)
+            testbed.timings["ready"] = self._clock() - t0
+            testbed.stop_experiment_owned_units()
+            if opts.install:
+                transport.install_edgelab(list(nodes))
+            testbed.collect_facts()
         except BaseException:
+            if testbed is not None:
+                try:
+                    testbed.down()
+                except BackendError:
+                    pass
             if start_proc is not None:
                 _stop(start_proc, grace=30.0)
             opts.state_file(plan.topology.name).unlink(missing_ok=True)
@@ -533,27 +586,24 @@ class NxcBackend(Backend):
         raise BackendError(f"{path}: not valid JSON ({err})")
 
     def _wait_ready(self, testbed: NxcTestbed, start_proc: Optional[subprocess.Popen], log: Path) -> None:
-        """Every node answers ``true`` over SSH, or a clear error naming those that do not."""
+        """Every node answers over SSH (all probed at once), or one error naming each that does not."""
         deadline = self._clock() + self.opts.ready_timeout
         pending = list(testbed.nodes)
         last: dict[str, str] = {}
         while True:
-            still = []
-            for n in pending:
-                res = testbed.run(n, ["true"], check=False, timeout=30)
-                if res.returncode != 0:
-                    still.append(n)
-                    last[n] = (res.stderr or "").strip().splitlines()[-1:] and res.stderr.strip().splitlines()[-1]
-            pending = still
+            res = testbed.transport.run_many({n: "true" for n in pending}, timeout=30, check=False)
+            for n, r in res.items():
+                if isinstance(r, RemoteError):
+                    last[n] = str(r).strip().splitlines()[-1] if str(r).strip() else "no answer"
+            pending = [n for n, r in res.items() if isinstance(r, RemoteError) or r.returncode != 0]
             if not pending:
                 return
             if start_proc is not None and start_proc.poll() is not None:
                 raise BackendError(f"`nxc start` exited ({start_proc.returncode}) while nodes booted:\n"
                                    + self._log_tail(log))
             if self._clock() > deadline:
-                why = "; ".join(f"{n} ({testbed.nodes[n].address}:{testbed.nodes[n].port}): {last.get(n) or '?'}"
-                                for n in pending)
-                raise BackendError(f"nodes not reachable over SSH after {self.opts.ready_timeout}s: {why}")
+                raise BackendError(f"nodes not reachable over SSH after {self.opts.ready_timeout:g}s:\n  - "
+                                   + "\n  - ".join(last.get(n, n) for n in pending))
             self._sleep(1.0)
 
     def _save_state(self, name: str, start_proc: Optional[subprocess.Popen]) -> None:
