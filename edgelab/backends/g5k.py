@@ -7,7 +7,9 @@ Steps of ``up(plan)``:
    walltime, job type, and the folding of virtual nodes onto machines;
 2. ``enoslib.G5k(conf).init()`` reserves (and grants root on) the machines;
 3. their names go into a machine file for ``nxc start -m`` (the ``nxc``
-   backend does build/start/mapping);
+   backend builds, starts, reads nxc's deployment file and waits for every
+   node over SSH): the job's nodes become the inventory of the shared remote
+   transport, and the testbed is a :class:`~edgelab.remote.testbed.RemoteTestbed`;
 4. ``enoslib.Netem`` applies each plan interface's LinkParams on the machine;
 5. the testbed's ``down()`` removes the constraints and destroys the job.
 
@@ -29,7 +31,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 from ..errors import BackendError
 from ..plan import Plan
-from .base import Backend, Testbed
+from .base import Backend
 from .g5k_netem import build_netem, netem_constraints, unemulated
 from .g5k_reservation import MACHINE_ROLE, G5kSettings, Reservation, build_g5k_conf, plan_reservation
 from .nxc import G5K_FLAVOURS, NxcBackend, NxcOptions, NxcTestbed
@@ -92,7 +94,8 @@ def dry_run(plan: Plan, options: Mapping[str, Any]) -> str:
         cpu = sum(resources[m].host_cpu for m in members)
         mem = sum(resources[m].memory_mib for m in members)
         lines.append(f"  physical {i}: {', '.join(members)}  ({cpu:g} cores, {mem} MiB)")
-    lines += ["", "nxc (in the composition directory)"] + [f"  $ {shlex.join(c)}" for c in cmds]
+    nxc = NxcBackend(**nxc_opts)
+    lines += ["", f"nxc (in the project directory {nxc.opts.envdir})"] + [f"  $ {shlex.join(c)}" for c in cmds]
     lines += ["", "Network constraints (EnOSlib Netem, per plan interface, egress and ingress)"]
     for node, cons in netem_constraints(plan, settings.devices).items():
         for c in cons:
@@ -104,44 +107,53 @@ def dry_run(plan: Plan, options: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-class G5kTestbed(Testbed):
-    """An nxc testbed on reserved machines, plus its netem and its job."""
+class G5kTestbed(NxcTestbed):
+    """The nxc testbed on reserved machines (a RemoteTestbed over the job's
+    nodes), plus the EnOSlib netem on them and the job itself."""
 
-    def __init__(self, plan: Plan, inner: NxcTestbed, provider: Any, netem: Any, reservation: Reservation):
-        self.plan = plan
-        self.inner = inner
-        self.provider = provider
-        self.netem = netem
-        self.reservation = reservation
-        self._down = False
+    provider: Any = None
+    netem: Any = None
+    reservation: Optional[Reservation] = None
 
-    def run(self, node: str, argv: Sequence[str], **kw: Any):
-        return self.inner.run(node, argv, **kw)
+    def attach(self, provider: Any, netem: Any, reservation: Reservation) -> "G5kTestbed":
+        self.provider, self.netem, self.reservation = provider, netem, reservation
+        return self
 
-    def popen(self, node: str, argv: Sequence[str], **kw: Any):
-        return self.inner.popen(node, argv, **kw)
+    def enoslib_hosts(self) -> dict:
+        """Plan node -> ``enoslib.Host`` of its machine (root, the backend's key)."""
+        import enoslib as en
+
+        out = {}
+        for name in self.nodes:
+            d = self.transport.device(name)
+            out[name] = en.Host(d.host, alias=name, user=d.user, keyfile=d.identity_file, port=d.port)
+        return out
 
     def facts(self) -> dict:
-        facts = self.inner.facts()
+        facts = super().facts()
         facts.update(
             backend="g5k",
+            link_engine="enoslib-netem",
             link_emulation="enoslib-netem (per interface, egress+ingress)",
             unemulated=unemulated(self.plan),
-            reservation={k: v for k, v in asdict(self.reservation).items()},
+            reservation=asdict(self.reservation) if self.reservation else None,
             jobs=[getattr(j, "uid", str(j)) for j in _jobs(self.provider)],
         )
         return facts
 
     def down(self) -> None:
-        if self._down:
-            return
-        self._down = True
+        """Netem off, the nxc testbed down, then the job destroyed, whatever fails on the way."""
         try:
-            self.inner.down()
             if self.netem is not None:
-                self.netem.destroy()
+                netem, self.netem = self.netem, None
+                netem.destroy()
         finally:
-            self.provider.destroy()
+            try:
+                super().down()
+            finally:
+                if self.provider is not None:
+                    provider, self.provider = self.provider, None
+                    provider.destroy()
 
 
 def _jobs(provider: Any) -> list:
@@ -187,21 +199,20 @@ class G5kBackend(Backend):
             machine_file = probe.envdir / ".edgelab" / f"{plan.topology.name}.machines"
             machine_file.parent.mkdir(parents=True, exist_ok=True)
             machine_file.write_text("\n".join(machines) + "\n")
-            inner = self._nxc_factory(**{**self.nxc_options, "machines": str(machine_file)}).up(plan)
-            netem = None
-            try:
-                import enoslib as en
-
-                hosts = {name: en.Host(n.address, alias=name, user="root") for name, n in inner.nodes.items()}
-                netem = build_netem(plan, hosts, self.settings.devices)
-                netem.deploy()
-            except BaseException:
-                inner.down()
-                raise
+            tb = self._nxc_factory(**{**self.nxc_options, "machines": str(machine_file)}).up(
+                plan, testbed_cls=G5kTestbed)
         except BaseException:
             provider.destroy()
             raise
-        return G5kTestbed(plan, inner, provider, netem, res)
+        tb.attach(provider, None, res)
+        try:
+            netem = build_netem(plan, tb.enoslib_hosts(), self.settings.devices)
+            tb.netem = netem
+            netem.deploy()
+        except BaseException:
+            tb.down()
+            raise
+        return tb
 
     def down(self, testbed_name: str) -> None:
         """Destroy the job of a (possibly crashed) run, found by its job name."""
