@@ -150,9 +150,17 @@ def test_dry_run_text():
     assert f"$ nxc --envdir {ROOT} build -C k3s-phones::g5k-ramdisk --setup-param k3s_phones=4" in text
     assert (f"$ nxc --envdir {ROOT} start -C k3s-phones::g5k-ramdisk -r server=server-1 "
             f"-r phone=phone-1,phone-2,phone-3,phone-4 -i {ROOT}/.edgelab/ssh/id_ed25519.pub -m") in text
-    assert "phone-3      wlan0    out delay 2ms 0.5ms loss 0.5% rate 65mbit" in text
+    # every plan interface is on the node's one testbed NIC (eth0 on Grid'5000 flavours)
+    assert "phone-3      eth0     out delay 2ms 0.5ms loss 0.5% rate 65mbit" in text
     assert "server-1     eth0     in  delay 0.05ms rate 1000mbit" in text
     assert "not emulated" in text and "wlan/segment0" in text
+
+
+def test_dry_run_netem_off_and_nic_option():
+    text = dry_run(wifi_plan(1), {"netem": False})
+    assert "none from EnOSlib (netem=false)" in text and "out delay" not in text
+    text = dry_run(wifi_plan(1), {"iface": "enp24s0f0"})
+    assert "phone-1      enp24s0f0 out delay 2ms" in text
 
 
 def test_dry_run_folding_and_bad_options():

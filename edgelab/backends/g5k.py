@@ -34,7 +34,7 @@ from ..plan import Plan
 from .base import Backend
 from .g5k_netem import build_netem, netem_constraints, unemulated
 from .g5k_reservation import MACHINE_ROLE, G5kSettings, Reservation, build_g5k_conf, plan_reservation
-from .nxc import G5K_FLAVOURS, NxcBackend, NxcOptions, NxcTestbed
+from .nxc import G5K_FLAVOURS, NxcBackend, NxcOptions, NxcTestbed, testbed_interface
 
 _SETTINGS = {f.name for f in fields(G5kSettings)}
 _NXC = {f.name for f in fields(NxcOptions)}
@@ -52,6 +52,15 @@ def split_options(options: Mapping[str, Any]) -> tuple[G5kSettings, dict]:
         raise BackendError(f"the g5k backend deploys with a Grid'5000 nxc flavour ({', '.join(sorted(G5K_FLAVOURS))}),"
                            f" not {nxc['flavour']!r}")
     return G5kSettings(**{k: v for k, v in options.items() if k in _SETTINGS}), nxc
+
+
+def netem_devices(plan: Plan, settings: G5kSettings, opts: NxcOptions) -> dict[str, str]:
+    """Plan interface -> NIC netem shapes on the machine: the user's ``devices``, else
+    the one NIC the composition puts every plan interface on (``testbed_interface``)."""
+    nic = testbed_interface(opts)
+    out = {i.ifname: nic for n in plan.nodes for i in n.interfaces}
+    out.update(settings.devices)
+    return out
 
 
 def g5k_access_problems(home: Optional[str] = None, hostname: Optional[str] = None) -> list[str]:
@@ -75,7 +84,8 @@ def dry_run(plan: Plan, options: Mapping[str, Any]) -> str:
     res = plan_reservation(plan, settings, nxc_opts["flavour"])
     conf = build_g5k_conf(res)
     nxc_opts = {**nxc_opts, "machines": nxc_opts.get("machines") or "<machine file of the job>"}
-    cmds = NxcBackend(**nxc_opts).commands(plan)
+    nxc = NxcBackend(**nxc_opts)
+    cmds = nxc.commands(plan)
     resources = {n.name: n.resources for n in plan.nodes}
     lines = [
         f"edgelab g5k dry run: topology {plan.topology.name!r}, {len(plan.nodes)} virtual nodes",
@@ -94,10 +104,13 @@ def dry_run(plan: Plan, options: Mapping[str, Any]) -> str:
         cpu = sum(resources[m].host_cpu for m in members)
         mem = sum(resources[m].memory_mib for m in members)
         lines.append(f"  physical {i}: {', '.join(members)}  ({cpu:g} cores, {mem} MiB)")
-    nxc = NxcBackend(**nxc_opts)
     lines += ["", f"nxc (in the project directory {nxc.opts.envdir})"] + [f"  $ {shlex.join(c)}" for c in cmds]
+    if not settings.netem:
+        lines += ["", "Network constraints: none from EnOSlib (netem=false); the composition's edgelab.netem "
+                      "applies the plan's links at boot"]
+        return "\n".join(lines) + "\n"
     lines += ["", "Network constraints (EnOSlib Netem, per plan interface, egress and ingress)"]
-    for node, cons in netem_constraints(plan, settings.devices).items():
+    for node, cons in netem_constraints(plan, netem_devices(plan, settings, nxc.opts)).items():
         for c in cons:
             direction = "in " if type(c).__name__ == "NetemInConstraint" else "out"
             lines.append(f"  {node:<12} {c.device:<8} {direction} {c.options}")
@@ -133,8 +146,9 @@ class G5kTestbed(NxcTestbed):
         facts = super().facts()
         facts.update(
             backend="g5k",
-            link_engine="enoslib-netem",
-            link_emulation="enoslib-netem (per interface, egress+ingress)",
+            link_engine="enoslib-netem" if self.netem is not None else "composition",
+            link_emulation=("enoslib-netem (per interface, egress+ingress)" if self.netem is not None else
+                            "composition (edgelab.netem: per interface, applied on each NixOS node at boot)"),
             unemulated=unemulated(self.plan),
             reservation=asdict(self.reservation) if self.reservation else None,
             jobs=[getattr(j, "uid", str(j)) for j in _jobs(self.provider)],
@@ -206,9 +220,10 @@ class G5kBackend(Backend):
             raise
         tb.attach(provider, None, res)
         try:
-            netem = build_netem(plan, tb.enoslib_hosts(), self.settings.devices)
-            tb.netem = netem
-            netem.deploy()
+            if self.settings.netem:
+                netem = build_netem(plan, tb.enoslib_hosts(), netem_devices(plan, self.settings, tb.opts))
+                tb.netem = netem
+                netem.deploy()
         except BaseException:
             tb.down()
             raise

@@ -462,7 +462,10 @@ class NxcBackend(Backend):
         built = composition_plan(self.opts, self.params(plan))
         if built is not None:
             blocking, recorded = plan_differences(plan, built)
-            lines += [f"# refused: {d}" for d in blocking] + [f"# composition differs: {d}" for d in recorded]
+            lines += [f"# refused (the composition cannot run this plan): {d}" for d in blocking]
+            shown = recorded[:2] + ([f"... and {len(recorded) - 2} more (recorded in the facts)"]
+                                    if len(recorded) > 2 else [])
+            lines += [f"# composition differs: {d}" for d in shown]
         return "\n".join(lines) + "\n"
 
     def up(self, plan: Plan, testbed_cls: type = None) -> NxcTestbed:
