@@ -156,6 +156,11 @@ def test_dry_run_text():
     assert "not emulated" in text and "wlan/segment0" in text
 
 
+def test_oar_project_and_flake_dir_are_separate_options():
+    text = dry_run(wifi_plan(1), {"project": "lab-edge", "flake_dir": "/home/alice/edgelab"})
+    assert "'project': 'lab-edge'" in text and "$ nxc --envdir /home/alice/edgelab build" in text
+
+
 def test_dry_run_netem_off_and_nic_option():
     text = dry_run(wifi_plan(1), {"netem": False})
     assert "none from EnOSlib (netem=false)" in text and "out delay" not in text
@@ -179,14 +184,14 @@ def test_up_without_grid5000_access_raises(tmp_path):
     problems = g5k_access_problems(home=str(tmp_path), hostname="laptop.example.org")
     assert any(".python-grid5000.yaml" in p for p in problems)
     backend = G5kBackend(access_check=lambda: g5k_access_problems(home=str(tmp_path), hostname="laptop"),
-                         which=lambda n: None, project=str(tmp_path))
+                         which=lambda n: None, flake_dir=str(tmp_path))
     with pytest.raises(BackendError) as err:
         backend.up(wifi_plan())
     assert "Grid'5000 API access" in str(err.value) and "`nxc` (NixOS-Compose) is not on PATH" in str(err.value)
 
 
 def test_up_refuses_folding_it_cannot_deploy(tmp_path):
-    backend = G5kBackend(max_per_host=3, project=str(tmp_path), access_check=lambda: [])
+    backend = G5kBackend(max_per_host=3, flake_dir=str(tmp_path), access_check=lambda: [])
     with pytest.raises(BackendError, match="folding 3 virtual nodes"):
         backend.up(wifi_plan())
 
@@ -233,7 +238,7 @@ def test_up_reserves_deploys_with_real_nxc_and_reaches_the_job_nodes(shim_env, m
         return providers[-1]
 
     backend = G5kBackend(provider_factory=provider_factory, access_check=lambda: [],
-                         project=str(shim_env.project), ready_timeout=60)
+                         flake_dir=str(shim_env.project), ready_timeout=60)
     plan = wifi_plan(2)
     tb = backend.up(plan)
     try:
@@ -264,7 +269,7 @@ def test_up_reserves_deploys_with_real_nxc_and_reaches_the_job_nodes(shim_env, m
 def test_up_releases_the_job_when_nxc_fails(shim_env):
     providers = []
     backend = G5kBackend(provider_factory=lambda conf: providers.append(FakeProvider(conf, JOB_NODES[:1]))
-                         or providers[-1], access_check=lambda: [], project=str(shim_env.project), max_per_host=1)
+                         or providers[-1], access_check=lambda: [], flake_dir=str(shim_env.project), max_per_host=1)
     with pytest.raises(BackendError, match="Grid'5000 gave 1 nodes, 3 were asked for"):
         backend.up(wifi_plan(2))
     assert providers[0].calls == ["init", "destroy"]

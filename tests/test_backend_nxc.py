@@ -48,13 +48,13 @@ def wifi_plan(phones: int = 4):
 
 @pytest.mark.parametrize("flavour", ["vm", "vm-ramdisk", "g5k-ramdisk", "g5k-image"])
 def test_build_argv_names_composition_and_flavour(flavour):
-    opts = NxcOptions(composition="beaglepaas", flavour=flavour, project="/srv/edgelab")
+    opts = NxcOptions(composition="beaglepaas", flavour=flavour, flake_dir="/srv/edgelab")
     assert build_argv(opts, {"workers": 3}) == [
         "nxc", "--envdir", "/srv/edgelab", "build", "-C", f"beaglepaas::{flavour}", "--setup-param", "workers=3"]
 
 
 def test_start_argv_vm_waits_for_signal_and_installs_the_key():
-    opts = NxcOptions(project="/srv/edgelab")
+    opts = NxcOptions(flake_dir="/srv/edgelab")
     dist = role_distribution(wifi_plan(2), {})
     assert start_argv(opts, dist, "/k/id.pub") == [
         "nxc", "--envdir", "/srv/edgelab", "start", "-C", "k3s-phones::vm",
@@ -63,7 +63,7 @@ def test_start_argv_vm_waits_for_signal_and_installs_the_key():
 
 @pytest.mark.parametrize("flavour", ["g5k-ramdisk", "g5k-image"])
 def test_start_argv_g5k_needs_machine_file(flavour):
-    opts = NxcOptions(flavour=flavour, machines="/home/alice/machines", project="/p")
+    opts = NxcOptions(flavour=flavour, machines="/home/alice/machines", flake_dir="/p")
     assert start_argv(opts, {"phone": ["phone-1"]}, "k.pub")[-4:] == ["-i", "k.pub", "-m", "/home/alice/machines"]
     with pytest.raises(BackendError, match="machines="):
         start_argv(NxcOptions(flavour=flavour), {"phone": ["phone-1"]}, "k.pub")
@@ -80,11 +80,11 @@ def test_options_refuse_what_the_flake_cannot_build():
 
 def test_setup_params_give_the_composition_the_plan_counts():
     declared = declared_params(ROOT)
-    assert setup_params(wifi_plan(7), NxcOptions(project=str(ROOT)), declared) == {"k3s_phones": 7}
+    assert setup_params(wifi_plan(7), NxcOptions(flake_dir=str(ROOT)), declared) == {"k3s_phones": 7}
     faas = make_plan(load_topology(ROOT / "compositions" / "beaglepaas" / "topology.yaml").scaled("worker", 5))
-    assert setup_params(faas, NxcOptions(composition="beaglepaas", project=str(ROOT)), declared) == {"workers": 5}
+    assert setup_params(faas, NxcOptions(composition="beaglepaas", flake_dir=str(ROOT)), declared) == {"workers": 5}
     with pytest.raises(BackendError, match=r"setup.toml: \[params\] declares no bogus"):
-        setup_params(wifi_plan(1), NxcOptions(project=str(ROOT), setup_params={"bogus": 1}), declared)
+        setup_params(wifi_plan(1), NxcOptions(flake_dir=str(ROOT), setup_params={"bogus": 1}), declared)
     with pytest.raises(BackendError, match="unknown composition 'nope'"):
         setup_params(wifi_plan(1), NxcOptions(composition="nope"), declared)
 
@@ -106,7 +106,7 @@ def test_count_params_agree_with_the_nix_files():
 
 
 def test_plan_differences_block_other_nodes_and_record_other_links():
-    opts = NxcOptions(project=str(ROOT))
+    opts = NxcOptions(flake_dir=str(ROOT))
     plan = wifi_plan(2)
     built = composition_plan(opts, {"k3s_phones": 2})
     blocking, recorded = plan_differences(plan, built)
@@ -145,19 +145,19 @@ def test_parse_deployment_rejects_what_nxc_would_not_write():
 
 def test_missing_requirements_name_each_tool(tmp_path):
     none = lambda name: None  # noqa: E731
-    msgs = missing_requirements(NxcOptions(project=str(tmp_path)), none)
+    msgs = missing_requirements(NxcOptions(flake_dir=str(tmp_path)), none)
     text = "\n".join(msgs)
     for what in ("`nxc` (NixOS-Compose) is not on PATH", "`nix` is not installed", "qemu-kvm", "vde_switch",
                  f"no flake.nix in the nxc project {tmp_path}", "no nxc.json"):
         assert what in text
-    assert missing_requirements(NxcOptions(project=str(ROOT), flavour="g5k-ramdisk"), lambda n: "/bin/" + n) == []
+    assert missing_requirements(NxcOptions(flake_dir=str(ROOT), flavour="g5k-ramdisk"), lambda n: "/bin/" + n) == []
 
 
 # -- the real nxc ----------------------------------------------------------------------------
 
 def test_real_nxc_builds_with_the_plan_counts_and_setup_toml_is_restored(shim_env):
     before = (shim_env.project / "setup.toml").read_text()
-    backend = NxcBackend(project=str(shim_env.project))
+    backend = NxcBackend(flake_dir=str(shim_env.project))
     backend._build(build_argv(backend.opts, backend.params(wifi_plan(5))), str(shim_env.project))
     [nix] = shim_env.calls("nix")
     assert nix[-3:] == ["-o", str(shim_env.project / "build" / "k3s-phones::vm"),
@@ -170,7 +170,7 @@ def test_real_nxc_builds_with_the_plan_counts_and_setup_toml_is_restored(shim_en
 
 
 def test_real_nxc_start_failure_is_reported_with_its_output(shim_env):
-    backend = NxcBackend(project=str(shim_env.project), skip_build=True, ready_timeout=30)
+    backend = NxcBackend(flake_dir=str(shim_env.project), skip_build=True, ready_timeout=30)
     with pytest.raises(BackendError, match=r"`nxc start` exited \(1\)(.|\n)*build composition first"):
         backend.up(wifi_plan(1))
 
@@ -187,7 +187,7 @@ def vm_ports():
 
 def test_up_vm_through_real_nxc_then_commands_over_ssh(shim_env, vm_ports):
     plan = wifi_plan(2)
-    backend = get_backend("nxc", project=str(shim_env.project), ready_timeout=60)
+    backend = get_backend("nxc", flake_dir=str(shim_env.project), ready_timeout=60)
     tb = backend.up(plan)
     try:
         deployment = json.loads((shim_env.project / "deploy" / "k3s-phones::vm.json").read_text())
@@ -245,7 +245,7 @@ def test_down_by_name_stops_a_left_over_start(tmp_path):
     script.chmod(0o755)
     proc = subprocess.Popen([str(script), "start", "-w"], start_new_session=True)
     try:
-        backend = NxcBackend(project=str(tmp_path))
+        backend = NxcBackend(flake_dir=str(tmp_path))
         backend._save_state("wifi", proc)
         backend.down("wifi")
         assert proc.wait(timeout=10) != 0

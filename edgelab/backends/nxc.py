@@ -87,8 +87,9 @@ def default_project() -> str:
 class NxcOptions:
     """What ``get_backend("nxc", **options)`` accepts.
 
-    ``project`` is the nxc project: the directory holding ``flake.nix``,
-    ``nxc.json`` and ``setup.toml`` (this repository's top level).
+    ``flake_dir`` is the nxc project: the directory holding ``flake.nix``,
+    ``nxc.json`` and ``setup.toml`` (this repository's top level; named so as
+    not to clash with the ``g5k`` backend's OAR ``project``).
     ``composition`` is one of the flake's compositions (``k3s-phones``,
     ``beaglepaas``, ``mesh``). ``setup_params`` adds or overrides
     ``--setup-param`` values (the node counts come from the plan).
@@ -104,7 +105,7 @@ class NxcOptions:
 
     composition: str = "k3s-phones"
     flavour: str = "vm"
-    project: str = field(default_factory=default_project)
+    flake_dir: str = field(default_factory=default_project)
     machines: Optional[str] = None
     setup_params: Mapping[str, ParamValue] = field(default_factory=dict)
     roles: Mapping[str, str] = field(default_factory=dict)
@@ -131,7 +132,7 @@ class NxcOptions:
 
     @property
     def envdir(self) -> Path:
-        return Path(self.project)
+        return Path(self.flake_dir)
 
     @property
     def prefix(self) -> str:
@@ -278,7 +279,7 @@ def missing_requirements(opts: NxcOptions, which: Callable[[str], Optional[str]]
         problems.append("`ssh-keygen` is not installed: the backend makes the key nxc installs on the nodes")
     for name in ("flake.nix", "nxc.json"):
         if not (opts.envdir / name).is_file():
-            problems.append(f"no {name} in the nxc project {opts.envdir}: set project= to the edgelab checkout")
+            problems.append(f"no {name} in the nxc project {opts.envdir}: set flake_dir= to the edgelab checkout")
     if (opts.envdir / "flake.nix").is_file() and not (opts.envdir / "compositions" / opts.composition).is_dir():
         problems.append(f"no composition {opts.composition!r} in {opts.envdir}/compositions")
     if opts.flavour in G5K_FLAVOURS and opts.machines and not Path(opts.machines).is_file():
@@ -357,7 +358,7 @@ class NxcTestbed(RemoteTestbed):
         out.update(
             backend=self.backend,
             flavour=self.opts.flavour,
-            project=str(self.opts.envdir),
+            flake_dir=str(self.opts.envdir),
             nxc_build=self.opts.prefix,
             setup_params=self.params,
             deployment_file=str(self.opts.deployment_file),
