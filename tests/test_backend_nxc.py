@@ -185,7 +185,9 @@ def vm_ports():
         pytest.skip(f"ports {busy} on 127.0.0.1 are in use (nxc's VMs forward SSH there)")
 
 
-def test_up_vm_through_real_nxc_then_commands_over_ssh(shim_env, vm_ports):
+def test_up_vm_through_real_nxc_then_commands_over_ssh(shim_env, vm_ports, monkeypatch):
+    # the guests boot with a FaaS orchestrator unit the experiment would start itself, and k3s
+    monkeypatch.setenv("EDGELAB_SHIM_GUEST_UNITS", "edgelab-beaglepaas-orchestrator,k3s")
     plan = wifi_plan(2)
     backend = get_backend("nxc", flake_dir=str(shim_env.project), ready_timeout=60)
     tb = backend.up(plan)
@@ -209,6 +211,11 @@ def test_up_vm_through_real_nxc_then_commands_over_ssh(shim_env, vm_ports):
         assert facts["setup_params"] == {"k3s_phones": 2} and facts["devices"]["phone-1"]["kernel"]
         assert facts["placement"]["phone-1"]["port"] == ports["phone-1"]
         assert tb.address("phone-1") == plan.node("phone-1").interfaces[0].ip
+        # bring-up stopped the unit the experiment starts itself, on every node, and only that one
+        assert facts["stopped_composition_units"] == {n: ["edgelab-beaglepaas-orchestrator"] for n in ports}
+        assert tb.run("server-1", "systemctl is-active --quiet k3s", check=False).returncode == 0
+        assert tb.run("server-1", "systemctl is-active --quiet edgelab-beaglepaas-orchestrator",
+                      check=False).returncode != 0
         assert (shim_env.project / ".edgelab" / "wifi.json").is_file()
     finally:
         tb.down()
@@ -217,7 +224,21 @@ def test_up_vm_through_real_nxc_then_commands_over_ssh(shim_env, vm_ports):
     assert not (shim_env.project / ".edgelab" / "wifi.json").exists()
 
 
-def test_map_plan_nodes_by_role_when_the_composition_names_hosts(shim_env):
+def test_a_node_without_ssh_is_named_and_nothing_is_left(shim_env, vm_ports, monkeypatch):
+    """phone-2's guest (vm_id 2) never serves SSH: one error naming it, the VMs stopped."""
+    monkeypatch.setenv("EDGELAB_SHIM_NO_SSH", str(VM_SSH_BASE + 2))
+    backend = get_backend("nxc", flake_dir=str(shim_env.project), ready_timeout=3)
+    with pytest.raises(BackendError) as err:
+        backend.up(wifi_plan(2))
+    msg = str(err.value)
+    assert "not reachable over SSH after 3s" in msg and "phone-2" in msg
+    assert "phone-1" not in msg and "server-1" not in msg
+    assert all(port_free("127.0.0.1", VM_SSH_BASE + i) for i in (1, 2, 3))
+    assert shim_env.kill_leftovers() == []
+    assert not (shim_env.project / ".edgelab" / "wifi.json").exists()
+
+
+def test_map_plan_nodes_by_role_when_the_composition_names_hosts():
     """nxc's own names (role + index) when no -r is given: matched by role, in natural order."""
     nodes = {f"phone{i}": parse_deployment({"deployment": {f"10.0.0.{i}": {"role": "phone", "host": f"phone{i}"}}},
                                            "g5k-ramdisk")[f"phone{i}"] for i in range(1, 12)}

@@ -40,10 +40,15 @@ def start_sshd(address: str, port: int, authorized_key: str, tag: str) -> subpro
     if not host_key.exists():
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True)
     (d / "authorized_keys").write_text(authorized_key.strip() + "\n")
+    # The guest's own tools (guest/systemctl: the units a NixOS node runs at boot) come first on its PATH.
+    units = os.environ.get("EDGELAB_SHIM_GUEST_UNITS", "")
+    (d / "active-units").write_text("".join(f"{u}\n" for u in units.split(",") if u))
+    guest_path = f"{SHIM_DIR / 'guest'}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     (d / "sshd_config").write_text(
         f"ListenAddress {address}:{port}\nHostKey {host_key}\nAuthorizedKeysFile {d}/authorized_keys\n"
         "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-        f"UsePAM no\nStrictModes no\nPidFile {d}/sshd.pid\nLogLevel ERROR\n")
+        f"UsePAM no\nStrictModes no\nPidFile {d}/sshd.pid\nLogLevel ERROR\n"
+        f"SetEnv PATH={guest_path} EDGELAB_GUEST_STATE={d}\n")
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
     proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
