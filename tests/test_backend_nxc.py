@@ -76,6 +76,9 @@ def test_options_refuse_what_the_flake_cannot_build():
         NxcOptions(composition="k3s-phones::vm")
     with pytest.raises(BackendError, match="only integers and strings"):
         NxcOptions(setup_params={"batman": True})
+    for bad in ({"k3s_phones": "3=4"}, {"a b": 1}, {"x": "1\n[options]"}):
+        with pytest.raises(BackendError, match="plain identifier"):
+            NxcOptions(setup_params=bad)
 
 
 def test_setup_params_give_the_composition_the_plan_counts():

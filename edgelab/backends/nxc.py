@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -129,6 +130,10 @@ class NxcOptions:
             if isinstance(v, bool) or not isinstance(v, (int, str)):
                 raise BackendError(f"setup parameter {k}={v!r}: nxc --setup-param passes only integers and "
                                    "strings (nixos-compose setup.py apply_setup); set booleans in setup.toml")
+            # apply_setup splits `name=value` on every '=' and writes the name as a TOML key
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", str(k)) or "=" in str(v) or "\n" in str(v):
+                raise BackendError(f"setup parameter {k!r}={v!r}: the name must be a plain identifier and the "
+                                   "value must not contain '=' or a newline (nxc --setup-param name=value)")
 
     @property
     def envdir(self) -> Path:
