@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -239,6 +240,29 @@ def test_a_node_without_ssh_is_named_and_nothing_is_left(shim_env, vm_ports, mon
     assert all(port_free("127.0.0.1", VM_SSH_BASE + i) for i in (1, 2, 3))
     assert shim_env.kill_leftovers() == []
     assert not (shim_env.project / ".edgelab" / "wifi.json").exists()
+
+
+def test_vm_flavour_refuses_more_vms_than_nxc_can_start(tmp_path):
+    with pytest.raises(BackendError, match="8 nodes on nxc's vm flavour.*cannot start VM 8 or 9.*at most 7"):
+        NxcBackend(flake_dir=str(ROOT), which=lambda n: "/bin/" + n).up(wifi_plan(7))
+
+
+def test_nxc_qemu_script_cannot_start_vm_8_and_the_error_comes_at_once(shim_env, monkeypatch):
+    """Why max_vms is 7: nixos-compose's own qemu script (the pinned source, run by the real nxc)
+    fails for VM 08 (bash octal). The backend reports nxc's error instead of waiting out its timeout."""
+    why = sshd_available()
+    if why:
+        pytest.skip(why)
+    if not all(port_free("127.0.0.1", VM_SSH_BASE + i) for i in range(1, 10)):
+        pytest.skip("ports 22022-22030 on 127.0.0.1 are in use")
+    backend = get_backend("nxc", flake_dir=str(shim_env.project), ready_timeout=120, max_vms=20)
+    t0 = time.monotonic()
+    with pytest.raises(BackendError) as err:
+        backend.up(wifi_plan(8))
+    assert time.monotonic() - t0 < 60
+    assert "value too great for base" in str(err.value) and "phone-8" in str(err.value)
+    assert all(port_free("127.0.0.1", VM_SSH_BASE + i) for i in range(1, 10))
+    assert shim_env.kill_leftovers() == []
 
 
 def test_map_plan_nodes_by_role_when_the_composition_names_hosts():

@@ -60,6 +60,14 @@ COUNT_PARAMS: dict[str, dict[str, str]] = {
     "mesh": {"mesh_phones": "phone"},
 }
 
+#: nixos-compose's qemu script zero-pads VM_ID (``VM_ID=$(printf "%02d" $VM_ID)``,
+#: nix/flavours/shared/common.nix:83) and then computes the SSH port as
+#: ``$(($HOSTFWDPORT+$VM_ID))`` (:134): bash reads ``08`` and ``09`` as octal and
+#: fails ("value too great for base"), so VMs 8 and 9 never start with the pinned
+#: nxc. The vm flavours therefore take at most 7 nodes unless ``max_vms`` is raised
+#: (for an nxc whose script uses ``$((10#$VM_ID))``).
+NXC_MAX_VMS = 7
+
 ParamValue = Union[int, str]
 Runner = Callable[..., subprocess.CompletedProcess]
 Spawner = Callable[..., subprocess.Popen]
@@ -118,6 +126,7 @@ class NxcOptions:
     node_python: str = "python3"
     ready_timeout: float = 600.0
     build_timeout: float = 3600.0
+    max_vms: int = NXC_MAX_VMS
 
     def __post_init__(self) -> None:
         if self.flavour not in FLAVOURS:
@@ -482,6 +491,12 @@ class NxcBackend(Backend):
         problems = missing_requirements(opts, self._which)
         if problems:
             raise BackendError("cannot start the nxc backend here:\n  - " + "\n  - ".join(problems))
+        if opts.flavour in VM_FLAVOURS and len(plan.nodes) > opts.max_vms:
+            raise BackendError(
+                f"{len(plan.nodes)} nodes on nxc's {opts.flavour} flavour: nixos-compose's qemu script cannot start "
+                "VM 8 or 9 (it zero-pads VM_ID, then bash reads 08/09 as octal in $(($HOSTFWDPORT+$VM_ID)): "
+                f"nix/flavours/shared/common.nix), so at most {opts.max_vms} VMs; use fewer nodes, a g5k flavour, "
+                "or max_vms= with an nxc whose script is fixed")
         params = self.params(plan)
         recorded: list[str] = []
         built = composition_plan(opts, params)
@@ -570,6 +585,17 @@ class NxcBackend(Backend):
             raise BackendError(f"{what} failed (exit {res.returncode}): {' '.join(map(str, res.args))}\n{tail}")
 
     @staticmethod
+    def _nxc_errors(log: Path) -> list[str]:
+        """``Error: ...`` lines nxc printed (``context.py`` ``elog``). After a VM fails to
+        start, ``nxc start -w`` still waits for a signal, so its exit cannot be the sign."""
+        try:
+            text = log.read_text(errors="replace")
+        except OSError:
+            return []
+        text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+        return [line.strip() for line in text.splitlines() if line.startswith("Error: ")]
+
+    @staticmethod
     def _log_tail(log: Path, n: int = 15) -> str:
         try:
             return "\n".join(log.read_text(errors="replace").strip().splitlines()[-n:])
@@ -603,13 +629,19 @@ class NxcBackend(Backend):
             res = testbed.transport.run_many({n: "true" for n in pending}, timeout=30, check=False)
             for n, r in res.items():
                 if isinstance(r, RemoteError):
-                    last[n] = str(r).strip().splitlines()[-1] if str(r).strip() else "no answer"
+                    last[n] = " ".join(str(r).split())
+                elif r.returncode != 0:
+                    last[n] = f"{n}: `true` exited {r.returncode}: {' '.join((r.stderr or '').split())[-300:]}"
             pending = [n for n, r in res.items() if isinstance(r, RemoteError) or r.returncode != 0]
             if not pending:
                 return
             if start_proc is not None and start_proc.poll() is not None:
                 raise BackendError(f"`nxc start` exited ({start_proc.returncode}) while nodes booted:\n"
                                    + self._log_tail(log))
+            errors = self._nxc_errors(log) if start_proc is not None else []
+            if errors:
+                raise BackendError(f"`nxc start` failed to start nodes {pending} (its log: {log}):\n  "
+                                   + "\n  ".join(errors[-8:]))
             if self._clock() > deadline:
                 raise BackendError(f"nodes not reachable over SSH after {self.opts.ready_timeout:g}s:\n  - "
                                    + "\n  - ".join(last.get(n, n) for n in pending))
