@@ -24,6 +24,7 @@ to :mod:`subprocess`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -39,6 +40,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from ..errors import BackendError
 from ..plan import Plan, make_plan
+from ..model import Topology
 from ..topology import load_topology
 from ..remote.inventory import Device, Inventory
 from ..remote.testbed import RemoteTestbed
@@ -55,7 +57,7 @@ G5K_FLAVOURS = frozenset({"g5k-ramdisk", "g5k-image"})
 #: node count (``compositions/compositions.nix``: ``param setup "k3s_phones"``
 #: -> ``phones`` -> ``counts = { phone = phones; }`` in the composition).
 COUNT_PARAMS: dict[str, dict[str, str]] = {
-    "k3s-phones": {"k3s_phones": "phone"},
+    "k3s-phones": {"k3s_phones": "phone", "relays": "relay"},
     "beaglepaas": {"workers": "worker"},
     "mesh": {"mesh_phones": "phone"},
 }
@@ -190,6 +192,8 @@ def setup_params(plan: Plan, opts: NxcOptions, declared: Optional[Mapping[str, A
         raise BackendError(f"unknown composition {opts.composition!r}; the flake has {', '.join(COUNT_PARAMS)}")
     params: dict[str, ParamValue] = {}
     for param, group in counts.items():
+        if declared is not None and param not in declared:
+            continue  # this checkout's compositions do not scale that group (the plan check decides)
         group = next((g for g, r in opts.roles.items() if r == group), group)
         params[param] = len(plan.nodes_of(group=group))
     params.update(opts.setup_params)
@@ -207,11 +211,18 @@ def composition_plan(opts: NxcOptions, params: Mapping[str, ParamValue]) -> Opti
     path = opts.envdir / "compositions" / opts.composition / "topology.yaml"
     if not path.is_file():
         return None
-    topo = load_topology(path)
-    for param, group in COUNT_PARAMS.get(opts.composition, {}).items():
-        if param in params:
-            topo = topo.scaled(group, int(params[param]))
-    return make_plan(topo)
+    counts = {group: int(params[param]) for param, group in COUNT_PARAMS.get(opts.composition, {}).items()
+              if param in params}
+    return make_plan(scaled_topology(load_topology(path), counts))
+
+
+def scaled_topology(topo: Topology, counts: Mapping[str, int]) -> Topology:
+    """``topo`` with each group of ``counts`` resized; a count of 0 drops the group
+    (an optional role such as k3s-phones' ``relay``), as the build-time planner does."""
+    for group, n in counts.items():
+        if n > 0 and any(g.name == group for g in topo.groups):
+            topo = topo.scaled(group, n)
+    return dataclasses.replace(topo, groups=tuple(g for g in topo.groups if counts.get(g.name, g.count) > 0))
 
 
 def plan_differences(plan: Plan, built: Plan) -> tuple[list[str], list[str]]:
