@@ -84,7 +84,8 @@ def test_options_refuse_what_the_flake_cannot_build():
 
 def test_setup_params_give_the_composition_the_plan_counts():
     declared = declared_params(ROOT)
-    assert setup_params(wifi_plan(7), NxcOptions(flake_dir=str(ROOT)), declared) == {"k3s_phones": 7}
+    relays = {"relays": 0} if "relays" in declared else {}  # k3s-phones' optional relay group, where declared
+    assert setup_params(wifi_plan(7), NxcOptions(flake_dir=str(ROOT)), declared) == {"k3s_phones": 7, **relays}
     faas = make_plan(load_topology(ROOT / "compositions" / "beaglepaas" / "topology.yaml").scaled("worker", 5))
     assert setup_params(faas, NxcOptions(composition="beaglepaas", flake_dir=str(ROOT)), declared) == {"workers": 5}
     with pytest.raises(BackendError, match=r"setup.toml: \[params\] declares no bogus"):

@@ -211,6 +211,8 @@ def composition_plan(opts: NxcOptions, params: Mapping[str, ParamValue]) -> Opti
     path = opts.envdir / "compositions" / opts.composition / "topology.yaml"
     if not path.is_file():
         return None
+    # setup.toml [params] updated by the passed ones, as nixos-compose nix/setup.nix merges them
+    params = {**(declared_params(opts.envdir) or {}), **params}
     counts = {group: int(params[param]) for param, group in COUNT_PARAMS.get(opts.composition, {}).items()
               if param in params}
     return make_plan(scaled_topology(load_topology(path), counts))
