@@ -218,7 +218,7 @@ def test_up_vm_through_real_nxc_then_commands_over_ssh(shim_env, vm_ports, monke
         assert tb.cpu_seconds("server-1") > 0
         facts = tb.facts()
         assert facts["backend"] == "nxc" and facts["nxc_build"] == "k3s-phones::vm"
-        assert facts["setup_params"] == {"k3s_phones": 2} and facts["devices"]["phone-1"]["kernel"]
+        assert facts["setup_params"]["k3s_phones"] == 2 and facts["devices"]["phone-1"]["kernel"]
         assert facts["placement"]["phone-1"]["port"] == ports["phone-1"]
         assert tb.address("phone-1") == plan.node("phone-1").interfaces[0].ip
         # bring-up stopped the unit the experiment starts itself, on every node, and only that one
