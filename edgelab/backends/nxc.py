@@ -668,9 +668,15 @@ class NxcBackend(Backend):
 
 
 def _is_nxc_start(pid: int) -> bool:
-    """Only signal a pid that is still an ``nxc ... start`` (pids get reused)."""
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return any(b"nxc" in part for part in cmd) and b"start" in cmd
+    """Only signal a pid that is still an ``nxc ... start`` (pids get reused). A process
+    in the middle of exec shows an empty cmdline for a moment: look again then."""
+    for _ in range(20):
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        if raw:
+            cmd = raw.split(b"\0")
+            return any(b"nxc" in part for part in cmd) and b"start" in cmd
+        time.sleep(0.05)
+    return False
