@@ -5,6 +5,7 @@ EnOSlib objects are built offline and inspected; the provider is injected."""
 from __future__ import annotations
 
 import json
+import subprocess
 from types import SimpleNamespace
 
 import enoslib as en
@@ -150,9 +151,10 @@ def test_dry_run_text():
     assert f"$ nxc --envdir {ROOT} build -C k3s-phones::g5k-ramdisk --setup-param k3s_phones=4" in text
     assert (f"$ nxc --envdir {ROOT} start -C k3s-phones::g5k-ramdisk -r server=server-1 "
             f"-r phone=phone-1,phone-2,phone-3,phone-4 -i {ROOT}/.edgelab/ssh/id_ed25519.pub -m") in text
-    # every plan interface is on the node's one testbed NIC (eth0 on Grid'5000 flavours)
-    assert "phone-3      eth0     out delay 2ms 0.5ms loss 0.5% rate 65mbit" in text
-    assert "server-1     eth0     in  delay 0.05ms rate 1000mbit" in text
+    # every plan interface is on the node's one testbed NIC, found on each node at bring-up
+    assert "phone-3      <default-route NIC> out delay 2ms 0.5ms loss 0.5% rate 65mbit" in text
+    assert "<default-route NIC>: the device of each node's default route" in text
+    assert "server-1     <default-route NIC> in  delay 0.05ms rate 1000mbit" in text
     assert "not emulated" in text and "wlan/segment0" in text
 
 
@@ -255,6 +257,11 @@ def test_up_reserves_deploys_with_real_nxc_and_reaches_the_job_nodes(shim_env, m
         assert tb.run("phone-1", ["id", "-un"]).stdout.strip() == "root"
         [netem] = deployed
         assert {h.address for h in netem.sources} == set(JOB_NODES)
+        # the NIC netem shapes is the one each node routes by default (found over SSH on the node)
+        route = subprocess.run(["ip", "-o", "-4", "route", "show", "default"], capture_output=True, text=True).stdout
+        nic = route.split()[route.split().index("dev") + 1]
+        assert {c.device for src in netem.sources.values() for c in src.outbounds} == {nic}
+        assert tb.transport.device("phone-1").ifname("wlan0") == nic
         assert {h.keyfile for h in netem.sources} == {str(shim_env.project / ".edgelab" / "ssh" / "id_ed25519")}
         facts = tb.facts()
         assert facts["backend"] == "g5k" and facts["reservation"]["cluster"] == "paravance"

@@ -34,7 +34,7 @@ from ..plan import Plan
 from .base import Backend
 from .g5k_netem import build_netem, netem_constraints, unemulated
 from .g5k_reservation import MACHINE_ROLE, G5kSettings, Reservation, build_g5k_conf, plan_reservation
-from .nxc import G5K_FLAVOURS, NxcBackend, NxcOptions, NxcTestbed, testbed_interface
+from .nxc import DEFAULT_ROUTE_NIC, G5K_FLAVOURS, NxcBackend, NxcOptions, NxcTestbed, testbed_interface
 
 _SETTINGS = {f.name for f in fields(G5kSettings)}
 _NXC = {f.name for f in fields(NxcOptions)}
@@ -56,7 +56,8 @@ def split_options(options: Mapping[str, Any]) -> tuple[G5kSettings, dict]:
 
 def netem_devices(plan: Plan, settings: G5kSettings, opts: NxcOptions) -> dict[str, str]:
     """Plan interface -> NIC netem shapes on the machine: the user's ``devices``, else
-    the one NIC the composition puts every plan interface on (``testbed_interface``)."""
+    the one NIC the composition puts every plan interface on (``testbed_interface``;
+    on Grid'5000 found on each node at bring-up, shown as a placeholder in dry runs)."""
     nic = testbed_interface(opts)
     out = {i.ifname: nic for n in plan.nodes for i in n.interfaces}
     out.update(settings.devices)
@@ -114,6 +115,9 @@ def dry_run(plan: Plan, options: Mapping[str, Any]) -> str:
         for c in cons:
             direction = "in " if type(c).__name__ == "NetemInConstraint" else "out"
             lines.append(f"  {node:<12} {c.device:<8} {direction} {c.options}")
+    if testbed_interface(nxc.opts) == DEFAULT_ROUTE_NIC:
+        lines.append(f"  {DEFAULT_ROUTE_NIC}: the device of each node's default route, found at bring-up "
+                     "(the composition's testbed NIC; iface= or devices= name it)")
     shared = unemulated(plan)
     if shared:
         lines.append("  not emulated (per-machine netem has no shared airtime): " + "; ".join(shared))
@@ -221,7 +225,11 @@ class G5kBackend(Backend):
         tb.attach(provider, None, res)
         try:
             if self.settings.netem:
-                netem = build_netem(plan, tb.enoslib_hosts(), netem_devices(plan, self.settings, tb.opts))
+                # each node's NIC as the transport knows it (found on the node unless iface= names it)
+                nics = {n: dict(tb.transport.device(n).interfaces) for n in tb.nodes}
+                netem = build_netem(plan, tb.enoslib_hosts(), netem_devices(plan, self.settings, tb.opts),
+                                    per_node={n: {k: v for k, v in m.items() if k not in self.settings.devices}
+                                              for n, m in nics.items()})
                 tb.netem = netem
                 netem.deploy()
         except BaseException:

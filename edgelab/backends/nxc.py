@@ -323,14 +323,50 @@ EXPERIMENT_OWNED_UNITS: tuple[str, ...] = (
     "edgelab-beaglepaas-orchestrator", "edgelab-beaglepaas-worker", "edgelab-power-meter")
 
 
+#: What the nodes' testbed NIC is called before it is known (Grid'5000, no ``iface=``).
+DEFAULT_ROUTE_NIC = "<default-route NIC>"
+
+
 def testbed_interface(opts: NxcOptions) -> str:
     """The NIC that carries every plan interface on the nodes: nxc's VMs put
     every node on one virtual switch as eth1 (nixos-compose
-    nix/flavours/shared/nxc.nix; compositions/common.nix ``dev``); on
-    Grid'5000 it depends on the cluster (``iface=``, default eth0)."""
+    nix/flavours/shared/nxc.nix, with net.ifnames=0 in its qemu script;
+    compositions/common.nix ``dev``). On Grid'5000 the names differ per
+    cluster and the composition uses the default route's device, so it is
+    found on each node at bring-up (:func:`default_route_nics`) unless
+    ``iface=`` names it."""
     if opts.iface:
         return opts.iface
-    return "eth1" if opts.flavour in VM_FLAVOURS else "eth0"
+    return "eth1" if opts.flavour in VM_FLAVOURS else DEFAULT_ROUTE_NIC
+
+
+#: Prints the device of the default route (``ip -o route show default``: "default via A dev D ...").
+DEFAULT_ROUTE_SCRIPT = ("ip -o -4 route show default | "
+                        "awk '{for (i = 1; i < NF; i++) if ($i == \"dev\") {print $(i + 1); exit}}'")
+
+
+def default_route_nics(transport: Transport, nodes: Sequence[str], timeout: float = 30.0) -> dict[str, str]:
+    """Node -> the device of its default route, read on every node at once; one
+    error naming each node where there is none."""
+    res = transport.run_many({n: DEFAULT_ROUTE_SCRIPT for n in nodes}, timeout=timeout, check=False)
+    out, bad = {}, []
+    for n, r in res.items():
+        nic = "" if isinstance(r, RemoteError) else r.stdout.strip()
+        if re.fullmatch(r"[A-Za-z0-9_.:@-]{1,15}", nic):
+            out[n] = nic
+        else:
+            bad.append(f"{n}: {r}" if isinstance(r, RemoteError) else f"{n}: no default route ({r.stderr.strip()})")
+    if bad:
+        raise BackendError("cannot find the testbed NIC (default route) on: " + "; ".join(bad)
+                           + " -- set iface= to name it")
+    return out
+
+
+def with_nics(inventory: Inventory, nics: Mapping[str, str]) -> Inventory:
+    """The inventory with every plan interface of each node on its NIC from ``nics``."""
+    devices = {name: dataclasses.replace(d, interfaces={k: nics[d.node] for k in d.interfaces})
+               if d.node in nics else d for name, d in inventory.devices.items()}
+    return dataclasses.replace(inventory, devices=devices)
 
 
 def inventory_from_deployment(plan: Plan, nodes: Mapping[str, NxcNode], opts: NxcOptions, key: Path) -> Inventory:
@@ -546,6 +582,8 @@ class NxcBackend(Backend):
             t0 = self._clock()
             self._wait_ready(testbed, start_proc, log)
             testbed.timings["ready"] = self._clock() - t0
+            if testbed_interface(opts) == DEFAULT_ROUTE_NIC:
+                transport.inventory = with_nics(transport.inventory, default_route_nics(transport, list(nodes)))
             testbed.stop_experiment_owned_units()
             if opts.install:
                 transport.install_edgelab(list(nodes))
