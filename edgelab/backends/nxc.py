@@ -568,7 +568,10 @@ class NxcBackend(Backend):
                 start_proc = self._spawner(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
                                            stderr=subprocess.STDOUT)
         else:
-            self._check(self._runner(argv, cwd=cwd, timeout=opts.ready_timeout), "nxc start")
+            # nxc's g5k-image start asks "Do you want to launch kadeploy" (nixos-compose 0.7.11
+            # flavours/grid5000.py G5kImageFlavour.launch, click.confirm): answer it, never hang on a prompt.
+            answer = "y\n" if opts.flavour == "g5k-image" else ""
+            self._check(self._runner(argv, cwd=cwd, timeout=opts.ready_timeout, input=answer), "nxc start")
         testbed = None
         try:
             data = self._wait_deployment(start_proc, log)
@@ -624,7 +627,8 @@ class NxcBackend(Backend):
         setup = self.opts.envdir / "setup.toml"
         before = setup.read_bytes() if setup.is_file() else None
         try:
-            self._check(self._runner(argv, cwd=cwd, timeout=self.opts.build_timeout), "nxc build")
+            self._check(self._runner(argv, cwd=cwd, timeout=self.opts.build_timeout, stdin=subprocess.DEVNULL),
+                        "nxc build")
         finally:
             if before is not None and setup.read_bytes() != before:
                 setup.write_bytes(before)
