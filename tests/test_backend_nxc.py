@@ -311,9 +311,11 @@ def test_down_by_name_stops_a_left_over_start(tmp_path):
 
 def test_real_nxc_build_f_vm_then_start_runs_the_default_composition(shim_env, vm_ports):
     """`nxc build -f vm` then `nxc start` (README, docs/nix.md): the build must name a composition
-    that `nxc start` then finds in the build. nxc names a build without -C after the composition
-    file's label (cmd_build.py) and builds `composition::<flavour>` unless setup.toml
-    [options] composition-flavour says otherwise (setup.py)."""
+    that `nxc start` then finds in the build. nxc builds `composition::<flavour>` (the flake's
+    alias of its default composition) but names the build link after nxc.json's "composition"
+    label (cmd_build.py), and `nxc start` looks that name up in the build's compositions_info
+    (actions.py read_compose_info): the label must be the default composition's name
+    (with "compositions/compositions.nix" it failed: 'Composition named "compositions" is not in ...')."""
     import tomllib
 
     options = tomllib.loads((shim_env.project / "setup.toml").read_text()).get("options", {})
