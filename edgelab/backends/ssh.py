@@ -139,14 +139,13 @@ def preflight(transport: Transport, nodes: Sequence[str], *, timeout: float = 12
 def preflight_table(rows: Sequence[PreflightRow]) -> str:
     """The whole picture, one row per device (``edgelab`` prints it before failing)."""
     checks = ["ssh", "python", "ip", "tc", "iperf3", "root", "cpu-accounting"]
-    head = f"{'node':14s} {'device':28s} " + " ".join(f"{c:>6s}"[:14] for c in checks)
-    out = [head]
+    out = [f"{'plan node':14s} {'device':28s} " + " ".join(f"{c:>7s}" for c in checks)]
     for r in rows:
-        marks = []
-        for c in checks:
-            bad = c in r.missing or (r.error is not None)
-            marks.append(f"{'MISSING' if bad and c != 'ssh' and r.error is None else ('FAIL' if bad else 'ok'):>6s}")
-        out.append(f"{r.node:14s} {r.device.user + '@' + r.device.host:28s} " + " ".join(marks))
+        if r.error:
+            marks = ["FAIL"] + ["?"] * (len(checks) - 1)
+        else:
+            marks = ["ok"] + ["MISSING" if c in r.missing else "ok" for c in checks[1:]]
+        out.append(f"{r.node:14s} {r.device.user + '@' + r.device.host:28s} " + " ".join(f"{m:>7s}" for m in marks))
     return "\n".join(out)
 
 
