@@ -186,6 +186,11 @@ class SshBackend(Backend):
             shutil.rmtree(tr._ctl, ignore_errors=True)
 
     def up(self, plan: Plan) -> RemoteTestbed:
+        routed = [n.name for n in plan.nodes if n.routes]
+        if routed:
+            raise BackendError(f"plan {plan.topology.name!r} forwards traffic through relay nodes "
+                               f"({', '.join(routed[:3])} have multi-hop routes: a batman-mesh); the ssh backend "
+                               "does not re-route real devices' networks: run mesh points on local or nxc")
         nodes = [n.name for n in plan.nodes]
         inv = self.inventory.subset(nodes)
         tr = Transport(inv, workers=self.workers)
