@@ -274,3 +274,24 @@ def test_faas_energy_over_ssh_agrees_with_local(lab, tmp_path):
     assert ok, (ca, cb)
     for rows in (_rows(tmp_path / "ssh", "faas_energy"), _rows(tmp_path / "local", "faas_energy")):
         assert all(float(x["value"]) == 0 for x in rows if x["metric"] == "failed")
+
+
+def test_edgelab_up_leaves_devices_impaired_and_down_clears_them(lab):
+    """``edgelab up --inventory`` detaches (the links stay impaired on the devices);
+    ``edgelab down --inventory`` clears them, as after a crashed run."""
+    from edgelab.remote import Transport
+
+    topo = str(REPO / "topologies" / "wifi-phones.yaml")
+    base = [sys.executable, "-m", "edgelab"]
+    r = subprocess.run(base + ["up", topo, "--inventory", str(lab.inventory)], capture_output=True, text=True,
+                       timeout=120, cwd=REPO)
+    try:
+        assert r.returncode == 0, r.stderr[-2000:]
+        with Transport(inventory(lab)) as tr:
+            q = tr.run("phone-4", ["tc", "qdisc", "show", "dev", "eth0"]).stdout
+            assert "htb" in q or "netem" in q, q
+    finally:
+        r = subprocess.run(base + ["down", "wifi", "--inventory", str(lab.inventory)], capture_output=True,
+                           text=True, timeout=120, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-2000:]
+    nothing_applied_check(lab, ["server-1", "phone-1", "phone-2", "phone-3", "phone-4"])

@@ -221,7 +221,8 @@ class SshBackend(Backend):
 
     def down(self, testbed_name: str) -> None:
         """Clear what a crashed run of ``testbed_name`` left on the inventory's devices:
-        its link emulation (tags are derived from the names) and its processes."""
+        its link emulation (tags are derived from the names) and the processes edgelab
+        started there (every pid recorded under each device's ``workdir``)."""
         tr = Transport(self.inventory, workers=self.workers)
         try:
             cmds = {}
@@ -232,7 +233,11 @@ class SshBackend(Backend):
 
                 py = shlex.quote(d.python)
                 pp = shlex.quote(f"{d.workdir}/edgelab-")
-                cmds[d.node] = ("for p in " + pp + "*; do [ -d \"$p\" ] && export PYTHONPATH=$p; done; "
+                pids = shlex.quote(f"{d.workdir}/pids")
+                # processes a crashed controller started (no ssh pty, so nothing hung them up)
+                kill = (f"for f in {pids}/*; do [ -f \"$f\" ] || continue; p=$(cat \"$f\"); "
+                        "kill -9 -- -$p 2>/dev/null || kill -9 $p 2>/dev/null; rm -f \"$f\"; done; ")
+                cmds[d.node] = (kill + "for p in " + pp + "*; do [ -d \"$p\" ] && export PYTHONPATH=$p; done; "
                                 + "; ".join(f"{py} -m edgelab.linkemu clear --dev {shlex.quote(x)} --tag {tag} "
                                             f"--engine {self.engine} >/dev/null 2>&1" for x in devs) + "; true")
             res = tr.run_many(cmds, timeout=30, check=False, sudo=True)

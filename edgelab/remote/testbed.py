@@ -202,6 +202,13 @@ class RemoteTestbed(Testbed):
         return out
 
     # --------------------------------------------------------- teardown
+    def detach(self) -> None:
+        """Leave the testbed up on the devices (``edgelab up``) and drop the connections;
+        ``edgelab down --inventory FILE NAME`` clears it later."""
+        with self._lock:
+            self._down = True
+        self.transport.detach()
+
     def down(self) -> None:
         """Stop services, clear link emulation, close connections. Idempotent."""
         with self._lock:

@@ -422,14 +422,23 @@ class Transport:
         try:
             self.kill_all()
         finally:
-            with self._lock:
-                self._closed = True
-            for d in self.inventory.devices.values():
-                from execo.ssh_utils import get_ssh_command
+            self.detach()
 
-                argv = list(get_ssh_command(d.user, d.identity_file, d.port, self.connection_params(d)))
+    def detach(self) -> None:
+        """Close the control masters and forget the processes, leaving them running on the devices."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        from execo.ssh_utils import get_ssh_command
+
+        for d in self.inventory.devices.values():
+            argv = list(get_ssh_command(d.user, d.identity_file, d.port, self.connection_params(d)))
+            try:
                 subprocess.run(argv + ["-O", "exit", d.host], capture_output=True, timeout=10)
-            shutil.rmtree(self._ctl, ignore_errors=True)
+            except subprocess.TimeoutExpired:
+                pass
+        shutil.rmtree(self._ctl, ignore_errors=True)
 
     def __enter__(self) -> "Transport":
         return self
