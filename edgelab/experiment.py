@@ -213,7 +213,8 @@ def dry_run(args: argparse.Namespace, topologies: Iterable, composition: Optiona
     from .backends import get_backend
     from .plan import make_plan
 
-    be = get_backend(args.backend, **_options(args, composition))
+    opts = _options(args, composition)   # first: --inventory alone selects the ssh backend
+    be = get_backend(args.backend, **opts)
     seen = set()
     for topo in topologies:
         plan = make_plan(topo)

@@ -139,14 +139,13 @@ def preflight(transport: Transport, nodes: Sequence[str], *, timeout: float = 12
 def preflight_table(rows: Sequence[PreflightRow]) -> str:
     """The whole picture, one row per device (``edgelab`` prints it before failing)."""
     checks = ["ssh", "python", "ip", "tc", "iperf3", "root", "cpu-accounting"]
-    head = f"{'node':14s} {'device':28s} " + " ".join(f"{c:>6s}"[:14] for c in checks)
-    out = [head]
+    out = [f"{'plan node':14s} {'device':28s} " + " ".join(f"{c:>7s}" for c in checks)]
     for r in rows:
-        marks = []
-        for c in checks:
-            bad = c in r.missing or (r.error is not None)
-            marks.append(f"{'MISSING' if bad and c != 'ssh' and r.error is None else ('FAIL' if bad else 'ok'):>6s}")
-        out.append(f"{r.node:14s} {r.device.user + '@' + r.device.host:28s} " + " ".join(marks))
+        if r.error:
+            marks = ["FAIL"] + ["?"] * (len(checks) - 1)
+        else:
+            marks = ["ok"] + ["MISSING" if c in r.missing else "ok" for c in checks[1:]]
+        out.append(f"{r.node:14s} {r.device.user + '@' + r.device.host:28s} " + " ".join(f"{m:>7s}" for m in marks))
     return "\n".join(out)
 
 
@@ -187,6 +186,11 @@ class SshBackend(Backend):
             shutil.rmtree(tr._ctl, ignore_errors=True)
 
     def up(self, plan: Plan) -> RemoteTestbed:
+        routed = [n.name for n in plan.nodes if n.routes]
+        if routed:
+            raise BackendError(f"plan {plan.topology.name!r} forwards traffic through relay nodes "
+                               f"({', '.join(routed[:3])} have multi-hop routes: a batman-mesh); the ssh backend "
+                               "does not re-route real devices' networks: run mesh points on local or nxc")
         nodes = [n.name for n in plan.nodes]
         inv = self.inventory.subset(nodes)
         tr = Transport(inv, workers=self.workers)
@@ -217,7 +221,8 @@ class SshBackend(Backend):
 
     def down(self, testbed_name: str) -> None:
         """Clear what a crashed run of ``testbed_name`` left on the inventory's devices:
-        its link emulation (tags are derived from the names) and its processes."""
+        its link emulation (tags are derived from the names) and the processes edgelab
+        started there (every pid recorded under each device's ``workdir``)."""
         tr = Transport(self.inventory, workers=self.workers)
         try:
             cmds = {}
@@ -228,7 +233,11 @@ class SshBackend(Backend):
 
                 py = shlex.quote(d.python)
                 pp = shlex.quote(f"{d.workdir}/edgelab-")
-                cmds[d.node] = ("for p in " + pp + "*; do [ -d \"$p\" ] && export PYTHONPATH=$p; done; "
+                pids = shlex.quote(f"{d.workdir}/pids")
+                # processes a crashed controller started (no ssh pty, so nothing hung them up)
+                kill = (f"for f in {pids}/*; do [ -f \"$f\" ] || continue; p=$(cat \"$f\"); "
+                        "kill -9 -- -$p 2>/dev/null || kill -9 $p 2>/dev/null; rm -f \"$f\"; done; ")
+                cmds[d.node] = (kill + "for p in " + pp + "*; do [ -d \"$p\" ] && export PYTHONPATH=$p; done; "
                                 + "; ".join(f"{py} -m edgelab.linkemu clear --dev {shlex.quote(x)} --tag {tag} "
                                             f"--engine {self.engine} >/dev/null 2>&1" for x in devs) + "; true")
             res = tr.run_many(cmds, timeout=30, check=False, sudo=True)

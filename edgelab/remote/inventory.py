@@ -260,10 +260,10 @@ def parse_inventory(text: str, file: str = "<inventory>", base_dir: Optional[Pat
     nodes: dict[str, int] = {}
     for i, raw in enumerate(raw_devices):
         d = _device(ctx, raw, ("devices", i), defaults, base)
-        if d.name in devices:
-            raise ctx.fail(("devices", i, "name"), f"device name {d.name!r} is used twice")
         if d.node in nodes:
             raise ctx.fail(("devices", i, "node"), f"plan node {d.node!r} is already on devices[{nodes[d.node]}]")
+        if d.name in devices:
+            raise ctx.fail(("devices", i, "name"), f"device name {d.name!r} is used twice")
         devices[d.name] = d
         nodes[d.node] = i
     known = top.get("known_hosts")

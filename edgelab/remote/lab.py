@@ -185,17 +185,17 @@ def _build(lab: Lab, state: dict, specs: Sequence[DeviceSpec], subnet: ipaddress
         _sh(["ip", "-n", ns, "addr", "add", f"{addr}/{subnet.prefixlen}", "dev", "eth0"])
         _sh(["ip", "-n", ns, "link", "set", "eth0", "up"])
         _sh(["ip", "-n", ns, "link", "set", "lo", "up"])
+        # The device's own cgroup (sshd and its sessions) has no limits; its child "node" is what
+        # experiments run in (the transport moves them there): the device's CPU quota and accounting.
         rel = f"{PREFIX}{lab.lab_id}/d{i}"
-        state["cgroups"].append(rel)
+        node_rel = f"{rel}/node"
+        state["cgroups"] += [node_rel, rel]
         _save(lab, state)
-        # No memory cap; CPU quota only when asked (unlimited = a whole machine's cores).
-        cgroups.create(layout, rel, spec.cpu if spec.cpu else 1024.0, 1 << 20)
+        cgroups.create(layout, rel, 1024.0, 1 << 20)
+        _unlimit(layout, rel)
+        cgroups.create(layout, node_rel, spec.cpu if spec.cpu else 1024.0, 1 << 20)
         if spec.cpu is None:
-            for dd in layout.dirs(rel):
-                if (dd / "cpu.cfs_quota_us").exists():
-                    (dd / "cpu.cfs_quota_us").write_text("-1")
-                if (dd / "cpu.max").exists():
-                    (dd / "cpu.max").write_text("max")
+            _unlimit(layout, node_rel)
         hostkey = ddir / "ssh_host_ed25519_key"
         _sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{spec.node}@sshlab-{lab.lab_id}",
              "-f", str(hostkey)])
@@ -236,12 +236,21 @@ def _build(lab: Lab, state: dict, specs: Sequence[DeviceSpec], subnet: ipaddress
         _save(lab, state)
         lab.devices.append(Device(name=spec.node, node=spec.node, host=str(addr), port=22, user="root",
                                   identity_file=str(key), interface="eth0", python=python, sudo=False,
-                                  cgroup=f"/{rel}", workdir=f"/tmp/elsd-{lab.lab_id}/d{i}",
+                                  cgroup=f"/{node_rel}", workdir=f"/tmp/elsd-{lab.lab_id}/d{i}",
                                   connect_timeout_s=5.0))
     (lab.dir / "known_hosts").write_text("\n".join(known_hosts) + "\n")
     lab.inventory.write_text(f"# scripts/ssh-devices lab {lab.lab_id}: {len(specs)} devices on {subnet}\n"
                              + inventory_yaml(lab.devices, known_hosts=str(lab.dir / "known_hosts")))
     _wait_listening(lab)
+
+
+def _unlimit(layout, rel: str) -> None:
+    """No CPU quota and no memory cap on cgroup ``rel`` (v1 or v2)."""
+    for dd in layout.dirs(rel):
+        for f, v in (("cpu.cfs_quota_us", "-1"), ("cpu.max", "max"), ("memory.max", "max"),
+                     ("memory.limit_in_bytes", "-1")):
+            if (dd / f).exists():
+                (dd / f).write_text(v)
 
 
 def _enter(procs_files: list[str], ns_path: str):

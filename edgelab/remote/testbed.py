@@ -99,11 +99,15 @@ class RemoteTestbed(Testbed):
         kw.pop("capture_output", None)
         kw.pop("text", None)
         return self.transport.run(node, argv, timeout=timeout, check=check, input=kw.pop("input", None),
-                                  sudo=kw.pop("sudo", False), env=kw.pop("env", None))
+                                  sudo=kw.pop("sudo", False), env=kw.pop("env", None),
+                                  confine=kw.pop("confine", True))
 
     def popen(self, node: str, argv: Sequence[str], **kw: Any) -> subprocess.Popen:
+        """Start ``argv`` on the node's device, inside its node cgroup unless ``confine=False``
+        (for stand-ins of outside equipment, such as a modelled power plug)."""
         if self._down:
             raise BackendError(f"testbed {self.name!r} is down")
+        kw.setdefault("confine", True)
         return self.transport.popen(node, argv, **kw)
 
     def address(self, node: str, network: Optional[str] = None) -> str:
@@ -198,6 +202,13 @@ class RemoteTestbed(Testbed):
         return out
 
     # --------------------------------------------------------- teardown
+    def detach(self) -> None:
+        """Leave the testbed up on the devices (``edgelab up``) and drop the connections;
+        ``edgelab down --inventory FILE NAME`` clears it later."""
+        with self._lock:
+            self._down = True
+        self.transport.detach()
+
     def down(self) -> None:
         """Stop services, clear link emulation, close connections. Idempotent."""
         with self._lock:

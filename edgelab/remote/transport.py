@@ -77,7 +77,11 @@ class RemoteError(BackendError):
         self.what = what
         self.detail = detail.strip()
         last = self.detail.splitlines()[-1] if self.detail else ""
-        super().__init__(f"node {device.where()}: {what}" + (f": {last}" if last else ""))
+        self.message = f"node {device.where()}: {what}" + (f": {last}" if last else "")
+        BackendError.__init__(self, self.message)
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class RemoteCommandError(RemoteError, subprocess.CalledProcessError):
@@ -130,6 +134,10 @@ class Transport:
     """
 
     def __init__(self, inventory: Inventory, *, workers: int = 16, ssh: str = "ssh", scp: str = "scp") -> None:
+        # execo's conductor installs a signal wakeup fd when execo is first imported, which only
+        # the main thread may do (execo/conductor.py: signal.set_wakeup_fd): import it here, not
+        # in the worker threads that run_many uses.
+        _execo()
         self.inventory = inventory
         self.workers = workers
         self._ssh, self._scp = ssh, scp
@@ -174,42 +182,53 @@ class Transport:
                                                                                                      remote_command]
 
     def remote_command(self, d: Device, argv: Argv, *, sudo: bool = False, env: Optional[Mapping[str, str]] = None,
-                       pidfile: Optional[str] = None) -> str:
-        """The shell command line run on ``d``: environment, interpreter, sudo, pid record."""
+                       pidfile: Optional[str] = None, confine: bool = False) -> str:
+        """The shell command line run on ``d``: environment, interpreter, sudo, pid record, cgroup.
+
+        ``confine``: the command joins the device's node cgroup (:attr:`Device.cgroup`, when not
+        ``/``) first, so its CPU time is the node's and the node's quota applies; edgelab's own
+        machinery (link emulation, CPU reads, preflight) runs unconfined, as on the local backend.
+        """
         if not isinstance(argv, str):
             argv = [d.python if i == 0 and a in PYTHON_WORDS else a for i, a in enumerate(argv)]
         envs = dict(env or {})
         if d.name in self._pythonpath:
             envs.setdefault("PYTHONPATH", self._pythonpath[d.name])
         prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in envs.items())
-        body = _quote(argv)
-        if prefix:
-            body = f"env {prefix} {body}" if not isinstance(argv, str) else f"export {prefix}; {body}"
+        if isinstance(argv, str):   # a shell script: run as is, after the set-up steps
+            run = (f"export {prefix}; " if prefix else "") + argv
+        else:                       # an argv: the shell becomes it (same pid, same process group)
+            run = "exec " + (f"env {prefix} " if prefix else "") + _quote(argv)
+        steps = []
         if pidfile:
-            # The remote shell records its pid, then becomes the command (same pid, same process group).
-            body = f"mkdir -p {shlex.quote(os.path.dirname(pidfile))} && echo $$ > {shlex.quote(pidfile)} && exec {body}"
+            steps.append(f"mkdir -p {shlex.quote(os.path.dirname(pidfile))} && echo $$ > {shlex.quote(pidfile)}")
+        if confine and d.cgroup != "/":
+            cg = d.cgroup.rstrip("/")
+            steps.append(f"for f in /sys/fs/cgroup{cg}/cgroup.procs /sys/fs/cgroup/*{cg}/cgroup.procs; do "
+                         f"[ -w \"$f\" ] && echo $$ > \"$f\"; done")
+        body = "; ".join(steps + [run]) if steps or isinstance(argv, str) else _quote(argv) if not prefix else run
         if sudo and d.sudo and d.user != "root":
             body = f"sudo -n sh -c {shlex.quote(body)}"
-        elif pidfile or isinstance(argv, str):
+        elif steps or isinstance(argv, str) or prefix:
             body = f"sh -c {shlex.quote(body)}"
         return body
 
     # ------------------------------------------------------------ commands
     def run(self, node: str, argv: Argv, *, timeout: Optional[float] = None, check: bool = True,
             sudo: bool = False, env: Optional[Mapping[str, str]] = None,
-            input: Optional[str] = None, **_: Any) -> subprocess.CompletedProcess:
+            input: Optional[str] = None, confine: bool = False, **_: Any) -> subprocess.CompletedProcess:
         """Run ``argv`` on ``node``'s device to completion (execo ``SshProcess``), text output captured.
 
         Raises :class:`RemoteError` when ssh cannot reach the device and
         :class:`RemoteCommandError` when ``check`` and the command fails.
         """
         return self.run_device(self.device(node), argv, timeout=timeout, check=check, sudo=sudo, env=env,
-                               input=input)
+                               input=input, confine=confine)
 
     def run_device(self, d: Device, argv: Argv, *, timeout: Optional[float] = None, check: bool = True,
                    sudo: bool = False, env: Optional[Mapping[str, str]] = None,
-                   input: Optional[str] = None) -> subprocess.CompletedProcess:
-        cmd = self.remote_command(d, argv, sudo=sudo, env=env)
+                   input: Optional[str] = None, confine: bool = False) -> subprocess.CompletedProcess:
+        cmd = self.remote_command(d, argv, sudo=sudo, env=env, confine=confine)
         shown = argv if isinstance(argv, str) else list(map(str, argv))
         if input is not None:   # execo processes have no stdin: the same execo-built ssh argv, fed by subprocess
             try:
@@ -227,7 +246,7 @@ class Transport:
                 raise RemoteError(d, f"{_quote(argv)[:200]} did not finish within {timeout:g} s", p.stderr or "")
             if p.error:
                 raise RemoteError(d, "cannot start ssh", str(p.error_reason))
-            rc, out, err = p.exit_code, p.stdout, p.stderr
+            rc, out, err = _exit_status(p.exit_code), p.stdout, p.stderr
         if rc == SSH_FAILED and _looks_like_ssh_failure(err):
             raise RemoteError(d, "ssh failed", err)
         if check and rc != 0:
@@ -251,7 +270,7 @@ class Transport:
             return dict(zip(commands, ex.map(one, list(commands))))
 
     def popen(self, node: str, argv: Sequence[str], *, sudo: bool = False, env: Optional[Mapping[str, str]] = None,
-              **kw: Any) -> RemoteProcess:
+              confine: bool = False, **kw: Any) -> RemoteProcess:
         """Start a long-running command; pipes as ``subprocess.Popen``; stopped by :meth:`kill_all`."""
         d = self.device(node)
         with self._lock:
@@ -259,7 +278,7 @@ class Transport:
                 raise BackendError("the transport is closed")
             self._seq += 1
             pidfile = f"{d.workdir}/pids/{os.getpid()}-{self._seq}"
-        cmd = self.remote_command(d, argv, sudo=sudo, env=env, pidfile=pidfile)
+        cmd = self.remote_command(d, argv, sudo=sudo, env=env, pidfile=pidfile, confine=confine)
         kw.pop("preexec_fn", None)
         p = RemoteProcess(self, d, argv, pidfile, self.ssh_argv(d, cmd), **kw)
         with self._lock:
@@ -315,9 +334,8 @@ class Transport:
         execo = _execo()
         d = self.device(node)
         self.run_device(d, ["mkdir", "-p", remote_dir], timeout=timeout)
-        a = execo.Put([self.host(d)], list(local_files), remote_dir, connection_params=self.connection_params(d),
-                      timeout=timeout)
-        _run_action(a, d, f"copying {', '.join(map(str, local_files))} to {remote_dir}")
+        a = execo.Put([self.host(d)], list(local_files), remote_dir, connection_params=self.connection_params(d))
+        _run_action(a, d, f"copying {', '.join(map(str, local_files))} to {remote_dir}", timeout)
 
     def get(self, node: str, remote_files: Sequence[str], local_dir: Union[str, os.PathLike], *,
             timeout: float = 120.0) -> None:
@@ -325,9 +343,8 @@ class Transport:
         execo = _execo()
         d = self.device(node)
         Path(local_dir).mkdir(parents=True, exist_ok=True)
-        a = execo.Get([self.host(d)], list(remote_files), str(local_dir), connection_params=self.connection_params(d),
-                      timeout=timeout)
-        _run_action(a, d, f"copying {', '.join(remote_files)} back")
+        a = execo.Get([self.host(d)], list(remote_files), str(local_dir), connection_params=self.connection_params(d))
+        _run_action(a, d, f"copying {', '.join(remote_files)} back", timeout)
 
     # ----------------------------------------------------------- edgelab
     def install_edgelab(self, nodes: Sequence[str], *, timeout: float = 120.0) -> dict[str, str]:
@@ -405,14 +422,23 @@ class Transport:
         try:
             self.kill_all()
         finally:
-            with self._lock:
-                self._closed = True
-            for d in self.inventory.devices.values():
-                from execo.ssh_utils import get_ssh_command
+            self.detach()
 
-                argv = list(get_ssh_command(d.user, d.identity_file, d.port, self.connection_params(d)))
+    def detach(self) -> None:
+        """Close the control masters and forget the processes, leaving them running on the devices."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        from execo.ssh_utils import get_ssh_command
+
+        for d in self.inventory.devices.values():
+            argv = list(get_ssh_command(d.user, d.identity_file, d.port, self.connection_params(d)))
+            try:
                 subprocess.run(argv + ["-O", "exit", d.host], capture_output=True, timeout=10)
-            shutil.rmtree(self._ctl, ignore_errors=True)
+            except subprocess.TimeoutExpired:
+                pass
+        shutil.rmtree(self._ctl, ignore_errors=True)
 
     def __enter__(self) -> "Transport":
         return self
@@ -421,15 +447,28 @@ class Transport:
         self.close()
 
 
+def _exit_status(raw: Optional[int]) -> int:
+    """execo 2.8 reports ``os.waitpid``'s raw status (exit 3 -> 768): the exit code, or -signal."""
+    if raw is None:
+        return -1
+    try:
+        return os.waitstatus_to_exitcode(raw)
+    except ValueError:
+        return raw
+
+
 def _looks_like_ssh_failure(stderr: str) -> bool:
     s = (stderr or "").lower()
     return any(w in s for w in ("ssh:", "permission denied", "connection", "host key", "could not resolve",
                                 "timed out", "no route", "kex_", "banner"))
 
 
-def _run_action(action: Any, d: Device, what: str) -> None:
-    action.run()
-    if not action.ok:
+def _run_action(action: Any, d: Device, what: str, timeout: float) -> None:
+    for p in action.processes:   # quiet: the failure is reported once, naming the node
+        p.ignore_exit_code = p.nolog_exit_code = p.ignore_error = p.nolog_error = True
+        p.ignore_timeout = p.nolog_timeout = True
+    action.run(timeout=timeout)
+    if not all(p.exit_code == 0 and not p.error and not p.timeouted for p in action.processes):
         p = action.processes[0] if action.processes else None
         detail = (p.stderr if p is not None else "") or (str(p.error_reason) if p is not None and p.error else "")
         if p is not None and p.timeouted:

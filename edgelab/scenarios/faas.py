@@ -64,7 +64,9 @@ def run_faas(tb: Testbed, load: FaasLoad, raw: Path) -> list[Measurement]:
                                       "--bind", "0.0.0.0", "--port", str(PLUG_PORT + i), "--topic", f"plug_{w}",
                                       "--interval", f"{load.meter_interval_s:g}"])
                      for i, w in enumerate(modelled)}
-            plugs = start_services(tb, specs, log_dir=raw, timeout=120.0)
+            # A plug on the worker stands in for equipment outside it: not in the worker's cgroup.
+            plugs = start_services(tb, specs, log_dir=raw, timeout=120.0,
+                                   popen_kw=None if shared_fs else {"confine": False})
             procs += [p for p, _ in plugs.values()]
             meter_urls.update({w: f"http://{tb.address(host_of[w])}:{PLUG_PORT + i}" for i, w in enumerate(modelled)})
         argv = [py, "-m", "edgelab.services.beaglepaas", "orchestrator", "--bind", "0.0.0.0",
