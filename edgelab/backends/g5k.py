@@ -27,7 +27,7 @@ import shutil
 import socket
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional
 
 from ..errors import BackendError
 from ..plan import Plan
