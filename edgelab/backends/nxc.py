@@ -13,13 +13,16 @@ directory: nixos-compose 0.7.11 ``cli.py``):
   (``-w`` on VMs, ``-m <machine file>`` on Grid'5000) starts it, naming each
   host after its plan node and installing the backend's key for root;
 * the deployment file nxc writes (:mod:`.nxc_deploy`) says where every host
-  is; the testbed then waits until every node answers over SSH.
+  is; it becomes the inventory of the shared remote transport
+  (:mod:`edgelab.remote`), and the testbed -- a
+  :class:`~edgelab.remote.testbed.RemoteTestbed` -- waits until every node
+  answers over SSH.
 
 Link impairments are the composition's job here (its NixOS module applies the
 plan's per-interface parameters at boot); the ``g5k`` backend adds EnOSlib's
-netem on top. All outside calls go through two injectable callables,
-``runner`` (run to completion) and ``spawner`` (long-running), which default
-to :mod:`subprocess`.
+netem on top. nxc itself runs through two injectable callables, ``runner``
+(run to completion) and ``spawner`` (long-running), which default to
+:mod:`subprocess`.
 """
 
 from __future__ import annotations
@@ -532,7 +535,7 @@ class NxcBackend(Backend):
             lines += [f"# composition differs: {d}" for d in shown]
         return "\n".join(lines) + "\n"
 
-    def up(self, plan: Plan, testbed_cls: type = None) -> NxcTestbed:
+    def up(self, plan: Plan, testbed_cls: Optional[type] = None) -> NxcTestbed:
         """Build, start, read the deployment, wait for every node over SSH.
         ``testbed_cls``: a subclass of :class:`NxcTestbed` (the ``g5k`` backend's)."""
         testbed_cls = testbed_cls or NxcTestbed
