@@ -33,7 +33,7 @@ from edgelab.backends.nxc import (
     setup_params,
     start_argv,
 )
-from edgelab.backends.nxc_deploy import VM_SSH_BASE, map_plan_nodes, parse_deployment, remote_argv, role_distribution
+from edgelab.backends.nxc_deploy import VM_SSH_BASE, map_plan_nodes, parse_deployment, role_distribution
 from edgelab.errors import BackendError
 from edgelab.plan import make_plan
 from edgelab.topology import load_topology
@@ -282,14 +282,6 @@ def test_map_plan_nodes_by_role_when_the_composition_names_hosts():
     with pytest.raises(BackendError, match=r"phone-11.*roles=\{group: role\}"):
         del nodes["phone11"]
         map_plan_nodes(wifi_plan(11), nodes, {})
-
-
-def test_remote_argv_quotes_and_uses_the_key():
-    node = parse_deployment({"deployment": {"192.168.1.3": {"role": "phone", "host": "phone-2", "vm_id": 3}}},
-                            "vm")["phone-2"]
-    argv = remote_argv(node, ["sh", "-c", "echo $HOME; ls"], identity_file="/k/id")
-    assert argv[-2:] == ["127.0.0.1", "sh -c 'echo $HOME; ls'"]
-    assert "Port=22024" in argv and "User=root" in argv and argv[argv.index("-i") + 1] == "/k/id"
 
 
 def test_down_by_name_stops_a_left_over_start(tmp_path):

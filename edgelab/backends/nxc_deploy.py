@@ -12,16 +12,16 @@ reserved nodes' IPs (``populate_deployment_ips``), port 22. ``ssh_key.pub`` is
 the key nxc installs for root on every node (``nxc start -i``).
 
 This module turns that file into one :class:`NxcNode` per host and maps the
-plan's node names onto them.
+plan's node names onto them; :mod:`.nxc` makes them the remote transport's
+inventory (SSH goes through :mod:`edgelab.remote.transport`).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-import shlex
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Optional
 
 from ..errors import BackendError
 from ..plan import Plan
@@ -31,13 +31,6 @@ VM_SSH_BASE = 22021
 
 #: Flavours whose nodes are QEMU VMs on this machine (SSH forwarded to loopback).
 VM_FLAVOURS = frozenset({"vm", "vm-ramdisk"})
-
-#: Non-interactive, no host-key prompts: nodes are rebuilt on every start.
-SSH_OPTIONS: tuple[str, ...] = (
-    "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-    "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=20",
-)
-
 
 @dataclass(frozen=True)
 class NxcNode:
@@ -130,15 +123,6 @@ def map_plan_nodes(plan: Plan, nodes: Mapping[str, NxcNode], roles: Mapping[str,
         raise BackendError(f"nxc deployment has no host for plan nodes {missing}; deployed hosts: {have}. "
                            "Check the composition's roles, or map groups to roles with roles={group: role}")
     return mapping
-
-
-def remote_argv(node: NxcNode, argv: Sequence[str], *, identity_file: Optional[str] = None) -> list[str]:
-    """The local argv that runs ``argv`` as root on ``node`` (execo builds the ssh part)."""
-    from execo.ssh_utils import get_ssh_command
-
-    ssh = get_ssh_command(user="root", keyfile=identity_file, port=node.port,
-                          connection_params={"ssh_options": SSH_OPTIONS})
-    return [*ssh, node.address, shlex.join(list(argv))]
 
 
 def execo_hosts(mapping: Mapping[str, NxcNode]) -> dict:
