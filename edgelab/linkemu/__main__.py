@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--engine", choices=["auto", "netem", "fallback"], default="auto")
     a.add_argument("--tag", default="edgelab")
     a.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
+    a.add_argument("--report-engine", action="store_true",
+                   help="print the engine used (netem or fallback) on stdout once applied")
     c = sub.add_parser("clear", help="remove what apply installed")
     c.add_argument("--dev", required=True)
     c.add_argument("--engine", choices=["auto", "netem", "fallback"], default="auto")
@@ -66,8 +68,10 @@ def main(argv: list[str] | None = None) -> int:
                 for cmd in _dry_run(engine, ns.tag, ns.dev, link):
                     print(" ".join(cmd))
                 return 0
-            LinkEmulator(None if ns.engine == "auto" else ns.engine, tag=ns.tag).apply_link(
-                None, ns.dev, None, None, link)
+            emu = LinkEmulator(None if ns.engine == "auto" else ns.engine, tag=ns.tag)
+            emu.apply_link(None, ns.dev, None, None, link)
+            if ns.report_engine:
+                print(emu.engine)
         else:
             LinkEmulator(None if ns.engine == "auto" else ns.engine, tag=ns.tag).clear(None, ns.dev)
         return 0

@@ -45,9 +45,9 @@ def impaired(link: LinkParams) -> bool:
 
 
 def linkemu_argv(action: str, dev: str, tag: str, link: Optional[LinkParams] = None,
-                 engine: str = "auto") -> list[str]:
+                 engine: str = "auto", python: str = "python3") -> list[str]:
     """``python3 -m edgelab.linkemu apply|clear ...`` for one device interface."""
-    argv = ["python3", "-m", "edgelab.linkemu", action, "--dev", dev, "--tag", tag, "--engine", engine]
+    argv = [python, "-m", "edgelab.linkemu", action, "--dev", dev, "--tag", tag, "--engine", engine]
     if action == "apply" and link is not None:
         argv += ["--rate-mbit", f"{link.rate_mbit:g}", "--delay-ms", f"{link.delay_ms:g}",
                  "--jitter-ms", f"{link.jitter_ms:g}", "--loss-pct", f"{link.loss_pct:g}"]
@@ -145,11 +145,9 @@ class RemoteTestbed(Testbed):
         cmds = {}
         for node, links in todo.items():
             tag = link_tag(self.name, node)
-            cmds[node] = " && ".join(shlex.join(linkemu_argv("apply", dev, tag, link, self.engine))
-                                     for dev, link in links)
-            cmds[node] += " && python3 -m edgelab.linkemu detect"
-        # "python3" inside a shell string is not rewritten: give each device its interpreter.
-        cmds = {n: c.replace("python3 ", shlex.quote(self.transport.device(n).python) + " ") for n, c in cmds.items()}
+            py = self.transport.device(node).python   # a shell string's words are not rewritten: say it here
+            cmds[node] = " && ".join(shlex.join(linkemu_argv("apply", dev, tag, link, self.engine, py)
+                                                + ["--report-engine"]) for dev, link in links)
         with self._lock:
             for node, links in todo.items():   # recorded before running: a half-applied node is cleared too
                 self.applied[node] = [dev for dev, _ in links]

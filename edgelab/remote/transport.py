@@ -160,6 +160,10 @@ class Transport:
         opts = ["-o", "BatchMode=yes", "-o", "PasswordAuthentication=no", "-o", "KbdInteractiveAuthentication=no",
                 "-o", f"ConnectTimeout={max(1, int(round(d.connect_timeout_s)))}",
                 "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3",
+                # curve25519 first: OpenSSH 9's default hybrid sntrup761 KEX costs ~0.1 s of CPU per
+                # connection, which is what a 20-device bring-up on a small machine pays for.
+                "-o", "KexAlgorithms=^curve25519-sha256,curve25519-sha256@libssh.org",
+                "-o", "GSSAPIAuthentication=no",
                 "-o", "ControlMaster=auto", "-o", f"ControlPath={self._ctl}/%C", "-o", "ControlPersist=300",
                 "-o", f"StrictHostKeyChecking={self.inventory.strict_host_keys}", "-o", "LogLevel=ERROR"]
         if self.inventory.known_hosts:
