@@ -44,7 +44,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 from ..errors import BackendError
 from .inventory import Device, Inventory
@@ -536,7 +536,7 @@ def parse_cpu_read(d: Device, stdout: str, stderr: str) -> float:
         else:
             return v / 1e6 if words[0] == "v2" else v / 1e9
     raise RemoteError(d, "no cgroup CPU accounting (enable CONFIG_CGROUP_CPUACCT or the cgroup v2 cpu "
-                         f"controller, or set `cgroup:` in the inventory)", stderr or stdout)
+                         "controller, or set `cgroup:` in the inventory)", stderr or stdout)
 
 
 #: Device facts, one ``key=value`` per line; POSIX sh + /proc only (busybox on postmarketOS has these).
