@@ -295,3 +295,25 @@ def test_edgelab_up_leaves_devices_impaired_and_down_clears_them(lab):
                            text=True, timeout=120, cwd=REPO)
     assert r.returncode == 0, r.stderr[-2000:]
     nothing_applied_check(lab, ["server-1", "phone-1", "phone-2", "phone-3", "phone-4"])
+
+
+def test_two_labs_coexist_and_down_removes_only_its_own():
+    from edgelab.remote import Transport, lab as labmod, load_inventory
+
+    a = labmod.up([labmod.DeviceSpec(node="phone-1")], python=sys.executable)
+    try:
+        b = labmod.up([labmod.DeviceSpec(node="phone-1")], python=sys.executable)
+    except BaseException:
+        labmod.down(a.lab_id)
+        raise
+    try:
+        assert a.lab_id != b.lab_id and a.subnet != b.subnet
+        labmod.down(a.lab_id)
+        assert not any(n.startswith(f"elsd-{a.lab_id}-") for n in os.listdir("/run/netns"))
+        assert not Path("/sys/fs/cgroup/cpuacct", f"elsd-{a.lab_id}").exists()
+        assert not (labmod.LAB_ROOT / f"net-{a.subnet.split('/')[0]}").exists()
+        with Transport(load_inventory(b.inventory)) as tr:   # the other lab is untouched
+            assert tr.run("phone-1", ["true"]).returncode == 0
+    finally:
+        labmod.down(b.lab_id)
+    assert not any(n.startswith(f"elsd-{b.lab_id}-") for n in os.listdir("/run/netns"))
