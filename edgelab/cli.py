@@ -170,7 +170,10 @@ def up(topo: str, backend: str, backend_opt: tuple[str, ...], inventory: Optiona
         detach()
     console.print(f"[green]up[/] testbed [bold]{p.topology.name}[/] ({len(p.nodes)} nodes, backend {backend})")
     for n in p.nodes:
-        console.print(f"  {n.name:<16} {n.role:<24} {', '.join(i.address for i in n.interfaces)}")
+        # where a backend maps nodes to machines (ssh), their real addresses; else the plan's
+        addrs = [tb.address(n.name, i.network) for i in n.interfaces] if backend != "local" else \
+            [i.address for i in n.interfaces]
+        console.print(f"  {n.name:<16} {n.role:<24} {', '.join(dict.fromkeys(addrs))}")
 
 
 @cli.command()

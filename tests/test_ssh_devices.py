@@ -288,6 +288,7 @@ def test_edgelab_up_leaves_devices_impaired_and_down_clears_them(lab):
     try:
         assert r.returncode == 0, r.stderr[-2000:]
         with Transport(inventory(lab)) as tr:
+            assert tr.device("phone-4").host in r.stdout + r.stderr   # the device's address, not the plan's
             q = tr.run("phone-4", ["tc", "qdisc", "show", "dev", "eth0"]).stdout
             assert "htb" in q or "netem" in q, q
     finally:
