@@ -72,6 +72,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     mode.add_argument("--full", action="store_true", help="the full sweep")
     common_arguments(p)
     a = p.parse_args(argv)
+    if a.backend == "ssh" or getattr(a, "inventory", None):
+        p.error("fs_folding runs on the local backend (GlusterFS + fio) or on the nxc/g5k compositions; "
+                "the ssh backend's devices have no file-system role here")
     if a.io_nodes < 1:
         p.error("--io-nodes must be at least 1")
     a.factors = sorted(set(a.factors or ([2, 3, 4, 6, 8, 10] if a.full else [2, 4, 6])))

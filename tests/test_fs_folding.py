@@ -77,6 +77,9 @@ def test_script_dry_run_and_argument_errors():
     p = subprocess.run([sys.executable, str(SCRIPT), "--factors", "1,2"], capture_output=True, text=True,
                        timeout=60, cwd=ROOT)
     assert p.returncode == 2 and "must exceed --io-nodes" in p.stderr
+    p = subprocess.run([sys.executable, str(SCRIPT), "--backend", "ssh", "--dry-run"], capture_output=True, text=True,
+                       timeout=60, cwd=ROOT)
+    assert p.returncode == 2 and "ssh backend" in p.stderr
 
 
 def _synthetic_run(drop_at: int) -> pd.DataFrame:
