@@ -131,9 +131,11 @@ def main() -> None:
             with LocalBackend().up(plan) as tb:
                 tb.popen("ph-1", ["sleep", "600"])
                 tb.popen("sbc-1", ["sleep", "600"])
-                assert tb.run("sbc-2", ["sh", "-c", f"echo x > {tb.private['sbc-2'].scratch}/f && "
-                                                    "echo y > /var/lib/f && cat /var/lib/f"]).stdout == "y\n"
-                assert tb.run("ph-2", ["ping", "-c1", "-W2", tb.address("srv-1", "wlan")], check=False).returncode == 0
+                got = tb.run("sbc-2", ["sh", "-c", f"echo x > {tb.private['sbc-2'].scratch}/f && "
+                                                 "echo y > /var/lib/f && cat /var/lib/f"]).stdout
+                assert got == "y\n", f"cycle {i}: sbc-2's private /var/lib read back {got!r}"
+                ping = tb.run("ph-2", ["ping", "-c1", "-W2", tb.address("srv-1", "wlan")], check=False)
+                assert ping.returncode == 0, f"cycle {i}: ph-2 cannot ping srv-1: {ping.stdout}{ping.stderr}"
             counts["clean"] += 1
         left = leftovers()
         if left:
