@@ -157,14 +157,6 @@ def test_bring_up_applies_linkemu_on_each_device_and_down_removes_it(lab):
         srv.wait(10)
         mbit = json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e6
         assert 20 < mbit < 70, mbit
-        if facts["link_engine"] == "fallback":   # a delayer that dies makes the point unhealthy, named
-            import re
-
-            (c,) = [c for c in tb.health_checks() if c.name.endswith("of phone-2")]
-            tr.run("phone-2", ["kill", "-9", re.search(r"pid (\d+)", c.detail).group(1)])
-            time.sleep(0.3)
-            bad = [c for c in tb.health_checks() if not c.ok]
-            assert [c.name for c in bad] == ["alive: link-emulation delayer of phone-2"], bad
     finally:
         tb.down()
     nothing_applied_check(lab, ["server-1", "phone-1", "phone-2"])
