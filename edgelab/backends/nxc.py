@@ -63,6 +63,10 @@ COUNT_PARAMS: dict[str, dict[str, str]] = {
     "k3s-phones": {"k3s_phones": "phone", "relays": "relay"},
     "beaglepaas": {"workers": "worker"},
     "mesh": {"mesh_phones": "phone"},
+    "nfs": {"nfs_servers": "server", "nfs_clients": "client"},
+    "orangefs": {"orangefs_servers": "server", "orangefs_clients": "client"},
+    "glusterfs": {"glusterfs_servers": "server", "glusterfs_clients": "client"},
+    "cephfs": {"ceph_osds": "osd", "ceph_clients": "client"},
 }
 
 #: nixos-compose's qemu script zero-pads VM_ID (``VM_ID=$(printf "%02d" $VM_ID)``,
