@@ -1,4 +1,4 @@
-"""HTTP front of the phone workload: ``POST /detect?mode=faces|eyes|bodies|gray``."""
+"""HTTP front of the phone workload: ``POST /detect?mode=tflite|faces|eyes|bodies|gray``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional
 from urllib.parse import parse_qs, urlparse
 
-from .detect import CASCADES, ImageError, detect, grayscale
+from .detect import CASCADES, ImageError, ImageTooLarge, detect, grayscale, tflite
 
 log = logging.getLogger(__name__)
 MAX_BODY = 32 * 1024 * 1024
@@ -33,7 +33,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         if urlparse(self.path).path == "/healthz":
-            self._json(200, {"ok": True, "modes": [*CASCADES, "gray"]})
+            self._json(200, {"ok": True, "modes": [*CASCADES, "gray", "tflite"]})
         else:
             self._json(404, {"error": "POST an image to /detect?mode=faces|gray"})
 
@@ -51,12 +51,17 @@ class _Handler(BaseHTTPRequestHandler):
         q = parse_qs(url.query)
         mode = q.get("mode", ["faces"])[0]
         max_side = int(q["max_side"][0]) if "max_side" in q else None
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         try:
             if mode == "gray":
                 out = grayscale(data, max_side or 160)
+            elif mode == "tflite":
+                out = tflite(data)
             else:
                 out = detect(data, mode, max_side or 640)
+        except ImageTooLarge as exc:
+            self._json(413, {"error": str(exc)})
+            return
         except ImageError as exc:
             self._json(400, {"error": str(exc)})
             return
@@ -64,6 +69,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(400, {"error": str(exc)})
             return
         out["compute_ms"] = (time.perf_counter() - t0) * 1000
+        out["cpu_ms"] = (time.thread_time() - c0) * 1000      # this request's CPU on the serving node
         self._json(200, out)
 
 
