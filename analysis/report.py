@@ -106,8 +106,13 @@ def _wifi(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
         table["p95 latency ms [95% CI]"] = _with_ci(c, "latency_ms_p95_")
     if "airtime_capacity_mbit_mean" in c:
         table["airtime capacity Mbit/s"] = c["airtime_capacity_mbit_mean"].map(_num)
+    if "phone_cpu_ms_per_request_mean" in c:
+        table["phone CPU ms/request [95% CI]"] = _with_ci(c, "phone_cpu_ms_per_request_")
     table["reps"] = c["goodput_mbit_n"]
     text = res.describe()
+    params = run.manifest.get("params", {}) if isinstance(run.manifest, dict) else {}
+    if params.get("mode"):
+        text += f" Workload: mode={params['mode']}, inference on the {params.get('inference', 'server')}."
     fig = _figure(saturation_figure(res, run.manifest), out, f"{stem}-saturation",
                   f"Aggregate goodput and latency vs phones; saturation N = {res.n} ({res.criterion}). "
                   + caption(run.manifest))

@@ -37,6 +37,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--functions", type=lambda s: tuple(s.split(",")), default=FUNCTIONS,
                    help=f"MicroFaaS functions, round-robin (default {','.join(FUNCTIONS)})")
     p.add_argument("--reps", type=int, default=None, help="repetitions (quick 1, full 3)")
+    p.add_argument("--power-source", choices=["modelled", "plug"], default="modelled",
+                   help="modelled: BeagleBone model on each worker's measured CPU; plug: read each worker's "
+                        "Tasmota plug (HTTP or MQTT) listed in --plugs (default %(default)s)")
+    p.add_argument("--plugs", metavar="FILE",
+                   help="YAML inventory of plugs: 'plugs: {worker-1: http://HOST, worker-2: mqtt://BROKER:1883/TOPIC}'")
+    p.add_argument("--slots", type=int, default=1,
+                   help="worker processes per worker node: functions running at once on one board; their "
+                        "energy is split by CPU-time share (default %(default)s)")
     p.add_argument("--full", action="store_true", help="the full sweep instead of the quick default")
     common_arguments(p)
     a = p.parse_args(argv)
@@ -48,7 +56,33 @@ def parse_args(argv=None) -> argparse.Namespace:
     a.workers = a.workers or ([1, 2, 4, 6, 8] if a.full else [1, 2, 4])
     a.per_worker = a.per_worker or (50 if a.full else 20)
     a.reps = a.reps or (3 if a.full else 1)
+    if a.slots < 1:
+        p.error("--slots must be at least 1")
+    a.plug_map = {}
+    if a.power_source == "plug":
+        if not a.plugs:
+            p.error("--power-source plug needs --plugs FILE (which plug meters which worker)")
+        a.plug_map = load_plugs(a.plugs, p)
+    elif a.plugs:
+        p.error("--plugs is only read with --power-source plug")
     return a
+
+
+def load_plugs(path: str, p: argparse.ArgumentParser) -> dict[str, str]:
+    """``plugs:`` mapping of node -> plug URL from a YAML inventory (errors name the file)."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(open(path)) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        p.error(f"{path}: cannot read the plug inventory ({exc})")
+    plugs = doc.get("plugs") if isinstance(doc, dict) else None
+    if not isinstance(plugs, dict) or not plugs:
+        p.error(f"{path}: expected a 'plugs:' mapping of node -> http://PLUG or mqtt://BROKER:PORT/TOPIC")
+    for node, spec in plugs.items():
+        if not isinstance(spec, str) or not spec.startswith(("http://", "https://", "mqtt://")):
+            p.error(f"{path}: plug of {node!r} is {spec!r}; expected http://PLUG or mqtt://BROKER:PORT/TOPIC")
+    return {str(k): v for k, v in plugs.items()}
 
 
 def sweep_points(workers: list[int], reps: int) -> list[dict]:
@@ -57,7 +91,8 @@ def sweep_points(workers: list[int], reps: int) -> list[dict]:
 
 def main(argv=None) -> int:
     a = parse_args(argv)
-    params = {"workers": a.workers, "per_worker": a.per_worker, "functions": list(a.functions), "reps": a.reps}
+    params = {"workers": a.workers, "per_worker": a.per_worker, "functions": list(a.functions), "reps": a.reps,
+              "power_source": a.power_source, "plugs": a.plug_map, "slots": a.slots}
 
     points = sweep_points(a.workers, a.reps)
     if a.dry_run:
@@ -66,7 +101,8 @@ def main(argv=None) -> int:
 
     def measure(point, run):
         return faas_point(faas_topology(point["n_workers"], name="faas"), backend=backend, run=run, point=point,
-                          load=FaasLoad(per_worker=a.per_worker, functions=a.functions))
+                          load=FaasLoad(per_worker=a.per_worker, functions=a.functions, power_source=a.power_source,
+                                        plugs=tuple(a.plug_map.items()), slots=a.slots))
 
     outcome = run_sweep(experiment="faas_energy", points=points,
                         param_names=["n_workers", "rep"], measure=measure, params=params, results_root=a.results,

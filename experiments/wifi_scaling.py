@@ -39,6 +39,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--image-kb", type=int, default=125, help="size of each uploaded image in KB (default %(default)s)")
     p.add_argument("--latency-threshold-ms", type=float, default=500.0,
                    help="p95 latency above which the application counts as saturated (default %(default)s)")
+    p.add_argument("--mode", choices=["gray", "tflite", "faces"], default="gray",
+                   help="work per image: gray (resize, network-bound), tflite (LiteRT BlazeFace face detector, "
+                        "the seeds' workload), faces (OpenCV Haar cascade) (default %(default)s)")
+    p.add_argument("--inference", choices=["server", "phone"], default="server",
+                   help="where the images are processed: offloaded to the edge server, or on each phone "
+                        "(default %(default)s)")
     p.add_argument("--full", action="store_true", help="the full sweep instead of the quick default")
     common_arguments(p)
     args = p.parse_args(argv)
@@ -56,7 +62,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     topology = load_topology(args.topology)
     params = {"topology": args.topology, "phones": args.phones, "reps": args.reps, "seconds": args.seconds,
-              "rate_rps": args.rate, "image_kb": args.image_kb, "latency_threshold_ms": args.latency_threshold_ms}
+              "rate_rps": args.rate, "image_kb": args.image_kb, "latency_threshold_ms": args.latency_threshold_ms,
+              "mode": args.mode, "inference": args.inference}
 
     points = sweep_points(args.phones, args.reps)
     if args.dry_run:
@@ -66,7 +73,7 @@ def main(argv=None) -> int:
     def measure(point, run):
         return wifi_point(topology.scaled("phone", point["n_phones"]), backend=backend, run=run, point=point,
                           seconds=args.seconds, rate_rps=args.rate, image_bytes=args.image_kb * 1000,
-                          seed=1 + point["rep"])
+                          seed=1 + point["rep"], mode=args.mode, inference=args.inference)
 
     outcome = run_sweep(experiment="wifi_scaling", points=points,
                         param_names=["n_phones", "rep"], measure=measure, params=params,

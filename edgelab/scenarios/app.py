@@ -29,7 +29,7 @@ from ..plan import Plan
 from ..results import Measurement
 from ..services.power import PowerSampler
 from ..services.power.sources import ModelledSource, Utilisation, device_class
-from .nodes import CpuMeter, Gate, python_of, start_service, stop
+from .nodes import CpuMeter, Gate, python_of, start_services, stop
 
 APP_PORT = 8080
 #: Device power model per role (edgelab.services.power.sources.DEVICE_CLASSES).
@@ -41,7 +41,8 @@ class AppLoad:
     seconds: float = 4.0          # send window of the load generators
     rate_rps: float = 4.0         # requests per second per phone
     image_bytes: int = 125_000    # upload size
-    mode: str = "gray"            # server-side processing (gray: cheap, network-bound; faces: CPU-bound)
+    mode: str = "gray"            # processing per image (gray: cheap resize; tflite: LiteRT BlazeFace; faces: Haar)
+    inference: str = "server"     # where it runs: "server" (phones offload) or "phone" (on each phone, as the seeds)
     iperf: bool = True            # also measure each phone's saturated TCP share
     seed: int = 1
 
@@ -77,13 +78,18 @@ def run_app(tb: Testbed, load: AppLoad, raw: Path) -> list[Measurement]:
     py = python_of(tb)
     rows: list[Measurement] = []
 
-    svc, _ = start_service(tb, server, [py, "-m", "edgelab.services.phone", "--bind", "0.0.0.0",
-                                        "--port", str(APP_PORT)], log_dir=raw)
+    if load.inference not in ("server", "phone"):
+        raise ValueError(f"inference must run on 'server' or 'phone', not {load.inference!r}")
+    hosts = phones if load.inference == "phone" else [server]
+    svc_argv = [py, "-m", "edgelab.services.phone", "--bind", "0.0.0.0", "--port", str(APP_PORT)]
+    started = start_services(tb, {h: (h, svc_argv) for h in hosts}, log_dir=raw, timeout=120.0)
+    svcs = [p for p, _ in started.values()]
     gate = Gate()
     try:
-        url = f"http://{tb.address(server, network)}:{APP_PORT}/detect?mode={load.mode}"
         timeout = max(10.0, 3 * load.seconds)
         for i, ph in enumerate(phones):
+            target = "127.0.0.1" if load.inference == "phone" else tb.address(server, network)
+            url = f"http://{target}:{APP_PORT}/detect?mode={load.mode}"
             gate.add(tb, ph, [py, "-m", "edgelab.workload.loadgen", "--url", url, "--mode", "open",
                               "--rate", f"{load.rate_rps:g}", "--duration", f"{load.seconds:g}",
                               "--arrivals", "constant", "--seed", str(load.seed * 1000 + i),
@@ -101,7 +107,7 @@ def run_app(tb: Testbed, load: AppLoad, raw: Path) -> list[Measurement]:
         cpu.stop()
     finally:
         gate.kill()
-        stop([svc])
+        stop(svcs)
     if sampler:
         write_power_samples(sampler, raw)
 
@@ -132,6 +138,7 @@ def run_app(tb: Testbed, load: AppLoad, raw: Path) -> list[Measurement]:
         Measurement("latency_ms_p99", percentile(all_lat, 99), "ms"),
     ]
     rows += cpu_and_power(plan, cpu, sampler)
+    rows += phone_cpu_per_request(cpu.seconds, {ph: s["ok"] for ph, s in summaries.items()})
     capacity = [s.capacity_mbit for s in plan.network(network).segments if s.capacity_mbit]
     if capacity:
         rows.append(Measurement("airtime_capacity_mbit", min(capacity), "Mbit/s"))
@@ -140,6 +147,18 @@ def run_app(tb: Testbed, load: AppLoad, raw: Path) -> list[Measurement]:
         (raw / "iperf.json").write_text(json.dumps(shares, indent=1))
         rows += [Measurement("iperf_goodput_mbit", r["goodput_mbit"], "Mbit/s", ph) for ph, r in shares.items()]
         rows.append(Measurement("iperf_goodput_mbit", sum(r["goodput_mbit"] for r in shares.values()), "Mbit/s"))
+    return rows
+
+
+def phone_cpu_per_request(cpu_seconds: dict[str, float], ok: dict[str, int]) -> list[Measurement]:
+    """CPU time each phone spent per successful request (its cgroup's CPU over the load window:
+    the load generator and, with on-phone inference, the detector), per phone and over all."""
+    rows = [Measurement("phone_cpu_ms_per_request", 1000 * cpu_seconds[ph] / n, "ms", ph)
+            for ph, n in ok.items() if n and ph in cpu_seconds]
+    total_ok = sum(n for ph, n in ok.items() if ph in cpu_seconds)
+    if total_ok:
+        rows.append(Measurement("phone_cpu_ms_per_request",
+                                1000 * sum(cpu_seconds[ph] for ph in ok if ph in cpu_seconds) / total_ok, "ms"))
     return rows
 
 

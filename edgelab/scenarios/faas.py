@@ -20,7 +20,7 @@ from pathlib import Path
 from ..backends import Testbed
 from ..measure import percentile
 from ..results import Measurement
-from .app import POWER_MODEL, cpu_and_power
+from .app import POWER_MODEL, cpu_and_power, write_power_samples
 from .nodes import CpuMeter, python_of, start_service, start_services, stop
 
 ORCH_PORT = 7000
@@ -34,6 +34,51 @@ class FaasLoad:
     per_worker: int = 20          # invocations per worker in the batch
     functions: tuple[str, ...] = FUNCTIONS
     meter_interval_s: float = 0.25
+    power_source: str = "modelled"   # "modelled": device model on cgroup CPU; "plug": the nodes' Tasmota plugs
+    plugs: tuple = ()                # ((node, "http://plug" | "mqtt://broker:port/topic"), ...) for "plug"
+    slots: int = 1                   # worker processes per worker node (functions running at once)
+
+
+def plug_source(spec: str):
+    """A reader for one plug: ``http://HOST[:PORT]`` (Tasmota HTTP API, Status 8) or
+    ``mqtt://BROKER[:PORT]/TOPIC`` (its tele/<TOPIC>/SENSOR telemetry)."""
+    from urllib.parse import urlparse
+
+    from ..services.power import TasmotaHttpSource, TasmotaMqttSource
+
+    u = urlparse(spec)
+    if u.scheme in ("http", "https"):
+        return TasmotaHttpSource(spec)
+    if u.scheme == "mqtt" and u.hostname and u.path.strip("/"):
+        return TasmotaMqttSource(u.hostname, u.port or 1883, u.path.strip("/"))
+    raise ValueError(f"plug {spec!r}: expected http://HOST[:PORT] or mqtt://BROKER[:PORT]/TOPIC")
+
+
+def energy_sampler(tb: Testbed, load: FaasLoad, workers: list[str]):
+    """(sampler, description per node) for the chosen power source; nodes without a source are
+    left out (the energy coverage then says so)."""
+    from ..services.power import PowerSampler
+    from ..services.power.sources import ModelledSource, Utilisation
+
+    sources, described = {}, {}
+    if load.power_source == "plug":
+        plugs = dict(load.plugs)
+        for w in workers:
+            if w in plugs:
+                sources[w] = plug_source(plugs[w])
+                described[w] = f"plug {plugs[w]}"
+    elif load.power_source == "modelled":
+        device = POWER_MODEL["beaglepaas-worker"]
+        for w in workers:
+            if tb.cpu_seconds(w) is not None:
+                util = Utilisation(lambda w=w: tb.cpu_seconds(w), tb.plan.node(w).resources.host_cpu)
+                sources[w] = ModelledSource(device, util)
+                described[w] = f"modelled {device} from cgroup CPU"
+    else:
+        raise ValueError(f"power source must be 'modelled' or 'plug', not {load.power_source!r}")
+    if not sources:
+        return None, described
+    return PowerSampler(sources, interval=load.meter_interval_s).start(), described
 
 
 def _by_role(tb: Testbed, role: str) -> list[str]:
@@ -50,7 +95,7 @@ def run_faas(tb: Testbed, load: FaasLoad, raw: Path) -> list[Measurement]:
     try:
         meter_urls = {}
         cg_dir = getattr(tb, "cpu_accounting_dir", None)
-        if meters and cg_dir is not None:
+        if meters and cg_dir is not None and load.power_source == "modelled":
             device = POWER_MODEL["beaglepaas-worker"]   # the same model cpu_and_power uses
             specs = {w: (meters[0], [py, "-m", "edgelab.services.power", "--source", "modelled", "--device", device,
                                      "--cores", f"{tb.plan.node(w).resources.host_cpu:g}", "--cgroup", str(cg_dir(w)),
@@ -67,17 +112,22 @@ def run_faas(tb: Testbed, load: FaasLoad, raw: Path) -> list[Measurement]:
         p, _ = start_service(tb, orch, argv, log_dir=raw)
         procs.append(p)
         for w in workers:
-            with open(raw / f"{w}-worker.log", "ab") as log:
-                procs.append(tb.popen(w, [py, "-m", "edgelab.services.beaglepaas", "worker", "--connect",
-                                          f"{orch_addr}:{ORCH_PORT}", "--id", w],
-                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log))
+            for k in range(load.slots):
+                wid = w if load.slots == 1 else f"{w}/{k}"
+                with open(raw / f"{w}-worker{k}.log", "ab") as log:
+                    procs.append(tb.popen(w, [py, "-m", "edgelab.services.beaglepaas", "worker", "--connect",
+                                              f"{orch_addr}:{ORCH_PORT}", "--id", wid],
+                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log))
+        sampler, sources = energy_sampler(tb, load, workers)
         cpu = CpuMeter(tb, workers).start()
         res = tb.run(orch, [py, "-m", "edgelab.services.beaglepaas", "bench", "--connect",
-                            f"{orch_addr}:{ORCH_PORT}", "--workers", str(len(workers)),
+                            f"{orch_addr}:{ORCH_PORT}", "--workers", str(len(workers) * load.slots),
                             "--functions", ",".join(load.functions), "--count", str(load.per_worker * len(workers)),
                             "--settle", f"{4 * load.meter_interval_s:g}"], timeout=600)
         cpu.stop()
     finally:
+        if sampler is not None:
+            sampler.stop()
         stop(procs)
     out = json.loads(res.stdout)
     (raw / "bench.json").write_text(json.dumps(out, indent=1))
@@ -94,13 +144,59 @@ def run_faas(tb: Testbed, load: FaasLoad, raw: Path) -> list[Measurement]:
         Measurement("failed", float(len(recs) - len(done)), "invocations"),
     ]
     energies = [r["energy_j"] for r in done if r.get("energy_j") is not None]
-    if energies:
-        rows.append(Measurement("energy_per_invocation_j", sum(energies) / len(energies), "J"))
-    power = cpu_and_power(tb.plan, cpu)
+    if energies and len(energies) == len(done):
+        # MicroFaaS' own accounting (the orchestrator charges the worker's whole draw during the run)
+        rows.append(Measurement("energy_whole_draw_per_invocation_j", sum(energies) / len(energies), "J"))
+    rows += attributed_energy(sampler, sources, done, workers, raw, load.power_source)
+    power = cpu_and_power(tb.plan, cpu) if load.power_source == "modelled" else \
+        [Measurement("cpu_util", u, "fraction", n)
+         for n, u in cpu.utilisation({n: tb.plan.node(n).resources.host_cpu for n in workers}).items()]
     rows += power
-    total = [m.value for m in power if m.metric == "power_w_total"]
+    total = [m.value for m in rows if m.metric == "power_w_total"]
     if total and done:
         # Whole-cluster view: every worker's draw over the batch, idle time included.
         rows.append(Measurement("power_w", total[0], "W"))
         rows.append(Measurement("energy_total_per_invocation_j", total[0] * cpu.wall / len(done), "J"))
+    return rows
+
+
+def _node_of(worker_id: str) -> str:
+    return worker_id.split("/", 1)[0]
+
+
+def attributed_energy(sampler, sources: dict, done: list[dict], workers: list[str], raw: Path,
+                      power_source: str) -> list[Measurement]:
+    """Per-invocation joules by CPU-time share of each worker node's energy (Kepler's ratio model,
+    :mod:`edgelab.services.power.attribution`), the energy coverage (fraction of invocations whose
+    node energy was measured over their whole run), and each node's power from the same samples.
+
+    ``energy_per_invocation_j`` is recorded only when the coverage is complete: a mean over the
+    covered part would silently stand for the rest.  ``raw/power_sources.json`` says which source
+    produced each node's figures; ``raw/power_samples.csv`` keeps every sample."""
+    from ..services.power.attribution import Task, attribute
+
+    (raw / "power_sources.json").write_text(json.dumps(
+        {"power_source": power_source, "nodes": {w: sources.get(w, "none (no source: not measured)")
+                                                 for w in workers}}, indent=1))
+    samples = {}
+    if sampler is not None:
+        write_power_samples(sampler, raw)
+        samples = {n: [(s.time, s.energy_j) for s in sampler.samples(n)] for n in sampler.sources}
+    tasks = [Task(r["id"], _node_of(r["worker"] or ""), r["start"], r["end"],
+                  r["cpu_s"] if r.get("cpu_s") is not None else (r["end"] - r["start"]))
+             for r in done if r.get("start") is not None and r.get("end") is not None]
+    att = attribute(samples, tasks)
+    rows = [Measurement("energy_coverage", att.coverage if tasks else 0.0, "fraction")]
+    mean = att.per_task_mean()
+    if mean is not None:
+        rows.append(Measurement("energy_per_invocation_j", mean, "J"))
+    rows += [Measurement("energy_idle_j", j, "J", n) for n, j in att.idle_j.items()]
+    total_w = 0.0
+    for n, ss in (samples.items() if power_source == "plug" else ()):   # modelled: cpu_and_power has them
+        if len(ss) >= 2 and ss[-1][0] > ss[0][0]:
+            w = (ss[-1][1] - ss[0][1]) / (ss[-1][0] - ss[0][0])
+            rows += [Measurement("power_w", w, "W", n), Measurement("energy_j", ss[-1][1] - ss[0][1], "J", n)]
+            total_w += w
+    if samples and power_source == "plug":
+        rows.append(Measurement("power_w_total", total_w, "W"))
     return rows

@@ -1,0 +1,83 @@
+"""End to end, as root: ``faas_energy --power-source plug`` against edgelab meters started as real
+plugs (separate processes serving Tasmota's HTTP API on loopback, read the way a real plug is),
+with two functions at once per worker; and ``wifi_scaling --mode tflite`` on the phones."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from svhelpers import service, url_of
+from test_experiments import aggregates, no_testbed_left, only_run, root, run_script
+
+PLUG_W = {"worker-1": 2.0, "worker-2": 3.0}
+
+
+def union_seconds(spans: list[tuple[float, float]]) -> float:
+    total, end = 0.0, float("-inf")
+    for a, b in sorted(spans):
+        if b > end:
+            total += b - max(a, end)
+            end = b
+    return total
+
+
+@root
+def test_faas_energy_reads_real_plugs_and_splits_a_shared_worker(tmp_path):
+    with service("edgelab.services.power", "--port", "0", "--watts", str(PLUG_W["worker-1"]),
+                 "--interval", "0.1", "--topic", "sv_plug_w1") as (_, l1), \
+         service("edgelab.services.power", "--port", "0", "--watts", str(PLUG_W["worker-2"]),
+                 "--interval", "0.1", "--topic", "sv_plug_w2") as (_, l2):
+        inv = tmp_path / "plugs.yaml"
+        inv.write_text(f"plugs:\n  worker-1: {url_of(l1)}\n  worker-2: {url_of(l2)}\n")
+        r = run_script("faas_energy", "--workers", "2", "--per-worker", "6", "--slots", "2",
+                       "--power-source", "plug", "--plugs", str(inv), "--no-report", results=tmp_path / "full")
+        assert r.returncode == 0, r.stderr[-3000:]
+        # the same with worker-2's plug missing from the inventory: coverage says so, no mean
+        inv.write_text(f"plugs:\n  worker-1: {url_of(l1)}\n")
+        r2 = run_script("faas_energy", "--workers", "2", "--per-worker", "6", "--power-source", "plug",
+                        "--plugs", str(inv), "--no-report", results=tmp_path / "half")
+        assert r2.returncode == 0, r2.stderr[-3000:]
+
+    run = only_run(tmp_path / "full", "faas_energy")
+    agg = aggregates(run)
+    point = "n_workers=2,rep=0"
+    assert agg[(point, "failed")] == 0 and agg[(point, "energy_coverage")] == 1.0
+    raw = next((run / "raw").iterdir())
+    bench = json.loads((raw / "bench.json").read_text())
+    done = [x for x in bench["records"] if x["status"] == "done"]
+    assert len(done) == 12 and all(x["cpu_s"] > 0 for x in done)
+    assert {x["worker"] for x in done} <= {"worker-1/0", "worker-1/1", "worker-2/0", "worker-2/1"}
+    # the plugs' energy over each node's busy time, divided among its invocations: a constant
+    # plug makes that exactly P x (union of the node's run intervals)
+    expected = sum(PLUG_W[n] * union_seconds([(x["start"], x["end"]) for x in done
+                                              if x["worker"].startswith(n + "/")]) for n in PLUG_W)
+    assert agg[(point, "energy_per_invocation_j")] * len(done) == pytest.approx(expected, rel=0.05)
+    sources = json.loads((raw / "power_sources.json").read_text())
+    assert sources["power_source"] == "plug" and sources["nodes"]["worker-1"].startswith("plug http://")
+    with open(run / "measurements.csv") as f:
+        power = {r["node"]: float(r["value"]) for r in csv.DictReader(f) if r["metric"] == "power_w" and r["node"]}
+    assert power == {"worker-1": pytest.approx(2.0, abs=0.05), "worker-2": pytest.approx(3.0, abs=0.05)}
+
+    half = aggregates(only_run(tmp_path / "half", "faas_energy"))
+    assert 0.2 < half[(point, "energy_coverage")] < 0.8
+    assert (point, "energy_per_invocation_j") not in half
+    no_testbed_left("faas")
+
+
+@root
+def test_wifi_scaling_tflite_reports_phone_cpu_per_request(tmp_path):
+    r = run_script("wifi_scaling", "--mode", "tflite", "--inference", "phone", "--phones", "1,2",
+                   "--seconds", "2", "--rate", "2", results=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = only_run(tmp_path, "wifi_scaling")
+    agg = aggregates(run)
+    for n in (1, 2):
+        cpu = agg[(f"n_phones={n},rep=0", "phone_cpu_ms_per_request")]
+        assert 5 < cpu < 2000          # a BlazeFace inference (and the upload) on the phone's CPU
+        assert agg[(f"n_phones={n},rep=0", "error_rate")] == 0
+    report = next(run.rglob("summary.md"))
+    assert "phone CPU ms/request" in report.read_text()
+    no_testbed_left("wifi")
