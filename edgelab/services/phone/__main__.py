@@ -20,6 +20,7 @@ def main(argv=None) -> int:
     p.add_argument("--port", type=int, default=8080, help="0 = pick a free port")
     p.add_argument("--cv-threads", type=int, default=1,
                    help="OpenCV worker threads per request (1 = the node's cgroup decides parallelism)")
+    p.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus /metrics on this port (0 = off)")
     p.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO, stream=sys.stderr)
@@ -29,6 +30,10 @@ def main(argv=None) -> int:
     from .server import make_server
 
     srv = make_server(a.bind, a.port)
+    if a.metrics_port:
+        from ..metrics import PHONE, serve_metrics
+
+        serve_metrics(PHONE.registry, a.metrics_port, a.bind)
 
     def start() -> str:
         threading.Thread(target=srv.serve_forever, daemon=True).start()

@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional
 from urllib.parse import parse_qs, urlparse
 
+from ..metrics import PHONE
 from .detect import CASCADES, ImageError, ImageTooLarge, detect, grayscale, tflite
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         out["compute_ms"] = (time.perf_counter() - t0) * 1000
         out["cpu_ms"] = (time.thread_time() - c0) * 1000      # this request's CPU on the serving node
+        PHONE.observe(mode, len(data), out["compute_ms"] / 1000, out["cpu_ms"] / 1000)
         self._json(200, out)
 
 
