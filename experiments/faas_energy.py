@@ -42,6 +42,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "Tasmota plug (HTTP or MQTT) listed in --plugs (default %(default)s)")
     p.add_argument("--plugs", metavar="FILE",
                    help="YAML inventory of plugs: 'plugs: {worker-1: http://HOST, worker-2: mqtt://BROKER:1883/TOPIC}'")
+    p.add_argument("--prometheus", action="store_true",
+                   help="run a real Prometheus server (Debian 'prometheus') scraping every plug and the "
+                        "orchestrator during each point; the window's series go to raw/<point>/prometheus_series.csv "
+                        "and the report plots power over time from them")
     p.add_argument("--slots", type=int, default=1,
                    help="worker processes per worker node: functions running at once on one board; their "
                         "energy is split by CPU-time share (default %(default)s)")
@@ -92,7 +96,8 @@ def sweep_points(workers: list[int], reps: int) -> list[dict]:
 def main(argv=None) -> int:
     a = parse_args(argv)
     params = {"workers": a.workers, "per_worker": a.per_worker, "functions": list(a.functions), "reps": a.reps,
-              "power_source": a.power_source, "plugs": a.plug_map, "slots": a.slots}
+              "power_source": a.power_source, "plugs": a.plug_map, "slots": a.slots,
+              "prometheus": a.prometheus}
 
     points = sweep_points(a.workers, a.reps)
     if a.dry_run:
@@ -102,7 +107,8 @@ def main(argv=None) -> int:
     def measure(point, run):
         return faas_point(faas_topology(point["n_workers"], name="faas"), backend=backend, run=run, point=point,
                           load=FaasLoad(per_worker=a.per_worker, functions=a.functions, power_source=a.power_source,
-                                        plugs=tuple(a.plug_map.items()), slots=a.slots))
+                                        plugs=tuple(a.plug_map.items()), slots=a.slots,
+                                        prometheus=a.prometheus))
 
     outcome = run_sweep(experiment="faas_energy", points=points,
                         param_names=["n_workers", "rep"], measure=measure, params=params, results_root=a.results,

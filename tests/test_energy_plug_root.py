@@ -32,8 +32,8 @@ def test_faas_energy_reads_real_plugs_and_splits_a_shared_worker(tmp_path):
                  "--interval", "0.1", "--topic", "sv_plug_w2") as (_, l2):
         inv = tmp_path / "plugs.yaml"
         inv.write_text(f"plugs:\n  worker-1: {url_of(l1)}\n  worker-2: {url_of(l2)}\n")
-        r = run_script("faas_energy", "--workers", "2", "--per-worker", "6", "--slots", "2",
-                       "--power-source", "plug", "--plugs", str(inv), "--no-report", results=tmp_path / "full")
+        r = run_script("faas_energy", "--workers", "2", "--per-worker", "6", "--slots", "2", "--prometheus",
+                       "--power-source", "plug", "--plugs", str(inv), results=tmp_path / "full")
         assert r.returncode == 0, r.stderr[-3000:]
         # the same with worker-2's plug missing from the inventory: coverage says so, no mean
         inv.write_text(f"plugs:\n  worker-1: {url_of(l1)}\n")
@@ -60,6 +60,15 @@ def test_faas_energy_reads_real_plugs_and_splits_a_shared_worker(tmp_path):
     with open(run / "measurements.csv") as f:
         power = {r["node"]: float(r["value"]) for r in csv.DictReader(f) if r["metric"] == "power_w" and r["node"]}
     assert power == {"worker-1": pytest.approx(2.0, abs=0.05), "worker-2": pytest.approx(3.0, abs=0.05)}
+
+    # the run's Prometheus server scraped both plugs; the report plots power over time from it
+    from edgelab.prometheus import read_series
+
+    series = read_series(raw / "prometheus_series.csv", "edgelab_power_watts")
+    by_topic = {k.split("topic=")[1]: [v for _, v in pts] for k, pts in series.items()}
+    assert by_topic.keys() == {"sv_plug_w1", "sv_plug_w2"} and set(by_topic["sv_plug_w2"]) == {3.0}
+    assert (raw / "prometheus" / "tsdb").is_dir()
+    assert list(run.rglob("*power-time*.png")) and "Plug power over time" in next(run.rglob("summary.md")).read_text()
 
     half = aggregates(only_run(tmp_path / "half", "faas_energy"))
     assert 0.2 < half[(point, "energy_coverage")] < 0.8

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from .nodes import CpuMeter, python_of, start_service, start_services, stop
 
 ORCH_PORT = 7000
 PLUG_PORT = 8100
+ORCH_METRICS_PORT = 9102     # modules/observability.nix orchestratorMetricsPort
+PROM_PORT = 9090
 #: MicroFaaS functions with default arguments, 10-120 ms each on one host core.
 FUNCTIONS = ("float_operations", "cascading_sha256", "json_roundtrip", "image_resize", "matmul")
 
@@ -37,6 +40,7 @@ class FaasLoad:
     power_source: str = "modelled"   # "modelled": device model on cgroup CPU; "plug": the nodes' Tasmota plugs
     plugs: tuple = ()                # ((node, "http://plug" | "mqtt://broker:port/topic"), ...) for "plug"
     slots: int = 1                   # worker processes per worker node (functions running at once)
+    prometheus: bool = False         # run a Prometheus server scraping every plug and the orchestrator
 
 
 def plug_source(spec: str):
@@ -106,7 +110,8 @@ def run_faas(tb: Testbed, load: FaasLoad, raw: Path) -> list[Measurement]:
             procs += [p for p, _ in plugs.values()]
             meter_urls = {w: f"http://{tb.address(meters[0])}:{PLUG_PORT + i}" for i, w in enumerate(workers)}
         argv = [py, "-m", "edgelab.services.beaglepaas", "orchestrator", "--bind", "0.0.0.0",
-                "--port", str(ORCH_PORT), "--job-timeout", "60", "--meter-interval", f"{load.meter_interval_s:g}"]
+                "--port", str(ORCH_PORT), "--job-timeout", "60", "--meter-interval", f"{load.meter_interval_s:g}",
+                "--metrics-port", str(ORCH_METRICS_PORT)]
         for w, url in meter_urls.items():
             argv += ["--meter", f"{w}={url}"]
         p, _ = start_service(tb, orch, argv, log_dir=raw)
@@ -119,12 +124,19 @@ def run_faas(tb: Testbed, load: FaasLoad, raw: Path) -> list[Measurement]:
                                               f"{orch_addr}:{ORCH_PORT}", "--id", wid],
                                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log))
         sampler, sources = energy_sampler(tb, load, workers)
+        prom = start_prometheus(tb, load, workers, meters, orch_addr, raw) if load.prometheus else None
+        if prom is not None:
+            procs.append(prom)
+        t_window = time.time()
         cpu = CpuMeter(tb, workers).start()
         res = tb.run(orch, [py, "-m", "edgelab.services.beaglepaas", "bench", "--connect",
                             f"{orch_addr}:{ORCH_PORT}", "--workers", str(len(workers) * load.slots),
                             "--functions", ",".join(load.functions), "--count", str(load.per_worker * len(workers)),
                             "--settle", f"{4 * load.meter_interval_s:g}"], timeout=600)
         cpu.stop()
+        if prom is not None:
+            time.sleep(2 * PROM_INTERVAL_S)          # one more scrape after the batch
+            export_series(tb, prom, t_window, time.time(), raw)
     finally:
         if sampler is not None:
             sampler.stop()
@@ -158,6 +170,66 @@ def run_faas(tb: Testbed, load: FaasLoad, raw: Path) -> list[Measurement]:
         rows.append(Measurement("power_w", total[0], "W"))
         rows.append(Measurement("energy_total_per_invocation_j", total[0] * cpu.wall / len(done), "J"))
     return rows
+
+
+PROM_INTERVAL_S = 1.0
+
+
+class _Prom:
+    """A Prometheus server of the run and where it runs (``node`` None: the runner's host)."""
+
+    def __init__(self, server, node):
+        self.server, self.node = server, node
+
+    # stop() treats it like the other processes
+    def poll(self):
+        return self.server.proc.poll() if self.server.proc else 0
+
+    def terminate(self):
+        self.server.stop()
+
+    def wait(self, timeout=None):
+        return 0
+
+    def kill(self):
+        self.server.stop()
+
+
+def start_prometheus(tb: Testbed, load: FaasLoad, workers: list[str], meters: list[str], orch_addr: str,
+                     raw: Path) -> _Prom:
+    """A real Prometheus for this point: on the meter node scraping the emulated plugs and the
+    orchestrator (modelled), or on this host scraping the inventory's HTTP plugs (plug)."""
+    import functools
+    from urllib.parse import urlparse
+
+    from ..prometheus import PrometheusServer, free_port
+
+    workdir = raw / "prometheus"
+    if load.power_source == "plug":
+        targets = [urlparse(spec).netloc for _, spec in load.plugs if spec.startswith("http")]
+        srv = PrometheusServer({"plugs": targets}, workdir, port=free_port(), interval_s=PROM_INTERVAL_S)
+        return _Prom(srv.start(), None)
+    if not meters:
+        raise ValueError("--prometheus needs the meter node of the topology (role power-meter)")
+    node = meters[0]
+    jobs = {"plugs": [f"127.0.0.1:{PLUG_PORT + i}" for i in range(len(workers))],
+            "faas": [f"{orch_addr}:{ORCH_METRICS_PORT}"]}
+
+    def fetch(url: str) -> bytes:
+        res = tb.run(node, [python_of(tb), "-c", "import sys,urllib.request as u;"
+                            "sys.stdout.buffer.write(u.urlopen(sys.argv[1],timeout=10).read())", url],
+                     timeout=30, check=False)
+        if res.returncode != 0:
+            raise OSError(f"fetch {url} on {node}: {res.stderr[-300:]}")
+        return res.stdout.encode() if isinstance(res.stdout, str) else res.stdout
+    srv = PrometheusServer(jobs, workdir, port=PROM_PORT, interval_s=PROM_INTERVAL_S,
+                           popen=functools.partial(tb.popen, node), fetch=fetch)
+    return _Prom(srv.start(timeout=60), node)
+
+
+def export_series(tb: Testbed, prom: _Prom, t0: float, t1: float, raw: Path) -> None:
+    """The window's series into ``raw/prometheus_series.csv`` (the report plots power from it)."""
+    (raw / "prometheus_series.csv").write_text(prom.server.series(t0, t1))
 
 
 def _node_of(worker_id: str) -> str:
