@@ -45,6 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--inference", choices=["server", "phone"], default="server",
                    help="where the images are processed: offloaded to the edge server, or on each phone "
                         "(default %(default)s)")
+    p.add_argument("--prometheus", action="store_true",
+                   help="run a real Prometheus server on the edge server scraping every phone service's /metrics "
+                        "(series of each point's window in raw/<point>/prometheus_series.csv)")
     p.add_argument("--full", action="store_true", help="the full sweep instead of the quick default")
     common_arguments(p)
     args = p.parse_args(argv)
@@ -63,7 +66,7 @@ def main(argv=None) -> int:
     topology = load_topology(args.topology)
     params = {"topology": args.topology, "phones": args.phones, "reps": args.reps, "seconds": args.seconds,
               "rate_rps": args.rate, "image_kb": args.image_kb, "latency_threshold_ms": args.latency_threshold_ms,
-              "mode": args.mode, "inference": args.inference}
+              "mode": args.mode, "inference": args.inference, "prometheus": args.prometheus}
 
     points = sweep_points(args.phones, args.reps)
     if args.dry_run:
@@ -73,7 +76,8 @@ def main(argv=None) -> int:
     def measure(point, run):
         return wifi_point(topology.scaled("phone", point["n_phones"]), backend=backend, run=run, point=point,
                           seconds=args.seconds, rate_rps=args.rate, image_bytes=args.image_kb * 1000,
-                          seed=1 + point["rep"], mode=args.mode, inference=args.inference)
+                          seed=1 + point["rep"], mode=args.mode, inference=args.inference,
+                          prometheus=args.prometheus)
 
     outcome = run_sweep(experiment="wifi_scaling", points=points,
                         param_names=["n_phones", "rep"], measure=measure, params=params,

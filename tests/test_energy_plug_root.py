@@ -79,7 +79,7 @@ def test_faas_energy_reads_real_plugs_and_splits_a_shared_worker(tmp_path):
 @root
 def test_wifi_scaling_tflite_reports_phone_cpu_per_request(tmp_path):
     r = run_script("wifi_scaling", "--mode", "tflite", "--inference", "phone", "--phones", "1,2",
-                   "--seconds", "2", "--rate", "2", results=tmp_path)
+                   "--seconds", "2", "--rate", "2", "--prometheus", results=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     run = only_run(tmp_path, "wifi_scaling")
     agg = aggregates(run)
@@ -87,6 +87,12 @@ def test_wifi_scaling_tflite_reports_phone_cpu_per_request(tmp_path):
         cpu = agg[(f"n_phones={n},rep=0", "phone_cpu_ms_per_request")]
         assert 5 < cpu < 2000          # a BlazeFace inference (and the upload) on the phone's CPU
         assert agg[(f"n_phones={n},rep=0", "error_rate")] == 0
+    # the run's Prometheus (on the server node) scraped each phone's service over the Wi-Fi
+    from edgelab.prometheus import read_series
+
+    raw2 = next(p for p in (run / "raw").iterdir() if "n_phones-2" in p.name or "n_phones=2" in p.name)
+    reqs = read_series(raw2 / "prometheus_series.csv", "edgelab_phone_requests_total")
+    assert len(reqs) == 2 and all(pts[-1][1] >= 1 for pts in reqs.values())
     report = next(run.rglob("summary.md"))
     assert "phone CPU ms/request" in report.read_text()
     no_testbed_left("wifi")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -30,8 +31,10 @@ from ..results import Measurement
 from ..services.power import PowerSampler
 from ..services.power.sources import ModelledSource, Utilisation, device_class
 from .nodes import CpuMeter, Gate, python_of, start_services, stop
+from .observe import export_series, prometheus_on_node
 
 APP_PORT = 8080
+METRICS_PORT = 9101          # modules/observability.nix phoneMetricsPort
 #: Device power model per role (edgelab.services.power.sources.DEVICE_CLASSES).
 POWER_MODEL = {"phone": "phone", "beaglepaas-worker": "bbb"}
 
@@ -44,6 +47,7 @@ class AppLoad:
     mode: str = "gray"            # processing per image (gray: cheap resize; tflite: LiteRT BlazeFace; faces: Haar)
     inference: str = "server"     # where it runs: "server" (phones offload) or "phone" (on each phone, as the seeds)
     iperf: bool = True            # also measure each phone's saturated TCP share
+    prometheus: bool = False      # a Prometheus server on the server node scraping every phone service
     seed: int = 1
 
     @property
@@ -81,7 +85,8 @@ def run_app(tb: Testbed, load: AppLoad, raw: Path) -> list[Measurement]:
     if load.inference not in ("server", "phone"):
         raise ValueError(f"inference must run on 'server' or 'phone', not {load.inference!r}")
     hosts = phones if load.inference == "phone" else [server]
-    svc_argv = [py, "-m", "edgelab.services.phone", "--bind", "0.0.0.0", "--port", str(APP_PORT)]
+    svc_argv = [py, "-m", "edgelab.services.phone", "--bind", "0.0.0.0", "--port", str(APP_PORT),
+                "--metrics-port", str(METRICS_PORT)]
     started = start_services(tb, {h: (h, svc_argv) for h in hosts}, log_dir=raw, timeout=120.0)
     svcs = [p for p, _ in started.values()]
     gate = Gate()
@@ -96,11 +101,19 @@ def run_app(tb: Testbed, load: AppLoad, raw: Path) -> list[Measurement]:
                               "--offset", f"{i / (len(phones) * load.rate_rps):.6f}",
                               "--synthetic-jpeg", str(load.image_bytes), "--timeout", f"{timeout:g}",
                               "--wait-go", "--latencies"])
+        prom = None
+        if load.prometheus:
+            targets = [f"{'127.0.0.1' if h == server else tb.address(h, network)}:{METRICS_PORT}" for h in hosts]
+            prom = prometheus_on_node(tb, server, {"phones": targets}, raw / "prometheus")
+            svcs.append(prom)
         go = gate.open()
         cpu = CpuMeter(tb, [server, *phones]).start()
         sampler = power_sampler(tb, phones)
         try:
             outputs = gate.collect(timeout=load.seconds + timeout + 30)
+            if prom is not None:
+                time.sleep(2.0)                      # one more scrape after the last request
+                export_series(prom, go, time.time(), raw)
         finally:
             if sampler:
                 sampler.stop()

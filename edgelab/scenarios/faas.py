@@ -23,6 +23,7 @@ from ..measure import percentile
 from ..results import Measurement
 from .app import POWER_MODEL, cpu_and_power, write_power_samples
 from .nodes import CpuMeter, python_of, start_service, start_services, stop
+from .observe import Prom, export_series, prometheus_on_node
 
 ORCH_PORT = 7000
 PLUG_PORT = 8100
@@ -136,7 +137,7 @@ def run_faas(tb: Testbed, load: FaasLoad, raw: Path) -> list[Measurement]:
         cpu.stop()
         if prom is not None:
             time.sleep(2 * PROM_INTERVAL_S)          # one more scrape after the batch
-            export_series(tb, prom, t_window, time.time(), raw)
+            export_series(prom, t_window, time.time(), raw)
     finally:
         if sampler is not None:
             sampler.stop()
@@ -175,31 +176,10 @@ def run_faas(tb: Testbed, load: FaasLoad, raw: Path) -> list[Measurement]:
 PROM_INTERVAL_S = 1.0
 
 
-class _Prom:
-    """A Prometheus server of the run and where it runs (``node`` None: the runner's host)."""
-
-    def __init__(self, server, node):
-        self.server, self.node = server, node
-
-    # stop() treats it like the other processes
-    def poll(self):
-        return self.server.proc.poll() if self.server.proc else 0
-
-    def terminate(self):
-        self.server.stop()
-
-    def wait(self, timeout=None):
-        return 0
-
-    def kill(self):
-        self.server.stop()
-
-
 def start_prometheus(tb: Testbed, load: FaasLoad, workers: list[str], meters: list[str], orch_addr: str,
-                     raw: Path) -> _Prom:
+                     raw: Path) -> Prom:
     """A real Prometheus for this point: on the meter node scraping the emulated plugs and the
     orchestrator (modelled), or on this host scraping the inventory's HTTP plugs (plug)."""
-    import functools
     from urllib.parse import urlparse
 
     from ..prometheus import PrometheusServer, free_port
@@ -208,28 +188,12 @@ def start_prometheus(tb: Testbed, load: FaasLoad, workers: list[str], meters: li
     if load.power_source == "plug":
         targets = [urlparse(spec).netloc for _, spec in load.plugs if spec.startswith("http")]
         srv = PrometheusServer({"plugs": targets}, workdir, port=free_port(), interval_s=PROM_INTERVAL_S)
-        return _Prom(srv.start(), None)
+        return Prom(srv.start(), None)
     if not meters:
         raise ValueError("--prometheus needs the meter node of the topology (role power-meter)")
-    node = meters[0]
     jobs = {"plugs": [f"127.0.0.1:{PLUG_PORT + i}" for i in range(len(workers))],
             "faas": [f"{orch_addr}:{ORCH_METRICS_PORT}"]}
-
-    def fetch(url: str) -> bytes:
-        res = tb.run(node, [python_of(tb), "-c", "import sys,urllib.request as u;"
-                            "sys.stdout.buffer.write(u.urlopen(sys.argv[1],timeout=10).read())", url],
-                     timeout=30, check=False)
-        if res.returncode != 0:
-            raise OSError(f"fetch {url} on {node}: {res.stderr[-300:]}")
-        return res.stdout.encode() if isinstance(res.stdout, str) else res.stdout
-    srv = PrometheusServer(jobs, workdir, port=PROM_PORT, interval_s=PROM_INTERVAL_S,
-                           popen=functools.partial(tb.popen, node), fetch=fetch)
-    return _Prom(srv.start(timeout=60), node)
-
-
-def export_series(tb: Testbed, prom: _Prom, t0: float, t1: float, raw: Path) -> None:
-    """The window's series into ``raw/prometheus_series.csv`` (the report plots power from it)."""
-    (raw / "prometheus_series.csv").write_text(prom.server.series(t0, t1))
+    return prometheus_on_node(tb, meters[0], jobs, workdir, PROM_INTERVAL_S)
 
 
 def _node_of(worker_id: str) -> str:

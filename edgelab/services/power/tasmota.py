@@ -127,7 +127,8 @@ def parse_energy(payload: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- device status
-# Everything below follows the Tasmota source at commit 325c722 (arendst/Tasmota), cited as
+# Everything below follows the Tasmota source (arendst/Tasmota; support_command.ino at commit 325c722,
+# the other files at the development versions read alongside it), cited as
 # ``file@char`` (character offset of the function in that file version; the reference index
 # this was checked with serves offsets, not line numbers):
 #   SC = tasmota/tasmota_support/support_command.ino (CmndStatus @32917 with one block per
