@@ -124,23 +124,34 @@ def _wifi(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
 
 def _folding(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
     tol = float(run.params.get("tolerance", DEFAULT_TOLERANCE))
-    res = folding_verdict(run.df, run.params.get("metrics"), tolerance=tol)
+    res = folding_verdict(run.df, run.params.get("metrics"), tolerance=tol,
+                          cpus=(run.manifest.get("host") or {}).get("cpus"))
     t = res.table
-    table = pd.DataFrame({"metric": t["metric"], "factor": t["factor"], "mean [95% CI]": _with_ci(t, ""),
+    level = f"{res.confidence:.0%}"
+    table = pd.DataFrame({"metric": t["metric"], "factor": t["factor"], f"mean [{level} CI]": _with_ci(t, ""),
                           "deviation": t["degradation"].map(lambda d: f"{d:+.2%}"),
-                          "deviation 95% CI": [("baseline" if f == b else "–" if not ok else f"[{lo:+.2%}, {hi:+.2%}]")
+                          f"deviation {level} CI": [("baseline" if f == b else "–" if not ok else f"[{lo:+.2%}, {hi:+.2%}]")
                                                for f, b, ok, lo, hi in zip(t["factor"], t["baseline_factor"],
                                                                            t["ci_defined"], t["degradation_ci_low"],
                                                                            t["degradation_ci_high"])],
-                          "within tolerance": (t["worst"] <= tol).map({True: "yes", False: "NO"}),
+                          "decision": t["decision"],
                           "reps": t["n"]})
     text = res.describe()
     fig = _figure(folding_figure(res, run.manifest), out, f"{stem}-folding",
                   f"Deviation from the unfolded baseline per metric; tolerance ±{tol:.0%}. " + caption(run.manifest))
-    method = Para("Deviation = (mean at factor − mean at baseline) / |mean at baseline|, with Welch's t interval; "
-                  "a factor is faithful when the CI bound farthest from zero lies within the tolerance "
-                  "(conservative: noise counts against folding).")
-    return text, [Para(text), method, Table(table), fig]
+    method = Para("Deviation = (mean at factor − mean at baseline) / |mean at baseline|, with Welch's t interval. "
+                  f"Each metric is decided by two one-sided tests at α = {res.alpha:g} (its {level} interval): "
+                  "equivalent when the interval lies within the tolerance, worse/better when it lies beyond it, "
+                  "inconclusive otherwise. A factor is faithful when every metric is equivalent, unfaithful when "
+                  "one is worse; the breaking point is the smallest unfaithful factor.")
+    blocks: list[Block] = [Para(text), method, Table(table), fig]
+    if res.signals:
+        sig = pd.DataFrame([{"factor": f, **{k: v for k, v in s.items()}} for f, s in sorted(res.signals.items())])
+        blocks.insert(3, Para("Host overload signals per factor (mean over repetitions): CPU busy and softirq "
+                              "as fractions of all CPUs' time, run queue in runnable tasks, CPU pressure as the "
+                              "fraction of time some task waited for a CPU."))
+        blocks.insert(4, Table(sig.round(3)))
+    return text, blocks
 
 
 def _energy(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:

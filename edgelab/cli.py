@@ -233,6 +233,29 @@ def report(results_dir: str) -> None:
     console.print(f"[green]report[/] {out}")
 
 
+@cli.command("kernel-check")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@click.option("--fragment", "fragment_out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the config fragment to paste into the device's kernel config to this file.")
+def kernel_check(config: str, as_json: bool, fragment_out: Optional[str]) -> None:
+    """Check a kernel config (.config, /proc/config.gz, pmaports config-*) for what k3s needs.
+
+    Exit status 0 when everything k3s needs is set, 1 when something is
+    missing (grouped by the feature that breaks, with the fragment to add).
+    """
+    from .kernelcheck import check_file
+
+    rep = check_file(config)
+    if fragment_out:
+        Path(fragment_out).write_text(rep.fragment())
+    if as_json:
+        click.echo(json.dumps(rep.to_dict(), indent=2))
+    else:
+        click.echo(rep.render(), nl=False)
+    sys.exit(0 if rep.ok else 1)
+
+
 def main() -> None:
     cli(prog_name="edgelab")
 

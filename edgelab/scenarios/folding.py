@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..backends import Testbed
+from ..hostload import HostLoadSampler, active_warmer
 from ..measure import percentile
 from ..results import Measurement
 from .app import APP_PORT, _phones, _server, delivery_seconds
@@ -50,8 +51,11 @@ def run_fold(tb: Testbed, load: FoldLoad, raw: Path) -> list[Measurement]:
         gate.add(tb, server, argv)
         go = gate.open()
         cpu = CpuMeter(tb, phones).start()
+        host = HostLoadSampler(warmer=active_warmer()).start() if _host_is_here(tb) else None
         summary = json.loads(gate.collect(timeout=load.seconds + 60)[server])
         cpu.stop()
+        if host is not None:
+            host.stop()
     finally:
         gate.kill()
         stop([p for p, _ in svcs.values()])
@@ -76,4 +80,11 @@ def run_fold(tb: Testbed, load: FoldLoad, raw: Path) -> list[Measurement]:
                          "fraction")]
     if cpu.seconds and total_ok:
         rows.append(Measurement("cpu_time_ms_per_request", 1000 * sum(cpu.seconds.values()) / total_ok, "ms"))
+    if host is not None:
+        rows += host.measurements()
     return rows
+
+
+def _host_is_here(tb: Testbed) -> bool:
+    """The host's overload signals are this machine's when every node runs here (local backend)."""
+    return tb.facts().get("backend") == "local"
