@@ -24,6 +24,7 @@ from edgelab.experiment import (backend_from_args, common_arguments, dry_run, fi
 from edgelab.scenario_topologies import faas_topology
 from edgelab.scenarios import FaasLoad, faas_point
 from edgelab.scenarios.faas import FUNCTIONS
+from edgelab.services.power.inventory import plugs_from_args, power_arguments
 
 #: NixOS-Compose composition of these nodes (nxc and g5k backends).
 COMPOSITION = "beaglepaas"
@@ -37,11 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--functions", type=lambda s: tuple(s.split(",")), default=FUNCTIONS,
                    help=f"MicroFaaS functions, round-robin (default {','.join(FUNCTIONS)})")
     p.add_argument("--reps", type=int, default=None, help="repetitions (quick 1, full 3)")
-    p.add_argument("--power-source", choices=["modelled", "plug"], default="modelled",
-                   help="modelled: BeagleBone model on each worker's measured CPU; plug: read each worker's "
-                        "Tasmota plug (HTTP or MQTT) listed in --plugs (default %(default)s)")
-    p.add_argument("--plugs", metavar="FILE",
-                   help="YAML inventory of plugs: 'plugs: {worker-1: http://HOST, worker-2: mqtt://BROKER:1883/TOPIC}'")
+    power_arguments(p, "BeagleBone model on each worker's measured CPU")
     p.add_argument("--prometheus", action="store_true",
                    help="run a real Prometheus server (Debian 'prometheus') scraping every plug and the "
                         "orchestrator during each point; the window's series go to raw/<point>/prometheus_series.csv "
@@ -62,31 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     a.reps = a.reps or (3 if a.full else 1)
     if a.slots < 1:
         p.error("--slots must be at least 1")
-    a.plug_map = {}
-    if a.power_source == "plug":
-        if not a.plugs:
-            p.error("--power-source plug needs --plugs FILE (which plug meters which worker)")
-        a.plug_map = load_plugs(a.plugs, p)
-    elif a.plugs:
-        p.error("--plugs is only read with --power-source plug")
+    a.plug_map = plugs_from_args(a, p)
     return a
-
-
-def load_plugs(path: str, p: argparse.ArgumentParser) -> dict[str, str]:
-    """``plugs:`` mapping of node -> plug URL from a YAML inventory (errors name the file)."""
-    import yaml
-
-    try:
-        doc = yaml.safe_load(open(path)) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        p.error(f"{path}: cannot read the plug inventory ({exc})")
-    plugs = doc.get("plugs") if isinstance(doc, dict) else None
-    if not isinstance(plugs, dict) or not plugs:
-        p.error(f"{path}: expected a 'plugs:' mapping of node -> http://PLUG or mqtt://BROKER:PORT/TOPIC")
-    for node, spec in plugs.items():
-        if not isinstance(spec, str) or not spec.startswith(("http://", "https://", "mqtt://")):
-            p.error(f"{path}: plug of {node!r} is {spec!r}; expected http://PLUG or mqtt://BROKER:PORT/TOPIC")
-    return {str(k): v for k, v in plugs.items()}
 
 
 def sweep_points(workers: list[int], reps: int) -> list[dict]:

@@ -21,6 +21,7 @@ import _common  # noqa: F401  (puts the repository on sys.path)
 from edgelab.experiment import backend_from_args, common_arguments, dry_run, finish, int_list, main_guard, run_sweep
 from edgelab.topology import load_topology
 from edgelab.scenarios import wifi_point
+from edgelab.services.power.inventory import plugs_from_args, power_arguments
 
 DEFAULT_TOPOLOGY = _common.ROOT / "topologies" / "wifi-phones.yaml"
 
@@ -45,6 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--inference", choices=["server", "phone"], default="server",
                    help="where the images are processed: offloaded to the edge server, or on each phone "
                         "(default %(default)s)")
+    power_arguments(p, "phone device model on each phone's measured CPU")
     p.add_argument("--prometheus", action="store_true",
                    help="run a real Prometheus server on the edge server scraping every phone service's /metrics "
                         "(series of each point's window in raw/<point>/prometheus_series.csv)")
@@ -54,6 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.phones = args.phones or ([1, 2, 4, 8, 16, 32, 64] if args.full else [1, 2, 4, 8, 12])
     args.reps = args.reps or (3 if args.full else 1)
     args.seconds = args.seconds or (10.0 if args.full else 4.0)
+    args.plug_map = plugs_from_args(args, p)
     return args
 
 
@@ -66,7 +69,8 @@ def main(argv=None) -> int:
     topology = load_topology(args.topology)
     params = {"topology": args.topology, "phones": args.phones, "reps": args.reps, "seconds": args.seconds,
               "rate_rps": args.rate, "image_kb": args.image_kb, "latency_threshold_ms": args.latency_threshold_ms,
-              "mode": args.mode, "inference": args.inference, "prometheus": args.prometheus}
+              "mode": args.mode, "inference": args.inference, "prometheus": args.prometheus,
+              "power_source": args.power_source, "plugs": args.plug_map}
 
     points = sweep_points(args.phones, args.reps)
     if args.dry_run:
@@ -77,7 +81,8 @@ def main(argv=None) -> int:
         return wifi_point(topology.scaled("phone", point["n_phones"]), backend=backend, run=run, point=point,
                           seconds=args.seconds, rate_rps=args.rate, image_bytes=args.image_kb * 1000,
                           seed=1 + point["rep"], mode=args.mode, inference=args.inference,
-                          prometheus=args.prometheus)
+                          prometheus=args.prometheus, power_source=args.power_source,
+                          plugs=tuple(args.plug_map.items()))
 
     outcome = run_sweep(experiment="wifi_scaling", points=points,
                         param_names=["n_phones", "rep"], measure=measure, params=params,

@@ -96,3 +96,27 @@ def test_wifi_scaling_tflite_reports_phone_cpu_per_request(tmp_path):
     report = next(run.rglob("summary.md"))
     assert "phone CPU ms/request" in report.read_text()
     no_testbed_left("wifi")
+
+
+@root
+def test_wifi_scaling_reads_phone_plugs_and_reports_partial_coverage(tmp_path):
+    with service("edgelab.services.power", "--port", "0", "--watts", "1.25", "--interval", "0.1",
+                 "--topic", "sv_plug_ph1") as (_, line):
+        inv = tmp_path / "plugs.yaml"
+        inv.write_text(f"plugs:\n  phone-1: {url_of(line)}\n")
+        r = run_script("wifi_scaling", "--phones", "1,2", "--seconds", "2", "--rate", "2", "--power-source", "plug",
+                       "--plugs", str(inv), "--no-report", results=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = only_run(tmp_path, "wifi_scaling")
+    agg = aggregates(run)
+    assert agg[("n_phones=1,rep=0", "energy_coverage")] == 1.0
+    assert agg[("n_phones=1,rep=0", "power_w_total")] == pytest.approx(1.25, abs=0.02)
+    assert agg[("n_phones=2,rep=0", "energy_coverage")] == 0.5
+    assert ("n_phones=2,rep=0", "power_w_total") not in agg          # no total over half the phones
+    with open(run / "measurements.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["metric"] == "power_w" and r["point"] == "n_phones=2,rep=0"]
+    assert [(r["node"], round(float(r["value"]), 2)) for r in rows] == [("phone-1", 1.25)]
+    raw2 = next(p for p in (run / "raw").iterdir() if "n_phones-2" in p.name)
+    src = json.loads((raw2 / "power_sources.json").read_text())["nodes"]
+    assert src["phone-1"].startswith("plug http://") and src["phone-2"].startswith("none")
+    no_testbed_left("wifi")

@@ -48,6 +48,8 @@ class AppLoad:
     inference: str = "server"     # where it runs: "server" (phones offload) or "phone" (on each phone, as the seeds)
     iperf: bool = True            # also measure each phone's saturated TCP share
     prometheus: bool = False      # a Prometheus server on the server node scraping every phone service
+    power_source: str = "modelled"   # phones' power: "modelled" (device model on cgroup CPU) or "plug"
+    plugs: tuple = ()                # ((node, "http://plug" | "mqtt://broker:port/topic"), ...) for "plug"
     seed: int = 1
 
     @property
@@ -108,7 +110,7 @@ def run_app(tb: Testbed, load: AppLoad, raw: Path) -> list[Measurement]:
             svcs.append(prom)
         go = gate.open()
         cpu = CpuMeter(tb, [server, *phones]).start()
-        sampler = power_sampler(tb, phones)
+        sampler = power_sampler(tb, phones, plugs=dict(load.plugs) if load.power_source == "plug" else None)
         try:
             outputs = gate.collect(timeout=load.seconds + timeout + 30)
             if prom is not None:
@@ -123,6 +125,11 @@ def run_app(tb: Testbed, load: AppLoad, raw: Path) -> list[Measurement]:
         stop(svcs)
     if sampler:
         write_power_samples(sampler, raw)
+    (raw / "power_sources.json").write_text(json.dumps(
+        {"power_source": load.power_source,
+         "nodes": {ph: (f"plug {dict(load.plugs)[ph]}" if load.power_source == "plug" and ph in dict(load.plugs)
+                        else f"modelled {POWER_MODEL['phone']} from cgroup CPU" if load.power_source == "modelled"
+                        else "none (no plug in the inventory: not measured)") for ph in phones}}, indent=1))
 
     summaries = {ph: json.loads(out) for ph, out in outputs.items()}
     (raw / "loadgen.json").write_text(json.dumps(summaries, indent=1))
@@ -150,7 +157,9 @@ def run_app(tb: Testbed, load: AppLoad, raw: Path) -> list[Measurement]:
         Measurement("latency_ms_p95", percentile(all_lat, 95), "ms"),
         Measurement("latency_ms_p99", percentile(all_lat, 99), "ms"),
     ]
-    rows += cpu_and_power(plan, cpu, sampler)
+    rows += cpu_and_power(plan, cpu, sampler, fallback_to_model=load.power_source == "modelled")
+    measured = [ph for ph in phones if sampler and ph in sampler.sources and len(sampler.samples(ph)) >= 2]
+    rows.append(Measurement("energy_coverage", len(measured) / len(phones), "fraction"))
     rows += phone_cpu_per_request(cpu.seconds, {ph: s["ok"] for ph, s in summaries.items()})
     capacity = [s.capacity_mbit for s in plan.network(network).segments if s.capacity_mbit]
     if capacity:
@@ -175,10 +184,17 @@ def phone_cpu_per_request(cpu_seconds: dict[str, float], ok: dict[str, int]) -> 
     return rows
 
 
-def power_sampler(tb: Testbed, nodes: list[str], interval: float = 0.5) -> Optional[PowerSampler]:
+def power_sampler(tb: Testbed, nodes: list[str], interval: float = 0.5,
+                  plugs: Optional[dict] = None) -> Optional[PowerSampler]:
     """A started sampler of the modelled power of ``nodes`` that have a device model
-    (from their cgroup CPU time), or None where the backend cannot read node CPU."""
+    (from their cgroup CPU time), or None where the backend cannot read node CPU.
+    With ``plugs`` ({node: plug}), the nodes' real plugs instead, and only those."""
+    from ..services.power.sources import plug_source
+
     sources = {}
+    if plugs is not None:
+        sources = {n: plug_source(plugs[n]) for n in nodes if n in plugs}
+        return PowerSampler(sources, interval=interval).start() if sources else None
     for n in nodes:
         node = tb.plan.node(n)
         model = POWER_MODEL.get(node.role)
@@ -198,12 +214,15 @@ def write_power_samples(sampler: PowerSampler, raw: Path) -> None:
         w.writerows(sampler.records())
 
 
-def cpu_and_power(plan: Plan, cpu: CpuMeter, sampler: Optional[PowerSampler] = None) -> list[Measurement]:
+def cpu_and_power(plan: Plan, cpu: CpuMeter, sampler: Optional[PowerSampler] = None,
+                  fallback_to_model: bool = True) -> list[Measurement]:
     """cpu_util per node; power_w and energy_j per node with a device model (from the
-    sampler's samples when given, else from the mean utilisation), and their sum."""
+    sampler's samples when given, else — unless ``fallback_to_model`` is False, as when the
+    figures must come from plugs — from the mean utilisation), and their sum."""
     quotas = {n: plan.node(n).resources.host_cpu for n in cpu.nodes}
     rows: list[Measurement] = []
     total_w: Optional[float] = None
+    missing = False
     for node, u in cpu.utilisation(quotas).items():
         rows.append(Measurement("cpu_util", u, "fraction", node))
         model = POWER_MODEL.get(plan.node(node).role)
@@ -214,10 +233,13 @@ def cpu_and_power(plan: Plan, cpu: CpuMeter, sampler: Optional[PowerSampler] = N
             energy = samples[-1].energy_j - samples[0].energy_j
             w = energy / (samples[-1].time - samples[0].time)
             rows.append(Measurement("energy_j", energy, "J", node))
-        else:
+        elif fallback_to_model:
             w = device_class(model).power(u)
+        else:
+            missing = True                # no plug reading for this node: no figure, coverage says so
+            continue
         rows.append(Measurement("power_w", w, "W", node))
         total_w = (total_w or 0.0) + w
-    if total_w is not None:
+    if total_w is not None and not missing:   # a sum over part of the nodes would pass for the whole
         rows.append(Measurement("power_w_total", total_w, "W"))
     return rows

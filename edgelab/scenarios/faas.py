@@ -44,26 +44,11 @@ class FaasLoad:
     prometheus: bool = False         # run a Prometheus server scraping every plug and the orchestrator
 
 
-def plug_source(spec: str):
-    """A reader for one plug: ``http://HOST[:PORT]`` (Tasmota HTTP API, Status 8) or
-    ``mqtt://BROKER[:PORT]/TOPIC`` (its tele/<TOPIC>/SENSOR telemetry)."""
-    from urllib.parse import urlparse
-
-    from ..services.power import TasmotaHttpSource, TasmotaMqttSource
-
-    u = urlparse(spec)
-    if u.scheme in ("http", "https"):
-        return TasmotaHttpSource(spec)
-    if u.scheme == "mqtt" and u.hostname and u.path.strip("/"):
-        return TasmotaMqttSource(u.hostname, u.port or 1883, u.path.strip("/"))
-    raise ValueError(f"plug {spec!r}: expected http://HOST[:PORT] or mqtt://BROKER[:PORT]/TOPIC")
-
-
 def energy_sampler(tb: Testbed, load: FaasLoad, workers: list[str]):
     """(sampler, description per node) for the chosen power source; nodes without a source are
     left out (the energy coverage then says so)."""
     from ..services.power import PowerSampler
-    from ..services.power.sources import ModelledSource, Utilisation
+    from ..services.power.sources import ModelledSource, Utilisation, plug_source
 
     sources, described = {}, {}
     if load.power_source == "plug":
