@@ -179,7 +179,7 @@ def test_mqtt_commands_stat_replies_discovery_state_and_info():
     assert {"Time", "Uptime", "UptimeSec", "POWER", "Wifi"} <= set(state)
 
     # Home Assistant's own parser accepts the discovery messages and builds the entities
-    (ctopic, config, cret), (stopic, sensors, sret) = disc["config"], disc["sensors"]
+    (ctopic, config, cret), (_, sensors, sret) = disc["config"], disc["sensors"]
     assert cret and sret, "discovery messages must be retained"
     mac = ctopic.split("/")[2]
     msg = hatasmota_discovery.TasmotaDiscoveryMsg(config)                  # voluptuous schema

@@ -7,7 +7,6 @@ import struct
 import zlib
 
 import cv2
-import matplotlib.cbook as cbook
 import numpy as np
 import pytest
 import requests
