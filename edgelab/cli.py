@@ -15,6 +15,7 @@ from typing import Optional
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import EdgelabError
@@ -32,7 +33,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except EdgelabError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             sys.exit(2)
 
 
@@ -94,8 +95,9 @@ def plan(topo: str, strategy: str, max_per_host: Optional[int], as_json: bool) -
             cap = s.capacity_mbit
             nets.add_row(net.name, net.kind, net.subnet, f"{s.index}:{s.kind}", str(len(s.stations)),
                          f"{l.rate_mbit:g} Mbit/s, {l.delay_ms:g}±{l.jitter_ms:g} ms, {l.loss_pct:g}% loss",
-                         f"{cap:.1f} Mbit/s" if cap else "-")
+                         _budget_text(s) if cap else "-")
     console.print(nets)
+    _print_stations(p)
     hosts = Table(title=f"placement ({strategy}): folding factor {placement.folding_factor:.2f}")
     for col in ("host", "nodes", "cpu used", "memory used MiB"):
         hosts.add_column(col)
@@ -103,6 +105,35 @@ def plan(topo: str, strategy: str, max_per_host: Optional[int], as_json: bool) -
         cpu, mem, cnt = placement.loads[h.name]
         hosts.add_row(h.name, str(cnt), f"{cpu:g} / {h.cpu:g}", f"{mem} / {h.memory_mib}")
     console.print(hosts)
+
+
+def _budget_text(seg) -> str:
+    """'50.2 Mbit/s (A-MPDU 8 + BlockAck)' for a shared wifi segment."""
+    air = seg.airtime
+    agg = f"A-MPDU {air.ampdu_frames} + BlockAck" if air.ampdu_frames > 1 else \
+        ("BlockAck" if air.block_ack else "no aggregation")
+    return f"{seg.capacity_mbit:.1f} Mbit/s ({agg}, slot {air.slot_us:g} µs, AIFS {air.ifs_us:g} µs)"
+
+
+def _print_stations(p) -> None:
+    """Per-station PHY rate, aggregate length and DCF share of every shared Wi-Fi segment."""
+    from .airtime import frames_per_exchange
+
+    segs = [(net, s) for net in p.networks for s in net.segments if s.capacity_mbit]
+    if not segs:
+        return
+    table = Table(title="Wi-Fi stations: DCF shares when all are saturated (Bianchi; a slow station "
+                        "lowers every share)")
+    for col in ("network", "station", "MCS", "PHY Mbit/s", "A-MPDU", "share Mbit/s", "may borrow to Mbit/s"):
+        table.add_column(col)
+    for net, s in segs:
+        for i, node in enumerate(s.stations):
+            rate = s.station_rates[i]
+            mcs = s.station_mcs[i] if i < len(s.station_mcs) else None
+            table.add_row(f"{net.name}/{s.index}", node, "profile" if mcs is None else str(mcs), f"{rate:g}",
+                          str(frames_per_exchange(s.airtime, rate)), f"{s.station_shares_mbit[i]:.2f}",
+                          f"{s.station_ceils_mbit[i]:.2f}")
+    console.print(table)
 
 
 @cli.command()
@@ -183,6 +214,36 @@ def down(name_or_topo: str, backend: str) -> None:
     console.print(f"[green]down[/] testbed [bold]{name}[/]")
 
 
+@cli.command("wifi-rate")
+@click.argument("topo", type=click.Path(dir_okay=False))
+@click.argument("node")
+@click.option("--mcs", type=int, default=None, help="The station's new MCS (index in the profile's table).")
+@click.option("--profile-rate", is_flag=True, help="Back to the profile's default rate.")
+@click.option("--network", default=None, help="The Wi-Fi network (default: the node's only Wi-Fi network).")
+def wifi_rate(topo: str, node: str, mcs: Optional[int], profile_rate: bool, network: Optional[str]) -> None:
+    """Change a Wi-Fi station's rate on a running local testbed (a phone walking away), in place:
+    its link and the cell's airtime budget are re-rated, nothing is torn down."""
+    from .backends.local import LocalBackend
+
+    if (mcs is None) == (not profile_rate):
+        raise EdgelabError("give --mcs N or --profile-rate (one of them)")
+    _, p = _load(topo)
+    try:
+        nets = [i.network for i in p.node(node).interfaces if i.kind == "wifi" and not i.uplink]
+    except KeyError:
+        raise EdgelabError(f"no node {node!r} in {topo}") from None
+    if network is None:
+        if len(nets) != 1:
+            raise EdgelabError(f"{node} is a station of {len(nets)} Wi-Fi networks ({', '.join(nets) or 'none'}): "
+                               "name one with --network")
+        network = nets[0]
+    _require_root("edgelab wifi-rate")
+    change = LocalBackend().set_station_mcs(p, node, network, mcs)
+    console.print(f"[green]{node}[/] on {network}: {change['rate_mbit']:g} Mbit/s; cell budget "
+                  f"{change['capacity_mbit']:.1f} Mbit/s; shares "
+                  + ", ".join(f"{n} {v:.2f}" for n, v in change["shares_mbit"].items()))
+
+
 @cli.command()
 @click.argument("topo", type=click.Path(dir_okay=False))
 @click.option("--seconds", type=float, default=3.0, show_default=True, help="Duration of each probe.")
@@ -227,10 +288,19 @@ def run(ctx: click.Context, experiment: str) -> None:
 def report(results_dir: str) -> None:
     """Write plots and a Markdown/HTML summary for a run (or a directory of runs)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from analysis.report import write_report
+    from analysis.report import build_report
 
-    out = write_report(Path(results_dir))
-    console.print(f"[green]report[/] {out}")
+    res = build_report(Path(results_dir))
+    for why in res.unreadable:
+        console.print(f"[yellow]not readable[/]: {escape(why)}", highlight=False, soft_wrap=True)
+    if res.excluded:
+        console.print(f"[yellow]{res.excluded} sweep point(s) excluded[/] (unhealthy, failed or incomplete); "
+                      f"the headline of each run names them", highlight=False)
+    if not res.readable:
+        # A report of nothing is not a report: say so in the exit status too.
+        raise click.ClickException(f"no run under {results_dir} could be read ({len(res.unreadable)} tried); "
+                                   f"{res.path} lists why")
+    console.print(f"[green]report[/] {res.path}")
 
 
 @cli.command("kernel-check")

@@ -22,6 +22,9 @@ IPERF_BASE_PORT = 5201
 #: A flow carries data once its port has seen more than this: an iperf3 control
 #: connection alone exchanges a few hundred bytes.
 FLOW_STARTED_BYTES = 64 * 1024
+#: Extra seconds each iperf3 flow runs beyond settle + window: on a loaded machine the flows may
+#: take a while to all carry data, and the window must close before any of them ends.
+FLOW_START_ALLOWANCE_S = 3.0
 
 
 def parse_iperf3(text: str) -> dict:
@@ -73,10 +76,14 @@ def _iperf3_failure(p: subprocess.Popen) -> str:
     """What an iperf3 client that exited early said: its JSON error, else its output's tail."""
     stdout, stderr = p.communicate()
     try:
-        parse_iperf3(stdout or "")
+        run = parse_iperf3(stdout or "")
     except BackendError as exc:
-        return str(exc)
-    return f"exited {p.returncode}: {(stderr or stdout or '')[-300:]!r}"
+        return str(exc) if stdout else f"exited {p.returncode}: {(stderr or '')[-300:]!r}"
+    except (KeyError, TypeError):   # JSON, but not a finished run's
+        return f"exited {p.returncode} without a result"
+    # A run that finished: what it says it moved, not its whole JSON.
+    return (f"iperf3 ended (exit {p.returncode}) after {run['seconds']:.1f} s having moved {run['bytes']} bytes "
+            f"({run['goodput_mbit']:.2f} Mbit/s) without its flow reaching {FLOW_STARTED_BYTES} bytes at the server")
 
 
 def concurrent_goodput(tb: Testbed, clients: Sequence[str], server: str, seconds: float = 5.0,
@@ -98,7 +105,8 @@ def concurrent_goodput(tb: Testbed, clients: Sequence[str], server: str, seconds
     addr = tb.address(server, network)
     ports = {c: IPERF_BASE_PORT + i for i, c in enumerate(clients)}
     field = "bytes_acked" if reverse else "bytes_received"
-    duration = settle + seconds + 1.0  # the last snapshot is taken well before any flow ends
+    # the last snapshot is taken well before any flow ends, even if the flows were slow to start
+    duration = settle + seconds + 1.0 + FLOW_START_ALLOWANCE_S
     servers: list[subprocess.Popen] = []
     procs: dict[str, subprocess.Popen] = {}
     try:
@@ -111,11 +119,19 @@ def concurrent_goodput(tb: Testbed, clients: Sequence[str], server: str, seconds
             if reverse:
                 argv.append("-R")
             procs[c] = tb.popen(c, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        launched = time.monotonic()
         _wait_flows_carry_data(tb, server, ports, procs, field)
+        if time.monotonic() - launched + settle + seconds > duration - 0.5:
+            raise BackendError(f"iperf3 flows to {server} took {time.monotonic() - launched:.1f} s to all carry "
+                               f"data: a {seconds:g} s window would outlast them (machine overloaded?)")
         time.sleep(settle)
         t0, b0 = _server_bytes(tb, server, field)
         time.sleep(seconds)
         t1, b1 = _server_bytes(tb, server, field)
+        gone = [c for c, port in ports.items() if port not in b1 or b1[port] < b0.get(port, 0)]
+        if gone:  # a flow ended (or its socket vanished) inside the window: its count would be wrong
+            raise BackendError(f"iperf3 flows from {', '.join(gone)} to {server} ended before the "
+                               f"{seconds:g} s measurement window closed")
         out = {}
         for c, p in procs.items():
             stdout, stderr = p.communicate(timeout=duration + 30)
@@ -136,15 +152,22 @@ def _wait_flows_carry_data(tb: Testbed, server: str, ports: dict[str, int], proc
     """Wait until every client's flow (``ports``: client -> server port) has carried data
     to ``server``; fail at once, with iperf3's own error, if a client's iperf3 ends first."""
     deadline = time.monotonic() + timeout
+    started: set[str] = set()   # flows seen carrying data (a finished flow's socket leaves ss)
     while True:
         _, counts = _server_bytes(tb, server, field)
-        slow = [c for c, port in ports.items() if counts.get(port, 0) <= FLOW_STARTED_BYTES]
+        started |= {c for c, port in ports.items() if counts.get(port, 0) > FLOW_STARTED_BYTES}
+        slow = [c for c in ports if c not in started]
         if not slow:
             return
-        ended = {c: p for c, p in procs.items() if p.poll() is not None}
-        if ended:
-            why = "; ".join(f"{c}: {_iperf3_failure(p)}" for c, p in ended.items())
+        ended = [c for c, p in procs.items() if p.poll() is not None]
+        # Blame the flows that carried nothing, not a client that merely ran to its end.
+        dead = [c for c in ended if c in slow]
+        if dead:
+            why = "; ".join(f"{c}: {_iperf3_failure(procs[c])}" for c in dead)
             raise BackendError(f"iperf3 to {server} ended before every flow carried data: {why}")
+        if ended:
+            raise BackendError(f"iperf3 flows from {', '.join(slow)} to {server} carried no data while "
+                               f"{', '.join(ended)} ran to its end")
         if time.monotonic() > deadline:
             raise BackendError(f"iperf3 flows from {', '.join(slow)} to {server} carried no data "
                                f"within {timeout:g} s")

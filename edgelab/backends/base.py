@@ -39,10 +39,23 @@ class Testbed(ABC):
         (experiments then record no CPU/power figures rather than invented ones)."""
         return None
 
+    def health_checks(self) -> list:
+        """:class:`~edgelab.health.Check` s of what the backend runs for the testbed itself
+        (link emulation...): a point measured while one failed measured the failure.
+        Backends with nothing of their own to watch return none."""
+        return []
+
     @abstractmethod
     def facts(self) -> dict:
         """What the results manifest must record about this testbed
         (backend, link-emulation engine, kernel, placement...)."""
+
+    def set_station_mcs(self, node: str, network: str, mcs: Optional[int]) -> dict:
+        """Move a Wi-Fi station to another MCS while the testbed runs (a phone walking away);
+        returns the cell's new budget. Backends that cannot re-rate a running cell say so."""
+        from ..errors import BackendError
+
+        raise BackendError(f"the {type(self).__name__} backend cannot change a station's rate while it runs")
 
     @abstractmethod
     def down(self) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..backends import Testbed
+from ..health import Check, Measured, coverage, process_alive, service_errors
 from ..measure import concurrent_goodput, percentile
 from ..plan import Plan
 from ..results import Measurement
@@ -120,6 +121,7 @@ def run_app(tb: Testbed, load: AppLoad, raw: Path) -> list[Measurement]:
             if sampler:
                 sampler.stop()
         cpu.stop()
+        checks = [process_alive(f"phone service on {h}", p) for h, (p, _) in started.items()]
     finally:
         gate.kill()
         stop(svcs)
@@ -133,6 +135,9 @@ def run_app(tb: Testbed, load: AppLoad, raw: Path) -> list[Measurement]:
 
     summaries = {ph: json.loads(out) for ph, out in outputs.items()}
     (raw / "loadgen.json").write_text(json.dumps(summaries, indent=1))
+    checks.append(service_errors(f"requests to {server}", sum_kinds(summaries.values()),
+                                 sum(s["requests"] for s in summaries.values())))
+    checks += sample_coverage(cpu, sampler)
     all_lat: list[float] = []
     total_req = total_ok = 0
     total_goodput = total_rps = 0.0
@@ -160,15 +165,61 @@ def run_app(tb: Testbed, load: AppLoad, raw: Path) -> list[Measurement]:
     rows += cpu_and_power(plan, cpu, sampler, fallback_to_model=load.power_source == "modelled")
     measured = [ph for ph in phones if sampler and ph in sampler.sources and len(sampler.samples(ph)) >= 2]
     rows.append(Measurement("energy_coverage", len(measured) / len(phones), "fraction"))
+    if load.power_source == "plug":          # the figures were to come from plugs: all phones' must be there
+        checks.append(coverage("phones whose power a plug measured", len(measured), len(phones)))
     rows += phone_cpu_per_request(cpu.seconds, {ph: s["ok"] for ph, s in summaries.items()})
     capacity = [s.capacity_mbit for s in plan.network(network).segments if s.capacity_mbit]
     if capacity:
         rows.append(Measurement("airtime_capacity_mbit", min(capacity), "Mbit/s"))
+    rows += station_model_rows(plan, network, phones)
     if load.iperf:
         shares = concurrent_goodput(tb, phones, server, seconds=load.seconds, network=network)
         (raw / "iperf.json").write_text(json.dumps(shares, indent=1))
         rows += [Measurement("iperf_goodput_mbit", r["goodput_mbit"], "Mbit/s", ph) for ph, r in shares.items()]
         rows.append(Measurement("iperf_goodput_mbit", sum(r["goodput_mbit"] for r in shares.values()), "Mbit/s"))
+    return Measured(rows, checks)
+
+
+def sum_kinds(summaries) -> dict[str, int]:
+    """Failed requests per kind (loadgen's ``error_kinds``) over several load generators."""
+    out: dict[str, int] = {}
+    for s in summaries:
+        for k, v in (s.get("error_kinds") or {}).items():
+            out[k] = out.get(k, 0) + int(v)
+    return out
+
+
+def sample_coverage(cpu: CpuMeter, sampler: Optional[PowerSampler] = None) -> list[Check]:
+    """CPU readings of every node readable at the start also at the end; power samples of
+    every sampled node on at least :data:`~edgelab.health.MIN_COVERAGE` of the sampler's attempts."""
+    checks = [coverage("CPU readings at the end of the point", len(cpu.seconds), len(cpu.readable_at_start))]
+    if sampler:
+        for node in sampler.sources:
+            got = len(sampler.samples(node))
+            checks.append(coverage(f"power samples of {node}", got, got + sampler.errors.get(node, 0)))
+    return checks
+
+
+def station_model_rows(plan: Plan, network: str, phones: list[str]) -> list[Measurement]:
+    """Per phone on a shared Wi-Fi segment: its PHY rate, MCS (-1: the profile's rate) and
+    its modelled DCF share; and what each phone's share would be were all at the profile's
+    rate, so a report can show how much a slow phone costs the others (Heusse et al.)."""
+    from ..airtime import saturation
+
+    rows: list[Measurement] = []
+    for seg in plan.network(network).segments:
+        if seg.capacity_mbit is None:
+            continue
+        for i, node in enumerate(seg.stations):
+            if node not in phones:
+                continue
+            mcs = seg.station_mcs[i] if i < len(seg.station_mcs) else None
+            rows += [Measurement("station_phy_mbit", seg.station_rate(i), "Mbit/s", node),
+                     Measurement("station_mcs", -1 if mcs is None else mcs, "index", node),
+                     Measurement("model_share_mbit", seg.station_shares_mbit[i], "Mbit/s", node)]
+        rows.append(Measurement("model_share_all_fast_mbit",
+                                saturation(seg.airtime, len(seg.stations)).per_station_mbit, "Mbit/s"))
+        break
     return rows
 
 

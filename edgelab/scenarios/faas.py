@@ -21,7 +21,8 @@ from pathlib import Path
 from ..backends import Testbed
 from ..measure import percentile
 from ..results import Measurement
-from .app import POWER_MODEL, cpu_and_power, write_power_samples
+from ..health import Measured, coverage, process_alive
+from .app import POWER_MODEL, cpu_and_power, sample_coverage, write_power_samples
 from .nodes import CpuMeter, python_of, start_service, start_services, stop
 from .observe import Prom, export_series, prometheus_on_node
 
@@ -82,6 +83,8 @@ def run_faas(tb: Testbed, load: FaasLoad, raw: Path) -> list[Measurement]:
     py = python_of(tb)
     orch_addr = tb.address(orch)
     procs = []
+    watched: dict[str, subprocess.Popen] = {}   # what must run for the whole point, by description
+    sampler = prom = None
     try:
         meter_urls = {}
         cg_dir = getattr(tb, "cpu_accounting_dir", None)
@@ -94,14 +97,17 @@ def run_faas(tb: Testbed, load: FaasLoad, raw: Path) -> list[Measurement]:
                      for i, w in enumerate(workers)}
             plugs = start_services(tb, specs, log_dir=raw, timeout=120.0)
             procs += [p for p, _ in plugs.values()]
+            watched.update({f"power meter (plug) of {w} on {meters[0]}": p for w, (p, _) in plugs.items()})
             meter_urls = {w: f"http://{tb.address(meters[0])}:{PLUG_PORT + i}" for i, w in enumerate(workers)}
         argv = [py, "-m", "edgelab.services.beaglepaas", "orchestrator", "--bind", "0.0.0.0",
                 "--port", str(ORCH_PORT), "--job-timeout", "60", "--meter-interval", f"{load.meter_interval_s:g}",
                 "--metrics-port", str(ORCH_METRICS_PORT)]
-        for w, url in meter_urls.items():
-            argv += ["--meter", f"{w}={url}"]
+        for w, url in meter_urls.items():      # one meter entry per worker process of the node
+            for k in range(load.slots):
+                argv += ["--meter", f"{w if load.slots == 1 else f'{w}/{k}'}={url}"]
         p, _ = start_service(tb, orch, argv, log_dir=raw)
         procs.append(p)
+        watched[f"orchestrator on {orch}"] = p
         for w in workers:
             for k in range(load.slots):
                 wid = w if load.slots == 1 else f"{w}/{k}"
@@ -109,6 +115,7 @@ def run_faas(tb: Testbed, load: FaasLoad, raw: Path) -> list[Measurement]:
                     procs.append(tb.popen(w, [py, "-m", "edgelab.services.beaglepaas", "worker", "--connect",
                                               f"{orch_addr}:{ORCH_PORT}", "--id", wid],
                                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log))
+                watched[f"worker {wid} on {w}"] = procs[-1]
         sampler, sources = energy_sampler(tb, load, workers)
         prom = start_prometheus(tb, load, workers, meters, orch_addr, raw) if load.prometheus else None
         if prom is not None:
@@ -123,6 +130,7 @@ def run_faas(tb: Testbed, load: FaasLoad, raw: Path) -> list[Measurement]:
         if prom is not None:
             time.sleep(2 * PROM_INTERVAL_S)          # one more scrape after the batch
             export_series(prom, t_window, time.time(), raw)
+        checks = [process_alive(what, p) for what, p in watched.items()]
     finally:
         if sampler is not None:
             sampler.stop()
@@ -145,7 +153,15 @@ def run_faas(tb: Testbed, load: FaasLoad, raw: Path) -> list[Measurement]:
     if energies and len(energies) == len(done):
         # MicroFaaS' own accounting (the orchestrator charges the worker's whole draw during the run)
         rows.append(Measurement("energy_whole_draw_per_invocation_j", sum(energies) / len(energies), "J"))
-    rows += attributed_energy(sampler, sources, done, workers, raw, load.power_source)
+    if meter_urls:   # metered: every done invocation must have been charged its energy
+        checks.append(coverage("invocations charged an energy by the plugs", len(energies), len(done)))
+    checks += sample_coverage(cpu, sampler)
+    energy_rows = attributed_energy(sampler, sources, done, workers, raw, load.power_source)
+    rows += energy_rows
+    covered = next((m.value for m in energy_rows if m.metric == "energy_coverage"), 0.0)
+    if sampler is not None or load.power_source == "plug":   # energy was to be measured: it must cover the batch
+        checks.append(coverage(f"invocations whose node energy was measured ({load.power_source})",
+                               round(covered * len(done)), len(done)))
     power = cpu_and_power(tb.plan, cpu) if load.power_source == "modelled" else \
         [Measurement("cpu_util", u, "fraction", n)
          for n, u in cpu.utilisation({n: tb.plan.node(n).resources.host_cpu for n in workers}).items()]
@@ -155,7 +171,7 @@ def run_faas(tb: Testbed, load: FaasLoad, raw: Path) -> list[Measurement]:
         # Whole-cluster view: every worker's draw over the batch, idle time included.
         rows.append(Measurement("power_w", total[0], "W"))
         rows.append(Measurement("energy_total_per_invocation_j", total[0] * cpu.wall / len(done), "J"))
-    return rows
+    return Measured(rows, checks)
 
 
 PROM_INTERVAL_S = 1.0
