@@ -229,7 +229,8 @@ class FoldingResult:
                 s += "; no host overload signal explains it"
             s += "."
         else:
-            s += f" No factor up to {max(self.verdicts, default=self.baseline)} broke the tolerance."
+            s += (f" No factor up to {max(self.verdicts, default=self.baseline)} broke the tolerance "
+                  f"(no limit found: larger factors were not tested).")
         if self.inconclusive:
             s += (f" Inconclusive (more repetitions needed): factor(s) "
                   f"{', '.join(str(f) for f in self.inconclusive)}.")

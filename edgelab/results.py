@@ -235,7 +235,9 @@ class ResultsStore:
     def latest_unfinished(self, experiment: str, params: dict) -> Optional[Path]:
         for path in reversed(self.runs(experiment)):
             m = json.loads((path / "manifest.json").read_text())
-            if m.get("status") != "complete" and m.get("params") == json.loads(json.dumps(params, default=str)):
+            # "report": "pending" — killed while writing the report: resuming finishes it
+            unfinished = m.get("status") != "complete" or m.get("report") == "pending"
+            if unfinished and m.get("params") == json.loads(json.dumps(params, default=str)):
                 return path
         return None
 

@@ -151,7 +151,7 @@ def main(argv=None) -> int:
 
     t0 = time.monotonic()
     sweep = dict(experiment="folding", param_names=["factor", "rep"], measure=measure, params=params,
-                 results_root=a.results, backend=a.backend, keep_going=a.keep_going)
+                 results_root=a.results, backend=a.backend, keep_going=a.keep_going, will_report=not a.no_report)
     with warmer:
         outcome = run_sweep(points=points, resume=a.resume, **sweep)
         while outcome.status == "complete":
@@ -174,6 +174,14 @@ def main(argv=None) -> int:
             points = points + extra
             outcome = run_sweep(points=points, resume=outcome.run.path, **sweep)
     if outcome.status != "interrupted":
+        from analysis.load import load_run
+
+        loaded = load_run(outcome.run.path)   # unhealthy or incomplete points are left out, and named
+        for note in loaded.notes:
+            console.print(note, highlight=False, soft_wrap=True, markup=False)
+        if loaded.df.empty:
+            console.print("no healthy point to judge: no folding verdict", highlight=False)
+            return finish(outcome, a)
         verdict = verdict_of(outcome.run.path, a)
         console.print(verdict.describe(), highlight=False, soft_wrap=True)
         t = verdict.table
