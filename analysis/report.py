@@ -23,7 +23,8 @@ from edgelab.errors import EdgelabError
 from .energy import energy_per_invocation
 from .folding import folding_verdict
 from .load import ResultsError, Run, find_run_dirs, load_run
-from .plots import caption, energy_figure, folding_figure, saturation_figure, save_figure, topologies_figure
+from .anomaly import anomaly_table
+from .plots import anomaly_figure, caption, energy_figure, folding_figure, saturation_figure, save_figure, topologies_figure
 from .saturation import saturation_for_run
 from .topologies import bound_text, topology_capacity
 
@@ -114,7 +115,29 @@ def _wifi(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
     notes = Para(f"Criteria: the goodput plateau fires at the smallest N whose mean gain to the next N is below "
                  f"{res.epsilon:.0%}; the latency criterion when mean p95 exceeds "
                  + (f"{res.threshold_ms:g} ms." if res.threshold_ms is not None else "a threshold (none recorded)."))
-    return text, [Para(text), notes, Table(table), fig]
+    blocks = [Para(text), notes, Table(table), fig]
+    return text, blocks + _anomaly_blocks(run, out, stem)
+
+
+def _anomaly_blocks(run: Run, out: Path, stem: str) -> list[Block]:
+    """The per-phone shares of a mixed-rate sweep (``--slow-phones``), if the run has them."""
+    try:
+        res = anomaly_table(run.df)
+    except ResultsError:
+        return []
+    if not res.mixed:
+        return []
+    t = res.summary
+    table = pd.DataFrame({"phones N": t["n_phones"], "slow": t["slow_phones"],
+                          "fast phone Mbit/s (model)": [f"{_num(a)} ({_num(b)})" for a, b in
+                                                        zip(t["fast_measured_mbit"], t["fast_model_mbit"])],
+                          "slow phone Mbit/s (model)": [f"{_num(a)} ({_num(b)})" for a, b in
+                                                        zip(t["slow_measured_mbit"], t["slow_model_mbit"])],
+                          "a phone if all fast (model)": t["all_fast_model_mbit"].map(_num)})
+    fig = _figure(anomaly_figure(res, run.manifest), out, f"{stem}-anomaly",
+                  "Saturated TCP goodput per phone, fast and slow, measured and modelled (Bianchi with "
+                  "per-station frame durations; Heusse et al. 2003). " + caption(run.manifest))
+    return [Para(res.describe()), Table(table), fig]
 
 
 def _folding(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:

@@ -147,6 +147,9 @@ def test_bring_up_applies_linkemu_on_each_device_and_down_removes_it(lab):
         assert facts["link_engine"] in ("netem", "fallback")
         assert all(f["kernel"] for f in facts["devices"].values())
         assert tb.address("phone-1") == tr.device("phone-1").host
+        if facts["link_engine"] == "fallback":   # the userspace delayers on the devices are watched
+            checks = tb.health_checks()
+            assert len(checks) == 3 and all(c.ok for c in checks), checks
         # rate shaping is really on the device: 65 Mbit/s of the 802.11n profile caps iperf3
         srv = tb.popen("server-1", ["iperf3", "-s", "-1", "-B", tb.address("server-1")], stdout=subprocess.PIPE)
         time.sleep(0.5)
@@ -288,6 +291,7 @@ def test_edgelab_up_leaves_devices_impaired_and_down_clears_them(lab):
     try:
         assert r.returncode == 0, r.stderr[-2000:]
         with Transport(inventory(lab)) as tr:
+            assert tr.device("phone-4").host in r.stdout + r.stderr   # the device's address, not the plan's
             q = tr.run("phone-4", ["tc", "qdisc", "show", "dev", "eth0"]).stdout
             assert "htb" in q or "netem" in q, q
     finally:
@@ -295,3 +299,25 @@ def test_edgelab_up_leaves_devices_impaired_and_down_clears_them(lab):
                            text=True, timeout=120, cwd=REPO)
     assert r.returncode == 0, r.stderr[-2000:]
     nothing_applied_check(lab, ["server-1", "phone-1", "phone-2", "phone-3", "phone-4"])
+
+
+def test_two_labs_coexist_and_down_removes_only_its_own():
+    from edgelab.remote import Transport, lab as labmod, load_inventory
+
+    a = labmod.up([labmod.DeviceSpec(node="phone-1")], python=sys.executable)
+    try:
+        b = labmod.up([labmod.DeviceSpec(node="phone-1")], python=sys.executable)
+    except BaseException:
+        labmod.down(a.lab_id)
+        raise
+    try:
+        assert a.lab_id != b.lab_id and a.subnet != b.subnet
+        labmod.down(a.lab_id)
+        assert not any(n.startswith(f"elsd-{a.lab_id}-") for n in os.listdir("/run/netns"))
+        assert not Path("/sys/fs/cgroup/cpuacct", f"elsd-{a.lab_id}").exists()
+        assert not (labmod.LAB_ROOT / f"net-{a.subnet.split('/')[0]}").exists()
+        with Transport(load_inventory(b.inventory)) as tr:   # the other lab is untouched
+            assert tr.run("phone-1", ["true"]).returncode == 0
+    finally:
+        labmod.down(b.lab_id)
+    assert not any(n.startswith(f"elsd-{b.lab_id}-") for n in os.listdir("/run/netns"))

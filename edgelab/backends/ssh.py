@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from ..errors import BackendError
@@ -153,6 +152,16 @@ def preflight_table(rows: Sequence[PreflightRow]) -> str:
     return "\n".join(out)
 
 
+def _routed(plan: Plan) -> str:
+    """Why the plan cannot run on devices as they are wired, or "" (multi-hop routes)."""
+    routed = [n.name for n in plan.nodes if n.routes]
+    if not routed:
+        return ""
+    return (f"plan {plan.topology.name!r} forwards traffic through relay nodes ({', '.join(routed[:3])} have "
+            "multi-hop routes: a batman-mesh); the ssh backend does not re-route real devices' networks: "
+            "run mesh points on local or nxc")
+
+
 class SshBackend(Backend):
     """Plan nodes on the devices of an inventory file (see the module docstring).
 
@@ -190,6 +199,8 @@ class SshBackend(Backend):
         tr = Transport(inv)
         try:
             lines = [f"ssh backend: {len(plan.nodes)} nodes on devices of {self.inventory.source}"]
+            if _routed(plan):
+                lines.append(f"  would refuse: {_routed(plan)}")
             for n in plan.nodes:
                 lines.append(f"  {n.name:14s} -> {inv.device(n.name).where()}")
             if self.linkemu:
@@ -204,11 +215,8 @@ class SshBackend(Backend):
             shutil.rmtree(tr._ctl, ignore_errors=True)
 
     def up(self, plan: Plan) -> RemoteTestbed:
-        routed = [n.name for n in plan.nodes if n.routes]
-        if routed:
-            raise BackendError(f"plan {plan.topology.name!r} forwards traffic through relay nodes "
-                               f"({', '.join(routed[:3])} have multi-hop routes: a batman-mesh); the ssh backend "
-                               "does not re-route real devices' networks: run mesh points on local or nxc")
+        if _routed(plan):
+            raise BackendError(_routed(plan))
         nodes = self.nodes_and_aps(plan)
         inv = self.inventory.subset(nodes)
         tr = Transport(inv, workers=self.workers)

@@ -210,7 +210,7 @@ def _device(ctx: _Ctx, raw: Any, path: tuple, defaults: dict, base_dir: Path) ->
         if key in merged:
             m = merged[key]
             if not isinstance(m, dict):
-                raise ctx.fail(where[key], f"must map plan names to device names, e.g. {{wlan0: wlan0}}")
+                raise ctx.fail(where[key], "must map plan names to device names, e.g. {wlan0: wlan0}")
             for k, v in m.items():
                 ctx.string(k, where[key] + (k,), what="a plan name")
                 ctx.string(v, where[key] + (k,), regex, what)

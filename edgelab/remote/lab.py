@@ -79,8 +79,10 @@ def _sh(argv: Sequence[str], **kw) -> subprocess.CompletedProcess:
     return r
 
 
-def _free_subnet(rng: random.Random) -> ipaddress.IPv4Network:
-    """A /24 in 10.200.0.0/13..10.254 that overlaps no route or address of this machine."""
+def _free_subnet(rng: random.Random, lab_root: Path, lab_id: str) -> ipaddress.IPv4Network:
+    """A /24 in 10.200-254.x that overlaps no route or address of this machine, claimed
+    atomically (``<lab_root>/net-10.x.y`` holds the lab id) so that two labs started at the
+    same moment never pick the same one."""
     used = []
     out = subprocess.run(["ip", "-4", "-o", "route", "show", "table", "all"], capture_output=True, text=True).stdout
     out += subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
@@ -94,6 +96,12 @@ def _free_subnet(rng: random.Random) -> ipaddress.IPv4Network:
     for _ in range(200):
         cand = ipaddress.ip_network(f"10.{rng.randint(200, 254)}.{rng.randint(0, 255)}.0/24")
         if not any(cand.overlaps(u) for u in used):
+            claim = lab_root / f"net-{cand.network_address}"
+            try:
+                claim.mkdir()
+            except FileExistsError:
+                continue
+            (claim / "lab").write_text(lab_id)
             return cand
     raise BackendError("no free 10.x.y.0/24 for the SSH lab (every candidate overlaps a route here)")
 
@@ -126,7 +134,11 @@ def up(specs: Sequence[DeviceSpec], *, lab_root: Path = LAB_ROOT, python: Option
                 raise BackendError(f"lab {lab_id} exists ({d}); `scripts/ssh-devices down {lab_id}` first")
     else:
         raise BackendError("no free lab id")
-    subnet = _free_subnet(rng)
+    try:
+        subnet = _free_subnet(rng, lab_root, lid)
+    except BaseException:
+        shutil.rmtree(d, ignore_errors=True)
+        raise
     lab = Lab(lid, d, str(subnet))
     state = {"lab": lid, "subnet": str(subnet), "netns": [], "cgroups": [], "sshd": [], "pid": os.getpid()}
     _save(lab, state)
@@ -342,6 +354,10 @@ def down(lab_id: str, *, lab_root: Path = LAB_ROOT) -> None:
     if veth and os.path.exists(f"/sys/class/net/{veth}"):
         subprocess.run(["ip", "link", "del", veth], capture_output=True)
     shutil.rmtree(f"/tmp/elsd-{lab_id}", ignore_errors=True)
+    if state.get("subnet"):
+        claim = lab_root / f"net-{state['subnet'].split('/')[0]}"
+        if (claim / "lab").exists() and (claim / "lab").read_text() == lab_id:
+            shutil.rmtree(claim, ignore_errors=True)
     if problems:
         raise BackendError(f"lab {lab_id}: teardown left: " + "; ".join(problems) + f"; state kept in {sf}")
     shutil.rmtree(d, ignore_errors=True)
@@ -349,6 +365,6 @@ def down(lab_id: str, *, lab_root: Path = LAB_ROOT) -> None:
 
 def list_labs(lab_root: Path = LAB_ROOT) -> list[str]:
     try:
-        return sorted(p.name for p in lab_root.iterdir() if (p / "state.json").exists())
+        return sorted(p.name for p in lab_root.iterdir() if (p / "state.json").exists() and not p.name.startswith("net-"))
     except FileNotFoundError:
         return []

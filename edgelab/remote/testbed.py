@@ -24,7 +24,6 @@ import shlex
 import subprocess
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -47,9 +46,9 @@ def impaired(link: LinkParams) -> bool:
 
 
 def linkemu_argv(action: str, dev: str, tag: str, link: Optional[LinkParams] = None,
-                 engine: str = "auto") -> list[str]:
+                 engine: str = "auto", python: str = "python3") -> list[str]:
     """``python3 -m edgelab.linkemu apply|clear ...`` for one device interface."""
-    argv = ["python3", "-m", "edgelab.linkemu", action, "--dev", dev, "--tag", tag, "--engine", engine]
+    argv = [python, "-m", "edgelab.linkemu", action, "--dev", dev, "--tag", tag, "--engine", engine]
     if action == "apply" and link is not None:
         argv += ["--rate-mbit", f"{link.rate_mbit:g}", "--delay-ms", f"{link.delay_ms:g}",
                  "--jitter-ms", f"{link.jitter_ms:g}", "--loss-pct", f"{link.loss_pct:g}"]
@@ -150,11 +149,9 @@ class RemoteTestbed(Testbed):
         cmds = {}
         for node, links in todo.items():
             tag = link_tag(self.name, node)
-            cmds[node] = " && ".join(shlex.join(linkemu_argv("apply", dev, tag, link, self.engine))
-                                     for dev, link in links)
-            cmds[node] += " && python3 -m edgelab.linkemu detect"
-        # "python3" inside a shell string is not rewritten: give each device its interpreter.
-        cmds = {n: c.replace("python3 ", shlex.quote(self.transport.device(n).python) + " ") for n, c in cmds.items()}
+            py = self.transport.device(node).python   # a shell string's words are not rewritten: say it here
+            cmds[node] = " && ".join(shlex.join(linkemu_argv("apply", dev, tag, link, self.engine, py)
+                                                + ["--report-engine"]) for dev, link in links)
         with self._lock:
             for node, links in todo.items():   # recorded before running: a half-applied node is cleared too
                 self.applied[node] = [dev for dev, _ in links]
@@ -207,6 +204,36 @@ class RemoteTestbed(Testbed):
             return []
         res = self.transport.run_many(cmds, timeout=timeout, check=True, sudo=True)
         return [str(r) for r in res.values() if isinstance(r, RemoteError)]
+
+    def health_checks(self) -> list:
+        """One check per device whose links the fallback engine's userspace delayer carries:
+        it must still run (read from linkemu's own state file on the device)."""
+        from ..health import Check
+
+        nodes = [n for n, e in self.link_engines.items() if e == "fallback" and n in self.applied]
+        if not nodes or self._down:
+            return []
+        cmds = {}
+        for n in nodes:
+            f = shlex.quote(f"/run/{link_tag(self.name, n)}-linkemu/_root.json")
+            cmds[n] = (f"f={f}; [ -f $f ] || {{ echo none; exit 0; }}; "
+                       "p=$(sed -n 's/.*\"pid\": *\\([0-9][0-9]*\\).*/\\1/p' $f | head -n1); "
+                       "if [ -z \"$p\" ]; then echo none; elif grep -q \"$f\" /proc/$p/cmdline 2>/dev/null; "
+                       "then echo alive $p; else echo dead $p; fi")
+        res = self.transport.run_many(cmds, timeout=15, check=False, sudo=True)
+        checks = []
+        for n, r in res.items():
+            what = f"alive: link-emulation delayer of {n}"
+            if isinstance(r, RemoteError):
+                checks.append(Check(what, False, f"could not be checked: {r}"))
+                continue
+            words = r.stdout.split()
+            if words[:1] == ["alive"]:
+                checks.append(Check(what, True, f"running (pid {words[1]} on {self.transport.device(n).host})"))
+            elif words[:1] == ["dead"]:
+                checks.append(Check(what, False, f"ended (pid {words[1]} on {self.transport.device(n).host}): "
+                                                 f"the links of {n} carried nothing after that"))
+        return checks
 
     def collect_facts(self) -> None:
         self.device_facts = self.transport.facts([n.name for n in self.plan.nodes])

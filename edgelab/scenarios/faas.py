@@ -70,8 +70,8 @@ def run_faas(tb: Testbed, load: FaasLoad, raw: Path) -> list[Measurement]:
             plugs = start_services(tb, specs, log_dir=raw, timeout=120.0,
                                    popen_kw=None if shared_fs else {"confine": False})
             procs += [p for p, _ in plugs.values()]
-            watched.update({f"power meter (plug) of {w} on {host_of[w]}": p for w, (p, _) in plugs.items()})
             meter_urls.update({w: f"http://{tb.address(host_of[w])}:{PLUG_PORT + i}" for i, w in enumerate(modelled)})
+            watched.update({f"power meter (plug) of {w} on {host_of[w]}": p for w, (p, _) in plugs.items()})
         argv = [py, "-m", "edgelab.services.beaglepaas", "orchestrator", "--bind", "0.0.0.0",
                 "--port", str(ORCH_PORT), "--job-timeout", "60", "--meter-interval", f"{load.meter_interval_s:g}"]
         for w, url in meter_urls.items():
