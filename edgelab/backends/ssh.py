@@ -267,7 +267,10 @@ class SshBackend(Backend):
                         "kill -9 -- -$p 2>/dev/null || kill -9 $p 2>/dev/null; rm -f \"$f\"; done; ")
                 cmds[d.node] = (kill + "for p in " + pp + "*; do [ -d \"$p\" ] && export PYTHONPATH=$p; done; "
                                 + "; ".join(f"{py} -m edgelab.linkemu clear --dev {shlex.quote(x)} --tag {tag} "
-                                            f"--engine {self.engine} >/dev/null 2>&1" for x in devs) + "; true")
+                                            f"--engine {self.engine} >/dev/null 2>&1" for x in devs)
+                                + "; " + "; ".join(f"{py} -m edgelab.linkemu unshared --dev {shlex.quote(x)} --name air0 "
+                                                   f"--tag {tag} >/dev/null 2>&1" for x in devs)
+                                + "; true")   # an AP's budget too; its routes and sysctls need the crashed run's state (not undone here)
             res = tr.run_many(cmds, timeout=30, check=False, sudo=True)
             errors = [str(r) for r in res.values() if isinstance(r, RemoteError)]
             if errors:
