@@ -103,7 +103,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_wifi_scaling_over_ssh_finds_the_local_saturation_point_under_the_capacity(lab, tmp_path):
-    """1-3 phones offering 16 Mbit/s each into a ~33 Mbit/s cell: saturation at 2 on both backends
+    """1-3 phones offering 20 Mbit/s each into a ~33 Mbit/s cell: saturation at 2 on both backends
     (± one step), and the aggregate goodput never above the Bianchi capacity on the ssh backend."""
     from analysis.load import load_run
     from analysis.saturation import saturation_for_run
@@ -111,7 +111,7 @@ def test_wifi_scaling_over_ssh_finds_the_local_saturation_point_under_the_capaci
     # A testbed name of its own: a stale local testbed "wifi" left by another run must not stop this one.
     topo = tmp_path / "wifi-ap.yaml"
     topo.write_text((REPO / "topologies" / "wifi-phones.yaml").read_text().replace("name: wifi", f"name: wap{os.getpid() % 10000}", 1))
-    args = ["--topology", str(topo), "--phones", "1,2,3", "--seconds", "3", "--rate", "4", "--image-kb", "500"]
+    args = ["--topology", str(topo), "--phones", "1,2,3", "--seconds", "3", "--rate", "5", "--image-kb", "500"]
     r = _run(*args, "--inventory", str(lab.inventory), "--results", str(tmp_path / "ssh"))
     assert r.returncode == 0, r.stderr[-3000:]
     r = _run(*args, "--results", str(tmp_path / "local"))
