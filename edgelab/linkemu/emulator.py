@@ -362,14 +362,17 @@ class LinkEmulator:
             fams.append("ip6tables")
         return fams
 
-    def apply_shared_medium(self, ns: str, name: str, ports: list[str], capacity_mbit: float,
+    def apply_shared_medium(self, ns: Optional[str], name: str, ports: list[str], capacity_mbit: float,
                             station_macs: Optional[list[str]] = None,
-                            station_rates: Optional[list[tuple[float, float]]] = None) -> None:
+                            station_rates: Optional[list[tuple[float, float]]] = None,
+                            station_only: bool = False) -> None:
         """One airtime budget of ``capacity_mbit`` for every frame to or from ``ports``.
 
         ``station_macs`` (the MAC of the station behind each port, in order)
         gives each station its own fair share of the budget; without them the
         stations' frames share one queue (see ``commands.shared_medium_cmds``).
+        ``station_only``: one port also carrying wired frames (an access point
+        that is a node of a remote backend): only the stations' frames are charged.
         ``station_rates`` (aligned with them): each station's (share, ceil) in
         Mbit/s, from the airtime model of stations at different PHY rates;
         without them the shares are equal.
@@ -378,8 +381,10 @@ class LinkEmulator:
             raise BackendError(f"shared medium {name!r} in {ns}: no ports given")
         if not capacity_mbit > 0:
             raise BackendError(f"shared medium {name!r} in {ns}: capacity_mbit={capacity_mbit!r} must be > 0")
+        if station_only and not station_macs:
+            raise BackendError(f"shared medium {name!r}: station_only needs the stations' MAC addresses")
         if station_macs is not None:
-            if len(station_macs) != len(ports):
+            if len(station_macs) != len(ports) and not station_only:
                 raise BackendError(f"shared medium {name!r} in {ns}: {len(station_macs)} station MACs "
                                    f"for {len(ports)} ports")
             bad = [m for m in station_macs if not _MAC.fullmatch(m)]
@@ -392,7 +397,8 @@ class LinkEmulator:
         self._ifbs.append({"ns": ns, "name": ifb})
         # The FIFO fallback leaf: ~1000 packets of buffer in all, split between the classes.
         leaf = shared_leaf(max(32, 1000 // (len(station_macs or []) + 1)))
-        run_batched(ns, C.shared_medium_cmds(ifb, ports, capacity_mbit, leaf, station_macs, station_rates))
+        run_batched(ns, C.shared_medium_cmds(ifb, ports, capacity_mbit, leaf, station_macs, station_rates,
+                                             station_only))
 
     @staticmethod
     def _check_station_rates(ns: str, name: str, n: int, station_rates: Optional[list[tuple[float, float]]]) -> None:
