@@ -174,9 +174,12 @@ def down(name_or_topo: str, backend: str) -> None:
     """Tear a testbed down by name or topology file, also after a crashed run."""
     from .backends import get_backend
 
+    from .backends.local.naming import check_testbed_name
+
     name = name_or_topo
     if name.endswith((".yaml", ".yml")) or Path(name).is_file():
         name = _load(name)[0].name
+    check_testbed_name(name)  # it becomes a state-file path: no `down ../../x`
     if backend == "local":
         _require_root("edgelab down --backend local")
     get_backend(backend).down(name)

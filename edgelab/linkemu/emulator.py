@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import BackendError
+from ..safefs import UnsafePathError, open_append, read_own, secure_dir, write_atomic
 from ..model import LinkParams
 from . import commands as C
 from .engine import ENGINES, detect_engine, shared_leaf
@@ -119,16 +120,25 @@ class LinkEmulator:
 
     def _load(self, ns: Optional[str]) -> dict:
         p = self._cfg_path(ns)
-        if p.exists():
-            return json.loads(p.read_text())
+        if os.path.lexists(p):
+            self._ensure_state_dir()
+            try:
+                return json.loads(read_own(p))
+            except (UnsafePathError, OSError, ValueError) as e:
+                raise BackendError(f"link emulation record {p}: {e}") from None
         return {"generation": 0, "ns": ns, "tag": self.tag, "pid": None, "queues": {}, "links": {}}
 
+    def _ensure_state_dir(self) -> None:
+        """Create the state directory, or accept it only if it is ours alone (root writes here:
+        a directory someone else owns could hold a symlink to any file; see ``edgelab.safefs``)."""
+        try:
+            secure_dir(self.state_dir, 0o755)
+        except (UnsafePathError, OSError) as e:
+            raise BackendError(f"link emulation state directory: {e}") from None
+
     def _save(self, ns: Optional[str], cfg: dict) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        p = self._cfg_path(ns)
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text(json.dumps(cfg, indent=1))
-        os.replace(tmp, p)
+        self._ensure_state_dir()
+        write_atomic(self._cfg_path(ns), json.dumps(cfg, indent=1))
         self._touched.add(_ns_key(ns))
 
     # --------------------------------------------------------------- delayer
@@ -148,7 +158,7 @@ class LinkEmulator:
         if alive:
             os.kill(pid, signal.SIGHUP)
         else:
-            log = open(Path(str(self._cfg_path(ns)) + ".log"), "ab")
+            log = os.fdopen(open_append(str(self._cfg_path(ns)) + ".log"), "ab")
             env = dict(os.environ)
             env["PYTHONPATH"] = _PKG_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
             argv = in_ns(ns, [sys.executable, "-m", "edgelab.linkemu.delayer",
