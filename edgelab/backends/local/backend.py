@@ -159,9 +159,18 @@ class LocalTestbed(Testbed):
                       "cpu_quota_us": cgroups.quota_us(c.host_cpu), "cpu_period_us": cgroups.PERIOD_US,
                       "memory_mib": c.memory_mib}
              for c in self.blueprint.cgroups}
+        from ...folding import unenforced_limits
+
         return {
             "backend": "local",
             "link_engine": self.emulator.engine,
+            # Node limits this machine cannot enforce (a quota of more cores than it has...).
+            "limits_not_enforced": unenforced_limits(self.plan),
+            # Where emulation's own CPU goes: the fallback engine's NFQUEUE delayers run in
+            # the root cgroup, so their CPU time is neither limited by nor counted in any
+            # node's quota and cpu_seconds (tc/nft shaping runs in the kernel, uncharged too).
+            "emulation_cpu": ("delayers in the root cgroup: not charged to nodes"
+                              if self.emulator.engine == "fallback" else "kernel qdiscs: not charged to nodes"),
             "kernel": os.uname().release,
             "cgroup_version": self.layout.version,
             "nodes": q,
