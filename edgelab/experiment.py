@@ -11,6 +11,7 @@ tells the user how to resume.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -69,6 +70,8 @@ class Outcome:
     measured: int = 0
     skipped_done: int = 0
     failed: list[str] = field(default_factory=list)
+    #: The signal that interrupted the sweep (its exit status is 128 + it, as a shell reports it).
+    signal: Optional[int] = None
 
 
 def run_sweep(*, experiment: str, points: Sequence[dict], param_names: Sequence[str], measure: MeasureFn,
@@ -123,6 +126,8 @@ def run_sweep(*, experiment: str, points: Sequence[dict], param_names: Sequence[
         if sweep is not None and current is not None:
             sweep.cancel(current)
         outcome.status = "interrupted"
+        outcome.signal = (signal.Signals[exc.args[0]].value if isinstance(exc, Interrupted) and exc.args
+                          and exc.args[0] in signal.Signals.__members__ else signal.SIGINT.value)
         run.finish("interrupted")
         console.print(f"[yellow]interrupted ({exc or 'SIGINT'})[/]: completed points are saved in {run.path}; "
                       f"resume with the same command and --resume")
@@ -132,6 +137,19 @@ def run_sweep(*, experiment: str, points: Sequence[dict], param_names: Sequence[
         run.finish("failed")
         raise
     return outcome
+
+
+def testbed_name(base: str) -> str:
+    """The testbed name this process uses: ``<base>-<pid>``.
+
+    A fixed name ("faas", "fold"...) made two users, or two sessions, running the
+    same experiment on one machine claim the same namespaces; a pid is unique among
+    the processes running at once, and stays the same for every point of one run, so
+    ``edgelab down <name>`` after a crash has one name to use (it is printed, and is in
+    each node's ``netns`` in the manifest's facts).
+    """
+    suffix = f"-{os.getpid()}"
+    return base[: 16 - len(suffix)] + suffix
 
 
 def common_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -221,7 +239,11 @@ def finish(outcome: Outcome, args: argparse.Namespace) -> int:
 
 
 def exit_code(outcome: Outcome) -> int:
-    return {"complete": 0, "interrupted": 130}.get(outcome.status, 1)
+    """0 complete, 128 + the signal when interrupted (130 SIGINT, 143 SIGTERM: what a shell
+    or a batch scheduler reports for that signal), 1 otherwise."""
+    if outcome.status == "interrupted":
+        return 128 + (outcome.signal or signal.SIGINT.value)
+    return {"complete": 0}.get(outcome.status, 1)
 
 
 def main_guard(fn: Callable[[], int]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -51,3 +52,17 @@ def leftovers(name: str) -> dict[str, list]:
                 procs.append((int(e.name), cmd))
     files = [p for p in (f"/run/edgelab/{name}.json", f"/run/{tag}-linkemu") if os.path.exists(p)]
     return {k: v for k, v in {"netns": ns, "cgroups": cg, "processes": procs, "files": files}.items() if v}
+
+
+def testbeds_named_like(pattern: str) -> set[str]:
+    """Names (full match of ``pattern``) of testbeds with anything in the kernel or /run."""
+    rx = re.compile(pattern)
+    found = set()
+    if os.path.isdir("/run/netns"):
+        found |= {n[3:].split(".", 1)[0] for n in os.listdir("/run/netns") if n.startswith("el-") and "." in n}
+    if os.path.isdir("/run/edgelab"):
+        found |= {f[:-5] for f in os.listdir("/run/edgelab") if f.endswith(".json")}
+    for d in cgroups.detect_layout().dirs("edgelab"):
+        if d.is_dir():
+            found |= {c.name for c in d.iterdir() if c.is_dir()}
+    return {n for n in found if rx.fullmatch(n)}
