@@ -81,6 +81,10 @@ def test_subnets_that_cannot_carry_unicast_are_rejected(subnet, what):
     ("x: !!python/object:os.system [ls]\n", "cannot read this value"),
     ("x: !!int abc\n", "cannot read this value"),
     ("x: !custom 1\n", "cannot read this value"),
+    ("x: !!omap [a: 1]\n", "cannot read this value"),
+    ("x: 1\n---\ny: 2\n", "single YAML document"),
+    ("x: *nowhere\n", "names no anchor"),
+    ("x: 1\nx: 2\n", "duplicate key"),
 ])
 def test_hostile_yaml_is_an_error_not_a_traceback(yaml_text, fragment):
     e = _err(yaml_text)
@@ -172,3 +176,9 @@ def test_validate_plan_and_up_agree_and_plan_advises_only_its_own_options(tmp_pa
     assert "--cpu-overcommit" in (r.output + getattr(r, "stderr", ""))
     r = runner.invoke(cli, ["plan", str(hosts), "--cpu-overcommit", "2", "--json"])
     assert r.exit_code == 0 and json.loads(r.stdout)["placement"] == {"server-1": "h1"}
+
+
+def test_too_many_networks():
+    nets = "".join(f"  - {{name: n{i}, kind: ethernet, link: {{rate_mbit: 1}}}}\n" for i in range(257))
+    e = _err(f"name: tb\nnetworks:\n{nets}nodes: []\n")
+    assert "at most 256" in str(e) and e.line == 2
