@@ -108,6 +108,7 @@ def test_down_refuses_a_name_that_is_a_path(tmp_path):
     """`edgelab down ../../x` read a state file outside /run/edgelab and deleted what it listed."""
     victim = tmp_path / "victim"
     victim.write_text("precious")
+    Path(STATE_DIR).mkdir(exist_ok=True)  # so that STATE_DIR/../../x resolves, as it did in the report
     rel = os.path.relpath(tmp_path / "x", STATE_DIR)
     (tmp_path / "x.json").write_text(json.dumps({
         "testbed": rel, "netns": [], "cgroups": [],
@@ -151,7 +152,7 @@ def test_link_emulator_refuses_a_state_directory_someone_else_planted(tmp_path):
     os.chmod(tmp_path, 0o755)
     with veth_pair(f"lbsy{os.getpid() % 1000}", subnet=91) as p:
         for ns in (p.a, p.b):
-            for suffix in (".json", ".json.log", ".tmp", ".json.ready"):
+            for suffix in (".json.log", ".tmp", ".json.ready"):  # the files root wrote through
                 (planted / f"{ns}{suffix}").symlink_to(victim)
         os.chown(planted, 65534, 65534)  # "nobody" made it first
         em = LinkEmulator("fallback", tag="lbsy", state_dir=str(planted))
