@@ -82,6 +82,8 @@ class StateFile:
     def remove(self) -> None:
         """Delete the state file, and the state directory once no testbed has one there."""
         self.path.unlink(missing_ok=True)
+        for tmp in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # a save a SIGKILL interrupted
+            tmp.unlink(missing_ok=True)
         try:
             self.path.parent.rmdir()
         except OSError:

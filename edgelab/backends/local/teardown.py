@@ -111,10 +111,18 @@ def teardown(state: dict[str, Any]) -> list[str]:
         except Exception as e:  # noqa: BLE001 - report, keep tearing down
             problems.append(f"link emulator cleanup: {e}")
         if state_dir:
+            # The directory is the testbed's own (checked by _owned): what is left there, such as
+            # the temporary file of a write a SIGKILL interrupted, is ours to remove.
+            d = Path(state_dir)
             try:
-                Path(state_dir).rmdir()
-            except OSError:
+                for f in d.iterdir():
+                    if f.is_symlink() or f.is_file():
+                        f.unlink(missing_ok=True)
+                d.rmdir()
+            except FileNotFoundError:
                 pass
+            except OSError as e:
+                problems.append(f"cannot remove link emulator directory {d}: {e}")
 
     # 4. cgroups, then the testbed's parent, then the shared parent if now empty
     try:
