@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 from pathlib import Path
 from typing import Iterator
 
@@ -14,6 +15,17 @@ from edgelab.backends.local import cgroups
 from edgelab.backends.local.naming import netns_prefix
 from edgelab.plan import make_plan
 from edgelab.topology import parse_topology
+
+
+#: Appended to the suites' testbed names, so two sessions (or CI and a developer) running the
+#: root tests on one machine never claim the same names. Four characters keep every name
+#: within the 16 a testbed name may have.
+RUN_TAG = os.environ.get("EDGELAB_TEST_TAG") or secrets.token_hex(2)
+
+
+def tbname(base: str) -> str:
+    """This test run's testbed name for ``base`` (``base`` + RUN_TAG)."""
+    return f"{base}{RUN_TAG}"
 
 
 def plan_of(yaml_text: str):
