@@ -16,7 +16,10 @@
       lib = nixpkgs.lib;
       elib = import ./nix/lib.nix;
 
-      edgelab = pkgs.python3Packages.callPackage ./pkgs/edgelab.nix { };
+      # execo is not in nixpkgs; nur-kapack (an input of nxc's flake, which
+      # builds nxc itself with `kapack.packages.${system}.execo`) has it.
+      execo = nxc.inputs.kapack.packages.${system}.execo;
+      edgelab = pkgs.python3Packages.callPackage ./pkgs/edgelab.nix { inherit execo; };
       edgelabApp = pkgs.python3Packages.toPythonApplication edgelab;
       python = pkgs.python3.withPackages (ps: [ edgelab ps.pytest ps.pytest-timeout ]);
 
@@ -24,38 +27,73 @@
       # CI runner, and Grid'5000 nodes (in RAM, or a deployed image).
       flavours = { inherit (nxc.lib.flavours) vm vm-ramdisk g5k-ramdisk g5k-image; };
 
+      # What every node gets on top of its role (also what nix/eval evaluates).
+      extraConfigurations = import ./nix/node-modules.nix { inherit edgelab; };
+
       # NixOS-Compose's convention: packages.<system>."<composition>::<flavour>".
       composed = nxc.lib.compose {
-        inherit nixpkgs system flavours;
+        inherit nixpkgs system flavours extraConfigurations;
         compositions = ./compositions/compositions.nix;
         setup = ./setup.toml;
-        extraConfigurations = [ self.nixosModules.default ];
       };
 
-      # A NixOS configuration using every module, evaluated (not built) by
-      # `nix flake check`: option names and types are checked against nixpkgs.
-      allModules = lib.nixosSystem {
-        inherit system;
-        modules = [
-          self.nixosModules.default
-          ({ pkgs, ... }: {
-            boot.loader.grub.enable = false;
-            fileSystems."/" = { device = "none"; fsType = "tmpfs"; };
-            system.stateVersion = "23.11";
-            edgelab.planFile = self.checks.${system}.plan;
-            edgelab.node = "phone-1";
-            edgelab.phone = { enable = true; memoryMiB = 512; cpuQuota = "50%"; };
-            edgelab.k3s = {
-              enable = true;
-              role = "agent";
-              serverAddr = "https://server-1:6443";
-              tokenFile = pkgs.writeText "token" "check";
-            };
-            edgelab.beaglepaas = { enable = true; role = "worker"; };
-            edgelab.powerMeter.enable = true;
-          })
-        ];
+      # `nxc build -f <flavour>` (no -C) builds `composition::<flavour>`
+      # (nixos-compose nixos_compose/commands/cmd_build.py:248-251): the
+      # default composition, k3s-phones, under that name too. (setup.toml's
+      # [options] composition-flavour would also be read, but it overrides
+      # -f: `nxc build -f g5k-ramdisk` would then build the vm flavour.)
+      defaultComposition = "k3s-phones";
+      defaultAliases = lib.mapAttrs' (f: _: lib.nameValuePair "composition::${f}" composed."${defaultComposition}::${f}") flavours;
+
+      # Each composition's roles as NixOS systems, built the way nxc builds
+      # them (nixos-compose nix/generate_one_composition_info.nix:32-52).
+      setup = nxc.lib.setup ./setup.toml { inherit lib; };
+      compositions = import ./compositions/compositions.nix;
+      compositionSet = name: flavour: compositions.${name} {
+        inherit pkgs lib system setup flavour;
+        helpers = import "${nxc}/nix/helpers.nix";
+        modulesPath = "${nixpkgs}/nixos";
+        nur = { };
       };
+      roleSystems = name: flavourName:
+        let flavour = flavours.${flavourName};
+        in lib.mapAttrs
+          (_: role: lib.nixosSystem {
+            inherit system;
+            modules = [
+              { environment.etc."nxc-composition" = { mode = "0644"; text = name; }; }
+              { system.stateVersion = lib.mkDefault lib.trivial.release; }
+              role
+              flavour.module
+            ] ++ extraConfigurations;
+          })
+          (compositionSet name flavour).roles;
+
+      # The same testScript under nixpkgs' NixOS test framework: one VM per
+      # planned node, named as the plan names it, on the test's vlan 1, which
+      # is eth1 as on nxc's vm flavour. A k3s server and its images do not
+      # fit in the default 1 GiB (with nxc: MEM=3072, docs/nix.md).
+      nixosTest = name:
+        let
+          set = compositionSet name { name = "vm"; };
+          memory = role: if name != "k3s-phones" then 1024 else if role == "server" then 3072 else 2048;
+        in
+        pkgs.testers.runNixOSTest {
+          name = "edgelab-${name}";
+          nodes = lib.listToAttrs (lib.concatLists (lib.mapAttrsToList
+            (role: hosts: map
+              (host: lib.nameValuePair host {
+                imports = [ set.roles.${role} ] ++ extraConfigurations;
+                virtualisation.memorySize = memory role;
+                virtualisation.cores = 2;
+              })
+              hosts)
+            set.rolesDistribution));
+          # The NixOS driver boots a machine on its first command; boot them
+          # all at once (under nxc they are already up: `nxc start`).
+          testScript = "start_all()\n" + set.testScript;
+        };
+      compositionNames = builtins.attrNames compositions;
     in
     {
       lib = elib;
@@ -70,20 +108,20 @@
         netem = ./modules/netem.nix;
       };
 
-      packages.${system} = composed // {
+      packages.${system} = composed // defaultAliases // {
         inherit edgelab;
         edgelab-app = edgelabApp;
         default = edgelabApp;
       };
 
       # nxc reads defaultPackage for `nxc build -L`.
-      defaultPackage.${system} = self.packages.${system}."k3s-phones::vm";
+      defaultPackage.${system} = self.packages.${system}."${defaultComposition}::vm";
 
       checks.${system} = {
         inherit edgelab;
 
         # The plan of the shipped example topology, by the Python planner.
-        plan = import ./pkgs/plan.nix { inherit pkgs edgelab; topology = ./compositions/k3s-phones/topology.yaml; };
+        plan = import ./pkgs/plan.nix { inherit pkgs; topology = ./compositions/k3s-phones/topology.yaml; counts = { relay = 0; }; };
 
         # Python and Nix agree: what nix/lib.nix derives from the plan is
         # checked against edgelab's own objects.
@@ -100,22 +138,31 @@
           in
           pkgs.runCommand "edgelab-plan-agreement"
             { nativeBuildInputs = [ python ]; view = builtins.toJSON view; passAsFile = [ "view" ]; } ''
-            python ${./nix/check_agreement.py} ${./compositions/k3s-phones/topology.yaml} "$viewPath"
+            cp ${./nix/check_agreement.py} check_agreement.py
+            cp ${./nix/make_plan.py} make_plan.py
+            python check_agreement.py ${./compositions/k3s-phones/topology.yaml} "$viewPath" relay=0
             touch $out
           '';
 
-        modules-eval = pkgs.writeText "edgelab-modules-eval" (builtins.toJSON {
-          units = builtins.filter (lib.hasPrefix "edgelab") (builtins.attrNames allModules.config.systemd.services);
-          k3s = allModules.config.services.k3s.extraFlags;
-          kernelPatches = map (p: p.name) allModules.config.boot.kernelPatches;
-          firewall = allModules.config.networking.firewall.allowedTCPPorts;
-        });
-      };
+        # Every role of every composition, for the vm and g5k-ramdisk
+        # flavours, evaluated as the NixOS system nxc builds: forcing
+        # toplevel.drvPath runs every module, type check and assertion
+        # (without building anything).
+        modules-eval = pkgs.writeText "edgelab-modules-eval.json" (builtins.toJSON (lib.genAttrs compositionNames (c:
+          lib.genAttrs [ "vm" "g5k-ramdisk" ] (f:
+            lib.mapAttrs (_: s: builtins.unsafeDiscardStringContext s.config.system.build.toplevel.drvPath) (roleSystems c f)))));
+      } // lib.listToAttrs (map (c: lib.nameValuePair "nixos-test-${c}" (nixosTest c)) compositionNames);
 
       devShells.${system}.default = pkgs.mkShell {
         packages = [
           nxc.packages.${system}.nixos-compose
           python
+          # `nxc start` on the vm flavours runs qemu-kvm and vde_switch
+          # (nixos-compose nixos_compose/driver/vlan.py:41), as nxc's own
+          # nxcShell provides them.
+          pkgs.qemu_kvm
+          pkgs.vde2
+          pkgs.openssh
           pkgs.iproute2
           pkgs.iperf3
           pkgs.jq

@@ -46,8 +46,10 @@ class EnergyResult:
         if self.best_workers is None:
             return "No energy measurements."
         row = self.table[self.table[PARAM] == self.best_workers].iloc[0]
+        tested = ", ".join(str(int(n)) for n in self.table[PARAM])
         return (f"Lowest energy per invocation: {row['energy_j_mean']:.3g} J with {self.best_workers} worker(s)"
-                + (f" ({row['invocations_per_s_mean']:.3g} invocations/s)." if "invocations_per_s_mean" in row else "."))
+                + (f" ({row['invocations_per_s_mean']:.3g} invocations/s)" if "invocations_per_s_mean" in row else "")
+                + f", among the worker counts tested ({tested}).")
 
 
 def energy_per_invocation(df: pd.DataFrame, confidence: float = 0.95) -> EnergyResult:

@@ -1,20 +1,39 @@
 """How far can virtual nodes be folded onto one host before measurements go wrong?
 
 For each metric and folding factor (virtual nodes per physical host) the
-relative degradation is ``(mean_f - mean_base) / |mean_base|`` where the
-baseline is the smallest factor measured. Its confidence interval is Welch's
-interval for the difference of the two means (repetitions are independent
-runs, not paired) divided by ``|mean_base|`` (the baseline mean is treated as
-fixed in the denominator — second-order with respect to the difference).
+relative deviation is ``(mean_f - mean_base) / |mean_base|``, where the
+baseline is the smallest factor measured. Its interval is Welch's interval
+for the difference of the two means (repetitions are independent runs, not
+paired) divided by ``|mean_base|`` (the baseline mean is treated as fixed in
+the denominator — second-order with respect to the difference).
 
-Faithfulness is two-sided (a folded latency that is 6 % *lower* is as wrong as
-one 6 % higher) and conservative: a factor is faithful for a metric when the
-CI bound furthest from zero, ``max(|low|, |high|)``, is within the tolerance —
-so "faithful" means "the data rule out a deviation larger than the tolerance",
-not merely "the mean deviation looks small". When a factor or the baseline has
-a single repetition no interval exists; the decision then falls back to
-``|mean degradation|`` and the result says so (``judged_on_mean``), because a
-quick one-repetition sweep should still give an (explicitly weaker) answer.
+Each (metric, factor) is then decided by an **equivalence test** — two
+one-sided tests (TOST, Schuirmann 1987) at level ``alpha`` against the
+tolerance, i.e. the ``1 - 2·alpha`` interval of the deviation:
+
+* ``equivalent`` — the interval lies inside ``[-tol, +tol]``: the data rule
+  out a deviation larger than the tolerance;
+* ``worse`` / ``better`` — the interval lies entirely beyond ``+tol`` or
+  ``-tol``: the deviation is larger than the tolerance, and we know in which
+  direction it goes for this metric (latency and CPU per request: lower is
+  better; throughput: higher is better);
+* ``inconclusive`` — the interval straddles a tolerance bound: more
+  repetitions are needed (``needs_more`` says which factors).
+
+A factor is **faithful** when every judged metric is equivalent,
+**unfaithful** when some metric is worse, **better than baseline** when some
+metric is better and none worse (the baseline itself is then suspect: e.g. a
+lone node on an idle host paying CPU wake-up latency), else
+**inconclusive**. The breaking point is the smallest unfaithful factor; the
+maximum faithful factor is the largest one such that it and every smaller
+factor are faithful. When a factor or the baseline has a single repetition no
+interval exists; the decision then falls back to the mean deviation and the
+result says so (``judged_on_mean``).
+
+Host overload signals recorded with each point (``host_cpu_busy``,
+``host_runqueue``, ``host_cpu_pressure``, ``host_cpu_softirq``; see
+:mod:`edgelab.hostload`) are averaged per factor and name the cause of an
+unfaithful factor.
 """
 
 from __future__ import annotations
@@ -31,6 +50,19 @@ from .tidy import metric_samples
 
 PARAM = "factor"
 
+#: Metrics for which a higher value is better (everything else: lower is better).
+HIGHER_IS_BETTER_PREFIXES = ("requests_per_s", "goodput", "throughput", "invocations_per_s")
+
+#: Host signals recorded by edgelab.hostload, with how each is shown.
+HOST_SIGNALS = {"host_cpu_busy": "CPU busy", "host_runqueue": "run queue", "host_cpu_pressure": "CPU pressure",
+                "host_cpu_softirq": "softirq"}
+
+FACTOR_VERDICTS = ("faithful", "unfaithful", "better", "inconclusive")
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric.startswith(HIGHER_IS_BETTER_PREFIXES)
+
 
 def _relative(x: float, base: float) -> float:
     if base == 0.0:
@@ -38,14 +70,30 @@ def _relative(x: float, base: float) -> float:
     return x / abs(base)
 
 
-def degradation_table(df: pd.DataFrame, metrics: Optional[Sequence[str]] = None, *, confidence: float = 0.95,
-                      param: str = PARAM) -> pd.DataFrame:
-    """Per metric and factor: mean with CI, relative degradation vs the baseline with CI, and the
-    ``worst`` deviation used for the faithfulness decision."""
+def decide(low: float, high: float, estimate: float, defined: bool, tolerance: float, metric: str) -> str:
+    """One metric at one factor: equivalent, worse, better or inconclusive (see module docstring)."""
+    if not defined:  # one repetition: no interval, judge the mean (weaker, and the result says so)
+        low = high = estimate
+    if -tolerance <= low and high <= tolerance:
+        return "equivalent"
+    if low > tolerance or high < -tolerance:
+        up = low > tolerance
+        return "better" if up == higher_is_better(metric) else "worse"
+    return "inconclusive"
+
+
+def degradation_table(df: pd.DataFrame, metrics: Optional[Sequence[str]] = None, *, alpha: float = 0.05,
+                      tolerance: float = 0.05, param: str = PARAM) -> pd.DataFrame:
+    """Per metric and factor: mean with its CI, relative deviation vs the baseline with its
+    ``1 - 2·alpha`` interval, ``worst`` (the interval bound farthest from zero) and the decision."""
     if param not in df.columns:
         raise ResultsError(f"folding: measurements have no {param!r} column (sweep parameters: "
                            f"{[c for c in df.columns if c not in ('point', 'metric', 'value', 'unit', 'node', 'time')]})")
-    metrics = list(metrics) if metrics is not None else sorted(df["metric"].unique())
+    if not 0 < alpha < 0.5:
+        raise ResultsError(f"folding: alpha must be between 0 and 0.5 (e.g. 0.05), got {alpha}")
+    level = 1 - 2 * alpha
+    metrics = list(metrics) if metrics is not None else sorted(m for m in df["metric"].unique()
+                                                               if m not in HOST_SIGNALS)
     if not metrics:
         raise ResultsError("folding: no measurements to compare")
     rows = []
@@ -57,64 +105,176 @@ def degradation_table(df: pd.DataFrame, metrics: Optional[Sequence[str]] = None,
         base_mean = float(base.mean())
         for f in factors:
             x = samples.loc[samples[param] == f, "value"].to_numpy()
-            m = mean_ci(x, confidence)
+            m = mean_ci(x, level)
             if f == base_factor:
-                deg, low, high, defined = 0.0, 0.0, 0.0, True
+                deg, low, high, defined, decision = 0.0, 0.0, 0.0, True, "baseline"
             else:
-                d = diff_ci(x, base, confidence)
+                d = diff_ci(x, base, level)
                 deg = _relative(d.estimate, base_mean)
                 low, high, defined = _relative(d.low, base_mean), _relative(d.high, base_mean), d.defined
+                decision = decide(low, high, deg, defined, tolerance, metric)
             worst = max(abs(low), abs(high)) if defined else abs(deg)
             rows.append({"metric": metric, param: f, "mean": m.estimate, "ci_low": m.low, "ci_high": m.high,
                          "n": m.n, "baseline_factor": base_factor, "baseline_mean": base_mean,
                          "degradation": deg, "degradation_ci_low": low if defined else math.nan,
                          "degradation_ci_high": high if defined else math.nan, "ci_defined": defined,
-                         "worst": worst})
+                         "worst": worst, "decision": decision})
     return pd.DataFrame(rows)
+
+
+def host_signals(df: pd.DataFrame, param: str = PARAM) -> dict[int, dict[str, float]]:
+    """Mean of each recorded host overload signal per factor ({} when none was recorded)."""
+    out: dict[int, dict[str, float]] = {}
+    for metric in HOST_SIGNALS:
+        if not (df["metric"] == metric).any():
+            continue
+        s = metric_samples(df, metric, [param], where="folding")
+        for f, grp in s.groupby(param):
+            out.setdefault(int(f), {})[metric] = float(grp["value"].mean())
+    return out
+
+
+def _overload_phrases(sig: dict[str, float], cpus: Optional[int]) -> list[str]:
+    out = []
+    if sig.get("host_cpu_busy", 0) >= 0.9:
+        out.append(f"host CPU {sig['host_cpu_busy']:.0%} busy")
+    if cpus and sig.get("host_runqueue", 0) > cpus:
+        out.append(f"run queue {sig['host_runqueue']:.1f} on {cpus} CPUs")
+    if sig.get("host_cpu_pressure", 0) >= 0.2:
+        out.append(f"tasks waited for a CPU {sig['host_cpu_pressure']:.0%} of the time")
+    if sig.get("host_cpu_softirq", 0) >= 0.1:
+        out.append(f"softirq {sig['host_cpu_softirq']:.0%} of CPU time")
+    return out
 
 
 @dataclass(frozen=True)
 class FoldingResult:
     max_factor: int  # largest factor such that it and every smaller factor are faithful
     tolerance: float
-    confidence: float
+    alpha: float
     table: pd.DataFrame
-    first_unfaithful: Optional[int] = None  # smallest factor that broke the tolerance
-    violations: list[tuple[str, int, float]] = field(default_factory=list)  # (metric, factor, worst) at it
-    judged_on_mean: bool = False  # True when some decision had no CI (single repetition)
+    verdicts: dict[int, str] = field(default_factory=dict)  # factor -> faithful|unfaithful|better|inconclusive
+    first_unfaithful: Optional[int] = None  # the breaking point: smallest factor with a metric worse
+    violations: list[tuple[str, int, float]] = field(default_factory=list)  # (metric, factor, deviation) at it
+    judged_on_mean: bool = False  # True when some decision had no interval (single repetition)
+    signals: dict[int, dict[str, float]] = field(default_factory=dict)
+    cpus: Optional[int] = None  # the host's CPUs, to read the run queue against
+
+    @property
+    def baseline(self) -> int:
+        return int(min(self.table[PARAM]))
+
+    @property
+    def breaking_point(self) -> Optional[int]:
+        return self.first_unfaithful
+
+    @property
+    def confidence(self) -> float:
+        """Level of the deviation intervals (1 - 2·alpha)."""
+        return 1 - 2 * self.alpha
+
+    @property
+    def inconclusive(self) -> list[int]:
+        return [f for f, v in self.verdicts.items() if v == "inconclusive"]
+
+    def decided_up_to_break(self) -> bool:
+        """Every factor up to the breaking point (or every factor, if none broke) is decided."""
+        limit = self.first_unfaithful if self.first_unfaithful is not None else math.inf
+        return all(v != "inconclusive" for f, v in self.verdicts.items() if f <= limit)
+
+    def needs_more(self) -> list[int]:
+        """Factors whose verdict more repetitions could decide: the inconclusive ones up to the
+        breaking point, with the baseline (every comparison uses it)."""
+        limit = self.first_unfaithful if self.first_unfaithful is not None else math.inf
+        todo = [f for f, v in self.verdicts.items() if v == "inconclusive" and f <= limit]
+        return sorted({self.baseline, *todo}) if todo else []
+
+    def baseline_suspect(self) -> Optional[str]:
+        """Why the baseline looks unrepresentative, or None: most folded factors below the
+        breaking point measure *better* than the baseline on the same metric."""
+        limit = self.first_unfaithful if self.first_unfaithful is not None else math.inf
+        t = self.table[(self.table[PARAM] != self.baseline) & (self.table[PARAM] < limit)]
+        if t.empty:
+            return None
+        notes = []
+        for metric, grp in t.groupby("metric", sort=True):
+            better = grp[grp["decision"] == "better"]
+            if len(better) and len(better) * 2 >= len(grp):
+                devs = "/".join(f"{d:+.1%}" for d in better["degradation"])
+                notes.append(f"{metric} at factors {','.join(str(int(f)) for f in better[PARAM])} ({devs})")
+        if not notes:
+            return None
+        return ("the baseline looks unrepresentative: folded runs measure better than the "
+                f"{self.baseline}-node baseline on " + "; ".join(notes)
+                + " (a lone node on an idle host pays CPU wake-up latency: keep --warm-host on, "
+                  "or take the baseline under a fixed background load)")
 
     def describe(self) -> str:
-        basis = (f"the {self.confidence:.0%} CI bound of |degradation|" if not self.judged_on_mean
-                 else "|mean degradation| (some factors have one repetition: no CI)")
-        s = (f"Maximum faithful folding factor: {self.max_factor} virtual nodes per host "
-             f"(every metric within ±{self.tolerance:.1%} of the baseline, judged on {basis}).")
+        basis = (f"two one-sided tests at α = {self.alpha:g} ({self.confidence:.0%} interval of the deviation)"
+                 if not self.judged_on_mean else
+                 "the mean deviation where a factor has one repetition (no interval), TOST elsewhere")
+        per = ", ".join(f"{f} {v.upper() if v == 'unfaithful' else v}" for f, v in sorted(self.verdicts.items()))
+        s = (f"Folding verdict per factor (tolerance ±{self.tolerance:.1%} of the {self.baseline}-node baseline, "
+             f"judged on {basis}): {per}. Maximum faithful folding factor: {self.max_factor}.")
         if self.first_unfaithful is not None:
-            worst = ", ".join(f"{m} {w:.1%}" for m, _, w in self.violations)
-            s += f" Factor {self.first_unfaithful} exceeds it: {worst}."
+            worst = ", ".join(f"{m} {d:+.1%}" for m, _, d in self.violations)
+            s += f" Breaking point: factor {self.first_unfaithful} ({worst})"
+            below = [f for f in sorted(self.verdicts) if f < self.first_unfaithful]
+            if below:
+                s += f", between {below[-1]} and {self.first_unfaithful}"
+            cause = _overload_phrases(self.signals.get(self.first_unfaithful, {}), self.cpus)
+            if cause:
+                s += "; the host was overloaded there: " + ", ".join(cause)
+            elif self.signals:
+                s += "; no host overload signal explains it"
+            s += "."
+        else:
+            s += (f" No factor up to {max(self.verdicts, default=self.baseline)} broke the tolerance "
+                  f"(no limit found: larger factors were not tested).")
+        if self.inconclusive:
+            s += (f" Inconclusive (more repetitions needed): factor(s) "
+                  f"{', '.join(str(f) for f in self.inconclusive)}.")
+        suspect = self.baseline_suspect()
+        if suspect:
+            s += f" Note: {suspect}."
         return s
 
 
 def folding_verdict(df: pd.DataFrame, metrics: Optional[Sequence[str]] = None, *, tolerance: float = 0.05,
-                    confidence: float = 0.95, param: str = PARAM) -> FoldingResult:
-    """The maximum faithful factor, with the table and what broke it."""
+                    alpha: float = 0.05, param: str = PARAM, cpus: Optional[int] = None) -> FoldingResult:
+    """Per-factor verdicts, the breaking point and the maximum faithful factor, with the table."""
     if not tolerance > 0:
         raise ResultsError(f"folding: tolerance must be a positive fraction (e.g. 0.05), got {tolerance}")
-    table = degradation_table(df, metrics, confidence=confidence, param=param)
-    factors = sorted(table[param].unique())
-    best = int(factors[0])
-    judged_on_mean = False
-    for f in factors:
+    table = degradation_table(df, metrics, alpha=alpha, tolerance=tolerance, param=param)
+    factors = [int(f) for f in sorted(table[param].unique())]
+    judged_on_mean = not bool(table["ci_defined"].all())
+    verdicts: dict[int, str] = {}
+    first_bad: Optional[int] = None
+    violations: list[tuple[str, int, float]] = []
+    for f in factors[1:]:
         at = table[table[param] == f]
-        judged_on_mean |= not bool(at["ci_defined"].all())
-        bad = at[at["worst"] > tolerance]
-        if not bad.empty:
-            violations = [(r.metric, int(f), float(r.worst)) for r in bad.itertuples()]
-            return FoldingResult(best, tolerance, confidence, table, int(f), violations, judged_on_mean)
-        best = int(f)
-    return FoldingResult(best, tolerance, confidence, table, None, [], judged_on_mean)
+        d = set(at["decision"])
+        if "worse" in d:
+            verdicts[f] = "unfaithful"
+            if first_bad is None:
+                first_bad = f
+                violations = [(r.metric, f, float(r.degradation)) for r in at.itertuples() if r.decision == "worse"]
+        elif "inconclusive" in d:
+            verdicts[f] = "inconclusive"
+        elif "better" in d:
+            verdicts[f] = "better"
+        else:
+            verdicts[f] = "faithful"
+    best = factors[0]
+    for f in factors[1:]:
+        if verdicts[f] != "faithful":
+            break
+        best = f
+    return FoldingResult(best, tolerance, alpha, table, verdicts, first_bad, violations, judged_on_mean,
+                         host_signals(df, param), cpus)
 
 
 def max_faithful_factor(df: pd.DataFrame, metrics: Optional[Sequence[str]] = None, tolerance: float = 0.05,
-                        confidence: float = 0.95) -> int:
+                        alpha: float = 0.05) -> int:
     """Largest factor such that it and every smaller factor keep each metric within ``tolerance``."""
-    return folding_verdict(df, metrics, tolerance=tolerance, confidence=confidence).max_factor
+    return folding_verdict(df, metrics, tolerance=tolerance, alpha=alpha).max_factor

@@ -22,7 +22,7 @@ from edgelab.errors import EdgelabError
 
 BASE_COLUMNS = ("metric", "value", "unit", "node", "time")
 REQUIRED_MANIFEST_KEYS = ("experiment", "run_id", "status")
-STATUSES = ("complete", "running", "interrupted")
+STATUSES = ("complete", "complete-with-failures", "running", "interrupted", "failed")
 
 
 class ResultsError(EdgelabError):
@@ -38,6 +38,12 @@ class Run:
     df: pd.DataFrame
     param_names: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: (point id, why) of every point left out of ``df``: unhealthy, failed, or incomplete in the file
+    excluded: list[tuple[str, str]] = field(default_factory=list)
+    #: how many sweep points the run recorded (measured or excluded)
+    n_points: int = 0
+    #: short notes the headline must carry (what was excluded, a truncated file)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def experiment(self) -> str:
@@ -130,15 +136,73 @@ def read_measurements(file: Path, param_names: Optional[list[str]] = None) -> tu
     return df, found_params, warnings
 
 
+def apply_health(df: pd.DataFrame, health: dict[str, dict], file: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """Drop from ``df`` every point that is not a whole, healthy measurement; say why.
+
+    ``health`` is the run's ``health.json`` (:mod:`edgelab.health`): per point its
+    status and how many rows it appended. A point that was unhealthy or failed
+    is excluded with its cause; a healthy point with fewer rows in the file than
+    it wrote lost them (a truncated or cut file), so it is excluded too — its
+    remaining rows would otherwise change the verdict without a word.
+    """
+    counts = df["point"].value_counts().to_dict() if not df.empty else {}
+    excluded: list[tuple[str, str]] = []
+    for pid, rec in sorted(health.items()):
+        status = rec.get("status") or ("healthy" if rec.get("healthy") else "unhealthy")
+        if status != "healthy":
+            excluded.append((pid, f"{status}: {rec.get('cause') or 'no cause recorded'}"))
+            continue
+        want, have = rec.get("rows"), int(counts.get(pid, 0))
+        if isinstance(want, int) and have != want:
+            how = "missing from" if have == 0 else f"{have} of {want} rows in" if have < want else f"{have} rows (not {want}) in"
+            excluded.append((pid, f"{how} {file.name} — its write was cut short, or the file was truncated or edited"))
+    if excluded:
+        df = df[~df["point"].isin({p for p, _ in excluded})].reset_index(drop=True)
+    return df, excluded
+
+
+def _headline_notes(run: Run, partial_line: bool) -> list[str]:
+    notes = []
+    if run.excluded:
+        listed = "; ".join(f"{p} ({why})" for p, why in run.excluded[:3])
+        more = f"; and {len(run.excluded) - 3} more" if len(run.excluded) > 3 else ""
+        notes.append(f"EXCLUDED {len(run.excluded)} of {run.n_points} points: {listed}{more}")
+    if partial_line:
+        notes.append("measurements.csv ended in a partial line (dropped): the file was cut short")
+    return notes
+
+
 def load_run(path: str | Path) -> Run:
-    """Load and validate one run directory."""
+    """Load and validate one run directory; points that are not whole, healthy
+    measurements are left out of ``df`` and listed in ``excluded``."""
+    from edgelab.health import read_health
+
     path = Path(path)
     manifest = _read_manifest(path)
     names = manifest.get("param_names")
-    df, params, warnings = read_measurements(path / "measurements.csv", list(names) if names is not None else None)
+    file = path / "measurements.csv"
+    try:
+        health = read_health(path)
+    except ValueError as exc:
+        raise ResultsError(str(exc)) from exc
+    if not file.is_file() and health and names is not None and not any(r.get("rows") for r in health.values()):
+        # every point failed or was unhealthy: nothing was appended, and that is what to report
+        df = pd.DataFrame(columns=["point", *names, *BASE_COLUMNS])
+        df["value"] = df["value"].astype(float)
+        params, warnings = list(names), [f"{file.name}: no point wrote measurements"]
+    else:
+        df, params, warnings = read_measurements(file, list(names) if names is not None else None)
+    partial = any("partial line" in w for w in warnings)
     if manifest["status"] != "complete":
         warnings.insert(0, f"run status is {manifest['status']!r}: results may be incomplete")
-    return Run(path=path, manifest=manifest, df=df, param_names=params, warnings=warnings)
+    df, excluded = apply_health(df, health, file)
+    points = set(health) | (set(df["point"]) if not df.empty else set())
+    for pid, why in excluded:
+        warnings.append(f"point {pid} excluded from the analysis: {why}")
+    run = Run(path=path, manifest=manifest, df=df, param_names=params, warnings=warnings, excluded=excluded,
+              n_points=len(points))
+    run.notes = _headline_notes(run, partial)
+    return run
 
 
 def find_run_dirs(root: str | Path) -> list[Path]:

@@ -104,14 +104,16 @@ def folding_figure(result: FoldingResult, manifest: dict) -> Figure:
         low = (grp["degradation"] - grp["degradation_ci_low"]).fillna(0) * 100
         high = (grp["degradation_ci_high"] - grp["degradation"]).fillna(0) * 100
         ax.errorbar(grp["factor"], deg, yerr=np.vstack([low, high]), marker="o", capsize=3, label=metric)
-    ax.axvline(result.max_factor, color="tab:red", ls=":", label=f"max faithful factor {result.max_factor}")
+    ax.axvline(result.max_factor, color="tab:green", ls=":", label=f"max faithful factor {result.max_factor}")
+    if result.breaking_point is not None:
+        ax.axvline(result.breaking_point, color="tab:red", ls=":", label=f"breaking point {result.breaking_point}")
     ax.set_xscale("log", base=2)
     factors = sorted(t["factor"].unique())
     ax.set_xticks(factors)
     ax.set_xticklabels([str(f) for f in factors])
     ax.set_xlabel("folding factor (virtual nodes per physical host)")
     ax.set_ylabel(f"deviation from factor {factors[0]} (%)")
-    ax.set_title(f"Folding fidelity ({result.confidence:.0%} CIs over repetitions)")
+    ax.set_title(f"Folding fidelity ({result.confidence:.0%} intervals: TOST at α = {result.alpha:g})")
     ax.legend(fontsize=8, loc="upper left")
     return _finish(fig, caption(manifest))
 

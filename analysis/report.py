@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Union
 
@@ -25,7 +25,7 @@ from .folding import folding_verdict
 from .load import ResultsError, Run, find_run_dirs, load_run
 from .plots import caption, energy_figure, folding_figure, saturation_figure, save_figure, topologies_figure
 from .saturation import saturation_for_run
-from .topologies import topology_capacity
+from .topologies import bound_text, topology_capacity
 
 REPORT_DIR = "report"
 DEFAULT_THRESHOLD_MS = 500.0
@@ -119,23 +119,34 @@ def _wifi(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
 
 def _folding(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
     tol = float(run.params.get("tolerance", DEFAULT_TOLERANCE))
-    res = folding_verdict(run.df, run.params.get("metrics"), tolerance=tol)
+    res = folding_verdict(run.df, run.params.get("metrics"), tolerance=tol,
+                          cpus=(run.manifest.get("host") or {}).get("cpus"))
     t = res.table
-    table = pd.DataFrame({"metric": t["metric"], "factor": t["factor"], "mean [95% CI]": _with_ci(t, ""),
+    level = f"{res.confidence:.0%}"
+    table = pd.DataFrame({"metric": t["metric"], "factor": t["factor"], f"mean [{level} CI]": _with_ci(t, ""),
                           "deviation": t["degradation"].map(lambda d: f"{d:+.2%}"),
-                          "deviation 95% CI": [("baseline" if f == b else "–" if not ok else f"[{lo:+.2%}, {hi:+.2%}]")
+                          f"deviation {level} CI": [("baseline" if f == b else "–" if not ok else f"[{lo:+.2%}, {hi:+.2%}]")
                                                for f, b, ok, lo, hi in zip(t["factor"], t["baseline_factor"],
                                                                            t["ci_defined"], t["degradation_ci_low"],
                                                                            t["degradation_ci_high"])],
-                          "within tolerance": (t["worst"] <= tol).map({True: "yes", False: "NO"}),
+                          "decision": t["decision"],
                           "reps": t["n"]})
     text = res.describe()
     fig = _figure(folding_figure(res, run.manifest), out, f"{stem}-folding",
                   f"Deviation from the unfolded baseline per metric; tolerance ±{tol:.0%}. " + caption(run.manifest))
-    method = Para("Deviation = (mean at factor − mean at baseline) / |mean at baseline|, with Welch's t interval; "
-                  "a factor is faithful when the CI bound farthest from zero lies within the tolerance "
-                  "(conservative: noise counts against folding).")
-    return text, [Para(text), method, Table(table), fig]
+    method = Para("Deviation = (mean at factor − mean at baseline) / |mean at baseline|, with Welch's t interval. "
+                  f"Each metric is decided by two one-sided tests at α = {res.alpha:g} (its {level} interval): "
+                  "equivalent when the interval lies within the tolerance, worse/better when it lies beyond it, "
+                  "inconclusive otherwise. A factor is faithful when every metric is equivalent, unfaithful when "
+                  "one is worse; the breaking point is the smallest unfaithful factor.")
+    blocks: list[Block] = [Para(text), method, Table(table), fig]
+    if res.signals:
+        sig = pd.DataFrame([{"factor": f, **{k: v for k, v in s.items()}} for f, s in sorted(res.signals.items())])
+        blocks.insert(3, Para("Host overload signals per factor (mean over repetitions): CPU busy and softirq "
+                              "as fractions of all CPUs' time, run queue in runnable tasks, CPU pressure as the "
+                              "fraction of time some task waited for a CPU."))
+        blocks.insert(4, Table(sig.round(3)))
+    return text, blocks
 
 
 def _energy(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
@@ -155,10 +166,13 @@ def _energy(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
 
 def _topologies(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
     threshold = float(run.params.get("latency_threshold_ms", DEFAULT_THRESHOLD_MS))
-    res = topology_capacity(run.df, threshold_ms=threshold)
+    res = topology_capacity(run.df, threshold_ms=threshold, excluded=[p for p, _ in run.excluded])
     text = res.describe()
     cap = res.capacity.copy()
-    cap["max_phones"] = cap["max_phones"].map(lambda v: "none" if pd.isna(v) else str(int(v)))
+    cap["verdict"] = [bound_text(m, f, t) for m, f, t in zip(cap["max_phones"], cap["first_failing"],
+                                                           cap["measured_phones"])]
+    for col in ("max_phones", "first_failing"):
+        cap[col] = cap[col].map(lambda v: "none" if pd.isna(v) else str(int(v)))
     fig = _figure(topologies_figure(res, run.manifest), out, f"{stem}-topologies",
                   "p95 latency and error rate vs phones per network kind. " + caption(run.manifest))
     blocks: list[Block] = [Para(text), Heading(4, "Maximum phones per network and rate"), Table(cap)]
@@ -267,6 +281,9 @@ def _run_section(run: Run, out: Path) -> tuple[str, list[Block]]:
     blocks: list[Block] = [Heading(2, f"{run.experiment} — run {run.run_id}")]
     blocks += [Warn(w) for w in run.warnings]
     analyse = ANALYSES.get(run.experiment, _generic)
+    if run.df.empty and run.excluded:
+        text = f"nothing to analyse: all {len(run.excluded)} measured points were excluded"
+        return text, blocks + [Warn(text), Heading(3, "Provenance"), _provenance(run)]
     try:
         headline, body = analyse(run, out, stem)
     except EdgelabError as exc:
@@ -276,17 +293,33 @@ def _run_section(run: Run, out: Path) -> tuple[str, list[Block]]:
     return headline, blocks
 
 
+@dataclass
+class ReportOutcome:
+    """What :func:`build_report` wrote and how much of the input it could use."""
+
+    path: Path                     # summary.md
+    readable: int = 0              # runs analysed
+    unreadable: list[str] = field(default_factory=list)   # "<run dir>: why", one per run that could not be read
+    excluded: int = 0              # sweep points left out of the verdicts, over all runs
+
+
 def write_report(results_dir: str | Path) -> Path:
     """Analyse every run at or below ``results_dir`` and write ``results_dir/report/``.
 
     Returns the path of ``summary.md`` (``summary.html`` and the PNG/SVG figures
     are next to it). Raises :class:`ResultsError` when there is no run at all.
     """
+    return build_report(results_dir).path
+
+
+def build_report(results_dir: str | Path) -> ReportOutcome:
+    """:func:`write_report`, also saying how many runs could be read and how many points were excluded."""
     results_dir = Path(results_dir)
     out = results_dir / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     key: list[str] = []
     sections: list[Block] = []
+    result = ReportOutcome(out / "summary.md")
     for path in find_run_dirs(results_dir):
         try:
             run: Optional[Run] = load_run(path)
@@ -294,14 +327,19 @@ def write_report(results_dir: str | Path) -> Path:
             rel = path.relative_to(results_dir) if path != results_dir else Path(".")
             key.append(f"{rel}: not readable — {exc}")
             sections += [Heading(2, str(rel)), Warn(str(exc))]
+            result.unreadable.append(f"{rel}: {exc}")
             continue
         headline, blocks = _run_section(run, out)
         flag = "" if run.status == "complete" else f" ({run.status.upper()})"
-        key.append(f"{run.experiment} {run.run_id}{flag}: {headline}")
+        # What was left out is part of the headline, never only a warning further down.
+        notes = "".join(f" [{n}]" for n in run.notes)
+        key.append(f"{run.experiment} {run.run_id}{flag}: {headline}{notes}")
         sections += blocks
+        result.readable += 1
+        result.excluded += len(run.excluded)
     title = f"edgelab report — {results_dir.resolve().name}"
     blocks: list[Block] = [Heading(1, title), Heading(2, "Key results"), Bullets(key)] + sections
     md = to_markdown(blocks)
     (out / "summary.md").write_text(md)
     (out / "summary.html").write_text(to_html(blocks, title))
-    return out / "summary.md"
+    return result

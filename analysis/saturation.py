@@ -49,13 +49,17 @@ class SaturationResult:
         """One sentence for the report."""
         if self.n is None:
             top = int(self.curve[PARAM].max()) if not self.curve.empty else 0
-            return (f"No saturation up to {top} phones: aggregate goodput still rose by at least "
+            tested = ", ".join(str(int(n)) for n in self.curve[PARAM]) if not self.curve.empty else "none"
+            return (f"No saturation up to {top} phones, the largest count tested ({tested}; a limit, if any, "
+                    f"lies beyond): aggregate goodput still rose by at least "
                     f"{self.epsilon:.0%} per step" + (f" and p95 latency stayed below {self.threshold_ms:g} ms"
                                                       if self.threshold_ms is not None else "") + ".")
         row = self.curve[self.curve[PARAM] == self.n].iloc[0]
         reasons = []
         if "goodput_plateau" in self.criteria:
-            reasons.append(f"aggregate goodput stops rising ({row['goodput_gain']:+.1%} to the next N, "
+            later = self.curve[self.curve[PARAM] > self.n][PARAM]
+            nxt = f"N = {int(later.iloc[0])}, the next count tested" if not later.empty else "the next N"
+            reasons.append(f"aggregate goodput stops rising ({row['goodput_gain']:+.1%} to {nxt}, "
                            f"below {self.epsilon:.0%}; {row['goodput_mbit_mean']:.1f} Mbit/s)")
         if "latency" in self.criteria:
             reasons.append(f"mean p95 latency {row['latency_ms_p95_mean']:.0f} ms exceeds "

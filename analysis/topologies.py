@@ -10,8 +10,8 @@ one is noise, not headroom.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
 
 import pandas as pd
 
@@ -49,15 +49,33 @@ def capacity(fits: pd.DataFrame) -> pd.DataFrame:
     for key, grp in fits.groupby(group, sort=True):
         key = key if isinstance(key, tuple) else (key,)
         best: Optional[int] = None
+        failing: Optional[int] = None
         for r in grp.sort_values("n_phones").itertuples():
             if not r.fits:
+                failing = int(r.n_phones)
                 break
             best = int(r.n_phones)
-        rows.append({**dict(zip(group, key)), "max_phones": best,
+        rows.append({**dict(zip(group, key)), "max_phones": best, "first_failing": failing,
                      "measured_phones": ",".join(str(int(n)) for n in sorted(grp["n_phones"]))})
     out = pd.DataFrame(rows)
-    out["max_phones"] = out["max_phones"].astype("Int64")  # None stays missing, not NaN-as-float
+    for col in ("max_phones", "first_failing"):
+        out[col] = out[col].astype("Int64")  # None stays missing, not NaN-as-float
     return out
+
+
+def bound_text(max_phones, first_failing, measured: str) -> str:
+    """What a capacity says about what was tested: a limit found (the next count failed) is
+    not the same as "everything tested fit", and one measured count bounds nothing."""
+    phones = lambda n: f"{n} phone{'s' if n != 1 else ''}"  # noqa: E731
+    if pd.isna(max_phones):
+        return f"no phone count fits ({phones(int(first_failing))} failed)" if not pd.isna(first_failing) \
+            else "no phone count fits"
+    if not pd.isna(first_failing):
+        return f"fits up to {phones(int(max_phones))} ({int(first_failing)} failed)"
+    counts = [c for c in str(measured).split(",") if c]
+    if len(counts) <= 1:
+        return f"fits at {phones(int(max_phones))}, the only count tested (no limit found)"
+    return f"fits all tested, up to {phones(int(max_phones))} (no limit found)"
 
 
 def fitting_rates(fits: pd.DataFrame) -> pd.DataFrame:
@@ -80,19 +98,40 @@ class TopologiesResult:
     rates: pd.DataFrame
     threshold_ms: float
     max_error_rate: float
+    #: (network, hops, rate_rps) -> phone counts whose points were excluded (unhealthy, failed, incomplete)
+    excluded: dict = field(default_factory=dict)
 
     def describe(self) -> str:
         parts = []
         for r in self.capacity.to_dict("records"):
             where = r["network"] + (f" ({int(r['hops'])} hops)" if r.get("hops", 1) not in (1, None) else "")
             rate = f" at {r['rate_rps']:g} req/s" if "rate_rps" in r else ""
-            n = "no phone count" if pd.isna(r["max_phones"]) else f"up to {r['max_phones']} phones"
-            parts.append(f"{where}{rate}: {n}")
+            text = bound_text(r["max_phones"], r["first_failing"], r["measured_phones"])
+            gone = self.excluded.get((r["network"], int(r.get("hops", 1) or 1), float(r.get("rate_rps", 0.0))))
+            if gone:   # a count that was not judged is neither a limit nor headroom
+                text += f"; not judged: {', '.join(map(str, sorted(gone)))} phones (excluded)"
+            parts.append(f"{where}{rate}: {text}")
         return (f"Configurations fit when error rate < {self.max_error_rate:.0%} and p95 < {self.threshold_ms:g} ms. "
                 + "; ".join(parts) + ".")
 
 
+def excluded_configurations(point_ids: Iterable[str]) -> dict[tuple, set[int]]:
+    """(network, hops, rate_rps) -> excluded phone counts, from point ids such as
+    ``hops=1,n_phones=4,network=wifi,rate_rps=4.0,rep=0`` (:func:`edgelab.results.point_id`)."""
+    out: dict[tuple, set[int]] = {}
+    for pid in point_ids:
+        kv = dict(part.split("=", 1) for part in pid.split(",") if "=" in part)
+        try:
+            key = (kv["network"], int(kv.get("hops", 1)), float(kv.get("rate_rps", 0.0)))
+            out.setdefault(key, set()).add(int(kv["n_phones"]))
+        except (KeyError, ValueError):
+            continue   # not a network_topologies point: nothing to say per configuration
+    return out
+
+
 def topology_capacity(df: pd.DataFrame, *, threshold_ms: float, max_error_rate: float = 0.01,
-                      confidence: float = 0.95) -> TopologiesResult:
+                      confidence: float = 0.95, excluded: Iterable[str] = ()) -> TopologiesResult:
+    """Capacities from ``df``; ``excluded``: ids of points left out, named where they fall."""
     fits = fit_table(df, threshold_ms=threshold_ms, max_error_rate=max_error_rate, confidence=confidence)
-    return TopologiesResult(fits, capacity(fits), fitting_rates(fits), threshold_ms, max_error_rate)
+    return TopologiesResult(fits, capacity(fits), fitting_rates(fits), threshold_ms, max_error_rate,
+                            excluded_configurations(excluded))

@@ -15,6 +15,7 @@ from typing import Optional
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import EdgelabError
@@ -32,7 +33,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except EdgelabError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             sys.exit(2)
 
 
@@ -258,10 +259,42 @@ def run(ctx: click.Context, experiment: str) -> None:
 def report(results_dir: str) -> None:
     """Write plots and a Markdown/HTML summary for a run (or a directory of runs)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from analysis.report import write_report
+    from analysis.report import build_report
 
-    out = write_report(Path(results_dir))
-    console.print(f"[green]report[/] {out}")
+    res = build_report(Path(results_dir))
+    for why in res.unreadable:
+        console.print(f"[yellow]not readable[/]: {escape(why)}", highlight=False, soft_wrap=True)
+    if res.excluded:
+        console.print(f"[yellow]{res.excluded} sweep point(s) excluded[/] (unhealthy, failed or incomplete); "
+                      f"the headline of each run names them", highlight=False)
+    if not res.readable:
+        # A report of nothing is not a report: say so in the exit status too.
+        raise click.ClickException(f"no run under {results_dir} could be read ({len(res.unreadable)} tried); "
+                                   f"{res.path} lists why")
+    console.print(f"[green]report[/] {res.path}")
+
+
+@cli.command("kernel-check")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@click.option("--fragment", "fragment_out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the config fragment to paste into the device's kernel config to this file.")
+def kernel_check(config: str, as_json: bool, fragment_out: Optional[str]) -> None:
+    """Check a kernel config (.config, /proc/config.gz, pmaports config-*) for what k3s needs.
+
+    Exit status 0 when everything k3s needs is set, 1 when something is
+    missing (grouped by the feature that breaks, with the fragment to add).
+    """
+    from .kernelcheck import check_file
+
+    rep = check_file(config)
+    if fragment_out:
+        Path(fragment_out).write_text(rep.fragment())
+    if as_json:
+        click.echo(json.dumps(rep.to_dict(), indent=2))
+    else:
+        click.echo(rep.render(), nl=False)
+    sys.exit(0 if rep.ok else 1)
 
 
 def main() -> None:

@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .errors import EdgelabError
-from .results import Measurement, ResultsStore, Run, point_id
+from .health import Check, cause, checks_of, failed, record_health
+from .results import Measurement, ResultsStore, Run, now_iso, point_id
 
 console = Console(stderr=True)
 
@@ -72,13 +74,21 @@ class Outcome:
     failed: list[str] = field(default_factory=list)
     #: The signal that interrupted the sweep (its exit status is 128 + it, as a shell reports it).
     signal: Optional[int] = None
+    #: point id -> cause, for points whose health checks failed (measured, but excluded)
+    unhealthy: dict[str, str] = field(default_factory=dict)
 
 
 def run_sweep(*, experiment: str, points: Sequence[dict], param_names: Sequence[str], measure: MeasureFn,
               params: dict, results_root: str | Path = "results", backend: str = "local",
               topology: Optional[dict] = None, resume: bool | str | Path = False,
-              keep_going: bool = False, describe: Callable[[dict], str] = point_id) -> Outcome:
-    """Measure every point not already done; see module docstring."""
+              keep_going: bool = False, describe: Callable[[dict], str] = point_id,
+              will_report: bool = False) -> Outcome:
+    """Measure every point not already done; see module docstring.
+
+    ``will_report``: :func:`finish` writes the report next; the manifest then says
+    ``report: pending`` in the same write that marks the run finished, so that a
+    kill at any instant before the report is written leaves a run ``--resume`` finishes.
+    """
     store = ResultsStore(results_root)
     run = store.open_run(experiment, params=params, param_names=param_names, topology=topology,
                          backend=backend, resume=resume)
@@ -101,27 +111,51 @@ def run_sweep(*, experiment: str, points: Sequence[dict], param_names: Sequence[
                     progress.update(task, description=f"{experiment} [{describe(point)}]")
                     t0 = time.monotonic()
                     try:
-                        rows = list(measure(point, run))
+                        got = measure(point, run)
+                        checks = checks_of(got)
+                        rows = list(got)
                         if received:  # a signal arrived and something swallowed it: the point is suspect
                             raise Interrupted(received[0])
                     except Exception as exc:  # noqa: BLE001 - recorded, then re-raised or skipped
                         if received:  # the failure is the signal's doing (e.g. a killed wait)
                             raise Interrupted(received[0]) from exc
+                        record_health(run.path, point_id(point),
+                                      [Check("measurement", False, f"{type(exc).__name__}: {exc}")], None, "failed")
                         if not keep_going:
                             raise
                         sweep.failed(point, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
                         outcome.failed.append(point_id(point))
-                        console.print(f"[red]point {describe(point)} failed[/]: {exc}")
+                        console.print(f"[red]point {escape(describe(point))} failed[/]: {escape(str(exc))}")
                         current = None
                         progress.advance(task)
                         continue
+                    if failed(checks):
+                        # Measured, but not a measurement: keep the rows aside, never in measurements.csv.
+                        why = cause(checks)
+                        keep_rejected(run, point, rows)
+                        record_health(run.path, point_id(point), checks, None, "unhealthy")
+                        sweep.failed(point, f"unhealthy: {why}")
+                        outcome.unhealthy[point_id(point)] = why
+                        console.print(f"[red]point {escape(describe(point))} is unhealthy, excluded[/]: "
+                                      f"{escape(why)}", highlight=False)
+                        current = None
+                        progress.advance(task)
+                        continue
+                    # The row count goes first: a crash mid-append then shows as an incomplete point.
+                    record_health(run.path, point_id(point), checks, len(rows), "healthy")
                     sweep.complete(point, rows)
                     current = None
                     outcome.measured += 1
                     progress.advance(task)
                     console.log(f"{describe(point)}: {len(rows)} measurements in {time.monotonic() - t0:.1f} s")
-        outcome.status = "complete" if not outcome.failed else "complete-with-failures"
-        run.finish(outcome.status)
+        outcome.status = "complete" if not (outcome.failed or outcome.unhealthy) else "complete-with-failures"
+        if will_report:
+            run.update_manifest(status=outcome.status, ended=now_iso(), report="pending")
+        else:
+            run.finish(outcome.status)
+        if outcome.unhealthy:
+            console.print(f"[red]{len(outcome.unhealthy)} point(s) unhealthy, excluded from the results[/] "
+                          f"(causes in {run.path / 'health.json'})", highlight=False)
     except (Interrupted, KeyboardInterrupt) as exc:
         if sweep is not None and current is not None:
             sweep.cancel(current)
@@ -152,8 +186,23 @@ def testbed_name(base: str) -> str:
     return base[: 16 - len(suffix)] + suffix
 
 
+def keep_rejected(run: Run, point: dict, rows: Sequence[Measurement]) -> None:
+    """An unhealthy point's rows, for inspection only: ``raw/<point>/rejected_measurements.csv``."""
+    import csv
+
+    path = run.raw_dir(point) / "rejected_measurements.csv"
+    path.unlink(missing_ok=True)   # never write through a link planted in a shared run directory
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(["metric", "value", "unit", "node", "time"])
+        w.writerows([m.metric, repr(float(m.value)), m.unit, m.node, "" if m.time is None else repr(m.time)]
+                     for m in rows)
+
+
 def common_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Options every experiment script shares."""
+    """Options every experiment script shares (and the exit statuses, in ``--help``)."""
+    parser.epilog = ((parser.epilog + "\n\n") if parser.epilog else "") + EXIT_HELP
     parser.add_argument("--results", default="results", help="results root directory (default: results)")
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
                         help="resume the latest unfinished run with the same parameters, or RUN_DIR")
@@ -230,20 +279,42 @@ def dry_run(args: argparse.Namespace, topologies: Iterable, composition: Optiona
 
 
 def finish(outcome: Outcome, args: argparse.Namespace) -> int:
-    """After a sweep: the report (unless interrupted or ``--no-report``), then the exit code."""
+    """After a sweep: the report (unless interrupted or ``--no-report``), then the exit code.
+
+    The manifest says ``report: pending`` until the report is written, so a run
+    killed while reporting is still "unfinished" to ``--resume``, which reopens
+    it (nothing left to measure) and writes the report, instead of starting a
+    new run (:meth:`edgelab.results.ResultsStore.latest_unfinished`).
+    """
     if outcome.status != "interrupted" and not args.no_report:
         from .reporting import report_and_summarise
 
+        if outcome.run.manifest.get("report") != "pending":
+            outcome.run.update_manifest(report="pending")
         report_and_summarise(outcome.run.path)
+        outcome.run.update_manifest(report="written")
+    elif args.no_report and outcome.run.manifest.get("report") == "pending":
+        outcome.run.update_manifest(report="not requested")
     return exit_code(outcome)
+
+
+#: Exit status of an experiment script (documented in the README):
+#: 0 every point measured and healthy; 1 some point failed or was unhealthy (measured while
+#: a service, meter or delayer was dead, or with too few samples), so it is excluded from
+#: the results and the report's headline names it; 2 a usage or setup error; 128 + the signal
+#: when interrupted (EXIT_INTERRUPTED, 130, for Ctrl-C; 143 for SIGTERM).
+EXIT_OK, EXIT_POINTS_EXCLUDED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_HELP = ("exit status: 0 every point measured and healthy; 1 some point failed or was unhealthy "
+             "(excluded from the results; the report's headline and health.json say why, --resume measures "
+             "it again); 2 usage or setup error; 130 interrupted by Ctrl-C, 143 by SIGTERM (resume with --resume)")
 
 
 def exit_code(outcome: Outcome) -> int:
     """0 complete, 128 + the signal when interrupted (130 SIGINT, 143 SIGTERM: what a shell
-    or a batch scheduler reports for that signal), 1 otherwise."""
+    or a batch scheduler reports for that signal), 1 some point excluded or failed."""
     if outcome.status == "interrupted":
         return 128 + (outcome.signal or signal.SIGINT.value)
-    return {"complete": 0}.get(outcome.status, 1)
+    return {"complete": EXIT_OK}.get(outcome.status, EXIT_POINTS_EXCLUDED)
 
 
 def main_guard(fn: Callable[[], int]) -> None:
@@ -251,5 +322,5 @@ def main_guard(fn: Callable[[], int]) -> None:
     try:
         sys.exit(fn())
     except EdgelabError as exc:
-        console.print(f"[bold red]error:[/] {exc}", soft_wrap=True, highlight=False)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
         sys.exit(2)

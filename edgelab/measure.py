@@ -73,10 +73,14 @@ def _iperf3_failure(p: subprocess.Popen) -> str:
     """What an iperf3 client that exited early said: its JSON error, else its output's tail."""
     stdout, stderr = p.communicate()
     try:
-        parse_iperf3(stdout or "")
+        run = parse_iperf3(stdout or "")
     except BackendError as exc:
-        return str(exc)
-    return f"exited {p.returncode}: {(stderr or stdout or '')[-300:]!r}"
+        return str(exc) if stdout else f"exited {p.returncode}: {(stderr or '')[-300:]!r}"
+    except (KeyError, TypeError):   # JSON, but not a finished run's
+        return f"exited {p.returncode} without a result"
+    # A run that finished: what it says it moved, not its whole JSON.
+    return (f"iperf3 ended (exit {p.returncode}) after {run['seconds']:.1f} s having moved {run['bytes']} bytes "
+            f"({run['goodput_mbit']:.2f} Mbit/s) without its flow reaching {FLOW_STARTED_BYTES} bytes at the server")
 
 
 def concurrent_goodput(tb: Testbed, clients: Sequence[str], server: str, seconds: float = 5.0,
@@ -136,15 +140,22 @@ def _wait_flows_carry_data(tb: Testbed, server: str, ports: dict[str, int], proc
     """Wait until every client's flow (``ports``: client -> server port) has carried data
     to ``server``; fail at once, with iperf3's own error, if a client's iperf3 ends first."""
     deadline = time.monotonic() + timeout
+    started: set[str] = set()   # flows seen carrying data (a finished flow's socket leaves ss)
     while True:
         _, counts = _server_bytes(tb, server, field)
-        slow = [c for c, port in ports.items() if counts.get(port, 0) <= FLOW_STARTED_BYTES]
+        started |= {c for c, port in ports.items() if counts.get(port, 0) > FLOW_STARTED_BYTES}
+        slow = [c for c in ports if c not in started]
         if not slow:
             return
-        ended = {c: p for c, p in procs.items() if p.poll() is not None}
-        if ended:
-            why = "; ".join(f"{c}: {_iperf3_failure(p)}" for c, p in ended.items())
+        ended = [c for c, p in procs.items() if p.poll() is not None]
+        # Blame the flows that carried nothing, not a client that merely ran to its end.
+        dead = [c for c in ended if c in slow]
+        if dead:
+            why = "; ".join(f"{c}: {_iperf3_failure(procs[c])}" for c in dead)
             raise BackendError(f"iperf3 to {server} ended before every flow carried data: {why}")
+        if ended:
+            raise BackendError(f"iperf3 flows from {', '.join(slow)} to {server} carried no data while "
+                               f"{', '.join(ended)} ran to its end")
         if time.monotonic() > deadline:
             raise BackendError(f"iperf3 flows from {', '.join(slow)} to {server} carried no data "
                                f"within {timeout:g} s")

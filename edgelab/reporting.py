@@ -22,7 +22,7 @@ def report_and_summarise(run_dir: Path) -> Path | None:
         text = Path(out).read_text()
         key = text.split("## Key results", 1)[1].split("\n## ", 1)[0] if "## Key results" in text else ""
         for line in [l[2:] for l in key.splitlines() if l.startswith("- ")][:5]:
-            console.print(line, highlight=False, soft_wrap=True)
+            console.print(line, highlight=False, soft_wrap=True, markup=False)  # "[EXCLUDED ...]" is text
     except OSError:
         pass
     return out

@@ -5,7 +5,7 @@ Layout of ``<root>/<experiment>/<run_id>/``::
     manifest.json      experiment, params, topology plan, backend facts, git
                        revision, flake.lock hash, host facts, start/end, status
     measurements.csv   tidy: point, <sweep params...>, metric, value, unit, node, time
-    sweep.json         which points are done or failed (JSON point ids: nothing
+    sweep.json         which points are done (JSON point ids: nothing
                        in a run directory is ever unpickled or executed)
     raw/<point>/       raw tool outputs kept for re-analysis (iperf3 JSON...)
 
@@ -181,7 +181,8 @@ class Sweep:
             if set(p) != set(run.param_names):
                 raise EdgelabError(f"sweep point {p} must have exactly the parameters {run.param_names}")
         self._ids = [point_id(p) for p in points]
-        self._done, self._skipped = _load_sweep_state(run.path)
+        self._done = _load_sweep_state(run.path)
+        self._skipped: set[str] = set()  # failed in this process: not retried now, retried on resume
         self.dropped_rows = run._drop_unfinished_rows(self._done)
         self.skipped_done = sum(1 for i in set(self._ids) if i in self._done)
 
@@ -215,7 +216,7 @@ class Sweep:
 
     def _save(self) -> None:
         atomic_write_text(self.run.path / SWEEP_STATE, json.dumps(
-            {"format": SWEEP_FORMAT, "done": sorted(self._done), "skipped": sorted(self._skipped)}, indent=1) + "\n")
+            {"format": SWEEP_FORMAT, "done": sorted(self._done)}, indent=1) + "\n")
 
     def complete(self, point: dict, measurements: Iterable[Measurement]) -> int:
         n = self.run.write_point(point, measurements)
@@ -224,18 +225,18 @@ class Sweep:
         return n
 
     def failed(self, point: dict, reason: str) -> None:
-        """Mark a point skipped (it will not be retried on resume) and log why."""
+        """Mark a point failed and log why: not measured again by this sweep, but ``--resume``
+        measures it again (as execo's ParamSweeper did: its skipped set was never saved)."""
         self._skipped.add(point_id(point))
-        self._save()
         with open(self.run.path / "failures.log", "a") as fh:
             fh.write(f"{now_iso()} {point_id(point)}: {reason}\n")
 
     def cancel(self, point: dict) -> None:
         """Put a point back (e.g. on Ctrl-C) so a resume measures it again."""
         pid = point_id(point)
-        if pid in self._done or pid in self._skipped:
+        self._skipped.discard(pid)
+        if pid in self._done:
             self._done.discard(pid)
-            self._skipped.discard(pid)
             self._save()
 
 
@@ -245,8 +246,8 @@ SWEEP_FORMAT = 1
 SWEEP_STATE_MAX_BYTES = 16 << 20
 
 
-def _load_sweep_state(path: Path) -> tuple[set[str], set[str]]:
-    """(done, skipped) point ids of run directory ``path``; empty for a new run.
+def _load_sweep_state(path: Path) -> set[str]:
+    """The done point ids of run directory ``path``; empty for a new run.
 
     A run written by an older edgelab keeps execo's pickled ``sweep/`` state: it is
     never unpickled (that could run code), so such a run cannot be resumed.
@@ -256,7 +257,7 @@ def _load_sweep_state(path: Path) -> tuple[set[str], set[str]]:
         if (path / "sweep").exists():
             raise EdgelabError(f"{path}: its resume state is an execo pickle (sweep/, from an older edgelab); "
                                "it is not read, since unpickling a file can run code: start a new run")
-        return set(), set()
+        return set()
     check_owned(f)
     if f.stat().st_size > SWEEP_STATE_MAX_BYTES:
         raise EdgelabError(f"{f}: {f.stat().st_size} bytes is not a sweep state; cannot resume")
@@ -264,15 +265,12 @@ def _load_sweep_state(path: Path) -> tuple[set[str], set[str]]:
         data = json.loads(f.read_text())
         if not isinstance(data, dict) or data.get("format") != SWEEP_FORMAT:
             raise ValueError(f"expected an object with format {SWEEP_FORMAT}")
-        sets = []
-        for key in ("done", "skipped"):
-            ids = data.get(key, [])
-            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-                raise ValueError(f"{key!r} must be a list of point ids")
-            sets.append(set(ids))
+        ids = data.get("done", [])
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise ValueError("'done' must be a list of point ids")
     except ValueError as e:
         raise EdgelabError(f"{f} is not a sweep state ({e}); cannot resume") from None
-    return sets[0], sets[1]
+    return set(ids)
 
 
 def check_owned(path: Path) -> None:
@@ -307,7 +305,9 @@ class ResultsStore:
             except EdgelabError:
                 continue  # someone else's run: never resumed implicitly
             m = json.loads((path / "manifest.json").read_text())
-            if m.get("status") != "complete" and m.get("params") == json.loads(json.dumps(params, default=str)):
+            # "report": "pending" — killed while writing the report: resuming finishes it
+            unfinished = m.get("status") != "complete" or m.get("report") == "pending"
+            if unfinished and m.get("params") == json.loads(json.dumps(params, default=str)):
                 return path
         return None
 

@@ -73,7 +73,7 @@ def main(argv=None) -> int:
 
     outcome = run_sweep(experiment="faas_energy", points=points,
                         param_names=["n_workers", "rep"], measure=measure, params=params, results_root=a.results,
-                        backend=a.backend, resume=a.resume, keep_going=a.keep_going)
+                        backend=a.backend, resume=a.resume, keep_going=a.keep_going, will_report=not a.no_report)
     return finish(outcome, a)
 
 

@@ -5,25 +5,38 @@ The same per-node workload (every phone serves ``--rate`` small image requests
 per second, sent by one generator on the server node) is run with more and
 more phones folded onto this machine: the folding factor is the number of
 virtual nodes per physical host. Each metric is compared with the least
-folded configuration; the maximum faithful folding factor is the largest one
-whose deviation (95 % confidence bound over repetitions) stays within the
-tolerance for every judged metric, it and every smaller factor.
+folded configuration by an equivalence test (two one-sided tests at
+``--alpha`` against ``--tolerance``, see :mod:`analysis.folding`), so every
+factor ends *faithful*, *unfaithful* (the breaking point is the first), *better
+than baseline* (the baseline itself is suspect) or *inconclusive*. Repetitions
+are added adaptively, one round at a time, to the factors still inconclusive up
+to the breaking point, until each is decided or ``--max-reps``/``--budget`` is
+spent. Every point records the host's overload signals (CPU busy, run queue,
+CPU pressure, softirq: :mod:`edgelab.hostload`) so an unfaithful factor comes
+with its cause, and on the local backend ``--warm-host`` (default) keeps the
+CPUs out of idle states so that a lone node's baseline does not pay wake-up
+latency that folded runs do not.
 
 Judged metrics: median request latency, CPU time per request of the phones
 (both per node, pooled) and requests served per node. p95 latency is
 recorded and reported but not judged by default (it needs many more requests
 than a quick run sends to be stable to 5 %).
 
-``--quick`` (the default) sweeps factors 1,2,4,8,16,32 with 3 repetitions and
-prints the maximum faithful factor; ``--full`` goes to 64 with 5 repetitions.
+``--quick`` (the default) sweeps factors 1,2,4,8,16,32 with 3 repetitions, up to
+6 with the adaptive rounds, within a 300 s budget; ``--full`` goes to 64 with 5
+repetitions, up to 10.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import time
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 
+from edgelab.hostload import HostWarmer
 from edgelab.experiment import (testbed_name, backend_from_args, common_arguments, console, dry_run, finish, int_list,
                                 main_guard, run_sweep)
 from edgelab.scenario_topologies import folding_topology
@@ -50,6 +63,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="largest acceptable relative deviation from the baseline (default %(default)s)")
     p.add_argument("--metrics", type=lambda s: s.split(","), default=JUDGED,
                    help=f"metrics the verdict is judged on (default {','.join(JUDGED)})")
+    p.add_argument("--alpha", type=float, default=0.05,
+                   help="level of each one-sided test of the equivalence test (default %(default)s)")
+    p.add_argument("--max-reps", type=int, default=None,
+                   help="adaptive repetitions: at most this many per factor (quick 6, full 10; = --reps: none)")
+    p.add_argument("--budget", type=float, default=None,
+                   help="seconds the sweep may take with its adaptive rounds (quick 300, full 3600)")
+    p.add_argument("--warm-host", action=argparse.BooleanOptionalAction, default=True,
+                   help="local backend: keep the CPUs out of idle states during the sweep (default on)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="the quick sweep (default)")
     mode.add_argument("--full", action="store_true", help="the full sweep")
@@ -57,9 +78,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     a = p.parse_args(argv)
     if not 0 < a.tolerance < 1:
         p.error(f"--tolerance must be a fraction between 0 and 1 (e.g. 0.05), got {a.tolerance}")
+    if not 0 < a.alpha < 0.5:
+        p.error(f"--alpha must be between 0 and 0.5 (e.g. 0.05), got {a.alpha}")
     a.factors = sorted(set(a.factors or ([1, 2, 4, 8, 16, 32, 48, 64] if a.full else [1, 2, 4, 8, 16, 32])))
     a.reps = a.reps or (5 if a.full else 3)
     a.seconds = a.seconds or (10.0 if a.full else 4.0)
+    a.max_reps = max(a.reps, a.max_reps or (10 if a.full else 6))
+    a.budget = a.budget or (3600.0 if a.full else 300.0)
+    if a.reps < 2:
+        p.error("--reps must be at least 2: the equivalence test needs an interval per factor")
     return a
 
 
@@ -69,36 +96,103 @@ def sweep_points(factors: list[int], reps: int) -> list[dict]:
     return [{"factor": f, "rep": r} for r in range(reps) for f in factors]
 
 
+def planned(points: list[dict]) -> dict[int, int]:
+    """Repetitions planned so far per factor (measured, failed or still to do)."""
+    out: dict[int, int] = {}
+    for p in points:
+        out[p["factor"]] = max(out.get(p["factor"], 0), p["rep"] + 1)
+    return out
+
+
+def verdict_of(run_path, a: argparse.Namespace):
+    from analysis.folding import folding_verdict
+    from analysis.load import load_run
+
+    return folding_verdict(load_run(run_path).df, a.metrics, tolerance=a.tolerance, alpha=a.alpha,
+                           cpus=os.cpu_count())
+
+
+def more_points(verdict, reps: dict[int, int], max_reps: int) -> list[dict]:
+    """The next adaptive round: one more repetition of every factor still undecided up to the
+    breaking point (and of the baseline they are compared with), within ``max_reps``."""
+    return [{"factor": f, "rep": reps.get(f, 0)} for f in verdict.needs_more() if reps.get(f, 0) < max_reps]
+
+
 def main(argv=None) -> int:
     a = parse_args(argv)
     params = {"factors": a.factors, "reps": a.reps, "seconds": a.seconds, "rate_rps": a.rate,
-              "image_kb": a.image_kb, "tolerance": a.tolerance, "metrics": a.metrics}
+              "image_kb": a.image_kb, "tolerance": a.tolerance, "metrics": a.metrics, "alpha": a.alpha,
+              "max_reps": a.max_reps, "budget_s": a.budget, "warm_host": a.warm_host}
 
     points = sweep_points(a.factors, a.reps)
     if a.dry_run:
         return dry_run(a, [folding_topology(p["factor"], name=TESTBED) for p in points], COMPOSITION)
     backend = backend_from_args(a, COMPOSITION)
+    warm = a.warm_host and a.backend == "local"
+    warmer = HostWarmer() if warm else contextlib.nullcontext()
+
+    took: dict[int, list[float]] = {}  # seconds per point of each factor, to plan adaptive rounds
 
     def measure(point, run):
+        t = time.monotonic()
+        try:
+            return _measure(point, run)
+        finally:
+            took.setdefault(point["factor"], []).append(time.monotonic() - t)
+
+    def _measure(point, run):
+        if warm:
+            run.record_facts({"host_warmer": warmer.description})
         load = FoldLoad(seconds=a.seconds, rate_rps=a.rate, image_bytes=a.image_kb * 1000, seed=1 + point["rep"])
         return folding_point(folding_topology(point["factor"], name=TESTBED), backend=backend, run=run,
                              point=point, load=load)
 
-    outcome = run_sweep(experiment="folding", points=points,
-                        param_names=["factor", "rep"], measure=measure, params=params, results_root=a.results,
-                        backend=a.backend, resume=a.resume, keep_going=a.keep_going)
+    t0 = time.monotonic()
+    sweep = dict(experiment="folding", param_names=["factor", "rep"], measure=measure, params=params,
+                 results_root=a.results, backend=a.backend, keep_going=a.keep_going, will_report=not a.no_report)
+    with warmer:
+        outcome = run_sweep(points=points, resume=a.resume, **sweep)
+        while outcome.status == "complete":
+            verdict = verdict_of(outcome.run.path, a)
+            reps = planned(points)
+            extra = more_points(verdict, reps, a.max_reps)
+            spent = time.monotonic() - t0
+            if not extra:
+                break
+            mean = sum(map(sum, took.values())) / max(1, sum(map(len, took.values())))
+            need = sum(sum(took[p["factor"]]) / len(took[p["factor"]]) if took.get(p["factor"]) else mean
+                       for p in extra)
+            if spent + need > a.budget:
+                console.print(f"adaptive repetitions stop: the next round ({len(extra)} points, about "
+                              f"{need:.0f} s) would exceed the {a.budget:g} s budget ({spent:.0f} s spent)",
+                              highlight=False, soft_wrap=True)
+                break
+            console.print(f"adaptive round: factors {', '.join(str(p['factor']) for p in extra)} undecided; "
+                          f"one more repetition each", highlight=False, soft_wrap=True)
+            points = points + extra
+            outcome = run_sweep(points=points, resume=outcome.run.path, **sweep)
     if outcome.status != "interrupted":
-        from analysis.folding import folding_verdict
         from analysis.load import load_run
 
-        verdict = folding_verdict(load_run(outcome.run.path).df, a.metrics, tolerance=a.tolerance)
-        console.print(verdict.describe(), highlight=False)
+        loaded = load_run(outcome.run.path)   # unhealthy or incomplete points are left out, and named
+        for note in loaded.notes:
+            console.print(note, highlight=False, soft_wrap=True, markup=False)
+        if loaded.df.empty:
+            console.print("no healthy point to judge: no folding verdict", highlight=False)
+            return finish(outcome, a)
+        verdict = verdict_of(outcome.run.path, a)
+        console.print(verdict.describe(), highlight=False, soft_wrap=True)
         t = verdict.table
         for f in sorted(t["factor"].unique()):
             at = t[t["factor"] == f]
-            devs = ", ".join(f"{r.metric} {r.degradation:+.1%} (CI bound {r.worst:.1%})" for r in at.itertuples())
-            console.print(f"  factor {f}: {devs}", highlight=False)
+            devs = ", ".join(f"{r.metric} {r.degradation:+.1%} [{r.degradation_ci_low:+.1%}, "
+                             f"{r.degradation_ci_high:+.1%}] {r.decision}" for r in at.itertuples())
+            sig = verdict.signals.get(int(f), {})
+            host = (f"; host CPU {sig['host_cpu_busy']:.0%} busy, run queue {sig.get('host_runqueue', 0):.1f}"
+                    if "host_cpu_busy" in sig else "")
+            console.print(f"  factor {f} ({verdict.verdicts.get(int(f), 'baseline')}): {devs}{host}", highlight=False, soft_wrap=True)
         print(f"max faithful folding factor: {verdict.max_factor}")
+        print(f"breaking point: {verdict.breaking_point if verdict.breaking_point is not None else 'none'}")
     return finish(outcome, a)
 
 

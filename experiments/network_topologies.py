@@ -98,7 +98,7 @@ def main(argv=None) -> int:
                         points=points,
                         param_names=["network", "hops", "n_phones", "rate_rps", "rep"], measure=measure,
                         params=params, results_root=a.results, backend=a.backend, resume=a.resume,
-                        keep_going=a.keep_going)
+                        keep_going=a.keep_going, will_report=not a.no_report)
     return finish(outcome, a)
 
 

@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     outcome = run_sweep(experiment="wifi_scaling", points=points,
                         param_names=["n_phones", "rep"], measure=measure, params=params,
                         results_root=args.results, backend=args.backend, resume=args.resume,
-                        keep_going=args.keep_going)
+                        keep_going=args.keep_going, will_report=not args.no_report)
     return finish(outcome, args)
 
 

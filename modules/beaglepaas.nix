@@ -1,17 +1,18 @@
 # BeaglePaaS (MicroFaaS-style FaaS): an orchestrator and workers, run as
 # `python -m edgelab.services.beaglepaas orchestrator|worker` from the edgelab
-# package, plus a trimmed kernel config for fast boot on small boards.
+# package. The units are always installed; `startAtBoot = false` leaves them
+# stopped, for testbeds whose experiments start these services themselves
+# (edgelab/scenarios/faas.py does) on the same ports.
 { config, lib, pkgs, ... }:
 let
   top = config.edgelab;
   cfg = config.edgelab.beaglepaas;
   elib = import ../nix/lib.nix;
-  kernelConfig = import ../nix/kernel.nix lib;
   py = "${top.python}/bin/python";
   common = {
     wants = [ "network-online.target" ];
     after = [ "network-online.target" "edgelab-netem.service" ];
-    wantedBy = [ "multi-user.target" ];
+    wantedBy = lib.optional cfg.startAtBoot "multi-user.target";
     serviceConfig = {
       Restart = "always";
       RestartSec = "2s";
@@ -60,13 +61,32 @@ in
       description = "Seconds a worker may take on a job before it is declared lost (orchestrator).";
     };
 
-    fastBoot = lib.mkOption {
+    startAtBoot = lib.mkOption {
+      type = lib.types.bool;
+      default = true;
+      description = "Start the service at boot; false installs it stopped (`systemctl start` it, or let an experiment run its own).";
+    };
+
+    bind = lib.mkOption {
+      type = lib.types.str;
+      default = "0.0.0.0";
+      example = "10.0.0.1";
+      description = ''
+        Address the orchestrator listens on. It has no authentication: give
+        it the node's testbed (plan) address so it is not reachable from the
+        flavour's other networks.
+      '';
+    };
+
+    quietBoot = lib.mkOption {
       type = lib.types.bool;
       default = true;
       description = ''
-        Boot like a small board should: a kernel with leaf debug/boot-time
-        options trimmed (nix/lib.nix kernelFragments.fastBoot; costs a kernel
-        build) and a quiet console.
+        Boot like a small board should: a quiet console (kernel `quiet`,
+        console log level 3). Kernel *configuration* is not changed here:
+        nxc's all-in-one flavours boot the base configuration's kernel, not
+        a role's (nixos-compose nix/multiple_compositions.nix:122-136), so
+        kernel choices belong to the composition.
       '';
     };
   };
@@ -76,7 +96,7 @@ in
       systemd.services.edgelab-beaglepaas-orchestrator = common // {
         description = "BeaglePaaS orchestrator";
         script = lib.escapeShellArgs ([ py "-m" "edgelab.services.beaglepaas" "orchestrator"
-          "--bind" "0.0.0.0" "--port" (toString cfg.port) ]
+          "--bind" cfg.bind "--port" (toString cfg.port) ]
           ++ lib.concatLists (lib.mapAttrsToList (w: url: [ "--meter" "${w}=${url}" ]) cfg.meters)
           ++ lib.optionals (cfg.jobTimeout != null) [ "--job-timeout" (toString cfg.jobTimeout) ]);
       };
@@ -90,18 +110,17 @@ in
         script = ''
           exec ${lib.escapeShellArgs [ py "-m" "edgelab.services.beaglepaas" "worker"
             "--connect" "${cfg.orchestrator}:${toString cfg.port}" "--connect-timeout" "120" ]} \
-            --id "${if cfg.workerId != null then cfg.workerId else "$(hostname)"}"
+            --id ${if cfg.workerId != null then lib.escapeShellArg cfg.workerId else ''"$(hostname)"''}
         '';
       };
     })
 
-    (lib.mkIf cfg.fastBoot {
-      boot.kernelPatches = [{
-        name = "edgelab-fast-boot";
-        patch = null;
-        extraStructuredConfig = kernelConfig { fragment = elib.kernelFragments.fastBoot; force = true; };
-      }];
-      boot.kernelParams = [ "quiet" "loglevel=3" ];
+    (lib.mkIf cfg.quietBoot {
+      boot.kernelParams = [ "quiet" ];
+      # NixOS already passes loglevel=<consoleLogLevel>
+      # (nixos/modules/system/boot/kernel.nix); a second loglevel= would
+      # be a duplicate.
+      boot.consoleLogLevel = 3;
     })
   ]);
 }

@@ -8,9 +8,11 @@ in
   options.edgelab = {
     package = lib.mkOption {
       type = lib.types.package;
-      default = pkgs.python3Packages.callPackage ../pkgs/edgelab.nix { };
-      defaultText = lib.literalExpression "pkgs.python3Packages.callPackage ./pkgs/edgelab.nix { }";
-      description = "The edgelab Python package (a buildPythonPackage) whose modules the services run.";
+      # execo is not in nixpkgs (see pkgs/edgelab.nix); flake.nix sets this
+      # option to its `edgelab` package, built with nur-kapack's execo.
+      default = pkgs.python3Packages.callPackage ../pkgs/edgelab.nix { execo = pkgs.python3Packages.execo or null; };
+      defaultText = lib.literalExpression "pkgs.python3Packages.callPackage ./pkgs/edgelab.nix { execo = pkgs.python3Packages.execo or null; }";
+      description = "The edgelab Python package (a buildPythonPackage) whose modules the services run; the flake's nixosModules set it to the flake's package.";
     };
 
     python = lib.mkOption {
@@ -42,6 +44,16 @@ in
       '';
     };
 
+    nodeTools = lib.mkOption {
+      type = lib.types.bool;
+      default = false;
+      description = ''
+        Put on PATH what edgelab's experiments run on a node over SSH: a
+        `python3` that imports edgelab (`python3 -m edgelab.services...`),
+        iperf3, iproute2 (ip, tc), nftables and iptables.
+      '';
+    };
+
     interfaceMap = lib.mkOption {
       type = lib.types.attrsOf lib.types.str;
       default = { };
@@ -54,7 +66,11 @@ in
     };
   };
 
-  config.environment.etc = lib.mkIf (cfg.planFile != null) {
-    "edgelab/plan.json".source = cfg.planFile;
+  config = {
+    environment.etc = lib.mkIf (cfg.planFile != null) {
+      "edgelab/plan.json".source = cfg.planFile;
+    };
+    environment.systemPackages = lib.mkIf cfg.nodeTools
+      [ cfg.python pkgs.iperf3 pkgs.iproute2 pkgs.nftables pkgs.iptables pkgs.procps ];
   };
 }

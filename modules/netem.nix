@@ -9,6 +9,8 @@ let
   plan = elib.readPlan top.planFile;
   names = if top.node != null then [ top.node ] else elib.nodeNames plan;
   python = "${top.python}/bin/python";
+  # A device found at boot (nix/lib.nix defaultRouteDev) must be found.
+  requireDev = builtins.elem elib.defaultRouteDev (builtins.attrValues top.interfaceMap);
   commandsFor = name:
     lib.optionals cfg.addresses (elib.addressCommands { inherit plan name; ifmap = top.interfaceMap; })
     ++ elib.linkCommands { inherit plan name python; ifmap = top.interfaceMap; inherit (cfg) engine; };
@@ -54,9 +56,9 @@ in
         Type = "oneshot";
         RemainAfterExit = true;
       };
-      script = elib.perNodeScript { inherit plan names commandsFor; };
+      script = elib.perNodeScript { inherit plan names commandsFor requireDev; };
       preStop = elib.perNodeScript {
-        inherit plan names;
+        inherit plan names requireDev;
         commandsFor = name: map
           (l: "${python} -m edgelab.linkemu clear --dev ${l.dev} || true")
           (elib.nodeSettings { inherit plan name; ifmap = top.interfaceMap; }).links;

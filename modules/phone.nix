@@ -1,11 +1,18 @@
-# A smartphone-class node: little memory (a systemd slice caps the workload,
-# zram stands in for the phone's compressed swap), a Wi-Fi link emulated by
-# edgelab.netem, and a kernel that has what k3s ServiceLB needs.
+# A smartphone-class node: little memory (zram stands in for the phone's
+# compressed swap), a Wi-Fi link emulated by edgelab.netem, the tools the
+# experiments run on nodes, and a check that the kernel has what k3s
+# ServiceLB needs.
+#
+# Resource caps: processes the experiments start on the node go in
+# `edgelab-workload.slice` (MemoryMax/CPUQuota below, e.g.
+# `systemd-run --slice=edgelab-workload.slice ...`). k3s pods are NOT in that
+# slice: kubelet puts them under its own `kubepods` cgroup, so a k3s workload
+# is capped by its Pod's resources.limits (the k3s-phones composition sets
+# them from the plan) and, as a whole, by the VM's size.
 { config, lib, pkgs, ... }:
 let
   cfg = config.edgelab.phone;
   elib = import ../nix/lib.nix;
-  kernelConfig = import ../nix/kernel.nix lib;
 in
 {
   options.edgelab.phone = {
@@ -15,14 +22,14 @@ in
       type = lib.types.nullOr lib.types.ints.positive;
       default = null;
       example = 256;
-      description = "MemoryMax of the edgelab-workload slice (k3s and its pods run in it); null for no cap.";
+      description = "MemoryMax of edgelab-workload.slice (where experiments start node processes); null for no cap.";
     };
 
     cpuQuota = lib.mkOption {
-      type = lib.types.nullOr lib.types.str;
+      type = lib.types.nullOr (lib.types.strMatching "[0-9]+%");
       default = null;
       example = "50%";
-      description = "CPUQuota of the edgelab-workload slice (100% = one core); null for no cap.";
+      description = "CPUQuota of edgelab-workload.slice (100% = one core); null for no cap.";
     };
 
     zram = {
@@ -44,13 +51,16 @@ in
       description = "Impair this node's links as planned (enables edgelab.netem).";
     };
 
-    serviceLBKernelFix = lib.mkOption {
+    checkServiceLBKernel = lib.mkOption {
       type = lib.types.bool;
-      default = true;
+      default = config.edgelab.k3s.enable;
+      defaultText = lib.literalExpression "config.edgelab.k3s.enable";
       description = ''
-        Build the kernel with NETFILTER_XT_MATCH_MULTIPORT (and the other
-        iptables matches klipper-lb uses). Without it k3s ServiceLB pods hang
-        in ContainerCreating. Costs a kernel build.
+        Load the iptables matches k3s ServiceLB (klipper-lb) uses at boot
+        (xt_multiport), so a kernel without them fails loudly at boot instead
+        of leaving svclb pods in ContainerCreating. NixOS kernels build them
+        as modules already; on a phone's own kernel run
+        `edgelab kernel-check` on its config.
       '';
     };
   };
@@ -70,13 +80,10 @@ in
         CPUQuota = cfg.cpuQuota;
       };
     };
-    systemd.services.k3s.serviceConfig.Slice = lib.mkIf config.services.k3s.enable "edgelab-workload.slice";
 
-    boot.kernelPatches = lib.optional cfg.serviceLBKernelFix {
-      name = "edgelab-servicelb-iptables-matches";
-      patch = null;
-      extraStructuredConfig = kernelConfig { fragment = elib.kernelFragments.serviceLB; };
-    };
+    # boot.kernelModules: systemd-modules-load.service fails (and says which)
+    # when a module is missing from the booted kernel.
+    boot.kernelModules = lib.optionals cfg.checkServiceLBKernel elib.requiredKernelModules.serviceLB;
 
     edgelab.netem.enable = lib.mkDefault cfg.emulateWifi;
   };

@@ -1,6 +1,7 @@
 # A Tasmota-compatible power meter (`python -m edgelab.services.power`):
 # answers /cm?cmnd=Status%208 like a real smart plug, so the same
-# measurement code reads emulated and real plugs.
+# measurement code reads emulated and real plugs. Like a real plug it has no
+# authentication: bind it to the testbed (plan) address.
 { config, lib, pkgs, ... }:
 let
   top = config.edgelab;
@@ -14,6 +15,19 @@ in
       type = lib.types.port;
       default = 80;
       description = "HTTP port (a real Tasmota plug answers on 80).";
+    };
+
+    bind = lib.mkOption {
+      type = lib.types.str;
+      default = "0.0.0.0";
+      example = "10.0.0.3";
+      description = "Address to listen on; give the node's testbed (plan) address so the unauthenticated API stays on the testbed network.";
+    };
+
+    startAtBoot = lib.mkOption {
+      type = lib.types.bool;
+      default = true;
+      description = "Start at boot; false installs the unit stopped (for experiments that run their own meters on this port).";
     };
 
     source = lib.mkOption {
@@ -51,11 +65,12 @@ in
   config = lib.mkIf cfg.enable {
     systemd.services.edgelab-power-meter = {
       description = "edgelab Tasmota-compatible power meter";
-      wantedBy = [ "multi-user.target" ];
-      after = [ "network.target" ];
+      wantedBy = lib.optional cfg.startAtBoot "multi-user.target";
+      # Its bind address may be a plan address, which edgelab-netem adds.
+      after = [ "network.target" "edgelab-netem.service" ];
       serviceConfig = {
         ExecStart = lib.escapeShellArgs ([ "${top.python}/bin/python" "-m" "edgelab.services.power"
-          "--bind" "0.0.0.0" "--port" (toString cfg.port) "--topic" cfg.topic
+          "--bind" cfg.bind "--port" (toString cfg.port) "--topic" cfg.topic
           "--source" cfg.source "--watts" (toString cfg.watts) "--device" cfg.device
           "--state-file" "/var/lib/edgelab-power/state.json" ] ++ cfg.extraArgs);
         StateDirectory = "edgelab-power";

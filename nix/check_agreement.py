@@ -1,8 +1,9 @@
 """Check that what nix/lib.nix derived from a plan matches edgelab's planner.
 
 Used by the flake check `plan-agreement` (inside the Nix sandbox) and by
-tests/test_nix_lib.py (outside it): argv is the topology YAML and a JSON file
-holding, per node, ``{name, settings: nodeSettings, commands: linkCommands}``.
+tests/test_nix_lib.py (outside it): argv is the topology YAML, a JSON file
+holding, per node, ``{name, settings: nodeSettings, commands: linkCommands}``,
+and optional GROUP=COUNT resizings (0 drops a group, as pkgs/plan.nix does).
 Exits non-zero with a message naming the first disagreement.
 """
 
@@ -13,15 +14,12 @@ import shlex
 import sys
 
 from edgelab.plan import make_plan
-from edgelab.topology import load_topology
+from make_plan import parse_counts, scaled_topology
 
 
 def disagreements(topology_path: str, view: list[dict], counts: dict[str, int] | None = None) -> list[str]:
     """Every way the Nix view differs from the plan of the topology (scaled by ``counts``)."""
-    topo = load_topology(topology_path)
-    for group, n in (counts or {}).items():
-        topo = topo.scaled(group, n)
-    plan = make_plan(topo)
+    plan = make_plan(scaled_topology(topology_path, counts or {}))
     errors: list[str] = []
     if [v["name"] for v in view] != [n.name for n in plan.nodes]:
         return [f"node names differ: nix {[v['name'] for v in view]} python {[n.name for n in plan.nodes]}"]
@@ -60,7 +58,7 @@ def disagreements(topology_path: str, view: list[dict], counts: dict[str, int] |
 def main(argv: list[str]) -> int:
     with open(argv[2]) as f:
         view = json.load(f)
-    errors = disagreements(argv[1], view)
+    errors = disagreements(argv[1], view, parse_counts(argv[3:]))
     for e in errors:
         print("disagreement:", e, file=sys.stderr)
     return 1 if errors else 0

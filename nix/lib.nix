@@ -110,7 +110,7 @@ rec {
       # device (all of a VM's networks on eth1) get impaired once, with the
       # first link's parameters.
       links = uniqBy (l: l.dev) (map (i: { inherit (i) dev network; } // i.link) itfs);
-      routes = map (r: r // { dev = realDev ifmap r.dev; }) n.routes;
+      routes = map (r: r // { dev = realDev ifmap r.dev; plan_dev = r.dev; }) n.routes;
     };
 
   uniqBy = key: list:
@@ -125,21 +125,48 @@ rec {
 
   # `ip` commands adding the plan's addresses and routes (idempotent: replace;
   # the same address twice, as when two mesh interfaces share a device, is harmless).
+  # Routes carry `src` = this node's address on the route's interface: on a
+  # flavour where the testbed device also holds the flavour's own address
+  # (nxc's vm flavour gives eth1 192.168.1.N, nixos-compose
+  # nix/flavours/shared/common.nix:78), the kernel would otherwise pick that
+  # one, and replies would leave outside the emulated mesh.
   addressCommands = { plan, name, ifmap ? { }, ip ? "ip" }:
-    let s = nodeSettings { inherit plan name ifmap; };
+    let
+      s = nodeSettings { inherit plan name ifmap; };
+      srcOf = r:
+        let found = filter (i: i.ifname == r.plan_dev) s.interfaces;
+        in if found == [ ] then throw "edgelab: route ${r.destination} of node '${name}' leaves by '${r.plan_dev}', which is none of its interfaces"
+        else (head found).ip;
     in map (a: "${ip} addr replace ${a.ip}/${toString a.prefixLength} dev ${a.dev}") s.addresses
       # onlink: mesh addresses are /32s, so the next hop is on no subnet.
-      ++ map (r: "${ip} route replace ${r.destination} via ${r.via} dev ${r.dev} onlink") s.routes;
+      ++ map (r: "${ip} route replace ${r.destination} via ${r.via} dev ${r.dev} onlink src ${srcOf r}") s.routes;
 
   # One shell script for a whole role image: at boot it picks this machine's
   # commands by hostname (NixOS-Compose sets the hostname per node, all nodes
   # of a role share one image). Unknown hostnames fail loudly.
-  perNodeScript = { plan, names ? nodeNames plan, commandsFor, hostnameCmd ? "hostname" }:
+  #
+  # A device may be given as `$EDGELAB_DEV` (defaultRouteDev): the device of
+  # this machine's IPv4 default route, found at boot. Grid'5000 nodes have
+  # predictable interface names that differ between clusters (eno1,
+  # enp24s0f0np0...), and their testbed network is the one the default route
+  # uses; the vm flavours name theirs (eth1).
+  perNodeScript = { plan, names ? nodeNames plan, commandsFor, hostnameCmd ? "hostname", requireDev ? false }:
     let
       branch = name:
         [ "  ${shQuote name})" ] ++ map (c: "    " + c) (commandsFor name) ++ [ "    ;;" ];
       lines = [
         "set -eu"
+        "if [ -z \"\${EDGELAB_DEV:-}\" ]; then"
+        "  set -- $(ip -o -4 route show default 2>/dev/null || true)"
+        "  while [ $# -gt 1 ] && [ \"$1\" != dev ]; do shift; done"
+        "  if [ \"\${1:-}\" = dev ]; then EDGELAB_DEV=\${2:-}; else EDGELAB_DEV=; fi"
+        "fi"
+      ] ++ (if requireDev then [
+        "if [ -z \"$EDGELAB_DEV\" ]; then"
+        "  echo 'edgelab: this machine has no IPv4 default route, so its testbed device is unknown; give the composition `iface`' >&2"
+        "  exit 1"
+        "fi"
+      ] else [ ]) ++ [
         "node=\"\${EDGELAB_NODE:-$(${hostnameCmd})}\""
         "case \"$node\" in"
       ] ++ concatLists (map branch names) ++ [
@@ -150,6 +177,9 @@ rec {
         "esac"
       ];
     in concatStringsSep "\n" lines + "\n";
+
+  # The device name that stands for "the default route's device, at boot".
+  defaultRouteDev = "$EDGELAB_DEV";
 
   # Node address by name on a network (for serverAddr, orchestrator address).
   addressOf = plan: name: network:
@@ -176,39 +206,20 @@ rec {
     let pct = resources.cpu * resources.speed * 100;
     in "${toString (builtins.floor (pct + 0.5))}%";
 
-  # ------------------------------------------------------- kernel fragments
+  # ------------------------------------------------------- kernel options
 
-  # Kernel config as plain strings ("y"/"m"/"n") so it can be asserted
-  # without nixpkgs; modules turn them into lib.kernel values.
-  kernelFragments = {
-    # k3s ServiceLB (klipper-lb) installs iptables rules with `-m multiport`;
-    # without this match the svclb pods never start (ContainerCreating).
-    serviceLB = {
-      NETFILTER_XT_MATCH_MULTIPORT = "m";
-    };
+  # What the NixOS modules rely on the distribution kernel for, checked at
+  # boot (modprobe) rather than rebuilt: nixpkgs' x86_64 kernels build every
+  # tristate option they do not answer as a module (autoModules = true,
+  # pkgs/os-specific/linux/kernel/generic.nix), so these are all there.
+  # `edgelab kernel-check` checks the same options on a device's own
+  # kernel config (edgelab/kernelcheck.py).
+  requiredKernelModules = {
+    # k3s ServiceLB (klipper-lb) matches ports with `-m multiport`.
+    serviceLB = [ "xt_multiport" ];
     # Link emulation with netem, and the IFB used for ingress shaping.
-    netem = {
-      NET_SCH_NETEM = "m";
-      NET_SCH_HTB = "m";
-      NET_SCH_TBF = "m";
-      IFB = "m";
-    };
+    netem = [ "sch_netem" "sch_htb" "ifb" ];
     # BATMAN-adv mesh (in-tree module).
-    batman = {
-      BATMAN_ADV = "m";
-      BATMAN_ADV_BATMAN_V = "y";
-    };
-    # Fast boot for small boards: leaf options only, so the distribution
-    # kernel's mandatory answers stay satisfiable.
-    fastBoot = {
-      MEMTEST = "n";
-      LOGO = "n";
-      X86_VERBOSE_BOOTUP = "n";
-      DEBUG_INFO_BTF = "n";
-      PRINTK_TIME = "y";
-    };
+    batman = [ "batman_adv" ];
   };
-
-  # Merge fragments; a later fragment wins on conflicts.
-  kernelConfig = names: foldl' (acc: n: acc // getAttr n kernelFragments) { } names;
 }

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from analysis.folding import degradation_table, folding_verdict, max_faithful_factor
+from analysis.folding import decide, degradation_table, folding_verdict, max_faithful_factor
 from analysis.load import load_run
 from analysis_fixtures import FOLDING
 
@@ -15,47 +15,79 @@ def folded(values: dict[int, list[float]], metric="latency_ms_p95") -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def test_recorded_run_max_faithful_factor_is_8():
+def test_recorded_run_breaks_at_16_on_cpu_and_p95():
     run = load_run(FOLDING)
-    assert max_faithful_factor(run.df, tolerance=run.params["tolerance"]) == 8
-    res = folding_verdict(run.df, tolerance=0.05)
-    assert res.first_unfaithful == 16 and not res.judged_on_mean
+    res = folding_verdict(run.df, tolerance=run.params["tolerance"])
+    assert res.max_factor == 8 and res.breaking_point == 16 and not res.judged_on_mean
+    assert res.verdicts == {2: "faithful", 4: "faithful", 8: "faithful", 16: "unfaithful"}
     assert {m for m, _, _ in res.violations} == {"latency_ms_p95", "cpu_time_ms_per_request"}
+    assert res.decided_up_to_break() and res.needs_more() == []
+    assert "Breaking point: factor 16" in res.describe() and "between 8 and 16" in res.describe()
 
 
 def test_tolerance_and_metric_choice_change_the_answer():
     df = load_run(FOLDING).df
-    assert max_faithful_factor(df, tolerance=0.03) == 4  # p95 CI reaches +3.09 % at factor 8
-    assert max_faithful_factor(df, ["goodput_mbit", "latency_ms_p50"], tolerance=0.05) == 16
+    assert max_faithful_factor(df, tolerance=0.02) <= max_faithful_factor(df, tolerance=0.05)
+    # goodput and median latency stay within 5 % at every factor of that run
+    res = folding_verdict(df, ["goodput_mbit", "latency_ms_p50"], tolerance=0.05)
+    assert res.max_factor == 16 and res.breaking_point is None
 
 
-def test_degradation_ci_known_value():
-    t = degradation_table(folded({1: [10.0, 10.2, 9.8], 2: [10.5, 10.7, 10.3]}))
+def test_deviation_interval_is_the_tost_interval():
+    t = degradation_table(folded({1: [10.0, 10.2, 9.8], 2: [10.5, 10.7, 10.3]}), alpha=0.05)
     row = t[t["factor"] == 2].iloc[0]
-    half = 2.776445105 * (2 * 0.04 / 3) ** 0.5 / 10.0  # Welch df = 4, divided by the baseline mean
+    half = 2.131846786 * (2 * 0.04 / 3) ** 0.5 / 10.0  # t(0.95, Welch df = 4): the 90 % interval of TOST at 5 %
     assert row["degradation"] == pytest.approx(0.05)
     assert (row["degradation_ci_low"], row["degradation_ci_high"]) == pytest.approx((0.05 - half, 0.05 + half))
-    assert row["worst"] == pytest.approx(0.05 + half)
+    assert row["decision"] == "inconclusive"  # straddles +5 %
 
 
-def test_noisy_small_mean_shift_is_not_called_faithful():
-    # mean shift +3 % (inside 5 %) but so noisy that +5 % cannot be ruled out: conservative answer is no
-    df = folded({1: [100, 90, 110], 2: [103, 93, 113]})
+def test_noisy_small_shift_is_inconclusive_and_asks_for_repetitions():
+    # mean shift +3 % (inside 5 %) but so noisy that neither "within 5 %" nor "beyond 5 %" is shown
+    res = folding_verdict(folded({1: [100, 90, 110], 2: [103, 93, 113]}), tolerance=0.05)
+    assert res.verdicts == {2: "inconclusive"} and res.max_factor == 1 and res.breaking_point is None
+    assert res.needs_more() == [1, 2] and not res.decided_up_to_break()
+    assert "Inconclusive" in res.describe()
+
+
+def test_precise_small_shift_is_faithful():
+    res = folding_verdict(folded({1: [100.0, 100.2, 99.8, 100.1], 2: [103.0, 103.2, 102.8, 103.1]}))
+    assert res.verdicts == {2: "faithful"} and res.max_factor == 2
+
+
+def test_faster_than_baseline_is_not_faithful_but_not_a_breaking_point():
+    df = folded({1: [100.0, 100.1, 99.9], 2: [92.0, 92.1, 91.9]})  # 8 % *faster*
     res = folding_verdict(df, tolerance=0.05)
-    assert res.max_factor == 1 and res.first_unfaithful == 2
+    assert res.verdicts == {2: "better"} and res.max_factor == 1 and res.breaking_point is None
+    assert "baseline looks unrepresentative" in res.baseline_suspect()
 
 
-def test_deviation_is_two_sided():
-    df = folded({1: [100.0, 100.1, 99.9], 2: [92.0, 92.1, 91.9]})  # 8 % *faster* is still wrong
-    assert max_faithful_factor(df, tolerance=0.05) == 1
+def test_direction_depends_on_the_metric():
+    assert decide(-0.2, -0.1, -0.15, True, 0.05, "requests_per_s_per_node") == "worse"
+    assert decide(-0.2, -0.1, -0.15, True, 0.05, "latency_ms_p50") == "better"
+    assert decide(0.1, 0.2, 0.15, True, 0.05, "cpu_time_ms_per_request") == "worse"
 
 
 def test_later_faithful_factor_does_not_count_after_a_failure():
     df = folded({1: [10.0, 10.01, 9.99], 2: [11.0, 11.01, 10.99], 4: [10.0, 10.01, 9.99]})
-    assert max_faithful_factor(df, tolerance=0.05) == 1
+    res = folding_verdict(df, tolerance=0.05)
+    assert res.max_factor == 1 and res.breaking_point == 2 and res.verdicts[4] == "faithful"
 
 
 def test_single_repetition_falls_back_to_the_mean_and_says_so():
-    df = folded({1: [10.0], 2: [10.2], 4: [10.9]})
-    res = folding_verdict(df, tolerance=0.05)
-    assert res.max_factor == 2 and res.judged_on_mean and "no CI" in res.describe()
+    res = folding_verdict(folded({1: [10.0], 2: [10.2], 4: [10.9]}), tolerance=0.05)
+    assert res.max_factor == 2 and res.breaking_point == 4 and res.judged_on_mean
+    assert "one repetition" in res.describe()
+
+
+def test_host_signals_name_the_cause_of_the_break():
+    df = folded({1: [10.0, 10.01, 9.99], 2: [10.0, 10.02, 9.98], 4: [20.0, 20.1, 19.9]})
+    busy = folded({1: [0.2, 0.21, 0.19], 2: [0.3, 0.3, 0.3], 4: [0.98, 0.99, 0.97]}, metric="host_cpu_busy")
+    rq = folded({1: [0.1, 0.1, 0.1], 2: [0.5, 0.5, 0.5], 4: [6.0, 6.5, 5.5]}, metric="host_runqueue")
+    res = folding_verdict(pd.concat([df, busy, rq]), ["latency_ms_p95"], tolerance=0.05, cpus=2)
+    assert res.breaking_point == 4
+    text = res.describe()
+    assert "host CPU 98% busy" in text and "run queue 6.0 on 2 CPUs" in text
+    # without overload at the break, the verdict says that no signal explains it
+    calm = folded({1: [0.2] * 3, 2: [0.2] * 3, 4: [0.25] * 3}, metric="host_cpu_busy")
+    assert "no host overload signal" in folding_verdict(pd.concat([df, calm]), ["latency_ms_p95"]).describe()

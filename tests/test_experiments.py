@@ -180,13 +180,25 @@ def test_network_topologies_mesh_hops_add_latency(tmp_path):
 
 
 @root
-def test_folding_quick_prints_a_maximum_faithful_factor(tmp_path):
-    r = run_script("folding", "--factors", "1,2", "--reps", "2", "--seconds", "2", "--no-report", results=tmp_path)
+def test_folding_decides_each_factor_adaptively_and_records_host_signals(tmp_path):
+    r = run_script("folding", "--factors", "1,2", "--reps", "2", "--max-reps", "3", "--seconds", "2",
+                   "--no-report", results=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     line = [l for l in r.stdout.splitlines() if l.startswith("max faithful folding factor:")]
     assert line and int(line[0].split(":")[1]) in (1, 2)
-    agg = aggregates(only_run(tmp_path, "folding"))
+    assert [l for l in r.stdout.splitlines() if l.startswith("breaking point:")]
+    run = only_run(tmp_path, "folding")
+    agg = aggregates(run)
+    points = {k[0] for k in agg}
+    reps = {f: sum(1 for p in points if p.startswith(f"factor={f},")) for f in (1, 2)}
+    assert 2 <= reps[1] <= 3 and 2 <= reps[2] <= 3
+    # a third repetition is measured exactly when two left factor 2 undecided
+    assert ("adaptive round: factors 1, 2 undecided" in r.stderr) == (reps[1] == reps[2] == 3)
     assert agg[("factor=2,rep=1", "requests_per_s_per_node")] == pytest.approx(10.0, rel=0.1)
+    for p in points:
+        assert 0.0 <= agg[(p, "host_cpu_busy")] <= 1.0 and agg[(p, "host_runqueue")] >= 0.0
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert "SCHED_IDLE spinner" in manifest["facts"]["host_warmer"]
     no_testbed_left("fold")
 
 

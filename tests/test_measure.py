@@ -52,8 +52,9 @@ class _Loopback:
     """Every node is this host, reached on 127.0.0.1: enough of a Testbed for concurrent_goodput.
     ``refuse`` names clients whose iperf3 is pointed at a closed port."""
 
-    def __init__(self, refuse=()):
+    def __init__(self, refuse=(), stall=None):
         self.refuse = set(refuse)
+        self.stall = stall or {}   # node -> port of a listener that accepts and never answers
 
     def address(self, node, network=None):
         return "127.0.0.1"
@@ -65,6 +66,8 @@ class _Loopback:
         argv = list(argv)
         if node in self.refuse:
             argv[argv.index("-p") + 1] = "9"  # discard: nobody listens
+        if node in self.stall:
+            argv[argv.index("-p") + 1] = str(self.stall[node])
         return subprocess.Popen(argv, **kw)
 
 
@@ -85,6 +88,26 @@ def test_concurrent_goodput_names_the_client_whose_flow_never_started():
     with pytest.raises(BackendError, match=r"iperf3 to srv ended before every flow carried data: "
                                            r"b: iperf3 failed: unable to connect to server"):
         concurrent_goodput(_Loopback(refuse=["b"]), ["a", "b"], "srv", seconds=0.5, settle=0.2)
+
+
+@needs_iperf3
+def test_concurrent_goodput_blames_the_silent_flow_not_the_client_that_ran_to_its_end():
+    # b's packets vanish (as behind a dead link-emulation delayer) while a's iperf3 runs its
+    # whole duration and exits 0: the error names b, and does not print a's iperf3 JSON.
+    import socket
+
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(4)
+    try:
+        with pytest.raises(BackendError) as e:
+            concurrent_goodput(_Loopback(stall={"b": hole.getsockname()[1]}), ["a", "b"], "srv", seconds=0.3,
+                               settle=0.1)
+    finally:
+        hole.close()
+    msg = str(e.value)
+    assert msg.startswith("iperf3 flows from b to srv carried no data while a ran to its end"), msg
+    assert "exited 0" not in msg and "{" not in msg
 
 
 def test_parse_ping():

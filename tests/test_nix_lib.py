@@ -2,8 +2,8 @@
 compute what they should, Nix and the Python planner agree on node names,
 roles, addresses, routes and link parameters, and flake.lock is a valid pin.
 
-Only nix-instantiate (Nix 2.8 is enough) is needed; what needs nixpkgs (module
-evaluation, building) is skipped with a message and done by `nix flake check`.
+Only nix-instantiate (Nix 2.8 is enough) is needed. Module and composition
+evaluation is tests/test_nix_eval.py; building is `nix flake check`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 
 from edgelab.plan import make_plan
-from edgelab.topology import load_topology
 
 ROOT = Path(__file__).resolve().parent.parent
 NIX = shutil.which("nix-instantiate")
@@ -31,6 +30,7 @@ pytestmark = [
 COMPOSITIONS = ["k3s-phones", "beaglepaas", "mesh"]
 sys.path.insert(0, str(ROOT / "nix"))
 from check_agreement import disagreements  # noqa: E402
+from make_plan import scaled_topology  # noqa: E402
 
 
 def nix_eval(expr: str) -> object:
@@ -48,9 +48,8 @@ def lib_call(body: str, plan_path: Path | None = None) -> object:
 
 
 def write_plan(tmp_path: Path, topology: Path, **counts: int) -> tuple[Path, object]:
-    topo = load_topology(topology)
-    for group, n in counts.items():
-        topo = topo.scaled(group, n)
+    """The plan pkgs/plan.nix would write (nix/make_plan.py: a count of 0 drops a group)."""
+    topo = scaled_topology(str(topology), counts)
     plan = make_plan(topo)
     path = tmp_path / f"{topo.name}-{'-'.join(f'{g}{n}' for g, n in counts.items()) or 'default'}.json"
     path.write_text(json.dumps(plan.to_dict()))
@@ -95,10 +94,13 @@ def test_role_multiplication_names_and_values():
 
 
 def test_roles_distribution_follows_counts(tmp_path):
-    path, plan = write_plan(tmp_path, ROOT / "compositions/k3s-phones/topology.yaml", phone=7)
+    path, plan = write_plan(tmp_path, ROOT / "compositions/k3s-phones/topology.yaml", phone=7, relay=0)
     got = lib_call("{ rd = l.rolesDistribution p; counts = l.roleCounts p; }", path)
     assert got["rd"] == {"server": ["server-1"], "phone": [f"phone-{i}" for i in range(1, 8)]}
     assert got["counts"] == {"k3s-server": 1, "phone": 7}
+    path, plan = write_plan(tmp_path, ROOT / "compositions/k3s-phones/topology.yaml", phone=2, relay=2)
+    got = lib_call("l.rolesDistribution p", path)
+    assert got == {"server": ["server-1"], "relay": ["relay-1", "relay-2"], "phone": ["phone-1", "phone-2"]}
 
 
 def test_per_node_link_settings_and_interface_map(tmp_path):
@@ -121,15 +123,19 @@ def test_mesh_routes_and_address_commands(tmp_path):
     routes = [c for c in got if " route " in c]
     # phone-1 reaches all 4 others through its only neighbour, phone-2.
     via = plan.node("phone-2").address("mesh")
-    assert len(routes) == 4 and all(f"via {via} dev eth1 onlink" in r for r in routes), routes
+    # src: replies leave with the node's mesh address, not the flavour's own one on eth1.
+    assert len(routes) == 4 and all(r.endswith(f"via {via} dev eth1 onlink src {n1.address('mesh')}") for r in routes), routes
     assert {r.split()[3] for r in routes} == {r.destination for r in n1.routes}
 
 
-def test_kernel_fragments():
-    got = lib_call('{ lb = l.kernelFragments.serviceLB; merged = l.kernelConfig [ "serviceLB" "batman" "fastBoot" ]; }')
-    assert got["lb"] == {"NETFILTER_XT_MATCH_MULTIPORT": "m"}
-    assert got["merged"]["BATMAN_ADV"] == "m" and got["merged"]["NETFILTER_XT_MATCH_MULTIPORT"] == "m"
-    assert set(got["merged"].values()) <= {"y", "m", "n"}
+def test_required_kernel_modules_are_checked_by_kernel_check():
+    """The modules the NixOS side loads at boot are what `edgelab kernel-check` checks on a device."""
+    from edgelab.kernelcheck import REQUIREMENTS
+
+    got = lib_call("l.requiredKernelModules")
+    assert got["serviceLB"] == ["xt_multiport"]
+    checked_modules = {r.module for r in REQUIREMENTS if r.module}
+    assert set(got["serviceLB"]) <= checked_modules, checked_modules
 
 
 def test_resources_to_systemd():
@@ -174,7 +180,8 @@ def test_per_node_boot_script_runs_this_nodes_commands(tmp_path):
 
 @pytest.mark.parametrize("topology,counts", [
     ("topologies/wifi-phones.yaml", {}),
-    ("compositions/k3s-phones/topology.yaml", {"phone": 6}),
+    ("compositions/k3s-phones/topology.yaml", {"phone": 6, "relay": 0}),
+    ("compositions/k3s-phones/topology.yaml", {"phone": 2, "relay": 3}),
     ("compositions/beaglepaas/topology.yaml", {"worker": 5}),
     ("compositions/mesh/topology.yaml", {"phone": 6}),
 ])
@@ -200,6 +207,8 @@ def test_agreement_checker_detects_a_difference(tmp_path):
 
 @pytest.mark.parametrize("name", COMPOSITIONS)
 def test_composition_topology_validates_and_test_script_compiles(name):
+    from edgelab.topology import load_topology
+
     load_topology(ROOT / "compositions" / name / "topology.yaml")
     script = (ROOT / "compositions" / name / "test.py").read_text()
     script = re.sub(r"@[A-Z_]+@", "1", script)
@@ -253,23 +262,54 @@ def test_flake_lock_is_valid_and_pins_both_inputs():
     assert 'github:NixOS/nixpkgs/23.11' in flake and 'github:oar-team/nixos-compose/23.11' in flake
 
 
-# ------------------------------------------------- what needs nixpkgs
+# ------------------------------------------------------------- CI workflow
 
-def _nixpkgs_available() -> bool:
-    proc = subprocess.run([NIX, "--eval", "-E", "<nixpkgs/lib>"], capture_output=True, timeout=30)
-    return proc.returncode == 0
+def test_workflow_prepares_what_nxc_start_needs():
+    """The GitHub workflow: an ssh key before `nxc start` (nxc reads ~/.ssh/id_rsa.pub),
+    3 GiB VMs for k3s, every VM answering ssh before `nxc driver -t`, and the NixOS
+    tests of every composition built with KVM."""
+    import yaml
+
+    wf = yaml.safe_load((ROOT / ".github/workflows/nix.yml").read_text())
+    steps = wf["jobs"]["compositions"]["steps"]
+    runs = [s.get("run", "") for s in steps]
+    keygen = next(i for i, r in enumerate(runs) if "ssh-keygen" in r)
+    start = next(i for i, r in enumerate(runs) if "nxc start" in r)
+    assert keygen < start
+    start_step = steps[start]
+    assert int(start_step["env"]["MEM"]) >= 3072
+    script = start_step["run"]
+    assert script.index("ssh ") < script.index("nxc driver -t") and "22021 + id" in script
+    matrix = wf["jobs"]["nixos-tests"]["strategy"]["matrix"]["composition"]
+    assert sorted(matrix) == sorted(COMPOSITIONS)
+    assert "nixos-test-${{ matrix.composition }}" in wf["jobs"]["nixos-tests"]["steps"][-1]["run"]
+    shell = (ROOT / "flake.nix").read_text()
+    assert "pkgs.qemu_kvm" in shell and "pkgs.vde2" in shell
 
 
-def test_modules_evaluate_against_nixpkgs(tmp_path):
-    if not _nixpkgs_available():
-        pytest.skip("needs nixpkgs (<nixpkgs> on NIX_PATH), which cannot be downloaded here; "
-                    "`nix flake check` evaluates the modules (checks.modules-eval)")
-    path, _ = write_plan(tmp_path, ROOT / "compositions/k3s-phones/topology.yaml")
-    got = nix_eval(f'''(import <nixpkgs/nixos> {{ configuration = {{ pkgs, ... }}: {{
-        imports = [ {ROOT}/modules ];
-        boot.loader.grub.enable = false; fileSystems."/".device = "none";
-        edgelab.planFile = {path}; edgelab.node = "phone-1";
-        edgelab.phone.enable = true;
-        edgelab.k3s = {{ enable = true; serverAddr = "https://server-1:6443"; tokenFile = "/run/token"; }};
-      }}; }}).config.systemd.services.edgelab-netem.serviceConfig.Type''')
-    assert got == "oneshot"
+def test_setup_params_keep_the_names_the_nxc_backend_passes():
+    """The nxc backend passes plan counts as --setup-param with these names; every
+    one is read by compositions/compositions.nix."""
+    import tomllib
+
+    params = tomllib.loads((ROOT / "setup.toml").read_text())["params"]
+    assert {"k3s_phones", "workers", "mesh_phones", "batman", "relays"} <= set(params)
+    text = (ROOT / "compositions/compositions.nix").read_text()
+    for name in params:
+        assert f'"{name}"' in text, name
+
+
+def test_plan_builds_from_the_sources_with_only_pyyaml(tmp_path):
+    """pkgs/plan.nix runs nix/make_plan.py with a Python that has only PyYAML and a
+    copy of edgelab/ (no OpenCV, no execo): the same here, site-packages off."""
+    import yaml
+
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "edgelab", src / "edgelab", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(Path(yaml.__file__).parent, src / "yaml", ignore=shutil.ignore_patterns("__pycache__"))
+    proc = subprocess.run([sys.executable, "-S", str(ROOT / "nix/make_plan.py"),
+                           str(ROOT / "compositions/k3s-phones/topology.yaml"), "phone=2", "relay=0"],
+                          env={"PYTHONPATH": str(src), "PATH": os.environ.get("PATH", "")},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert [n["name"] for n in json.loads(proc.stdout)["nodes"]] == ["server-1", "phone-1", "phone-2"]

@@ -14,13 +14,8 @@ in
 {
   roles = {
     phone = { ... }: {
-      edgelab.planFile = planFile;
-      edgelab.interfaceMap = c.interfaceMap plan;
-      edgelab.phone = {
-        enable = true;
-        # No k3s in this composition, so no ServiceLB kernel build.
-        serviceLBKernelFix = false;
-      };
+      imports = [ (c.base planFile plan) ];
+      edgelab.phone.enable = true;
       boot.kernel.sysctl = {
         "net.ipv4.ip_forward" = 1;
         # All hops share one device here: without this the relays would tell
@@ -33,9 +28,11 @@ in
         "net.ipv4.conf.default.rp_filter" = 0;
       };
       networking.firewall.enable = false;
-      environment.systemPackages = [ pkgs.iproute2 pkgs.iputils pkgs.traceroute ]
+      environment.systemPackages = [ pkgs.iputils pkgs.traceroute ]
         ++ lib.optional batman pkgs.batctl;
-      boot.kernelModules = lib.optional batman "batman_adv";
+      # batman_adv is a module of the NixOS kernel (nothing to rebuild);
+      # systemd-modules-load fails loudly on a kernel without it.
+      boot.kernelModules = lib.optionals batman c.elib.requiredKernelModules.batman;
       systemd.services.edgelab-batman = lib.mkIf batman {
         description = "batman-adv on the testbed device";
         wantedBy = [ "multi-user.target" ];

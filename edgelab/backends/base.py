@@ -39,6 +39,12 @@ class Testbed(ABC):
         (experiments then record no CPU/power figures rather than invented ones)."""
         return None
 
+    def health_checks(self) -> list:
+        """:class:`~edgelab.health.Check` s of what the backend runs for the testbed itself
+        (link emulation...): a point measured while one failed measured the failure.
+        Backends with nothing of their own to watch return none."""
+        return []
+
     @abstractmethod
     def facts(self) -> dict:
         """What the results manifest must record about this testbed

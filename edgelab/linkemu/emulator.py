@@ -453,6 +453,25 @@ class LinkEmulator:
         except OSError:
             pass
 
+    def delayers(self) -> list[dict]:
+        """Every delayer this emulator runs: namespace, pid, whether it still runs, how it ended.
+
+        A delayer that died takes its links with it (NFQUEUE drops what no one
+        reads), so a measurement's health and a failed measurement's error
+        both ask this first (:meth:`edgelab.backends.local.LocalTestbed.health_checks`).
+        """
+        out = []
+        for key in sorted(self._touched):
+            ns = None if key == "_root" else key
+            pid = self._load(ns).get("pid")
+            if not pid:
+                continue
+            proc = self._procs.get(key)
+            code = proc.poll() if proc is not None and proc.pid == pid else None
+            alive = code is None and _pid_alive(pid, str(self._cfg_path(ns)))
+            out.append({"ns": ns, "pid": pid, "alive": alive, "returncode": code})
+        return out
+
     def state(self) -> dict:
         delayers = []
         for key in sorted(self._touched):

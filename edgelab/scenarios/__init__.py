@@ -14,12 +14,18 @@ from pathlib import Path
 from typing import Callable, Union
 
 from ..backends import Backend, Testbed
+from ..errors import BackendError
+from ..health import Measured, cause, checks_of, failed
 from ..model import Topology
 from ..results import Measurement, Run
 from .app import AppLoad, run_app
 from .faas import FaasLoad, run_faas
 from .folding import FoldLoad, run_fold
 from .nodes import testbed
+
+class UnhealthyTestbed(BackendError):
+    """A point's measurement failed after a component of the testbed itself died."""
+
 
 #: Facts that describe the whole run (the rest, e.g. timings, are per point).
 RUN_FACTS = ("backend", "link_engine", "kernel", "cgroup_version", "flavour", "site", "cluster")
@@ -34,12 +40,26 @@ def record_facts(tb: Testbed, run: Run, raw: Path) -> dict:
 
 
 def measure_on(topology: Topology, backend: Union[str, Backend], run: Run, point: dict,
-               measure: Callable[[Testbed, Path], list[Measurement]]) -> list[Measurement]:
-    """Bring ``topology`` up, record its facts, ``measure(testbed, raw_dir)``, tear it down."""
+               measure: Callable[[Testbed, Path], list[Measurement]]) -> Measured:
+    """Bring ``topology`` up, record its facts, ``measure(testbed, raw_dir)``, tear it down.
+
+    The rows come back with the point's health checks: the scenario's own and
+    the testbed's (link-emulation delayers alive). When the measurement fails
+    and something the testbed runs has died, the error names what died
+    instead of the symptom it caused (an iperf3 that saw no data...).
+    """
     raw = run.raw_dir(point)
     with testbed(topology, backend) as tb:
         record_facts(tb, run, raw)
-        return measure(tb, raw)
+        try:
+            rows = measure(tb, raw)
+        except Exception as exc:
+            dead = failed(tb.health_checks())
+            if dead:
+                first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                raise UnhealthyTestbed(f"{cause(dead)} — the measurement then failed ({first})") from exc
+            raise
+        return Measured(rows, [*checks_of(rows), *tb.health_checks()])
 
 
 def app_point(topology: Topology, *, backend: Union[str, Backend], run: Run, point: dict,

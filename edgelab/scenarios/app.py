@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..backends import Testbed
+from ..health import Check, Measured, coverage, process_alive, service_errors
 from ..measure import concurrent_goodput, percentile
 from ..plan import Plan
 from ..results import Measurement
@@ -99,6 +100,7 @@ def run_app(tb: Testbed, load: AppLoad, raw: Path) -> list[Measurement]:
             if sampler:
                 sampler.stop()
         cpu.stop()
+        checks = [process_alive(f"phone service on {server}", svc)]
     finally:
         gate.kill()
         stop([svc])
@@ -107,6 +109,9 @@ def run_app(tb: Testbed, load: AppLoad, raw: Path) -> list[Measurement]:
 
     summaries = {ph: json.loads(out) for ph, out in outputs.items()}
     (raw / "loadgen.json").write_text(json.dumps(summaries, indent=1))
+    checks.append(service_errors(f"requests to {server}", sum_kinds(summaries.values()),
+                                 sum(s["requests"] for s in summaries.values())))
+    checks += sample_coverage(cpu, sampler)
     all_lat: list[float] = []
     total_req = total_ok = 0
     total_goodput = total_rps = 0.0
@@ -140,7 +145,27 @@ def run_app(tb: Testbed, load: AppLoad, raw: Path) -> list[Measurement]:
         (raw / "iperf.json").write_text(json.dumps(shares, indent=1))
         rows += [Measurement("iperf_goodput_mbit", r["goodput_mbit"], "Mbit/s", ph) for ph, r in shares.items()]
         rows.append(Measurement("iperf_goodput_mbit", sum(r["goodput_mbit"] for r in shares.values()), "Mbit/s"))
-    return rows
+    return Measured(rows, checks)
+
+
+def sum_kinds(summaries) -> dict[str, int]:
+    """Failed requests per kind (loadgen's ``error_kinds``) over several load generators."""
+    out: dict[str, int] = {}
+    for s in summaries:
+        for k, v in (s.get("error_kinds") or {}).items():
+            out[k] = out.get(k, 0) + int(v)
+    return out
+
+
+def sample_coverage(cpu: CpuMeter, sampler: Optional[PowerSampler] = None) -> list[Check]:
+    """CPU readings of every node readable at the start also at the end; power samples of
+    every sampled node on at least :data:`~edgelab.health.MIN_COVERAGE` of the sampler's attempts."""
+    checks = [coverage("CPU readings at the end of the point", len(cpu.seconds), len(cpu.readable_at_start))]
+    if sampler:
+        for node in sampler.sources:
+            got = len(sampler.samples(node))
+            checks.append(coverage(f"power samples of {node}", got, got + sampler.errors.get(node, 0)))
+    return checks
 
 
 def power_sampler(tb: Testbed, nodes: list[str], interval: float = 0.5) -> Optional[PowerSampler]:

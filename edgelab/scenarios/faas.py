@@ -20,7 +20,8 @@ from pathlib import Path
 from ..backends import Testbed
 from ..measure import percentile
 from ..results import Measurement
-from .app import POWER_MODEL, cpu_and_power
+from ..health import Measured, coverage, process_alive
+from .app import POWER_MODEL, cpu_and_power, sample_coverage
 from .nodes import CpuMeter, python_of, start_service, start_services, stop
 
 ORCH_PORT = 7000
@@ -47,6 +48,7 @@ def run_faas(tb: Testbed, load: FaasLoad, raw: Path) -> list[Measurement]:
     py = python_of(tb)
     orch_addr = tb.address(orch)
     procs = []
+    watched: dict[str, subprocess.Popen] = {}   # what must run for the whole point, by description
     try:
         meter_urls = {}
         cg_dir = getattr(tb, "cpu_accounting_dir", None)
@@ -59,6 +61,7 @@ def run_faas(tb: Testbed, load: FaasLoad, raw: Path) -> list[Measurement]:
                      for i, w in enumerate(workers)}
             plugs = start_services(tb, specs, log_dir=raw, timeout=120.0)
             procs += [p for p, _ in plugs.values()]
+            watched.update({f"power meter (plug) of {w} on {meters[0]}": p for w, (p, _) in plugs.items()})
             meter_urls = {w: f"http://{tb.address(meters[0])}:{PLUG_PORT + i}" for i, w in enumerate(workers)}
         argv = [py, "-m", "edgelab.services.beaglepaas", "orchestrator", "--bind", "0.0.0.0",
                 "--port", str(ORCH_PORT), "--job-timeout", "60", "--meter-interval", f"{load.meter_interval_s:g}"]
@@ -66,17 +69,20 @@ def run_faas(tb: Testbed, load: FaasLoad, raw: Path) -> list[Measurement]:
             argv += ["--meter", f"{w}={url}"]
         p, _ = start_service(tb, orch, argv, log_dir=raw)
         procs.append(p)
+        watched[f"orchestrator on {orch}"] = p
         for w in workers:
             with open(raw / f"{w}-worker.log", "ab") as log:
                 procs.append(tb.popen(w, [py, "-m", "edgelab.services.beaglepaas", "worker", "--connect",
                                           f"{orch_addr}:{ORCH_PORT}", "--id", w],
                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log))
+            watched[f"worker on {w}"] = procs[-1]
         cpu = CpuMeter(tb, workers).start()
         res = tb.run(orch, [py, "-m", "edgelab.services.beaglepaas", "bench", "--connect",
                             f"{orch_addr}:{ORCH_PORT}", "--workers", str(len(workers)),
                             "--functions", ",".join(load.functions), "--count", str(load.per_worker * len(workers)),
                             "--settle", f"{4 * load.meter_interval_s:g}"], timeout=600)
         cpu.stop()
+        checks = [process_alive(what, p) for what, p in watched.items()]
     finally:
         stop(procs)
     out = json.loads(res.stdout)
@@ -94,6 +100,9 @@ def run_faas(tb: Testbed, load: FaasLoad, raw: Path) -> list[Measurement]:
         Measurement("failed", float(len(recs) - len(done)), "invocations"),
     ]
     energies = [r["energy_j"] for r in done if r.get("energy_j") is not None]
+    if meter_urls:   # metered: every done invocation must have been charged its energy
+        checks.append(coverage("invocations charged an energy by the plugs", len(energies), len(done)))
+    checks += sample_coverage(cpu)
     if energies:
         rows.append(Measurement("energy_per_invocation_j", sum(energies) / len(energies), "J"))
     power = cpu_and_power(tb.plan, cpu)
@@ -103,4 +112,4 @@ def run_faas(tb: Testbed, load: FaasLoad, raw: Path) -> list[Measurement]:
         # Whole-cluster view: every worker's draw over the batch, idle time included.
         rows.append(Measurement("power_w", total[0], "W"))
         rows.append(Measurement("energy_total_per_invocation_j", total[0] * cpu.wall / len(done), "J"))
-    return rows
+    return Measured(rows, checks)

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..backends import Testbed
+from ..hostload import HostLoadSampler, active_warmer
 from ..measure import percentile
 from ..results import Measurement
-from .app import APP_PORT, _phones, _server, delivery_seconds
+from ..health import Measured, process_alive, service_errors
+from .app import APP_PORT, _phones, _server, delivery_seconds, sample_coverage, sum_kinds
 from .nodes import CpuMeter, Gate, python_of, start_services, stop
 
 
@@ -50,12 +52,18 @@ def run_fold(tb: Testbed, load: FoldLoad, raw: Path) -> list[Measurement]:
         gate.add(tb, server, argv)
         go = gate.open()
         cpu = CpuMeter(tb, phones).start()
+        host = HostLoadSampler(warmer=active_warmer()).start() if _host_is_here(tb) else None
         summary = json.loads(gate.collect(timeout=load.seconds + 60)[server])
         cpu.stop()
+        if host is not None:
+            host.stop()
+        checks = [process_alive(f"phone service on {ph}", p) for ph, (p, _) in svcs.items()]
     finally:
         gate.kill()
         stop([p for p, _ in svcs.values()])
     (raw / "loadgen.json").write_text(json.dumps(summary, indent=1))
+    checks.append(service_errors("requests to the phones", sum_kinds([summary]), summary["requests"]))
+    checks += sample_coverage(cpu)
 
     rows: list[Measurement] = []
     all_lat: list[float] = []
@@ -76,4 +84,11 @@ def run_fold(tb: Testbed, load: FoldLoad, raw: Path) -> list[Measurement]:
                          "fraction")]
     if cpu.seconds and total_ok:
         rows.append(Measurement("cpu_time_ms_per_request", 1000 * sum(cpu.seconds.values()) / total_ok, "ms"))
-    return rows
+    if host is not None:
+        rows += host.measurements()
+    return Measured(rows, checks)
+
+
+def _host_is_here(tb: Testbed) -> bool:
+    """The host's overload signals are this machine's when every node runs here (local backend)."""
+    return tb.facts().get("backend") == "local"

@@ -189,6 +189,11 @@ class CpuMeter:
         return self
 
     @property
+    def readable_at_start(self) -> list[str]:
+        """Nodes whose CPU time could be read at :meth:`start` (all must still be at :meth:`stop`)."""
+        return list(self._before)
+
+    @property
     def seconds(self) -> dict[str, float]:
         """CPU seconds each readable node used between start and stop."""
         return {n: a.seconds - self._before[n].seconds for n, a in self._after.items() if n in self._before}

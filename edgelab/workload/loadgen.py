@@ -216,9 +216,37 @@ def summarise(records: list[RequestRecord], duration: Optional[float] = None) ->
         "send_lag_ms": {"p50": pct(lag, 50), "p99": pct(lag, 99), "max": float(lag.max()) if len(lag) else None},
         "status_counts": {str(k): v for k, v in sorted(_count(r.status for r in records).items())},
         "errors_sample": sorted({r.error for r in records if r.error})[:5],
+        "error_kinds": error_kinds(records),
         "first_scheduled": min((r.scheduled for r in records), default=None),
         "last_end": max((r.end for r in records), default=None),
     }
+
+
+def error_kind(rec: RequestRecord) -> Optional[str]:
+    """What kind of failure a request met, None for a 2xx: the health checks tell a service that
+    was not there (``refused``) or failed (``http_5xx``) from an overloaded one (``timeout``, ``reset``,
+    ``http_503``)."""
+    if 200 <= rec.status < 300:
+        return None
+    if rec.status == 503:   # "busy": how a service with a bounded pool sheds overload
+        return "http_503"
+    if rec.status >= 500:
+        return "http_5xx"
+    if rec.status:
+        return "http_other"
+    err = (rec.error or "").lower()
+    if "refused" in err or "errno 111" in err:
+        return "refused"
+    if "timeout" in err or "timed out" in err:
+        return "timeout"
+    if "reset" in err or "aborted" in err or "disconnected" in err or "errno 104" in err:
+        return "reset"
+    return "other"
+
+
+def error_kinds(records: list[RequestRecord]) -> dict[str, int]:
+    """Count of failed requests per :func:`error_kind`."""
+    return dict(sorted(_count(k for r in records if (k := error_kind(r)) is not None).items()))
 
 
 def summarise_targets(records: list[RequestRecord], urls: Sequence[str], duration: Optional[float] = None,

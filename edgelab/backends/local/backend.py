@@ -153,6 +153,28 @@ class LocalTestbed(Testbed):
             self._cpu_readers[node] = reader
         return reader()
 
+    # -------------------------------------------------------------- health
+    def health_checks(self) -> list:
+        """One check per link-emulation delayer: it must still run (it carries its links' packets)."""
+        from ...health import Check
+
+        emu = self.emulator
+        if emu is None or not hasattr(emu, "delayers"):
+            return []
+        owner = {ns: n for n, ns in {**self.blueprint.infra_ns, **self.blueprint.node_ns}.items()}
+        checks = []
+        for d in emu.delayers():
+            who = owner.get(d["ns"], d["ns"] or "the host")
+            what = f"alive: link-emulation delayer of {who}"
+            if d["alive"]:
+                checks.append(Check(what, True, f"running (pid {d['pid']})"))
+            else:
+                code = d["returncode"]
+                how = ("ended" if code is None else f"killed by signal {-code}" if code < 0 else f"exited {code}")
+                checks.append(Check(what, False, f"{how} (pid {d['pid']}): the links of {who} carried "
+                                                 f"nothing after that"))
+        return checks
+
     # --------------------------------------------------------------- facts
     def facts(self) -> dict:
         q = {c.node: {"netns": self.blueprint.node_ns[c.node], "host_cpu": c.host_cpu,

@@ -1,0 +1,266 @@
+"""The host's own overload signals during a measurement, and keeping the host awake.
+
+Why: when a folded configuration deviates from its baseline, the researcher
+needs to know *why* — the host ran out of CPU, runnable tasks queued, softirq
+processing (packet forwarding, the link emulation) ate the cores — before
+trusting or discarding the result. Those signals live in the host kernel's
+counters, not in the nodes' cgroups:
+
+* ``/proc/stat``: jiffies per CPU state; busy = everything but idle and iowait,
+  softirq on its own (proc(5), "/proc/stat");
+* ``/proc/pressure/cpu``: ``some total=`` microseconds during which at least one
+  runnable task waited for a CPU (PSI, Documentation/accounting/psi.rst);
+* ``/proc/loadavg``: the 4th field ``running/total`` gives runnable tasks now,
+  sampled a few times a second for a mean run-queue length.
+
+:class:`HostLoadSampler` reads them between :meth:`start` and :meth:`stop`
+(a thread samples the run queue); :meth:`HostLoadSampler.measurements` turns
+them into aggregate rows (``host_cpu_busy``, ``host_cpu_softirq``,
+``host_cpu_pressure``, ``host_runqueue``) kept with every point.
+
+:class:`HostWarmer` addresses a baseline that is itself unrepresentative: on
+an idle host, one lone node's requests each pay the CPU's wake-up from a deep
+idle state (and, in a VM, the vCPU's reschedule), so the *least* folded
+configuration looks slower than folded ones. The warmer asks the kernel for
+zero wake-up latency through PM QoS (``/dev/cpu_dma_latency``, held open for
+the whole sweep, as cyclictest and tuned's latency-performance profile do) and
+runs one ``SCHED_IDLE`` spinner per CPU, which keeps every CPU out of idle
+while yielding to any normal task at once (sched(7): SCHED_IDLE runs only when
+nothing else is runnable, and a waking normal task preempts it). The spinners'
+own CPU time is subtracted from ``host_cpu_busy``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .results import Measurement
+
+PROC = "/proc"
+
+_active: list["HostWarmer"] = []
+
+
+def active_warmer() -> Optional["HostWarmer"]:
+    """The :class:`HostWarmer` entered in this process, if any (samplers subtract its spinners)."""
+    return _active[-1] if _active else None
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """System-wide CPU time (seconds) by state, from the ``cpu`` line of /proc/stat."""
+
+    total: float
+    idle: float     # idle + iowait
+    softirq: float
+
+    @property
+    def busy(self) -> float:
+        return self.total - self.idle
+
+
+def read_cpu_times(proc: str = PROC) -> CpuTimes:
+    with open(f"{proc}/stat") as f:
+        fields = f.readline().split()
+    if fields[0] != "cpu":
+        raise ValueError(f"{proc}/stat: first line is not the aggregate 'cpu' line")
+    hz = os.sysconf("SC_CLK_TCK")
+    # user nice system idle iowait irq softirq steal guest guest_nice; guest* are included in user/nice
+    v = [int(x) / hz for x in fields[1:9]]
+    return CpuTimes(total=sum(v), idle=v[3] + v[4], softirq=v[6])
+
+
+def read_pressure_us(proc: str = PROC) -> Optional[int]:
+    """``some total=`` of /proc/pressure/cpu in microseconds, or None without PSI."""
+    try:
+        with open(f"{proc}/pressure/cpu") as f:
+            for line in f:
+                if line.startswith("some "):
+                    return int(line.rsplit("total=", 1)[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def read_runnable(proc: str = PROC) -> int:
+    """Runnable tasks right now (4th field of /proc/loadavg, ``running/total``), less this reader."""
+    with open(f"{proc}/loadavg") as f:
+        running = int(f.read().split()[3].split("/")[0])
+    return max(0, running - 1)
+
+
+def process_cpu_seconds(pid: int, proc: str = PROC) -> float:
+    """utime + stime of one process (fields 14 and 15 of /proc/<pid>/stat)."""
+    with open(f"{proc}/{pid}/stat") as f:
+        after_comm = f.read().rsplit(")", 1)[1].split()
+    return (int(after_comm[11]) + int(after_comm[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class HostLoad:
+    """What the host went through during one window."""
+
+    seconds: float
+    cpus: int
+    busy: float          # fraction of all CPUs' time busy (spinners of a HostWarmer excluded)
+    softirq: float       # fraction of all CPUs' time in softirq
+    pressure: Optional[float]  # fraction of the window some runnable task waited for a CPU
+    runqueue: float      # mean runnable tasks (sampled)
+    runqueue_samples: int = 0
+
+    @property
+    def overloaded(self) -> list[str]:
+        """The signals that say the host could not keep up, each as a short phrase."""
+        out = []
+        if self.busy >= 0.9:
+            out.append(f"CPU {self.busy:.0%} busy")
+        if self.runqueue > self.cpus:
+            out.append(f"run queue {self.runqueue:.1f} on {self.cpus} CPUs")
+        if self.pressure is not None and self.pressure >= 0.2:
+            out.append(f"tasks waited for a CPU {self.pressure:.0%} of the time")
+        if self.softirq >= 0.1:
+            out.append(f"softirq {self.softirq:.0%} of CPU time")
+        return out
+
+
+@dataclass
+class HostLoadSampler:
+    """Host overload signals between :meth:`start` and :meth:`stop` (see module docstring)."""
+
+    interval: float = 0.1
+    warmer: Optional["HostWarmer"] = None
+    proc: str = PROC
+    _t0: float = 0.0
+    _cpu0: Optional[CpuTimes] = None
+    _psi0: Optional[int] = None
+    _spin0: float = 0.0
+    _rq: list[int] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: Optional[threading.Thread] = None
+    result: Optional[HostLoad] = None
+
+    def start(self) -> "HostLoadSampler":
+        self._stop.clear()
+        self._rq = []
+        self._t0 = time.monotonic()
+        self._cpu0 = read_cpu_times(self.proc)
+        self._psi0 = read_pressure_us(self.proc)
+        self._spin0 = self.warmer.cpu_seconds() if self.warmer else 0.0
+        self._thread = threading.Thread(target=self._sample_runqueue, name="hostload", daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample_runqueue(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self._rq.append(read_runnable(self.proc))
+            except (OSError, ValueError, IndexError):
+                return
+
+    def stop(self) -> HostLoad:
+        if self._cpu0 is None:
+            raise RuntimeError("HostLoadSampler.stop() before start()")
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        wall = max(time.monotonic() - self._t0, 1e-9)
+        cpu1, psi1 = read_cpu_times(self.proc), read_pressure_us(self.proc)
+        total = max(cpu1.total - self._cpu0.total, 1e-9)
+        spin = (self.warmer.cpu_seconds() - self._spin0) if self.warmer else 0.0
+        busy = max(0.0, (cpu1.busy - self._cpu0.busy - spin)) / total
+        # runnable counts include the warmer's spinners: they are not load
+        spinners = self.warmer.spinners if self.warmer else 0
+        rq = [max(0, r - spinners) for r in self._rq]
+        self.result = HostLoad(
+            seconds=wall, cpus=os.cpu_count() or 1, busy=min(busy, 1.0),
+            softirq=(cpu1.softirq - self._cpu0.softirq) / total,
+            pressure=None if psi1 is None or self._psi0 is None else min(1.0, (psi1 - self._psi0) / 1e6 / wall),
+            runqueue=sum(rq) / len(rq) if rq else float(read_runnable(self.proc)), runqueue_samples=len(rq))
+        return self.result
+
+    def measurements(self) -> list[Measurement]:
+        """Aggregate rows of the window (no node: they describe the host)."""
+        r = self.result
+        if r is None:
+            return []
+        rows = [Measurement("host_cpu_busy", r.busy, "fraction"),
+                Measurement("host_cpu_softirq", r.softirq, "fraction"),
+                Measurement("host_runqueue", r.runqueue, "tasks")]
+        if r.pressure is not None:
+            rows.append(Measurement("host_cpu_pressure", r.pressure, "fraction"))
+        return rows
+
+
+def _spin() -> None:  # pragma: no cover - runs in a child process
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        os.nice(19)
+    while True:
+        pass
+
+
+class HostWarmer:
+    """Keep the host's CPUs out of idle states for a whole sweep (see module docstring).
+
+    A context manager; what it could do is in :attr:`description` (recorded in
+    the run's facts), since a VM may have no PM QoS device and a user may not
+    be allowed to open it.
+    """
+
+    def __init__(self, spinners: Optional[int] = None, pm_qos: bool = True) -> None:
+        self.spinners = (os.cpu_count() or 1) if spinners is None else spinners
+        self.pm_qos = pm_qos
+        self._fd: Optional[int] = None
+        self._procs: list[multiprocessing.Process] = []
+        self._spun_before_exit: float = 0.0
+        self.description = "off"
+
+    def __enter__(self) -> "HostWarmer":
+        parts = []
+        if self.pm_qos:
+            try:
+                self._fd = os.open("/dev/cpu_dma_latency", os.O_WRONLY)
+                os.write(self._fd, struct.pack("i", 0))  # held until close: the request lasts that long
+                parts.append("PM QoS cpu_dma_latency=0")
+            except OSError as exc:
+                parts.append(f"PM QoS unavailable ({exc.strerror})")
+                self._fd = None
+        ctx = multiprocessing.get_context("fork")
+        for i in range(self.spinners):
+            p = ctx.Process(target=_spin, name=f"edgelab-warmer-{i}", daemon=True)
+            p.start()
+            self._procs.append(p)
+        if self.spinners:
+            parts.append(f"{self.spinners} SCHED_IDLE spinner(s)")
+        self.description = ", ".join(parts) or "off"
+        _active.append(self)
+        return self
+
+    def cpu_seconds(self) -> float:
+        """CPU time the spinners have used so far (subtracted from the host's busy time)."""
+        total = 0.0
+        for p in self._procs:
+            try:
+                total += process_cpu_seconds(p.pid)
+            except (OSError, ValueError, IndexError, TypeError):
+                pass
+        return total
+
+    def __exit__(self, *exc: object) -> None:
+        if self in _active:
+            _active.remove(self)
+        for p in self._procs:
+            p.kill()
+        for p in self._procs:
+            p.join(timeout=5)
+        self._procs.clear()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
