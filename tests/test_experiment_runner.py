@@ -131,9 +131,14 @@ def test_exit_status_names_the_signal(tmp_path, sig, code):
         """))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True)
-    assert proc.stdout.readline().strip() == "measuring 0"
-    proc.send_signal(sig)
-    assert proc.wait(timeout=20) == code
+    try:
+        assert proc.stdout.readline().strip() == "measuring 0"
+        proc.send_signal(sig)
+        assert proc.wait(timeout=60) == code
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_each_experiment_process_has_its_own_testbed_name():
