@@ -78,7 +78,9 @@ def test_testbeds_whose_names_collide_by_prefix_never_touch_each_other():
     with running_testbed(_topo(ab, "phone")) as tb_ab:
         proc = tb_ab.popen("phone-1", ["sleep", "300"])
         snap = _snapshot(tb_ab)
-        if tb_ab.facts()["link_engine"] == "fallback":
+        facts = tb_ab.facts()
+        assert "not charged to nodes" in facts["emulation_cpu"] and facts["limits_not_enforced"] == []
+        if facts["link_engine"] == "fallback":
             assert snap["delayers"], "the fallback engine should run a delayer for a 1 ms delay"
         # Nothing of `a` is up: `down a` says so and removes nothing.
         with pytest.raises(BackendError, match="no testbed named"):

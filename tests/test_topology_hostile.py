@@ -182,3 +182,13 @@ def test_too_many_networks():
     nets = "".join(f"  - {{name: n{i}, kind: ethernet, link: {{rate_mbit: 1}}}}\n" for i in range(257))
     e = _err(f"name: tb\nnetworks:\n{nets}nodes: []\n")
     assert "at most 256" in str(e) and e.line == 2
+
+
+def test_link_emulator_tag_cannot_be_a_path():
+    """The tag names a directory under /run (python -m edgelab.linkemu --tag ...)."""
+    from edgelab.errors import BackendError
+    from edgelab.linkemu import LinkEmulator
+
+    for tag in ("../../tmp/x", "a/b", "", "x\n"):
+        with pytest.raises(BackendError, match="tag"):
+            LinkEmulator("fallback", tag=tag)

@@ -32,6 +32,7 @@ from .nsexec import in_ns, run, run_all, run_batched
 QUEUE_BASE = 1000
 READY_TIMEOUT_S = 10.0
 _PKG_ROOT = str(Path(__file__).resolve().parents[2])
+_TAG = re.compile(r"[A-Za-z0-9_-]{1,24}")
 _MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 
 
@@ -97,6 +98,9 @@ class LinkEmulator:
         if engine == "netem" and detect_engine() != "netem":
             raise BackendError("engine 'netem' requested but this kernel cannot create a netem qdisc "
                                "(sch_netem missing); use engine 'fallback' or auto")
+        if not isinstance(tag, str) or not _TAG.fullmatch(tag):
+            # The tag becomes a directory under /run, interface and nft table names: no paths.
+            raise BackendError(f"link emulation tag {tag!r} must be 1-24 letters, digits, '-' or '_'")
         self.engine = engine
         self.tag = tag
         self.state_dir = Path(state_dir or f"/run/{tag}-linkemu")
