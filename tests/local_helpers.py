@@ -66,7 +66,7 @@ def leftovers(name: str) -> dict[str, list]:
     return {k: v for k, v in {"netns": ns, "cgroups": cg, "processes": procs, "files": files}.items() if v}
 
 
-def testbeds_named_like(pattern: str) -> set[str]:
+def named_testbeds(pattern: str) -> set[str]:
     """Names (full match of ``pattern``) of testbeds with anything in the kernel or /run."""
     rx = re.compile(pattern)
     found = set()

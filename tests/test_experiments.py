@@ -89,9 +89,9 @@ def aggregates(run: Path) -> dict[tuple, float]:
 
 def no_testbed_left(base: str) -> None:
     """Nothing left of the experiment's testbed, named ``<base>-<pid>`` (experiment.testbed_name)."""
-    from local_helpers import leftovers, testbeds_named_like
+    from local_helpers import leftovers, named_testbeds
 
-    for name in {base} | testbeds_named_like(rf"{base}-\d+"):
+    for name in {base} | named_testbeds(rf"{base}-\d+"):
         assert leftovers(name) == {}, name
 
 
