@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from .anomaly import AnomalyResult
 from .energy import EnergyResult
 from .folding import FoldingResult
 from .saturation import SaturationResult
@@ -179,6 +180,39 @@ def topologies_figure(result: TopologiesResult, manifest: dict) -> Figure:
     axes[0, -1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     axes[1, -1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle("Network kinds compared (filled marker = fits, hollow = does not)", fontsize=11)
+    return _finish(fig, caption(manifest))
+
+
+def anomaly_figure(result: "AnomalyResult", manifest: dict) -> Figure:
+    """Per-phone saturated throughput: fast and slow phones, measured and modelled, and what a
+    fast phone would get in an all-fast cell (the gap is the performance anomaly)."""
+    s = result.summary
+    t = result.phones
+    fig = Figure(figsize=(10, 4.4))
+    ax1, ax2 = fig.subplots(1, 2)
+    n = s["n_phones"]
+    ax1.plot(n, s["all_fast_model_mbit"], "k--", label="a phone, all phones fast (model)")
+    ax1.plot(n, s["fast_measured_mbit"], "o-", color="tab:blue", label="fast phones (measured)")
+    ax1.plot(n, s["fast_model_mbit"], "x:", color="tab:blue", label="fast phones (model)")
+    if s["slow_phones"].any():
+        ax1.plot(n, s["slow_measured_mbit"], "s-", color="tab:red", label="slow phones (measured)")
+        ax1.plot(n, s["slow_model_mbit"], "x:", color="tab:red", label="slow phones (model)")
+    ax1.set_xlabel("phones N")
+    ax1.set_ylabel("saturated TCP goodput per phone (Mbit/s)")
+    ax1.set_ylim(bottom=0)
+    ax1.set_title("Per-phone share vs phones")
+    ax1.legend(fontsize=7, loc="upper right")
+    last = t[t["n_phones"] == t["n_phones"].max()].reset_index(drop=True)
+    x = np.arange(len(last))
+    colors = ["tab:red" if slow else "tab:blue" for slow in last["slow"]]
+    ax2.bar(x, last["measured_mbit"], color=colors, alpha=0.8, label="measured")
+    ax2.plot(x, last["model_mbit"], "k_", markersize=18, mew=2, ls="none", label="model")
+    ax2.set_xticks(x)
+    ax2.set_xticklabels([f"{nd}\nMCS {int(m)}" if m >= 0 else f"{nd}\nprofile" for nd, m in
+                         zip(last["node"], last["mcs"])], fontsize=7)
+    ax2.set_ylabel("Mbit/s")
+    ax2.set_title(f"Each phone at N = {int(t['n_phones'].max())} (red: slow)")
+    ax2.legend(fontsize=8)
     return _finish(fig, caption(manifest))
 
 

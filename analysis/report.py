@@ -23,7 +23,8 @@ from edgelab.errors import EdgelabError
 from .energy import energy_per_invocation
 from .folding import folding_verdict
 from .load import ResultsError, Run, find_run_dirs, load_run
-from .plots import caption, energy_figure, folding_figure, saturation_figure, save_figure, topologies_figure
+from .anomaly import anomaly_table
+from .plots import anomaly_figure, caption, energy_figure, folding_figure, saturation_figure, save_figure, topologies_figure
 from .saturation import saturation_for_run
 from .topologies import bound_text, topology_capacity
 
@@ -114,7 +115,29 @@ def _wifi(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
     notes = Para(f"Criteria: the goodput plateau fires at the smallest N whose mean gain to the next N is below "
                  f"{res.epsilon:.0%}; the latency criterion when mean p95 exceeds "
                  + (f"{res.threshold_ms:g} ms." if res.threshold_ms is not None else "a threshold (none recorded)."))
-    return text, [Para(text), notes, Table(table), fig]
+    blocks = [Para(text), notes, Table(table), fig]
+    return text, blocks + _anomaly_blocks(run, out, stem)
+
+
+def _anomaly_blocks(run: Run, out: Path, stem: str) -> list[Block]:
+    """The per-phone shares of a mixed-rate sweep (``--slow-phones``), if the run has them."""
+    try:
+        res = anomaly_table(run.df)
+    except ResultsError:
+        return []
+    if not res.mixed:
+        return []
+    t = res.summary
+    table = pd.DataFrame({"phones N": t["n_phones"], "slow": t["slow_phones"],
+                          "fast phone Mbit/s (model)": [f"{_num(a)} ({_num(b)})" for a, b in
+                                                        zip(t["fast_measured_mbit"], t["fast_model_mbit"])],
+                          "slow phone Mbit/s (model)": [f"{_num(a)} ({_num(b)})" for a, b in
+                                                        zip(t["slow_measured_mbit"], t["slow_model_mbit"])],
+                          "a phone if all fast (model)": t["all_fast_model_mbit"].map(_num)})
+    fig = _figure(anomaly_figure(res, run.manifest), out, f"{stem}-anomaly",
+                  "Saturated TCP goodput per phone, fast and slow, measured and modelled (Bianchi with "
+                  "per-station frame durations; Heusse et al. 2003). " + caption(run.manifest))
+    return [Para(res.describe()), Table(table), fig]
 
 
 def _folding(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
@@ -147,6 +170,32 @@ def _folding(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
                               "fraction of time some task waited for a CPU."))
         blocks.insert(4, Table(sig.round(3)))
     return text, blocks
+
+
+def _fs_folding(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
+    """experiments/fs_folding.py: the folding verdict plus bandwidth vs factor with the paper's rule."""
+    from .fs_folding import bandwidth_table, fs_folding_figure, rule_table
+
+    text, blocks = _folding(run, out, stem)
+    res = folding_verdict(run.df, run.params.get("metrics"), tolerance=float(run.params.get("tolerance", DEFAULT_TOLERANCE)),
+                          alpha=float(run.params.get("alpha", 0.05)), cpus=(run.manifest.get("host") or {}).get("cpus"))
+    bp = res.breaking_point
+    text = text + ("" if bp is not None else f" Breaking point: none up to factor {max(res.verdicts, default=res.baseline)}.")
+    bw = bandwidth_table(run.df)
+    table = pd.DataFrame({"factor": bw["factor"]})
+    for metric, name in (("throughput_write_mib_s", "write MiB/s per client"), ("throughput_read_mib_s", "read MiB/s per client"),
+                         ("throughput_create_ops_s", "creations/s per client")):
+        if f"{metric}_mean" in bw:
+            table[name] = _with_ci(bw, f"{metric}_")
+    rules = rule_table(run.df)
+    fig = _figure(fs_folding_figure(run.df, res, run.manifest), out, f"{stem}-fs-folding",
+                  "Per-client bandwidth and file creations vs folding factor, with the folding paper's rule of "
+                  "thumb f_break ≈ 1 + 0.3·nb_cpu − 0.5·nb_io (Guilloteau et al., hal-04038000) evaluated at "
+                  "each point. " + caption(run.manifest))
+    rule = Para("Rule of thumb per point (fitted on OrangeFS/IOR on Grid'5000 gros nodes, not on this host: "
+                "shown for comparison, not as a verdict).")
+    return text, [Para(text)] + blocks[1:] + [Heading(4, "Bandwidth per client"), Table(table), fig, rule,
+                                              Table(rules.round(2))]
 
 
 def _energy(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
@@ -195,6 +244,7 @@ def _generic(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
 
 ANALYSES: dict[str, Callable[[Run, Path, str], tuple[str, list[Block]]]] = {
     "wifi_scaling": _wifi, "folding": _folding, "faas_energy": _energy, "network_topologies": _topologies,
+    "fs_folding": _fs_folding,
 }
 
 

@@ -120,8 +120,9 @@ def plan(topo: str, strategy: str, max_per_host: Optional[int], cpu_overcommit: 
             cap = s.capacity_mbit
             nets.add_row(net.name, net.kind, net.subnet, f"{s.index}:{s.kind}", str(len(s.stations)),
                          f"{l.rate_mbit:g} Mbit/s, {l.delay_ms:g}±{l.jitter_ms:g} ms, {l.loss_pct:g}% loss",
-                         f"{cap:.1f} Mbit/s" if cap else "-")
+                         _budget_text(s) if cap else "-")
     console.print(nets)
+    _print_stations(p)
     if placement is None:
         return
     hosts = Table(title=f"placement ({strategy}): folding factor {placement.folding_factor:.2f}")
@@ -131,6 +132,35 @@ def plan(topo: str, strategy: str, max_per_host: Optional[int], cpu_overcommit: 
         cpu, mem, cnt = placement.loads[h.name]
         hosts.add_row(h.name, str(cnt), f"{cpu:g} / {h.cpu:g}", f"{mem} / {h.memory_mib}")
     console.print(hosts)
+
+
+def _budget_text(seg) -> str:
+    """'50.2 Mbit/s (A-MPDU 8 + BlockAck)' for a shared wifi segment."""
+    air = seg.airtime
+    agg = f"A-MPDU {air.ampdu_frames} + BlockAck" if air.ampdu_frames > 1 else \
+        ("BlockAck" if air.block_ack else "no aggregation")
+    return f"{seg.capacity_mbit:.1f} Mbit/s ({agg}, slot {air.slot_us:g} µs, AIFS {air.ifs_us:g} µs)"
+
+
+def _print_stations(p) -> None:
+    """Per-station PHY rate, aggregate length and DCF share of every shared Wi-Fi segment."""
+    from .airtime import frames_per_exchange
+
+    segs = [(net, s) for net in p.networks for s in net.segments if s.capacity_mbit]
+    if not segs:
+        return
+    table = Table(title="Wi-Fi stations: DCF shares when all are saturated (Bianchi; a slow station "
+                        "lowers every share)")
+    for col in ("network", "station", "MCS", "PHY Mbit/s", "A-MPDU", "share Mbit/s", "may borrow to Mbit/s"):
+        table.add_column(col)
+    for net, s in segs:
+        for i, node in enumerate(s.stations):
+            rate = s.station_rates[i]
+            mcs = s.station_mcs[i] if i < len(s.station_mcs) else None
+            table.add_row(f"{net.name}/{s.index}", node, "profile" if mcs is None else str(mcs), f"{rate:g}",
+                          str(frames_per_exchange(s.airtime, rate)), f"{s.station_shares_mbit[i]:.2f}",
+                          f"{s.station_ceils_mbit[i]:.2f}")
+    console.print(table)
 
 
 @cli.command()
@@ -170,18 +200,24 @@ def _require_root(what: str) -> None:
 
 @cli.command()
 @click.argument("topo", type=click.Path(dir_okay=False))
-@click.option("--backend", type=click.Choice(["local", "nxc", "g5k"]), default="local", show_default=True)
+@click.option("--backend", type=click.Choice(["local", "ssh", "nxc", "g5k"]), default="local", show_default=True)
 @click.option("-o", "--backend-opt", multiple=True, metavar="KEY=VALUE",
               help="Backend option, repeatable (nxc: composition=, flavour=; g5k: site=, cluster=, walltime=).")
+@click.option("--inventory", type=click.Path(dir_okay=False), default=None,
+              help="Devices that run the plan's nodes (selects --backend ssh; docs/backends.md).")
 @click.option("--dry-run", is_flag=True, help="Print what would be reserved, deployed and imposed; do nothing.")
-def up(topo: str, backend: str, backend_opt: tuple[str, ...], dry_run: bool) -> None:
+def up(topo: str, backend: str, backend_opt: tuple[str, ...], inventory: Optional[str], dry_run: bool) -> None:
     """Bring a testbed up and leave it running (``edgelab down`` removes it)."""
     from .backends import get_backend
     from .experiment import backend_options
 
     _, p = _load(topo)
     _placement(p)
-    be = get_backend(backend, **backend_options(backend_opt))
+    opts = backend_options(backend_opt)
+    if inventory:
+        backend = "ssh" if backend == "local" else backend
+        opts.setdefault("inventory", inventory)
+    be = get_backend(backend, **opts)
     if dry_run:
         click.echo(be.dry_run(p), nl=False)
         return
@@ -193,13 +229,18 @@ def up(topo: str, backend: str, backend_opt: tuple[str, ...], dry_run: bool) -> 
         detach()
     console.print(f"[green]up[/] testbed [bold]{p.topology.name}[/] ({len(p.nodes)} nodes, backend {backend})")
     for n in p.nodes:
-        console.print(f"  {n.name:<16} {n.role:<24} {', '.join(i.address for i in n.interfaces)}")
+        # where a backend maps nodes to machines (ssh), their real addresses; else the plan's
+        addrs = [tb.address(n.name, i.network) for i in n.interfaces] if backend != "local" else \
+            [i.address for i in n.interfaces]
+        console.print(f"  {n.name:<16} {n.role:<24} {', '.join(dict.fromkeys(addrs))}")
 
 
 @cli.command()
 @click.argument("name_or_topo")
-@click.option("--backend", type=click.Choice(["local", "nxc", "g5k"]), default="local", show_default=True)
-def down(name_or_topo: str, backend: str) -> None:
+@click.option("--backend", type=click.Choice(["local", "ssh", "nxc", "g5k"]), default="local", show_default=True)
+@click.option("--inventory", type=click.Path(dir_okay=False), default=None,
+              help="The ssh backend's inventory (selects --backend ssh).")
+def down(name_or_topo: str, backend: str, inventory: Optional[str]) -> None:
     """Tear a testbed down by name or topology file, also after a crashed run."""
     from .backends import get_backend
 
@@ -211,8 +252,40 @@ def down(name_or_topo: str, backend: str) -> None:
     check_testbed_name(name)  # it becomes a state-file path: no `down ../../x`
     if backend == "local":
         _require_root("edgelab down --backend local")
-    get_backend(backend).down(name)
+    if inventory:
+        backend = "ssh" if backend == "local" else backend
+    get_backend(backend, **({"inventory": inventory} if inventory else {})).down(name)
     console.print(f"[green]down[/] testbed [bold]{name}[/]")
+
+
+@cli.command("wifi-rate")
+@click.argument("topo", type=click.Path(dir_okay=False))
+@click.argument("node")
+@click.option("--mcs", type=int, default=None, help="The station's new MCS (index in the profile's table).")
+@click.option("--profile-rate", is_flag=True, help="Back to the profile's default rate.")
+@click.option("--network", default=None, help="The Wi-Fi network (default: the node's only Wi-Fi network).")
+def wifi_rate(topo: str, node: str, mcs: Optional[int], profile_rate: bool, network: Optional[str]) -> None:
+    """Change a Wi-Fi station's rate on a running local testbed (a phone walking away), in place:
+    its link and the cell's airtime budget are re-rated, nothing is torn down."""
+    from .backends.local import LocalBackend
+
+    if (mcs is None) == (not profile_rate):
+        raise EdgelabError("give --mcs N or --profile-rate (one of them)")
+    _, p = _load(topo)
+    try:
+        nets = [i.network for i in p.node(node).interfaces if i.kind == "wifi" and not i.uplink]
+    except KeyError:
+        raise EdgelabError(f"no node {node!r} in {topo}") from None
+    if network is None:
+        if len(nets) != 1:
+            raise EdgelabError(f"{node} is a station of {len(nets)} Wi-Fi networks ({', '.join(nets) or 'none'}): "
+                               "name one with --network")
+        network = nets[0]
+    _require_root("edgelab wifi-rate")
+    change = LocalBackend().set_station_mcs(p, node, network, mcs)
+    console.print(f"[green]{node}[/] on {network}: {change['rate_mbit']:g} Mbit/s; cell budget "
+                  f"{change['capacity_mbit']:.1f} Mbit/s; shares "
+                  + ", ".join(f"{n} {v:.2f}" for n, v in change["shares_mbit"].items()))
 
 
 @cli.command()

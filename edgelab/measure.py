@@ -22,6 +22,9 @@ IPERF_BASE_PORT = 5201
 #: A flow carries data once its port has seen more than this: an iperf3 control
 #: connection alone exchanges a few hundred bytes.
 FLOW_STARTED_BYTES = 64 * 1024
+#: Extra seconds each iperf3 flow runs beyond settle + window: on a loaded machine the flows may
+#: take a while to all carry data, and the window must close before any of them ends.
+FLOW_START_ALLOWANCE_S = 3.0
 
 
 def parse_iperf3(text: str) -> dict:
@@ -102,7 +105,8 @@ def concurrent_goodput(tb: Testbed, clients: Sequence[str], server: str, seconds
     addr = tb.address(server, network)
     ports = {c: IPERF_BASE_PORT + i for i, c in enumerate(clients)}
     field = "bytes_acked" if reverse else "bytes_received"
-    duration = settle + seconds + 1.0  # the last snapshot is taken well before any flow ends
+    # the last snapshot is taken well before any flow ends, even if the flows were slow to start
+    duration = settle + seconds + 1.0 + FLOW_START_ALLOWANCE_S
     servers: list[subprocess.Popen] = []
     procs: dict[str, subprocess.Popen] = {}
     try:
@@ -115,11 +119,19 @@ def concurrent_goodput(tb: Testbed, clients: Sequence[str], server: str, seconds
             if reverse:
                 argv.append("-R")
             procs[c] = tb.popen(c, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        launched = time.monotonic()
         _wait_flows_carry_data(tb, server, ports, procs, field)
+        if time.monotonic() - launched + settle + seconds > duration - 0.5:
+            raise BackendError(f"iperf3 flows to {server} took {time.monotonic() - launched:.1f} s to all carry "
+                               f"data: a {seconds:g} s window would outlast them (machine overloaded?)")
         time.sleep(settle)
         t0, b0 = _server_bytes(tb, server, field)
         time.sleep(seconds)
         t1, b1 = _server_bytes(tb, server, field)
+        gone = [c for c, port in ports.items() if port not in b1 or b1[port] < b0.get(port, 0)]
+        if gone:  # a flow ended (or its socket vanished) inside the window: its count would be wrong
+            raise BackendError(f"iperf3 flows from {', '.join(gone)} to {server} ended before the "
+                               f"{seconds:g} s measurement window closed")
         out = {}
         for c, p in procs.items():
             stdout, stderr = p.communicate(timeout=duration + 30)

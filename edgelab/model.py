@@ -18,6 +18,9 @@ ROLES: tuple[str, ...] = (
     "beaglepaas-orchestrator",
     "power-meter",
     "client",
+    # a distributed file system's daemon (server, brick, mon/osd/mds...): see
+    # compositions/{nfs,orangefs,glusterfs,cephfs} and edgelab/scenarios/glusterfs.py
+    "storage",
 )
 
 NETWORK_KINDS: tuple[str, ...] = ("wifi", "ethernet", "usb", "batman-mesh", "hybrid")
@@ -30,18 +33,34 @@ MESH_LAYOUTS: tuple[str, ...] = ("chain", "grid")
 
 @dataclass(frozen=True)
 class AirtimeParams:
-    """802.11 DCF parameters for Bianchi's saturation-throughput model.
+    """802.11 DCF/EDCA parameters for Bianchi's saturation-throughput model.
 
     Times are in microseconds, sizes in bytes. ``cw_min`` is the minimum
     contention window W (number of slots, e.g. 16 for CWmin=15) and
     ``max_stage`` is m, the number of backoff doublings (CWmax = W*2^m - 1).
+
+    The fields after ``prop_delay_us`` refine Bianchi's bit-continuous frame
+    times into those of an OFDM PHY (their defaults keep the paper's model):
+    ``aifsn`` (when set) makes the idle time before contention
+    AIFS = SIFS + AIFSN x slot instead of ``difs_us``, so changing the slot
+    changes it too; ``symbol_us`` > 0 rounds every PPDU's data field up to
+    whole OFDM symbols carrying ``service_bits`` + PSDU + ``tail_bits``
+    (802.11-2016 eq. 19-32), followed by ``signal_extension_us`` (2.4 GHz);
+    the ACK/BlockAck is a non-HT PPDU with its own preamble
+    (``ack_phy_header_us``) and symbol (``ack_symbol_us``) sent at the highest
+    of ``basic_rates_mbit`` not above the data rate. ``ampdu_frames`` MPDUs go
+    in one A-MPDU (each behind a 4-byte delimiter, padded to 4 bytes),
+    acknowledged by one BlockAck of ``block_ack_bytes`` when ``block_ack``;
+    ``max_ampdu_bytes`` and ``max_ppdu_us`` bound what a slow station can
+    aggregate. ``mcs_rates_mbit`` (index = MCS) and ``mcs_min_rssi_dbm`` let a
+    station pick its rate by MCS or by received signal strength.
     """
 
     phy_rate_mbit: float
     basic_rate_mbit: float
     slot_us: float
     sifs_us: float
-    difs_us: float
+    difs_us: Optional[float]
     cw_min: int
     max_stage: int
     phy_header_us: float
@@ -49,6 +68,39 @@ class AirtimeParams:
     ack_bytes: int = 14
     payload_bytes: int = 1500
     prop_delay_us: float = 1.0
+    aifsn: Optional[int] = None
+    symbol_us: float = 0.0
+    service_bits: int = 0
+    tail_bits: int = 0
+    signal_extension_us: float = 0.0
+    ack_phy_header_us: Optional[float] = None
+    ack_symbol_us: Optional[float] = None
+    basic_rates_mbit: tuple[float, ...] = ()
+    ampdu_frames: int = 1
+    block_ack: bool = False
+    block_ack_bytes: int = 32
+    max_ampdu_bytes: int = 0
+    max_ppdu_us: float = 0.0
+    mcs_rates_mbit: tuple[float, ...] = ()
+    mcs_min_rssi_dbm: tuple[float, ...] = ()
+
+    @property
+    def ifs_us(self) -> float:
+        """Idle time before a contention: AIFS from ``aifsn`` when set, else ``difs_us``."""
+        if self.aifsn is not None:
+            return self.sifs_us + self.aifsn * self.slot_us
+        return float(self.difs_us)
+
+    def mcs_rate(self, mcs: int) -> float:
+        """PHY rate of ``mcs`` from the profile's MCS table."""
+        if not 0 <= mcs < len(self.mcs_rates_mbit):
+            raise ValueError(f"MCS {mcs} is not in this profile's table (MCS 0-{len(self.mcs_rates_mbit) - 1})")
+        return self.mcs_rates_mbit[mcs]
+
+    def mcs_for_rssi(self, rssi_dbm: float) -> int:
+        """Highest MCS whose minimum receiver sensitivity ``rssi_dbm`` meets (0 if none)."""
+        ok = [i for i, s in enumerate(self.mcs_min_rssi_dbm) if rssi_dbm >= s]
+        return max(ok) if ok else 0
 
 
 @dataclass(frozen=True)
@@ -104,6 +156,32 @@ class Attachment:
 
     network: str
     uplink: bool = False
+    #: Wi-Fi station rate: one MCS for every node of the group, or one per node
+    #: (node i gets entry i-1); empty: the profile's ``phy_rate_mbit``.
+    mcs: tuple[int, ...] = ()
+    #: The same from received signal strength (dBm): the highest MCS whose
+    #: minimum sensitivity it meets (the profile's ``mcs_min_rssi_dbm``).
+    rssi_dbm: tuple[float, ...] = ()
+
+    def station_setting(self, index: int) -> tuple[str, float] | None:
+        """("mcs", value) or ("rssi_dbm", value) for the group's ``index``-th node (1-based), or None."""
+        for kind, values in (("mcs", self.mcs), ("rssi_dbm", self.rssi_dbm)):
+            if values:
+                return kind, values[0] if len(values) == 1 else values[index - 1]
+        return None
+
+
+@dataclass(frozen=True)
+class PrivateDirs:
+    """Per-node private directories on the local backend (Mininet's ``privateDirs``):
+    the node's processes run in a mount namespace of their own where ``dirs`` are
+    empty directories of the node, ``/etc/hosts`` maps the plan's node names to
+    their addresses, and, with ``scratch_mib``, an ext4 scratch disk (loop file,
+    ``user_xattr``) is mounted. Lets daemons that keep state in fixed paths
+    (glusterd's /var/lib/glusterd, /run/...) run once per node."""
+
+    dirs: tuple[str, ...] = ("/var/lib", "/var/log", "/run")
+    scratch_mib: int = 0
 
 
 @dataclass(frozen=True)
@@ -113,6 +191,7 @@ class NodeGroup:
     count: int
     resources: Resources
     attachments: tuple[Attachment, ...] = ()
+    private: Optional[PrivateDirs] = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +250,21 @@ class Topology:
     @property
     def node_count(self) -> int:
         return sum(g.count for g in self.groups)
+
+    def with_station_mcs(self, group: str, network: str, mcs: tuple[int, ...]) -> "Topology":
+        """The same topology with one group's Wi-Fi rate on ``network`` set: one MCS for the
+        group or one per node (sweeps that mix rates use this after ``scaled``)."""
+        def att(a: Attachment) -> Attachment:
+            return replace(a, mcs=tuple(mcs), rssi_dbm=()) if a.network == network else a
+
+        if all(g.name != group for g in self.groups):
+            raise KeyError(group)
+        g = self.group(group)
+        if all(a.network != network for a in g.attachments):
+            raise KeyError(f"group {group!r} is not on network {network!r}")
+        groups = tuple(replace(x, attachments=tuple(att(a) for a in x.attachments)) if x.name == group else x
+                       for x in self.groups)
+        return replace(self, groups=groups)
 
     def scaled(self, group: str, count: int) -> "Topology":
         """The same topology with one group's count changed (sweeps use this)."""

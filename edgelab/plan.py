@@ -21,10 +21,11 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
 from typing import Optional
 
-from .airtime import capacity_mbit
+from .airtime import MixedSaturation, frames_per_exchange, mixed_saturation, solo_mbit
 from .errors import PlanError
 from .model import AirtimeParams, LinkParams, Network, Resources, Topology
 
@@ -81,13 +82,58 @@ class SegmentPlan:
     stations: tuple[str, ...]
     profile: Optional[str] = None
     airtime: Optional[AirtimeParams] = None
+    #: Per station (aligned with ``stations``): its MCS, or None for the profile's rate.
+    station_mcs: tuple[Optional[int], ...] = ()
+
+    @property
+    def shared_wifi(self) -> bool:
+        return self.kind == "wifi" and self.link.shared and self.airtime is not None and bool(self.stations)
+
+    def station_rate(self, i: int) -> float:
+        """PHY rate (Mbit/s) of the ``i``-th station (0-based)."""
+        mcs = self.station_mcs[i] if i < len(self.station_mcs) else None
+        return self.airtime.phy_rate_mbit if mcs is None else self.airtime.mcs_rate(mcs)
+
+    @property
+    def station_rates(self) -> tuple[float, ...]:
+        return tuple(self.station_rate(i) for i in range(len(self.stations))) if self.airtime else ()
+
+    @property
+    def saturation(self) -> Optional[MixedSaturation]:
+        """Bianchi's model for every station saturated, each at its own rate, else None."""
+        if not self.shared_wifi:
+            return None
+        return _mixed(self.airtime, self.station_rates)
 
     @property
     def capacity_mbit(self) -> Optional[float]:
         """Aggregate airtime budget of a shared wifi segment, else None."""
-        if self.kind != "wifi" or not self.link.shared or self.airtime is None or not self.stations:
-            return None
-        return capacity_mbit(self.airtime, len(self.stations))
+        sat = self.saturation
+        return sat.throughput_mbit if sat else None
+
+    @property
+    def station_shares_mbit(self) -> tuple[float, ...]:
+        """Each station's saturated share of the budget (DCF: equal frames, unequal air time)."""
+        sat = self.saturation
+        return sat.per_station_mbit if sat else ()
+
+    @property
+    def station_ceils_mbit(self) -> tuple[float, ...]:
+        """The most each station can borrow up to: what it reaches alone at its rate, within the budget."""
+        cap = self.capacity_mbit
+        if cap is None:
+            return ()
+        return tuple(min(cap, _solo(self.airtime, r)) for r in self.station_rates)
+
+
+@lru_cache(maxsize=4096)
+def _mixed(air: AirtimeParams, rates: tuple[float, ...]) -> MixedSaturation:
+    return mixed_saturation(air, rates)
+
+
+@lru_cache(maxsize=4096)
+def _solo(air: AirtimeParams, rate: float) -> float:
+    return solo_mbit(air, rate)
 
 
 @dataclass(frozen=True)
@@ -172,6 +218,7 @@ class Plan:
                             "stations": list(s.stations),
                             "link": s.link.to_dict(),
                             "capacity_mbit": s.capacity_mbit,
+                            **_airtime_dict(s),
                         }
                         for s in net.segments
                     ],
@@ -179,6 +226,91 @@ class Plan:
                 for net in self.networks
             ],
         }
+
+
+def _airtime_dict(s: SegmentPlan) -> dict:
+    """Per-station rates and shares, and the aggregation in force, of a shared wifi segment."""
+    if not s.shared_wifi:
+        return {}
+    return {
+        "aggregation": {"ampdu_frames": s.airtime.ampdu_frames, "block_ack": s.airtime.block_ack},
+        "stations_airtime": [
+            {"node": n, "mcs": s.station_mcs[i] if i < len(s.station_mcs) else None, "rate_mbit": r,
+             "ampdu_frames": frames_per_exchange(s.airtime, r), "share_mbit": sh, "ceil_mbit": c}
+            for i, (n, r, sh, c) in enumerate(zip(s.stations, s.station_rates, s.station_shares_mbit,
+                                                  s.station_ceils_mbit))
+        ],
+    }
+
+
+def with_station_mcs(segment: SegmentPlan, changes: dict[str, Optional[int]]) -> SegmentPlan:
+    """The same segment with some stations' MCS changed (None: back to the profile's rate);
+    its budget and shares follow. Used to change a rate while the testbed runs."""
+    unknown = sorted(set(changes) - set(segment.stations))
+    if unknown:
+        raise PlanError(f"not stations of this segment: {', '.join(unknown)}")
+    for node, mcs in changes.items():
+        if mcs is not None and not 0 <= mcs < len(segment.airtime.mcs_rates_mbit if segment.airtime else ()):
+            raise PlanError(f"{node}: MCS {mcs} is not in the profile's table "
+                            f"(0-{len(segment.airtime.mcs_rates_mbit) - 1 if segment.airtime else -1})")
+    current = list(segment.station_mcs) + [None] * (len(segment.stations) - len(segment.station_mcs))
+    mcs = tuple(changes.get(n, current[i]) if n in changes else current[i] for i, n in enumerate(segment.stations))
+    return replace(segment, station_mcs=mcs)
+
+
+def plan_with_station_mcs(plan: "Plan", network: str, changes: dict[str, Optional[int]]) -> "Plan":
+    """The plan with some Wi-Fi stations of ``network`` at another MCS (None: the profile's rate):
+    their segment's budget and shares and their own links' rate caps follow."""
+    net = plan.network(network)
+    todo = dict(changes)
+    segments = []
+    for seg in net.segments:
+        mine = {n: m for n, m in todo.items() if n in seg.stations}
+        if mine:
+            if not seg.shared_wifi:
+                raise PlanError(f"{', '.join(sorted(mine))}: segment {seg.index} of {network!r} is not a shared "
+                                "Wi-Fi medium with airtime parameters; station rates apply there only")
+            seg = with_station_mcs(seg, mine)
+            for n in mine:
+                del todo[n]
+        segments.append(seg)
+    if todo:
+        raise PlanError(f"not Wi-Fi stations of network {network!r}: {', '.join(sorted(todo))}")
+    new_net = replace(net, segments=tuple(segments))
+    seg_of = {n: s for s in segments for n in s.stations}
+    nodes = []
+    for node in plan.nodes:
+        if node.name not in changes:
+            nodes.append(node)
+            continue
+        seg = seg_of[node.name]
+        i = seg.stations.index(node.name)
+        link = station_link(seg.link, seg.station_rate(i))
+        itfs = tuple(replace(it, link=link) if it.network == network else it for it in node.interfaces)
+        nodes.append(replace(node, interfaces=itfs))
+    return Plan(topology=plan.topology, nodes=tuple(nodes),
+                networks=tuple(new_net if n.name == network else n for n in plan.networks))
+
+
+def station_link(link: LinkParams, rate_mbit: Optional[float]) -> LinkParams:
+    """A station's own link: capped at its PHY rate when that is below the profile's cap."""
+    if rate_mbit is None or rate_mbit >= link.rate_mbit:
+        return link
+    return replace(link, rate_mbit=rate_mbit)
+
+
+def _station_mcs(topology: Topology, group: str, index: int, network: str, air: Optional[AirtimeParams]) -> Optional[int]:
+    """The MCS a group's ``index``-th node uses on ``network`` (from mcs or rssi_dbm), or None."""
+    att = next(a for a in topology.group(group).attachments if a.network == network)
+    n = max(len(att.mcs), len(att.rssi_dbm))
+    if n > 1 and index > n:
+        raise PlanError(f"group {group!r} lists {n} per-node rates on {network!r} but has {index}+ nodes: "
+                        "give one value for the whole group or one per node")
+    setting = att.station_setting(index)
+    if setting is None or air is None:
+        return None
+    kind, value = setting
+    return int(value) if kind == "mcs" else air.mcs_for_rssi(value)
 
 
 def node_names(topology: Topology) -> list[tuple[str, str, int]]:
@@ -311,6 +443,8 @@ def make_plan(topology: Topology) -> Plan:
     for name, group, _ in names:
         by_group.setdefault(group, []).append(name)
     groups = {g.name: g for g in topology.groups}
+    group_of = {name: group for name, group, _ in names}
+    index_of = {name: i for name, _, i in names}
 
     uplinks: dict[str, list[str]] = {n.name: [] for n in topology.networks}
     stations: dict[str, list[str]] = {n.name: [] for n in topology.networks}
@@ -344,11 +478,18 @@ def make_plan(topology: Topology) -> Plan:
         for idx, (seg, size) in enumerate(zip(net.segments, seg_sizes)):
             members = stations[net.name][cursor: cursor + size]
             cursor += size
-            seg_plans.append(SegmentPlan(index=idx, kind=seg.kind, link=seg.link, stations=tuple(members),
-                                         profile=seg.profile, airtime=seg.airtime))
-            for m in members:
+            mcs: tuple[Optional[int], ...] = ()
+            if seg.kind == "wifi":
+                mcs = tuple(_station_mcs(topology, group_of[m], index_of[m], net.name, seg.airtime) for m in members)
+                if all(x is None for x in mcs):
+                    mcs = ()
+            sp = SegmentPlan(index=idx, kind=seg.kind, link=seg.link, stations=tuple(members),
+                             profile=seg.profile, airtime=seg.airtime, station_mcs=mcs)
+            seg_plans.append(sp)
+            for i, m in enumerate(members):
+                link = station_link(seg.link, sp.station_rate(i)) if mcs and mcs[i] is not None else seg.link
                 ifaces[m].append(InterfacePlan(node=m, network=net.name, ifname=next_ifname(m, seg.kind),
-                                               address=addr[m], kind=seg.kind, segment=idx, link=seg.link))
+                                               address=addr[m], kind=seg.kind, segment=idx, link=link))
         for m in uplinks[net.name]:
             ifaces[m].append(InterfacePlan(node=m, network=net.name, ifname=next_ifname(m, "ethernet"),
                                            address=addr[m], kind="ethernet", segment=-1, link=net.uplink_link,

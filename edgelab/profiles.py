@@ -36,9 +36,14 @@ def _load() -> dict[str, Profile]:
             name=name,
             kind=body["kind"],
             link=LinkParams(**body["link"]),
-            airtime=AirtimeParams(**air) if air else None,
+            airtime=airtime_from_mapping(air) if air else None,
         )
     return out
+
+
+def airtime_from_mapping(raw: dict) -> AirtimeParams:
+    """AirtimeParams from the YAML mapping (lists become tuples: the dataclass is frozen and hashable)."""
+    return AirtimeParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
 
 
 def profile_names() -> list[str]:

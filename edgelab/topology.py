@@ -26,6 +26,7 @@ from .model import (
     LinkParams,
     Network,
     NodeGroup,
+    PrivateDirs,
     Resources,
     Segment,
     Topology,
@@ -68,6 +69,7 @@ ROLE_DEFAULTS: dict[str, Resources] = {
     "beaglepaas-orchestrator": Resources(cpu=0.5, memory_mib=512, speed=1.0),
     "power-meter": Resources(cpu=0.1, memory_mib=64, speed=1.0),
     "client": Resources(cpu=0.5, memory_mib=256, speed=1.0),
+    "storage": Resources(cpu=0.5, memory_mib=512, speed=1.0),
 }
 
 LINK_KEYS = {"rate_mbit", "delay_ms", "jitter_ms", "loss_pct", "shared"}
@@ -150,15 +152,85 @@ def _link(ctx: _Ctx, raw: Any, path: tuple, base: Optional[LinkParams]) -> LinkP
     return link
 
 
+#: Airtime fields by type (the rest are numbers > 0).
+_AIR_INTS = {"cw_min", "max_stage", "mac_header_bytes", "ack_bytes", "payload_bytes", "aifsn", "service_bits",
+             "tail_bits", "ampdu_frames", "block_ack_bytes", "max_ampdu_bytes"}
+_AIR_ZERO_OK = {"max_stage", "prop_delay_us", "symbol_us", "service_bits", "tail_bits", "signal_extension_us",
+                "max_ampdu_bytes", "max_ppdu_us", "aifsn"}
+_AIR_NULLABLE = {"difs_us", "aifsn", "ack_phy_header_us", "ack_symbol_us"}
+_AIR_LISTS = {"basic_rates_mbit", "mcs_rates_mbit", "mcs_min_rssi_dbm"}
+#: A BlockAck's bitmap covers 64 MPDUs (802.11-2016 9.3.1.9.3, compressed BlockAck).
+MAX_AMPDU_FRAMES = 64
+#: Upper bounds that keep the model finite and fast on any input (CWmax = W * 2^m stays a
+#: plausible window; a PSDU is at most an A-MSDU's 11454 B in 802.11ac, 65535 B bounds both).
+_AIR_MAX = {"max_stage": 16, "cw_min": 1 << 16, "payload_bytes": 65535, "mac_header_bytes": 1024,
+            "ack_bytes": 1024, "block_ack_bytes": 1024, "aifsn": 15, "service_bits": 64, "tail_bits": 64}
+_AIR_MAX_LIST = 32
+
+
 def _airtime(ctx: _Ctx, raw: Any, path: tuple, base: Optional[AirtimeParams]) -> AirtimeParams:
-    required = set() if base else {"phy_rate_mbit", "basic_rate_mbit", "slot_us", "sifs_us", "difs_us", "cw_min", "max_stage", "phy_header_us"}
+    required = set() if base else {"phy_rate_mbit", "basic_rate_mbit", "slot_us", "sifs_us", "cw_min", "max_stage", "phy_header_us"}
     raw = ctx.mapping(raw, path, AIRTIME_KEYS, required)
-    kw = {}
+    kw: dict[str, Any] = {}
     for key, value in raw.items():
-        integer = key in ("cw_min", "max_stage", "mac_header_bytes", "ack_bytes", "payload_bytes")
-        minimum = 0 if key == "max_stage" else 1 if integer else 0
-        kw[key] = ctx.number(value, path + (key,), minimum=minimum, exclusive_min=not integer and key != "prop_delay_us", integer=integer)
-    return replace(base, **kw) if base else AirtimeParams(**kw)
+        kpath = path + (key,)
+        if value is None and key in _AIR_NULLABLE:
+            kw[key] = None
+        elif key == "block_ack":
+            kw[key] = ctx.boolean(value, kpath)
+        elif key in _AIR_LISTS:
+            if not isinstance(value, list) or not value or len(value) > _AIR_MAX_LIST:
+                raise ctx.fail(kpath, f"must be a list of 1-{_AIR_MAX_LIST} numbers (got {value!r})")
+            sign = key != "mcs_min_rssi_dbm"
+            kw[key] = tuple(float(ctx.number(v, kpath + (i,), minimum=0 if sign else -200, exclusive_min=sign,
+                                             maximum=100000 if sign else 0))
+                            for i, v in enumerate(value))
+        else:
+            integer = key in _AIR_INTS
+            minimum = 0 if key in _AIR_ZERO_OK else 1 if integer else 0
+            kw[key] = ctx.number(value, kpath, minimum=minimum, maximum=_AIR_MAX.get(key, 1e9),
+                                 exclusive_min=not integer and key not in _AIR_ZERO_OK, integer=integer)
+    # AIFS from aifsn, or an explicit difs_us: whichever the user sets wins over the base's other one.
+    if "difs_us" in kw and kw["difs_us"] is not None and "aifsn" not in kw:
+        kw["aifsn"] = None
+    if "aifsn" in kw and kw["aifsn"] is not None and "difs_us" not in kw:
+        kw["difs_us"] = None
+    air = replace(base, **kw) if base else AirtimeParams(**{"difs_us": None, **kw})
+    if air.difs_us is None and air.aifsn is None:
+        raise ctx.fail(path, "needs 'difs_us' (legacy DCF) or 'aifsn' (EDCA: AIFS = sifs_us + aifsn * slot_us)")
+    if air.difs_us is not None and air.aifsn is not None:
+        raise ctx.fail(path, "give 'difs_us' or 'aifsn', not both")
+    if air.mcs_min_rssi_dbm and len(air.mcs_min_rssi_dbm) != len(air.mcs_rates_mbit):
+        raise ctx.fail(path + ("mcs_min_rssi_dbm",), f"needs one entry per MCS of mcs_rates_mbit "
+                       f"({len(air.mcs_rates_mbit)}), got {len(air.mcs_min_rssi_dbm)}")
+    _check_aggregation(ctx, air, path)
+    return air
+
+
+def _check_aggregation(ctx: _Ctx, air: AirtimeParams, path: tuple) -> None:
+    if air.ampdu_frames > MAX_AMPDU_FRAMES:
+        raise ctx.fail(path, f"ampdu_frames must be <= {MAX_AMPDU_FRAMES} (a BlockAck acknowledges at most "
+                             f"{MAX_AMPDU_FRAMES} MPDUs), got {air.ampdu_frames}")
+    if air.ampdu_frames > 1 and not air.block_ack:
+        raise ctx.fail(path, f"an A-MPDU of {air.ampdu_frames} MPDUs is acknowledged by a BlockAck: "
+                             "set block_ack: true (or ampdu_frames: 1)")
+
+
+def _aggregation(ctx: _Ctx, raw: Any, path: tuple, air: AirtimeParams) -> AirtimeParams:
+    """``aggregation: off`` / ``false`` or ``{ampdu_frames: K, block_ack: true}`` over the profile's."""
+    if raw is False or raw == "off":
+        return replace(air, ampdu_frames=1, block_ack=False)
+    raw = ctx.mapping(raw, path, {"ampdu_frames", "block_ack"})
+    kw: dict[str, Any] = {}
+    if "ampdu_frames" in raw:
+        kw["ampdu_frames"] = int(ctx.number(raw["ampdu_frames"], path + ("ampdu_frames",), minimum=1, integer=True))
+        if kw["ampdu_frames"] > 1 and "block_ack" not in raw:
+            kw["block_ack"] = True
+    if "block_ack" in raw:
+        kw["block_ack"] = ctx.boolean(raw["block_ack"], path + ("block_ack",))
+    out = replace(air, **kw)
+    _check_aggregation(ctx, out, path)
+    return out
 
 
 def _segment(ctx: _Ctx, raw: dict, path: tuple, kind: str, allowed_kinds: tuple[str, ...]) -> Segment:
@@ -185,6 +257,10 @@ def _segment(ctx: _Ctx, raw: dict, path: tuple, kind: str, allowed_kinds: tuple[
         if kind != "wifi":
             raise ctx.fail(path + ("airtime",), f"'airtime' applies to wifi only, not {kind!r}")
         airtime = _airtime(ctx, raw["airtime"], path + ("airtime",), base_air)
+    if "aggregation" in raw:
+        if kind != "wifi" or airtime is None:
+            raise ctx.fail(path + ("aggregation",), f"'aggregation' applies to wifi with airtime parameters only, not {kind!r}")
+        airtime = _aggregation(ctx, raw["aggregation"], path + ("aggregation",), airtime)
     if kind == "wifi":
         link = replace(link, shared=True) if "link" not in raw or "shared" not in raw["link"] else link
         if link.shared and airtime is None:
@@ -213,7 +289,7 @@ def _ipv4_net(ctx: _Ctx, value: Any, path: tuple, example: str) -> str:
 
 
 def _network(ctx: _Ctx, raw: Any, path: tuple) -> Network:
-    allowed = {"name", "kind", "profile", "link", "airtime", "subnet", "uplink_link", "mesh", "segments"}
+    allowed = {"name", "kind", "profile", "link", "airtime", "aggregation", "subnet", "uplink_link", "mesh", "segments"}
     raw = ctx.mapping(raw, path, allowed, {"name"})
     name = ctx.name(raw["name"], path + ("name",))
     kind = raw.get("kind")
@@ -227,7 +303,7 @@ def _network(ctx: _Ctx, raw: Any, path: tuple) -> Network:
         uplink_link = _link(ctx, raw["uplink_link"], path + ("uplink_link",), uplink_link)
 
     if kind == "hybrid":
-        for key in ("profile", "link", "airtime"):
+        for key in ("profile", "link", "airtime", "aggregation"):
             if key in raw:
                 raise ctx.fail(path + (key,), f"a hybrid network sets {key!r} per entry of 'segments', not at its top")
         segs_raw = raw.get("segments")
@@ -236,7 +312,7 @@ def _network(ctx: _Ctx, raw: Any, path: tuple) -> Network:
         segments = []
         for i, sraw in enumerate(segs_raw):
             spath = path + ("segments", i)
-            sraw = ctx.mapping(sraw, spath, {"kind", "profile", "link", "airtime", "share"}, {"share"})
+            sraw = ctx.mapping(sraw, spath, {"kind", "profile", "link", "airtime", "aggregation", "share"}, {"share"})
             segments.append(_segment(ctx, sraw, spath, sraw.get("kind"), SEGMENT_KINDS))
         total = sum(s.share for s in segments)
         if abs(total - 1.0) > 1e-6:
@@ -262,7 +338,7 @@ def _network(ctx: _Ctx, raw: Any, path: tuple) -> Network:
 
 
 def _group(ctx: _Ctx, raw: Any, path: tuple, networks: dict[str, Network]) -> NodeGroup:
-    raw = ctx.mapping(raw, path, {"group", "role", "count", "resources", "networks"}, {"group", "role"})
+    raw = ctx.mapping(raw, path, {"group", "role", "count", "resources", "networks", "private"}, {"group", "role"})
     name = ctx.name(raw["group"], path + ("group",))
     role = ctx.choice(raw["role"], path + ("role",), ROLES)
     count = int(ctx.number(raw.get("count", 1), path + ("count",), minimum=1, maximum=4096, integer=True))
@@ -293,20 +369,80 @@ def _group(ctx: _Ctx, raw: Any, path: tuple, networks: dict[str, Network]) -> No
     for i, entry in enumerate(nets):
         epath = path + ("networks", i)
         uplink = False
+        rates: dict[str, tuple] = {}
         if isinstance(entry, dict):
-            ctx.mapping(entry, epath, {"name", "uplink"}, {"name"})
+            ctx.mapping(entry, epath, {"name", "uplink", "mcs", "rssi_dbm"}, {"name"})
             uplink = ctx.boolean(entry.get("uplink", False), epath + ("uplink",))
-            entry = entry["name"]
+            rates = {k: entry[k] for k in ("mcs", "rssi_dbm") if k in entry}
+            base_path, entry = epath, entry["name"]
             epath = epath + ("name",)
         if not isinstance(entry, str) or entry not in networks:
             raise ctx.fail(epath, f"unknown network {entry!r}; defined networks: {', '.join(networks) or '(none)'}")
+        if rates:
+            rates = _station_rates(ctx, rates, base_path, networks[entry], count, uplink)
         if uplink and networks[entry].kind == "batman-mesh":
             raise ctx.fail(epath, "a batman-mesh has no access point: 'uplink' is not allowed there")
         if entry in listed:
             raise ctx.fail(epath, f"network {entry!r} is listed twice for this group")
         listed.add(entry)
-        attachments.append(Attachment(network=entry, uplink=uplink))
-    return NodeGroup(name=name, role=role, count=count, resources=res, attachments=tuple(attachments))
+        attachments.append(Attachment(network=entry, uplink=uplink, **rates))
+    private = _private(ctx, raw["private"], path + ("private",)) if "private" in raw else None
+    return NodeGroup(name=name, role=role, count=count, resources=res, attachments=tuple(attachments),
+                     private=private)
+
+
+def _private(ctx: _Ctx, raw: Any, path: tuple) -> Optional[PrivateDirs]:
+    """``private: true`` | ``false`` | ``{dirs: [/var/lib, ...], scratch_mib: 256}``."""
+    if isinstance(raw, bool):
+        return PrivateDirs() if raw else None
+    raw = ctx.mapping(raw, path, {"dirs", "scratch_mib"})
+    kw: dict[str, Any] = {}
+    if "dirs" in raw:
+        dirs = raw["dirs"]
+        if not isinstance(dirs, list) or not dirs:
+            raise ctx.fail(path + ("dirs",), "must be a non-empty list of absolute directories")
+        for i, d in enumerate(dirs):
+            if (not isinstance(d, str) or not d.startswith("/") or d.rstrip("/") in ("", "/proc", "/sys", "/dev")
+                    or ".." in d.split("/") or d.rstrip("/") in PRIVATE_FORBIDDEN):
+                raise ctx.fail(path + ("dirs", i), f"must be an absolute directory other than /, /proc, /sys, /dev, "
+                                                   f"{', '.join(PRIVATE_FORBIDDEN)} (got {d!r})")
+        kw["dirs"] = tuple(d.rstrip("/") for d in dirs)
+    if "scratch_mib" in raw:
+        kw["scratch_mib"] = int(ctx.number(raw["scratch_mib"], path + ("scratch_mib",), minimum=0, maximum=65536,
+                                           integer=True))
+    return PrivateDirs(**kw)
+
+
+#: Directories a node may not make private: edgelab itself runs from them.
+PRIVATE_FORBIDDEN = ("/usr", "/etc", "/var/tmp", "/tmp", "/bin", "/lib", "/sbin", "/home", "/root", "/work")
+
+
+def _station_rates(ctx: _Ctx, raw: dict, path: tuple, net: Network, count: int, uplink: bool) -> dict[str, tuple]:
+    """``mcs`` / ``rssi_dbm`` of a group on a wifi network: one value, or one per node of the group."""
+    if len(raw) > 1:
+        raise ctx.fail(path, "give 'mcs' or 'rssi_dbm', not both")
+    key, value = next(iter(raw.items()))
+    kpath = path + (key,)
+    if uplink:
+        raise ctx.fail(kpath, f"'{key}' is a Wi-Fi station's rate; an uplink is wired to the access point")
+    air = net.segments[0].airtime if net.kind == "wifi" else None
+    if air is None:
+        raise ctx.fail(kpath, f"'{key}' applies to a wifi network with airtime parameters; {net.name!r} is {net.kind!r}")
+    table = air.mcs_rates_mbit if key == "mcs" else air.mcs_min_rssi_dbm
+    if not table:
+        raise ctx.fail(kpath, f"the airtime parameters of {net.name!r} have no "
+                              f"{'mcs_rates_mbit' if key == 'mcs' else 'mcs_min_rssi_dbm'} table to look '{key}' up in")
+    values = value if isinstance(value, list) else [value]
+    if len(values) not in (1, count):
+        raise ctx.fail(kpath, f"give one {key} for the whole group or one per node ({count}), not {len(values)}")
+    out = []
+    for i, v in enumerate(values):
+        vpath = kpath + (i,) if isinstance(value, list) else kpath
+        if key == "mcs":
+            out.append(int(ctx.number(v, vpath, minimum=0, maximum=len(table) - 1, integer=True)))
+        else:
+            out.append(float(ctx.number(v, vpath, minimum=-200, maximum=0)))
+    return {key: tuple(out)}
 
 
 def _host(ctx: _Ctx, raw: Any, path: tuple) -> Host:

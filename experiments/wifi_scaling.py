@@ -41,13 +41,41 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--image-kb", type=int, default=125, help="size of each uploaded image in KB (default %(default)s)")
     p.add_argument("--latency-threshold-ms", type=float, default=500.0,
                    help="p95 latency above which the application counts as saturated (default %(default)s)")
+    p.add_argument("--slow-phones", type=int, default=0,
+                   help="how many of the N phones (the last ones) use --slow-mcs: the 802.11 performance "
+                        "anomaly (default %(default)s: all at the profile's rate)")
+    p.add_argument("--slow-mcs", type=int, default=0, help="MCS of the slow phones (default %(default)s)")
+    p.add_argument("--fast-mcs", type=int, default=None,
+                   help="MCS of the other phones when --slow-phones is given (default: the profile's rate)")
     p.add_argument("--full", action="store_true", help="the full sweep instead of the quick default")
     common_arguments(p)
     args = p.parse_args(argv)
     args.phones = args.phones or ([1, 2, 4, 8, 16, 32, 64] if args.full else [1, 2, 4, 8, 12])
     args.reps = args.reps or (3 if args.full else 1)
     args.seconds = args.seconds or (10.0 if args.full else 4.0)
+    if args.slow_phones < 0:
+        p.error("--slow-phones must be >= 0")
     return args
+
+
+def point_topology(topology, n: int, slow_phones: int = 0, slow_mcs: int = 0, fast_mcs=None):
+    """``topology`` with N phones, the last ``min(slow_phones, N)`` of them at ``slow_mcs``."""
+    t = topology.scaled("phone", n)
+    if not slow_phones:
+        return t
+    network = t.group("phone").attachments[0].network
+    air = t.network(network).segments[0].airtime
+    if air is None or not air.mcs_rates_mbit:
+        raise SystemExit(f"--slow-phones needs a Wi-Fi profile with an MCS table on network {network!r}")
+    top = len(air.mcs_rates_mbit) - 1
+    if fast_mcs is None:
+        rates = list(air.mcs_rates_mbit)
+        fast_mcs = rates.index(air.phy_rate_mbit) if air.phy_rate_mbit in rates else top
+    for name, v in (("--slow-mcs", slow_mcs), ("--fast-mcs", fast_mcs)):
+        if not 0 <= v <= top:
+            raise SystemExit(f"{name} {v}: the profile's MCS table has MCS 0-{top}")
+    k = min(slow_phones, n)
+    return t.with_station_mcs("phone", network, tuple([fast_mcs] * (n - k) + [slow_mcs] * k))
 
 
 def sweep_points(phones: list[int], reps: int) -> list[dict]:
@@ -60,15 +88,19 @@ def main(argv=None) -> int:
     # This process's own name, so two runs on one machine never share a testbed.
     topology = dataclasses.replace(topology, name=testbed_name(topology.name))
     params = {"topology": args.topology, "phones": args.phones, "reps": args.reps, "seconds": args.seconds,
-              "rate_rps": args.rate, "image_kb": args.image_kb, "latency_threshold_ms": args.latency_threshold_ms}
+              "rate_rps": args.rate, "image_kb": args.image_kb, "latency_threshold_ms": args.latency_threshold_ms,
+              "slow_phones": args.slow_phones, "slow_mcs": args.slow_mcs, "fast_mcs": args.fast_mcs}
+
+    def topo_for(n: int):
+        return point_topology(topology, n, args.slow_phones, args.slow_mcs, args.fast_mcs)
 
     points = sweep_points(args.phones, args.reps)
     if args.dry_run:
-        return dry_run(args, [topology.scaled("phone", p["n_phones"]) for p in points], COMPOSITION)
+        return dry_run(args, [topo_for(p["n_phones"]) for p in points], COMPOSITION)
     backend = backend_from_args(args, COMPOSITION)
 
     def measure(point, run):
-        return wifi_point(topology.scaled("phone", point["n_phones"]), backend=backend, run=run, point=point,
+        return wifi_point(topo_for(point["n_phones"]), backend=backend, run=run, point=point,
                           seconds=args.seconds, rate_rps=args.rate, image_bytes=args.image_kb * 1000,
                           seed=1 + point["rep"])
 

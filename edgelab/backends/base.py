@@ -50,6 +50,13 @@ class Testbed(ABC):
         """What the results manifest must record about this testbed
         (backend, link-emulation engine, kernel, placement...)."""
 
+    def set_station_mcs(self, node: str, network: str, mcs: Optional[int]) -> dict:
+        """Move a Wi-Fi station to another MCS while the testbed runs (a phone walking away);
+        returns the cell's new budget. Backends that cannot re-rate a running cell say so."""
+        from ..errors import BackendError
+
+        raise BackendError(f"the {type(self).__name__} backend cannot change a station's rate while it runs")
+
     @abstractmethod
     def down(self) -> None:
         """Tear everything down. Idempotent."""

@@ -2,6 +2,7 @@
 
     python -m edgelab.linkemu apply --dev wlan0 --rate-mbit 65 --delay-ms 2 --jitter-ms 0.5 \
         --loss-pct 0.5 [--engine auto|netem|fallback] [--tag edgelab] [--dry-run]
+    python -m edgelab.linkemu rate --dev wlan0 --rate-mbit 6.5   # in place, e.g. a phone walking away
     python -m edgelab.linkemu clear --dev wlan0
     python -m edgelab.linkemu detect
 
@@ -48,6 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--engine", choices=["auto", "netem", "fallback"], default="auto")
     a.add_argument("--tag", default="edgelab")
     a.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
+    a.add_argument("--report-engine", action="store_true",
+                   help="print the engine used (netem or fallback) on stdout once applied")
+    r = sub.add_parser("rate", help="change the rate of an applied link in place (tc class change)")
+    r.add_argument("--dev", required=True)
+    r.add_argument("--rate-mbit", type=float, required=True)
+    r.add_argument("--engine", choices=["auto", "netem", "fallback"], default="auto")
+    r.add_argument("--tag", default="edgelab")
+    r.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
     c = sub.add_parser("clear", help="remove what apply installed")
     c.add_argument("--dev", required=True)
     c.add_argument("--engine", choices=["auto", "netem", "fallback"], default="auto")
@@ -66,8 +75,17 @@ def main(argv: list[str] | None = None) -> int:
                 for cmd in _dry_run(engine, ns.tag, ns.dev, link):
                     print(" ".join(cmd))
                 return 0
-            LinkEmulator(None if ns.engine == "auto" else ns.engine, tag=ns.tag).apply_link(
-                None, ns.dev, None, None, link)
+            emu = LinkEmulator(None if ns.engine == "auto" else ns.engine, tag=ns.tag)
+            emu.apply_link(None, ns.dev, None, None, link)
+            if ns.report_engine:
+                print(emu.engine)
+        elif ns.cmd == "rate":
+            if ns.dry_run:
+                for cmd in C.link_rate_change_cmds(ns.dev, ns.rate_mbit):
+                    print(" ".join(cmd))
+                return 0
+            LinkEmulator(None if ns.engine == "auto" else ns.engine, tag=ns.tag).set_link_rate(
+                None, ns.dev, ns.rate_mbit)
         else:
             LinkEmulator(None if ns.engine == "auto" else ns.engine, tag=ns.tag).clear(None, ns.dev)
         return 0

@@ -183,8 +183,34 @@ def station_classid(index: int) -> str:
     return f"{SHARED_HANDLE}{0x100 + index:x}"
 
 
+def station_budgets(capacity_mbit: float, n: int,
+                    station_rates: Optional[list[tuple[float, float]]] = None) -> tuple[float, list[tuple[float, float]]]:
+    """(default class rate, [(guaranteed rate, ceil)] per station) under one airtime budget.
+
+    ``station_rates``: each station's (share, ceil) from the airtime model
+    (its DCF share when every station is saturated, and what it can reach
+    alone); they are scaled so that, with the default class's
+    ``DEFAULT_CLASS_SHARE``, the guarantees fill the budget. Without them:
+    equal shares, each able to borrow the whole budget.
+    """
+    if not n:
+        return capacity_mbit, []
+    default_rate = capacity_mbit * DEFAULT_CLASS_SHARE
+    if station_rates is None:
+        share = (capacity_mbit - default_rate) / n
+        return default_rate, [(share, capacity_mbit)] * n
+    if len(station_rates) != n:
+        raise ValueError(f"{len(station_rates)} station rates for {n} stations")
+    total = sum(r for r, _ in station_rates)
+    if not total > 0:
+        raise ValueError("station shares must add up to more than 0")
+    scale = (capacity_mbit - default_rate) / total
+    return default_rate, [(r * scale, min(capacity_mbit, max(c, r * scale))) for r, c in station_rates]
+
+
 def shared_medium_cmds(ifb: str, ports: list[str], capacity_mbit: float,
-                       leaf: list[str], station_macs: Optional[list[str]] = None) -> list[list[str]]:
+                       leaf: list[str], station_macs: Optional[list[str]] = None,
+                       station_rates: Optional[list[tuple[float, float]]] = None) -> list[list[str]]:
     """IFB shaped to ``capacity_mbit`` fed by both directions of every port.
 
     Every frame that a station sends or receives through the access point is
@@ -207,26 +233,13 @@ def shared_medium_cmds(ifb: str, ports: list[str], capacity_mbit: float,
     if station_macs is not None and len(station_macs) != len(ports):
         raise ValueError(f"{len(station_macs)} station MACs for {len(ports)} ports")
     macs = list(station_macs or [])
-    r = f"{_fmt(capacity_mbit)}mbit"
-    burst = str(htb_burst_bytes(capacity_mbit))
-    # The stations' guarantees add up to (almost) the whole budget: saturated stations then
-    # each get exactly their share from HTB's rate guarantee, which is precise, and never
-    # depend on how HTB splits borrowed excess, which is not (three saturated stations got
-    # 8.0/11.5/11.5 Mbit/s of 33 when a quarter of the budget was the default class's to lend).
-    default_rate = capacity_mbit * DEFAULT_CLASS_SHARE if macs else capacity_mbit
-    share = (capacity_mbit - default_rate) / len(macs) if macs else capacity_mbit
-    quantum = str(htb_quantum_bytes(share))
-    parent = f"{SHARED_HANDLE}1"
+    if station_rates is not None and not macs:
+        raise ValueError("per-station rates need the stations' MACs")
     cmds = ifb_create_cmds(ifb) + [
         ["tc", "qdisc", "replace", "dev", ifb, "root", "handle", SHARED_HANDLE, "htb", "default", "10"],
-        ["tc", "class", "replace", "dev", ifb, "parent", SHARED_HANDLE, "classid", parent, "htb",
-         "rate", r, "ceil", r, "burst", burst, "cburst", burst, "quantum", str(htb_quantum_bytes(capacity_mbit))],
     ]
-    classes = [(SHARED_CLASS, default_rate)] + [(station_classid(i), share) for i in range(len(macs))]
-    for cid, rate in classes:
-        cmds.append(["tc", "class", "replace", "dev", ifb, "parent", parent, "classid", cid, "htb",
-                     "rate", f"{_fmt(rate)}mbit", "ceil", r, "burst", str(htb_burst_bytes(rate)), "cburst", burst,
-                     "quantum", quantum])
+    cmds += budget_class_cmds(ifb, capacity_mbit, len(macs), station_rates, op="replace")
+    for cid in [SHARED_CLASS] + [station_classid(i) for i in range(len(macs))]:
         cmds.append(["tc", "qdisc", "replace", "dev", ifb, "parent", cid, *leaf])
     for prio, field in (("1", "src"), ("2", "dst")):
         for i, mac in enumerate(macs):
@@ -238,6 +251,49 @@ def shared_medium_cmds(ifb: str, ports: list[str], capacity_mbit: float,
         cmds.append(group_frames_pass_cmd(port, "egress"))
         cmds.append(redirect_filter_cmd(port, "egress", ifb, prio="2"))
     return cmds
+
+
+def budget_class_cmds(ifb: str, capacity_mbit: float, n_stations: int,
+                      station_rates: Optional[list[tuple[float, float]]] = None, *,
+                      op: str = "replace") -> list[list[str]]:
+    """The airtime budget's HTB classes: ``a:1`` at ``capacity_mbit``, the default class and one per station.
+
+    The stations' guarantees add up to (almost) the whole budget: saturated
+    stations then each get exactly their share from HTB's rate guarantee,
+    which is precise, and never depend on how HTB splits borrowed excess,
+    which is not (three saturated stations got 8.0/11.5/11.5 Mbit/s of 33
+    when a quarter of the budget was the default class's to lend). ``op``
+    ``change`` re-rates classes that exist, without touching their queues:
+    how a station's rate changes while traffic flows.
+    """
+    if op not in ("replace", "change"):
+        raise ValueError(f"op must be replace or change, not {op!r}")
+    r = f"{_fmt(capacity_mbit)}mbit"
+    burst = str(htb_burst_bytes(capacity_mbit))
+    parent = f"{SHARED_HANDLE}1"
+    cmds = [["tc", "class", op, "dev", ifb, "parent", SHARED_HANDLE, "classid", parent, "htb",
+             "rate", r, "ceil", r, "burst", burst, "cburst", burst, "quantum", str(htb_quantum_bytes(capacity_mbit))]]
+    if n_stations:
+        default_rate, per_station = station_budgets(capacity_mbit, n_stations, station_rates)
+    else:
+        default_rate, per_station = capacity_mbit, []
+    quantum = str(htb_quantum_bytes(min([g for g, _ in per_station] or [capacity_mbit])))
+    classes = [(SHARED_CLASS, default_rate, capacity_mbit)] + [
+        (station_classid(i), g, c) for i, (g, c) in enumerate(per_station)]
+    for cid, rate, ceil in classes:
+        cmds.append(["tc", "class", op, "dev", ifb, "parent", parent, "classid", cid, "htb",
+                     "rate", f"{_fmt(rate)}mbit", "ceil", f"{_fmt(ceil)}mbit", "burst", str(htb_burst_bytes(rate)),
+                     "cburst", str(htb_burst_bytes(ceil)), "quantum", quantum])
+    return cmds
+
+
+def link_rate_change_cmds(dev: str, rate_mbit: float) -> list[list[str]]:
+    """Re-rate a link's HTB class in place (``tc class change``): its queue and any netem
+    child, loss rules and delayer stay as they are."""
+    r = f"{_fmt(rate_mbit)}mbit"
+    burst = str(htb_burst_bytes(rate_mbit))
+    return [["tc", "class", "change", "dev", dev, "parent", HTB_HANDLE, "classid", HTB_CLASS, "htb",
+             "rate", r, "ceil", r, "burst", burst, "cburst", burst, "quantum", str(htb_quantum_bytes(rate_mbit))]]
 
 
 def ingress_ifb_netem_cmds(dev: str, ifb: str, link: LinkParams) -> list[list[str]]:

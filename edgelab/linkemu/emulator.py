@@ -377,12 +377,16 @@ class LinkEmulator:
         return fams
 
     def apply_shared_medium(self, ns: str, name: str, ports: list[str], capacity_mbit: float,
-                            station_macs: Optional[list[str]] = None) -> None:
+                            station_macs: Optional[list[str]] = None,
+                            station_rates: Optional[list[tuple[float, float]]] = None) -> None:
         """One airtime budget of ``capacity_mbit`` for every frame to or from ``ports``.
 
         ``station_macs`` (the MAC of the station behind each port, in order)
         gives each station its own fair share of the budget; without them the
         stations' frames share one queue (see ``commands.shared_medium_cmds``).
+        ``station_rates`` (aligned with them): each station's (share, ceil) in
+        Mbit/s, from the airtime model of stations at different PHY rates;
+        without them the shares are equal.
         """
         if not ports:
             raise BackendError(f"shared medium {name!r} in {ns}: no ports given")
@@ -396,12 +400,52 @@ class LinkEmulator:
             if bad:
                 raise BackendError(f"shared medium {name!r} in {ns}: {bad[0]!r} is not a MAC address "
                                    f"(expected xx:xx:xx:xx:xx:xx)")
+        self._check_station_rates(ns, name, len(station_macs or []), station_rates)
         ifb = self.ifb_name(name)
         run(ns, ["ip", "link", "del", ifb], check=False)
         self._ifbs.append({"ns": ns, "name": ifb})
         # The FIFO fallback leaf: ~1000 packets of buffer in all, split between the classes.
         leaf = shared_leaf(max(32, 1000 // (len(station_macs or []) + 1)))
-        run_batched(ns, C.shared_medium_cmds(ifb, ports, capacity_mbit, leaf, station_macs))
+        run_batched(ns, C.shared_medium_cmds(ifb, ports, capacity_mbit, leaf, station_macs, station_rates))
+
+    @staticmethod
+    def _check_station_rates(ns: str, name: str, n: int, station_rates: Optional[list[tuple[float, float]]]) -> None:
+        if station_rates is None:
+            return
+        if len(station_rates) != n:
+            raise BackendError(f"shared medium {name!r} in {ns}: {len(station_rates)} station rates for "
+                               f"{n} stations (give them with the stations' MACs, in the same order)")
+        for i, (share, ceil) in enumerate(station_rates):
+            if not (share > 0 and ceil > 0) or math.isnan(share) or math.isnan(ceil):
+                raise BackendError(f"shared medium {name!r} in {ns}: station {i}: share={share!r}, "
+                                   f"ceil={ceil!r} must be numbers > 0")
+
+    def update_shared_medium(self, ns: str, name: str, capacity_mbit: float, n_stations: int,
+                             station_rates: Optional[list[tuple[float, float]]] = None) -> None:
+        """Re-rate a running airtime budget and its stations' classes in place (``tc class change``):
+        no frame queued in the cell is dropped and no station is detached, so a rate can
+        change (a phone walking away) while an experiment's traffic flows."""
+        if not capacity_mbit > 0:
+            raise BackendError(f"shared medium {name!r} in {ns}: capacity_mbit={capacity_mbit!r} must be > 0")
+        self._check_station_rates(ns, name, n_stations, station_rates)
+        run_batched(ns, C.budget_class_cmds(self.ifb_name(name), capacity_mbit, n_stations, station_rates,
+                                            op="change"))
+
+    def set_link_rate(self, ns: Optional[str], dev: str, rate_mbit: float) -> None:
+        """Change the rate of a link applied with :meth:`apply_link`, on both its ends, in place."""
+        if not rate_mbit > 0:
+            raise BackendError(f"link {ns or '(current)'}/{dev}: rate_mbit={rate_mbit!r} must be > 0")
+        with self._lock(ns):
+            cfg = self._load(ns)
+            rec = cfg["links"].get(dev)
+            if rec is None or not rec["link"].get("rate_mbit"):
+                raise BackendError(f"link {ns or '(current)'}/{dev} has no rate applied by this emulator "
+                                   "(apply_link with rate_mbit > 0 first)")
+            run_all(ns, C.link_rate_change_cmds(dev, rate_mbit))
+            if rec.get("peer_dev"):
+                run_all(rec["peer_ns"], C.link_rate_change_cmds(rec["peer_dev"], rate_mbit))
+            rec["link"]["rate_mbit"] = rate_mbit
+            self._save(ns, cfg)
 
     def ifb_name(self, name: str) -> str:
         """``<tag>-<name>`` if it fits IFNAMSIZ (15), else a short tag+hash form."""

@@ -140,6 +140,7 @@ def run_app(tb: Testbed, load: AppLoad, raw: Path) -> list[Measurement]:
     capacity = [s.capacity_mbit for s in plan.network(network).segments if s.capacity_mbit]
     if capacity:
         rows.append(Measurement("airtime_capacity_mbit", min(capacity), "Mbit/s"))
+    rows += station_model_rows(plan, network, phones)
     if load.iperf:
         shares = concurrent_goodput(tb, phones, server, seconds=load.seconds, network=network)
         (raw / "iperf.json").write_text(json.dumps(shares, indent=1))
@@ -166,6 +167,29 @@ def sample_coverage(cpu: CpuMeter, sampler: Optional[PowerSampler] = None) -> li
             got = len(sampler.samples(node))
             checks.append(coverage(f"power samples of {node}", got, got + sampler.errors.get(node, 0)))
     return checks
+
+
+def station_model_rows(plan: Plan, network: str, phones: list[str]) -> list[Measurement]:
+    """Per phone on a shared Wi-Fi segment: its PHY rate, MCS (-1: the profile's rate) and
+    its modelled DCF share; and what each phone's share would be were all at the profile's
+    rate, so a report can show how much a slow phone costs the others (Heusse et al.)."""
+    from ..airtime import saturation
+
+    rows: list[Measurement] = []
+    for seg in plan.network(network).segments:
+        if seg.capacity_mbit is None:
+            continue
+        for i, node in enumerate(seg.stations):
+            if node not in phones:
+                continue
+            mcs = seg.station_mcs[i] if i < len(seg.station_mcs) else None
+            rows += [Measurement("station_phy_mbit", seg.station_rate(i), "Mbit/s", node),
+                     Measurement("station_mcs", -1 if mcs is None else mcs, "index", node),
+                     Measurement("model_share_mbit", seg.station_shares_mbit[i], "Mbit/s", node)]
+        rows.append(Measurement("model_share_all_fast_mbit",
+                                saturation(seg.airtime, len(seg.stations)).per_station_mbit, "Mbit/s"))
+        break
+    return rows
 
 
 def power_sampler(tb: Testbed, nodes: list[str], interval: float = 0.5) -> Optional[PowerSampler]:

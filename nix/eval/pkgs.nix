@@ -66,6 +66,9 @@ let
     requests = pyPkg "requests" "2.31.0";
     pillow = pyPkg "pillow" "10.0.1";
     opencv4 = pyPkg "opencv" "4.7.0";
+    # The phone service's HTTP server. In nixpkgs for years; 2.1.2 is the version
+    # believed to be in 23.11 (3.0 came in 2024), not read from the pinned tree.
+    waitress = pyPkg "waitress" "2.1.2";
     pytest = pyPkg "pytest" "7.4.3";
     pytest-timeout = pyPkg "pytest-timeout" "2.1.0";
   };
@@ -141,4 +144,15 @@ in
   qemu_kvm = pkg "qemu" "8.1.2";
   vde2 = pkg "vde2" "2.3.3";
   openssh = pkg "openssh" "9.5p1";
+  # Distributed file systems and I/O benchmarks (compositions/{nfs,orangefs,glusterfs,cephfs}).
+  ior = pkg "ior" "3.3.0";
+  fio = pkg "fio" "3.36";
+  e2fsprogs = pkg "e2fsprogs" "1.47.0";
+  xfsprogs = pkg "xfsprogs" "6.4.0";
+  util-linux = pkg "util-linux" "2.39.2";
+  lvm2 = pkg "lvm2" "2.03.22";
+  glusterfs = pkg "glusterfs" "11.1";
+  orangefs = pkg "orangefs" "2.9.8";
+  ceph = pkg "ceph" "18.2.1";
+  ceph-client = pkg "ceph-client" "18.2.1";
 }

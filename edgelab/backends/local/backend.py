@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -16,8 +17,9 @@ from ...errors import BackendError
 from ...plan import Plan
 from ..base import Backend, Testbed
 from . import blueprint as bpmod
-from . import cgroups, netns, wiring
-from .naming import STATE_DIR, cgroup_rel, check_testbed_name, linkemu_state_dir, linkemu_tag, netns_prefix
+from . import cgroups, netns, privdirs, wiring
+from .naming import (STATE_DIR, cgroup_rel, check_testbed_name, linkemu_state_dir, linkemu_tag, netns_name,
+                     netns_prefix)
 from .state import StateFile
 from .teardown import teardown
 
@@ -26,7 +28,7 @@ from .teardown import teardown
 EMU_WORKERS = 8
 
 
-def _preexec(procs_files: list[str], ns_path: str) -> Callable[[], None]:
+def _preexec(procs_files: list[str], ns_path: str, mnt_path: Optional[str] = None) -> Callable[[], None]:
     """Child-side setup between fork and exec: join the node's cgroup(s) and netns.
 
     Doing it here (rather than wrapping in ``ip netns exec``) costs no extra
@@ -46,6 +48,12 @@ def _preexec(procs_files: list[str], ns_path: str) -> Callable[[], None]:
             netns.setns_fd(fd)
         finally:
             os.close(fd)
+        if mnt_path is not None:  # the node's private directories (privdirs.py)
+            fd = os.open(mnt_path, os.O_RDONLY)
+            try:
+                privdirs.setns_mount(fd)
+            finally:
+                os.close(fd)
 
     return fn
 
@@ -93,6 +101,10 @@ class LocalTestbed(Testbed):
         #: Nodes share this machine's filesystem, so they run our interpreter.
         self.python = sys.executable
         self._cpu_readers: dict[str, Callable[[], float]] = {}
+        #: Nodes with private directories (topology ``private:``), see privdirs.py.
+        self.private: dict[str, privdirs.NodePrivate] = {}
+        #: Station rate changes made while running (set_station_mcs), for the manifest.
+        self.rate_changes: list[dict] = []
 
     # ------------------------------------------------------------ commands
     def netns(self, node: str) -> str:
@@ -109,7 +121,8 @@ class LocalTestbed(Testbed):
             raise BackendError(f"testbed {self.name!r} is down")
         ns = self.netns(node)
         files = cgroups.procs_files(self.layout, cgroup_rel(self.name, node)) if node in self.blueprint.node_ns else []
-        return _preexec(files, netns.path(ns))
+        mnt = self.private[node].mntns if node in self.private else None
+        return _preexec(files, netns.path(ns), mnt)
 
     def run(self, node: str, argv: Sequence[str], *, timeout: Optional[float] = None,
             check: bool = True, **kw: Any) -> subprocess.CompletedProcess:
@@ -197,9 +210,27 @@ class LocalTestbed(Testbed):
             "cgroup_version": self.layout.version,
             "nodes": q,
             "segments": [{"network": s.network, "segment": s.segment, "stations": len(s.ports),
-                          "capacity_mbit": s.capacity_mbit} for s in self.blueprint.shared],
+                          "capacity_mbit": s.capacity_mbit,
+                          "station_shares_mbit": dict(zip(s.stations, (r for r, _ in s.station_rates)))}
+                         for s in self.blueprint.shared],
+            "station_rate_changes": list(self.rate_changes),
             "timings_s": dict(self.timings),
         }
+
+    # ------------------------------------------------------ station rates
+    def set_station_mcs(self, node: str, network: str, mcs: Optional[int]) -> dict:
+        """Re-rate ``node``'s Wi-Fi link and its cell's airtime budget in place (``tc class
+        change``): the cell is not torn down and no queued frame is lost. Returns the segment's
+        new capacity and every station's (rate, share)."""
+        from ...plan import plan_with_station_mcs
+
+        with self._lock:
+            new_plan = plan_with_station_mcs(self.plan, network, {node: mcs})
+            self.blueprint, change = rerate_station(self.emulator, self.blueprint, new_plan, node, network)
+            self.plan = new_plan
+            self.rate_changes.append(change)
+            record_station_mcs(self.state, node, network, mcs)
+            return change
 
     # ------------------------------------------------------------ teardown
     def _install_signal_handlers(self) -> None:
@@ -277,6 +308,41 @@ class LocalTestbed(Testbed):
             self.emulator._procs.clear()
 
 
+def rerate_station(emulator: Any, bp: bpmod.Blueprint, new_plan: Plan, node: str,
+                   network: str) -> tuple[bpmod.Blueprint, dict]:
+    """Make a running cell match ``new_plan``'s rate for ``node``: its link's HTB rate on both
+    ends and its segment's budget classes, all by ``tc class change``. Returns the updated
+    blueprint and a record of the change."""
+    from .blueprint import station_rates_of
+
+    seg = next(s for s in new_plan.network(network).segments if node in s.stations)
+    itf = next(i for i in new_plan.node(node).interfaces if i.network == network)
+    veth = next(v for v in bp.veths if v.label == f"{network}:{node}")
+    shared = next(s for s in bp.shared if s.network == network and s.segment == seg.index)
+    rates = station_rates_of(seg, list(shared.stations))
+    if veth.link is not None and veth.link.rate_mbit > 0:
+        emulator.set_link_rate(veth.a.ns, veth.a.ifname, itf.link.rate_mbit)
+    emulator.update_shared_medium(shared.ns, shared.name, seg.capacity_mbit, len(shared.stations), list(rates))
+    new_shared = replace(shared, capacity_mbit=seg.capacity_mbit, station_rates=rates)
+    new_bp = replace(bp, shared=[new_shared if s is shared else s for s in bp.shared],
+                     veths=[replace(v, link=itf.link) if v is veth and v.link is not None else v for v in bp.veths])
+    i = seg.stations.index(node)
+    mcs = seg.station_mcs[i] if i < len(seg.station_mcs) else None
+    change = {"time": time.time(), "node": node, "network": network, "mcs": mcs,
+              "rate_mbit": seg.station_rate(i), "capacity_mbit": seg.capacity_mbit,
+              "shares_mbit": dict(zip(seg.stations, seg.station_shares_mbit))}
+    return new_bp, change
+
+
+def record_station_mcs(state: StateFile, node: str, network: str, mcs: Optional[int]) -> None:
+    """Remember a running testbed's station rates in its state file, so a later change (from
+    another process: ``edgelab wifi-rate``) starts from them."""
+    data = state.load()
+    overrides = dict(data.get("station_mcs", {}))
+    overrides[f"{network}/{node}"] = mcs
+    state.update(station_mcs=overrides)
+
+
 class LocalBackend(Backend):
     """Network namespaces + cgroups on this machine (the default backend)."""
 
@@ -309,6 +375,7 @@ class LocalBackend(Backend):
             "created": time.time(), "netns": bp.namespaces,
             "cgroups": [c.rel for c in bp.cgroups], "cgroup_version": layout.version,
             "cgroup_roots": layout.roots, "linkemu": emulator.state(), "processes": [],
+            "privdirs": privdirs.state_record(plan),
         })
         tb = LocalTestbed(plan, self, bp, layout, state, emulator)
         tb._install_signal_handlers()
@@ -322,6 +389,7 @@ class LocalBackend(Backend):
             wiring.create_veths(bp, handles)
             wiring.install_routes(bp, handles)
             handles.close()
+            tb.private = privdirs.setup(plan)
             t2 = time.monotonic()
             self._emulate(bp, emulator, state)
             t3 = time.monotonic()
@@ -360,9 +428,34 @@ class LocalBackend(Backend):
             emulator.flush_peer_side()   # per peer namespace (access point, switch): one transaction
             state.update(linkemu=emulator.state())
             for fut in [ex.submit(emulator.apply_shared_medium, s.ns, s.name, list(s.ports), s.capacity_mbit,
-                                  list(s.station_macs) or None)
+                                  list(s.station_macs) or None,
+                                  list(s.station_rates) if s.station_rates and s.station_macs else None)
                         for s in bp.shared]:
                 fut.result()
+
+    def set_station_mcs(self, plan: Plan, node: str, network: str, mcs: Optional[int]) -> dict:
+        """Re-rate a station of a testbed brought up by another process (``edgelab up``), from its
+        state file: the rates set earlier are kept, this one changes, nothing is torn down."""
+        from ...linkemu import LinkEmulator
+        from ...plan import plan_with_station_mcs
+
+        state = StateFile(plan.topology.name, self.state_dir)
+        if not state.exists():
+            raise BackendError(f"testbed {plan.topology.name!r} is not up (no state file {state.path})")
+        data = state.load()
+        engine = (data.get("linkemu") or {}).get("engine")
+        if engine is None:
+            raise BackendError(f"testbed {plan.topology.name!r}: its state file records no link emulation")
+        for key, old in (data.get("station_mcs") or {}).items():
+            net, name = key.split("/", 1)
+            plan = plan_with_station_mcs(plan, net, {name: old})
+        before = bpmod.build(plan)
+        new_plan = plan_with_station_mcs(plan, network, {node: mcs})
+        tag = linkemu_tag(plan.topology.name)
+        emulator = LinkEmulator(engine, tag=tag, state_dir=f"/run/{tag}-linkemu")
+        _, change = rerate_station(emulator, before, new_plan, node, network)
+        record_station_mcs(state, node, network, mcs)
+        return change
 
     def down(self, testbed_name: str) -> None:
         """Tear down a testbed by name from its state file (also after a crash or SIGKILL)."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ...model import LinkParams
-from ...plan import Plan
+from ...plan import Plan, SegmentPlan
 from .naming import BRIDGE, cgroup_rel, netns_name, port_name, shared_medium_name
 
 
@@ -42,6 +42,9 @@ class Shared:
     network: str
     segment: int
     station_macs: tuple[str, ...] = ()  # aligned with ports: who gets which fair share
+    #: aligned with ports: each station's node and its (share, ceil) Mbit/s from the airtime model
+    stations: tuple[str, ...] = ()
+    station_rates: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,7 @@ def build(plan: Plan) -> Blueprint:
         position = 0
         ports_by_seg: dict[int, list[str]] = {}
         macs_by_seg: dict[int, list[str]] = {}
+        nodes_by_seg: dict[int, list[str]] = {}
         for member in net.members:
             node = plan.node(member)
             for itf in node.interfaces:
@@ -127,15 +131,23 @@ def build(plan: Plan) -> Blueprint:
                 if not itf.uplink:
                     ports_by_seg.setdefault(itf.segment, []).append(port)
                     macs_by_seg.setdefault(itf.segment, []).append(mac)
+                    nodes_by_seg.setdefault(itf.segment, []).append(member)
         for seg in net.segments:
             cap = seg.capacity_mbit
             if cap is not None and ports_by_seg.get(seg.index):
                 bp.shared.append(Shared(ns, shared_medium_name(seg.index), tuple(ports_by_seg[seg.index]),
-                                        cap, net.name, seg.index, tuple(macs_by_seg[seg.index])))
+                                        cap, net.name, seg.index, tuple(macs_by_seg[seg.index]),
+                                        tuple(nodes_by_seg[seg.index]), station_rates_of(seg, nodes_by_seg[seg.index])))
     for n in plan.nodes:
         for r in n.routes:
             bp.routes.append(RouteSpec(bp.node_ns[n.name], r.destination, r.via, r.dev))
     return bp
+
+
+def station_rates_of(seg: SegmentPlan, nodes: list[str]) -> tuple[tuple[float, float], ...]:
+    """(share, ceil) of each of ``nodes`` (stations of ``seg``, in port order) from the airtime model."""
+    by_node = dict(zip(seg.stations, zip(seg.station_shares_mbit, seg.station_ceils_mbit)))
+    return tuple(by_node[n] for n in nodes)
 
 
 def _mesh(plan: Plan, net, bp: Blueprint) -> None:
