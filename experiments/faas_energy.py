@@ -19,7 +19,7 @@ import argparse
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 
-from edgelab.experiment import (backend_from_args, common_arguments, dry_run, finish, int_list, main_guard,
+from edgelab.experiment import (testbed_name, backend_from_args, common_arguments, dry_run, finish, int_list, main_guard,
                                 run_sweep)
 from edgelab.scenario_topologies import faas_topology
 from edgelab.scenarios import FaasLoad, faas_point
@@ -29,6 +29,9 @@ from edgelab.services.power.inventory import plugs_from_args, power_arguments
 #: NixOS-Compose composition of these nodes (nxc and g5k backends).
 COMPOSITION = "beaglepaas"
 
+
+#: This process's testbed name (unique on the machine: see edgelab.experiment.testbed_name).
+TESTBED = testbed_name("faas")
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -75,11 +78,11 @@ def main(argv=None) -> int:
 
     points = sweep_points(a.workers, a.reps)
     if a.dry_run:
-        return dry_run(a, [faas_topology(p["n_workers"], name="faas") for p in points], COMPOSITION)
+        return dry_run(a, [faas_topology(p["n_workers"], name=TESTBED) for p in points], COMPOSITION)
     backend = backend_from_args(a, COMPOSITION)
 
     def measure(point, run):
-        return faas_point(faas_topology(point["n_workers"], name="faas"), backend=backend, run=run, point=point,
+        return faas_point(faas_topology(point["n_workers"], name=TESTBED), backend=backend, run=run, point=point,
                           load=FaasLoad(per_worker=a.per_worker, functions=a.functions, power_source=a.power_source,
                                         plugs=tuple(a.plug_map.items()), slots=a.slots,
                                         prometheus=a.prometheus))

@@ -15,10 +15,12 @@ The default is quick (under 3 minutes on a 2-core machine); ``--full`` sweeps
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 
-from edgelab.experiment import backend_from_args, common_arguments, dry_run, finish, int_list, main_guard, run_sweep
+from edgelab.experiment import (backend_from_args, common_arguments, dry_run, finish, int_list, main_guard, run_sweep,
+                                testbed_name)
 from edgelab.topology import load_topology
 from edgelab.scenarios import wifi_point
 from edgelab.services.power.inventory import plugs_from_args, power_arguments
@@ -95,6 +97,8 @@ def sweep_points(phones: list[int], reps: int) -> list[dict]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     topology = load_topology(args.topology)
+    # This process's own name, so two runs on one machine never share a testbed.
+    topology = dataclasses.replace(topology, name=testbed_name(topology.name))
     params = {"topology": args.topology, "phones": args.phones, "reps": args.reps, "seconds": args.seconds,
               "rate_rps": args.rate, "image_kb": args.image_kb, "latency_threshold_ms": args.latency_threshold_ms,
               "mode": args.mode, "inference": args.inference, "prometheus": args.prometheus,

@@ -613,7 +613,9 @@ class NxcBackend(Backend):
     def down(self, testbed_name: str) -> None:
         """Stop what a (possibly crashed) run left: its ``nxc start -w`` process
         group (the VMs). Grid'5000 nodes go with their job (``g5k`` backend)."""
-        path = self.opts.state_file(testbed_name)
+        from .local.naming import check_testbed_name
+
+        path = self.opts.state_file(check_testbed_name(testbed_name))
         if not path.is_file():
             return
         state = json.loads(path.read_text())

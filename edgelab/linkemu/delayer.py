@@ -42,6 +42,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..safefs import write_atomic
+
 #: Packets the kernel may hold for one queue before dropping (200 Mbit/s x 100 ms
 #: is ~1700 full frames per direction; leave a wide margin).
 MAX_QUEUE_LEN = 65536
@@ -120,10 +122,8 @@ class Delayer:
                 self.queues[num] = q
             else:
                 q.delay_s, q.jitter_s = d, j
-        tmp = self.config_path + ".ready.tmp"
-        with open(tmp, "w") as f:
-            f.write(f"{gen} {os.getpid()}\n")
-        os.replace(tmp, self.config_path + ".ready")
+        # O_EXCL/O_NOFOLLOW temporary file: root writes here (see edgelab.safefs)
+        write_atomic(self.config_path + ".ready", f"{gen} {os.getpid()}\n")
 
     def _unbind(self, q: QueueState) -> None:
         while q.pending:

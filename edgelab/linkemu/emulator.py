@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import BackendError
+from ..safefs import UnsafePathError, open_append, read_own, secure_dir, write_atomic
 from ..model import LinkParams
 from . import commands as C
 from .engine import ENGINES, detect_engine, shared_leaf
@@ -31,6 +32,7 @@ from .nsexec import in_ns, run, run_all, run_batched
 QUEUE_BASE = 1000
 READY_TIMEOUT_S = 10.0
 _PKG_ROOT = str(Path(__file__).resolve().parents[2])
+_TAG = re.compile(r"[A-Za-z0-9_-]{1,24}")
 _MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 
 
@@ -96,6 +98,9 @@ class LinkEmulator:
         if engine == "netem" and detect_engine() != "netem":
             raise BackendError("engine 'netem' requested but this kernel cannot create a netem qdisc "
                                "(sch_netem missing); use engine 'fallback' or auto")
+        if not isinstance(tag, str) or not _TAG.fullmatch(tag):
+            # The tag becomes a directory under /run, interface and nft table names: no paths.
+            raise BackendError(f"link emulation tag {tag!r} must be 1-24 letters, digits, '-' or '_'")
         self.engine = engine
         self.tag = tag
         self.state_dir = Path(state_dir or f"/run/{tag}-linkemu")
@@ -119,16 +124,25 @@ class LinkEmulator:
 
     def _load(self, ns: Optional[str]) -> dict:
         p = self._cfg_path(ns)
-        if p.exists():
-            return json.loads(p.read_text())
+        if os.path.lexists(p):
+            self._ensure_state_dir()
+            try:
+                return json.loads(read_own(p))
+            except (UnsafePathError, OSError, ValueError) as e:
+                raise BackendError(f"link emulation record {p}: {e}") from None
         return {"generation": 0, "ns": ns, "tag": self.tag, "pid": None, "queues": {}, "links": {}}
 
+    def _ensure_state_dir(self) -> None:
+        """Create the state directory, or accept it only if it is ours alone (root writes here:
+        a directory someone else owns could hold a symlink to any file; see ``edgelab.safefs``)."""
+        try:
+            secure_dir(self.state_dir, 0o755)
+        except (UnsafePathError, OSError) as e:
+            raise BackendError(f"link emulation state directory: {e}") from None
+
     def _save(self, ns: Optional[str], cfg: dict) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        p = self._cfg_path(ns)
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text(json.dumps(cfg, indent=1))
-        os.replace(tmp, p)
+        self._ensure_state_dir()
+        write_atomic(self._cfg_path(ns), json.dumps(cfg, indent=1))
         self._touched.add(_ns_key(ns))
 
     # --------------------------------------------------------------- delayer
@@ -148,7 +162,7 @@ class LinkEmulator:
         if alive:
             os.kill(pid, signal.SIGHUP)
         else:
-            log = open(Path(str(self._cfg_path(ns)) + ".log"), "ab")
+            log = os.fdopen(open_append(str(self._cfg_path(ns)) + ".log"), "ab")
             env = dict(os.environ)
             env["PYTHONPATH"] = _PKG_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
             argv = in_ns(ns, [sys.executable, "-m", "edgelab.linkemu.delayer",
