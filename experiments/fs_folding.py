@@ -45,6 +45,10 @@ from edgelab.experiment import (backend_from_args, common_arguments, console, fi
 from edgelab.hostload import HostWarmer
 from edgelab.scenarios import measure_on
 from edgelab.scenarios.fsio import JUDGED, fs_topology, run_fsio
+from edgelab.experiment import testbed_name
+
+#: This process's testbed name: two runs on one machine never share kernel objects.
+TESTBED = testbed_name("fsfold")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -149,7 +153,7 @@ def main(argv=None) -> int:
         try:
             if warm:
                 run.record_facts({"host_warmer": warmer.description})
-            topo = fs_topology(pt["nb_cpu"], pt["nb_io"], scratch_mib=scratch_mib(pt["nb_cpu"], pt["nb_io"], a.size_mib))
+            topo = fs_topology(pt["nb_cpu"], pt["nb_io"], name=TESTBED, scratch_mib=scratch_mib(pt["nb_cpu"], pt["nb_io"], a.size_mib))
             return measure_on(topo, backend, run, pt, lambda tb, raw: run_fsio(tb, load, raw))
         finally:
             took.setdefault(pt["factor"], []).append(time.monotonic() - t)
