@@ -58,7 +58,11 @@ in
     jobTimeout = lib.mkOption {
       type = lib.types.nullOr lib.types.float;
       default = null;
-      description = "Seconds a worker may take on a job before it is declared lost (orchestrator).";
+      description = ''
+        Seconds a job may run (orchestrator). Past it the invocation fails and is
+        never dispatched again (at most once); its worker gets no new job until it
+        reports the late result.
+      '';
     };
 
     startAtBoot = lib.mkOption {

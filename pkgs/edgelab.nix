@@ -30,6 +30,7 @@
 , requests
 , pillow
 , opencv4
+, waitress
 , pythonRelaxDepsHook
 , execo ? null
 , src ? ../.
@@ -77,9 +78,14 @@ buildPythonPackage {
   # provides the same cv2 module under another distribution name.
   pythonRemoveDeps = [ "opencv-python-headless" ];
 
+  # waitress serves the phone workload (edgelab/services/phone/server.py); the
+  # options it uses (threads, connection_limit, channel_timeout, max_request_*)
+  # and strict Content-Length/chunk parsing exist since waitress 2.1.1; nixpkgs
+  # 23.11 should carry 2.1.2 (not checked against the pinned tree: its package
+  # set is not on the development machine). requirements.txt pins 3.0.2.
   propagatedBuildInputs = [
     pyyaml click rich pandas numpy matplotlib pyroute2 prometheus-client
-    paho2 requests pillow opencv4 execo
+    paho2 requests pillow opencv4 execo waitress
   ];
 
   # The experiments are scripts, not a package: ship them (and the example
@@ -93,7 +99,8 @@ buildPythonPackage {
   # The test suite needs root, namespaces and other helpers' services; it runs
   # in CI outside Nix. Importing the package is the check here.
   doCheck = false;
-  pythonImportsCheck = [ "edgelab" "edgelab.plan" "edgelab.topology" "edgelab.results" "edgelab.services.power.meter" ];
+  pythonImportsCheck = [ "edgelab" "edgelab.plan" "edgelab.topology" "edgelab.results" "edgelab.services.power.meter"
+    "edgelab.services.phone.server" "edgelab.services.beaglepaas" ];
 
   meta = {
     description = "Reproducible testbeds for low-cost edge computing research";

@@ -66,6 +66,9 @@ let
     requests = pyPkg "requests" "2.31.0";
     pillow = pyPkg "pillow" "10.0.1";
     opencv4 = pyPkg "opencv" "4.7.0";
+    # The phone service's HTTP server. In nixpkgs for years; 2.1.2 is the version
+    # believed to be in 23.11 (3.0 came in 2024), not read from the pinned tree.
+    waitress = pyPkg "waitress" "2.1.2";
     pytest = pyPkg "pytest" "7.4.3";
     pytest-timeout = pyPkg "pytest-timeout" "2.1.0";
   };

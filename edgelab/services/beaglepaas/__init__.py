@@ -5,7 +5,9 @@ Run: ``python -m edgelab.services.beaglepaas {orchestrator,worker,submit} --help
 
 from .client import BeaglePaaSClient, BeaglePaaSError
 from .functions import FUNCTIONS
-from .orchestrator import Invocation, Orchestrator
+from .invocation import Invocation, Limits, Overloaded
+from .orchestrator import Orchestrator
 from .worker import run_job, run_worker
 
-__all__ = ["BeaglePaaSClient", "BeaglePaaSError", "FUNCTIONS", "Invocation", "Orchestrator", "run_job", "run_worker"]
+__all__ = ["BeaglePaaSClient", "BeaglePaaSError", "FUNCTIONS", "Invocation", "Limits", "Orchestrator", "Overloaded",
+           "run_job", "run_worker"]

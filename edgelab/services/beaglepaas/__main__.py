@@ -32,7 +32,7 @@ def _hostport(s: str) -> tuple[str, int]:
 
 def cmd_orchestrator(a) -> int:
     from ..power import PowerSampler, TasmotaHttpSource
-    from .orchestrator import Orchestrator
+    from .orchestrator import Limits, Orchestrator
 
     sampler = None
     hook = None
@@ -45,7 +45,14 @@ def cmd_orchestrator(a) -> int:
             meters[wid] = TasmotaHttpSource(url)
         sampler = PowerSampler(meters, interval=a.meter_interval).start()
         hook = sampler.energy_between
-    orch = Orchestrator(energy_hook=hook, max_attempts=a.max_attempts, job_timeout_s=a.job_timeout)
+    try:
+        limits = Limits(max_connections=a.max_connections, max_frame=a.max_frame,
+                        max_held_bytes=int(a.max_held_mib * 2**20), hello_timeout_s=a.hello_timeout,
+                        idle_timeout_s=a.idle_timeout, frame_timeout_s=a.frame_timeout)
+        orch = Orchestrator(energy_hook=hook, max_attempts=a.max_attempts, job_timeout_s=a.job_timeout,
+                            limits=limits)
+    except ValueError as exc:
+        raise SystemExit(f"orchestrator: {exc}")
     serve_until_signalled(lambda: "tcp://%s:%d" % orch.serve(a.bind, a.port))
     if sampler:
         sampler.stop()
@@ -61,22 +68,33 @@ def cmd_worker(a) -> int:
     from .worker import run_worker
 
     host, port = a.connect
-    n = run_worker(host, port, a.id, connect_timeout_s=a.connect_timeout)
+    try:
+        n = run_worker(host, port, a.id, connect_timeout_s=a.connect_timeout)
+    except ConnectionError as exc:
+        raise SystemExit(str(exc))
     logging.info("worker %s ran %d jobs", a.id, n)
     return 0
 
 
 def cmd_submit(a) -> int:
-    from .client import BeaglePaaSClient
+    from .client import BeaglePaaSClient, BeaglePaaSError
 
     host, port = a.connect
-    args = json.loads(a.args)
-    with BeaglePaaSClient(host, port) as c:
-        ids = [c.submit(a.function, args) for _ in range(a.count)]
-        if a.wait:
-            print(json.dumps(c.wait(ids, timeout=a.wait)))
-        else:
-            print(json.dumps(ids))
+    try:
+        args = json.loads(a.args)
+    except ValueError as exc:
+        raise SystemExit(f"--args is not JSON: {exc}")
+    if not isinstance(args, dict):
+        raise SystemExit(f"--args must be a JSON object, got {type(args).__name__}")
+    try:
+        with BeaglePaaSClient(host, port) as c:
+            ids = [c.submit(a.function, args) for _ in range(a.count)]
+            if a.wait:
+                print(json.dumps(c.wait(ids, timeout=a.wait)))
+            else:
+                print(json.dumps(ids))
+    except (BeaglePaaSError, OSError) as exc:
+        raise SystemExit(f"submit: {exc}")
     return 0
 
 
@@ -100,7 +118,7 @@ def cmd_bench(a) -> int:
         c.wait(ids, timeout=a.wait)
         t_done = time.time()
         time.sleep(a.settle)  # let the meters' samples cover the last executions
-        recs = [r for r in c.results() if r["id"] in set(ids)]
+        recs = c.results(ids)
         print(json.dumps({"t_submit": t_submit, "t_done": t_done, "records": recs, "stats": c.stats()}))
     return 0
 
@@ -113,7 +131,16 @@ def main(argv=None) -> int:
     o.add_argument("--bind", default="127.0.0.1")
     o.add_argument("--port", type=int, default=7000, help="0 = pick a free port")
     o.add_argument("--max-attempts", type=int, default=3, help="dispatches per invocation before it fails")
-    o.add_argument("--job-timeout", type=float, help="seconds a worker may take before it is declared lost")
+    o.add_argument("--job-timeout", type=float,
+                   help="seconds a job may run; past it the job fails and is never dispatched again (at most once)")
+    o.add_argument("--max-connections", type=int, default=512, help="workers and clients connected at once")
+    o.add_argument("--max-frame", type=int, default=1 << 20, help="bytes of one incoming message")
+    o.add_argument("--max-held-mib", type=float, default=64.0,
+                   help="MiB of invocation arguments and results kept; beyond, submissions are refused")
+    o.add_argument("--hello-timeout", type=float, default=10.0, help="seconds a new connection has to say who it is")
+    o.add_argument("--idle-timeout", type=float, default=300.0, help="seconds a client may stay silent")
+    o.add_argument("--frame-timeout", type=float, default=30.0,
+                   help="seconds a begun message has to arrive in full (and a reply to be read)")
     o.add_argument("--meter", action="append", default=[], metavar="WORKER=URL", help="Tasmota plug of a worker")
     o.add_argument("--meter-interval", type=float, default=0.5)
     o.add_argument("--results", help="write per-invocation records (JSON lines) here at exit")
@@ -121,7 +148,8 @@ def main(argv=None) -> int:
     w = sub.add_parser("worker", help="connect to an orchestrator and run jobs")
     w.add_argument("--connect", type=_hostport, required=True, metavar="HOST:PORT")
     w.add_argument("--id", required=True, help="worker id (e.g. the node name)")
-    w.add_argument("--connect-timeout", type=float, default=30.0)
+    w.add_argument("--connect-timeout", type=float, default=30.0,
+                   help="seconds to keep trying to reach the orchestrator, at start and after each disconnection")
     w.set_defaults(fn=cmd_worker)
     s = sub.add_parser("submit", help="submit invocations")
     s.add_argument("--connect", type=_hostport, required=True, metavar="HOST:PORT")

@@ -7,7 +7,13 @@ import threading
 import time
 from typing import Iterable, Optional
 
-from ..framing import recv_msg, send_msg
+from ..framing import MalformedMessage, recv_msg, send_msg
+
+
+REPLY_MAX_FRAME = 256 << 20
+"""Bytes of one reply the client accepts: a ``results`` reply carries every record asked for
+(the orchestrator holds up to 64 MiB of arguments and results by default), so more than
+the 1 MiB the orchestrator accepts per request; still bounded."""
 
 
 class BeaglePaaSError(RuntimeError):
@@ -21,8 +27,11 @@ class BeaglePaaSClient:
 
     def _call(self, msg: dict) -> dict:
         with self._lock:
-            send_msg(self._sock, msg)
-            reply = recv_msg(self._sock)
+            try:
+                send_msg(self._sock, msg)
+                reply = recv_msg(self._sock, REPLY_MAX_FRAME)
+            except (OSError, MalformedMessage) as exc:
+                raise BeaglePaaSError(f"orchestrator connection failed: {exc}") from exc
         if reply is None:
             raise BeaglePaaSError("orchestrator closed the connection")
         if reply.get("type") == "error":
@@ -30,10 +39,11 @@ class BeaglePaaSClient:
         return reply
 
     def submit(self, f_id: str, f_args: Optional[dict] = None) -> str:
-        return self._call({"type": "submit", "f_id": f_id, "f_args": f_args or {}})["i_id"]
+        return self._call({"type": "submit", "f_id": f_id, "f_args": {} if f_args is None else f_args})["i_id"]
 
-    def results(self) -> list[dict]:
-        return self._call({"type": "results"})["records"]
+    def results(self, ids: Optional[Iterable[str]] = None) -> list[dict]:
+        msg = {"type": "results"} if ids is None else {"type": "results", "ids": list(ids)}
+        return self._call(msg)["records"]
 
     def stats(self) -> dict:
         return self._call({"type": "stats"})
@@ -43,7 +53,7 @@ class BeaglePaaSClient:
         wanted = set(ids) if ids is not None else None
         deadline = time.monotonic() + timeout
         while True:
-            recs = [r for r in self.results() if wanted is None or r["id"] in wanted]
+            recs = self.results(wanted)
             if all(r["status"] in ("done", "failed") for r in recs) and (wanted is None or len(recs) == len(wanted)):
                 return recs
             if time.monotonic() > deadline:

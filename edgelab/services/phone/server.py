@@ -1,74 +1,161 @@
-"""HTTP front of the phone workload: ``POST /detect?mode=faces|eyes|bodies|gray``."""
+"""HTTP front of the phone workload: ``POST /detect?mode=faces|eyes|bodies|gray[&max_side=N]``.
+
+Served by waitress (Pylons' pure-Python WSGI server) rather than http.server
+because every client this service meets (load generators, phones, anyone on
+the testbed network) must get bounded time, memory and threads, and a reply:
+
+- HTTP/1.1 framing is waitress' (RFC 9112): a Content-Length that is not a
+  plain number (``abc``, ``-1``, two different values) gets ``400`` and the
+  connection is closed; ``Transfer-Encoding: chunked`` bodies are decoded (and
+  bounded); other transfer codings get ``501``; a body over ``max_body`` gets
+  ``413`` and headers over ``max_header`` ``431``; a request line that is not
+  HTTP gets ``400`` — all with ``Connection: close``.
+- Bodies are read by waitress' event loop, so a slow upload holds no worker
+  thread; ``threads`` bounds the images computed at once, ``max_connections``
+  the sockets held (more wait in the listen backlog), ``idle_timeout_s`` how
+  long a connection may stay silent, mid-request included.
+- This module checks what waitress cannot: path, method, query parameters and
+  the image itself, each with a JSON ``{"error": ...}`` (400/404/405/500).
+
+Decoding limits of the image itself (pixel counts) belong to :mod:`.detect`.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Optional
-from urllib.parse import parse_qs, urlparse
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional
+from urllib.parse import parse_qs
+
+from waitress.server import create_server
 
 from .detect import CASCADES, ImageError, detect, grayscale
 
 log = logging.getLogger(__name__)
 MAX_BODY = 32 * 1024 * 1024
+MODES = (*CASCADES, "gray")
+MAX_SIDE_LIMIT = 1 << 16
+USAGE = "POST a JPEG/PNG image to /detect?mode=faces|eyes|bodies|gray[&max_side=N]"
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"      # keep-alive: load generators reuse connections
-    server_version = "edgelab-phone/1"
-    disable_nagle_algorithm = True   # headers and body are separate writes: avoid the 40 ms delayed-ACK stall
+@dataclass(frozen=True)
+class Limits:
+    """What one phone service grants its clients."""
 
-    def log_message(self, fmt, *args):
-        log.debug("%s " + fmt, self.address_string(), *args)
+    threads: int = 32                  # images computed at once (more requests wait, their bodies already read)
+    max_connections: int = 512         # sockets held open; more wait in the listen backlog
+    idle_timeout_s: int = 30           # seconds a connection may stay silent (mid-request too); then closed
+    max_body: int = MAX_BODY           # bytes of one image; more gets 413
+    max_header: int = 64 * 1024        # bytes of request line and headers; more gets 431
 
-    def _json(self, code: int, obj: dict) -> None:
-        body = json.dumps(obj).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self):
-        if urlparse(self.path).path == "/healthz":
-            self._json(200, {"ok": True, "modes": [*CASCADES, "gray"]})
-        else:
-            self._json(404, {"error": "POST an image to /detect?mode=faces|gray"})
-
-    def do_POST(self):
-        url = urlparse(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            self._json(413, {"error": f"image larger than {MAX_BODY} bytes"})
-            self.close_connection = True
-            return
-        data = self.rfile.read(length)
-        if url.path != "/detect":
-            self._json(404, {"error": "POST an image to /detect?mode=faces|gray"})
-            return
-        q = parse_qs(url.query)
-        mode = q.get("mode", ["faces"])[0]
-        max_side = int(q["max_side"][0]) if "max_side" in q else None
-        t0 = time.perf_counter()
-        try:
-            if mode == "gray":
-                out = grayscale(data, max_side or 160)
-            else:
-                out = detect(data, mode, max_side or 640)
-        except ImageError as exc:
-            self._json(400, {"error": str(exc)})
-            return
-        except ValueError as exc:
-            self._json(400, {"error": str(exc)})
-            return
-        out["compute_ms"] = (time.perf_counter() - t0) * 1000
-        self._json(200, out)
+    def __post_init__(self):
+        if not isinstance(self.idle_timeout_s, int):
+            raise ValueError(f"idle_timeout_s must be whole seconds (waitress' channel_timeout), got {self.idle_timeout_s!r}")
+        for name, value in vars(self).items():
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, got {value!r}")
 
 
-def make_server(host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
-    """A threaded HTTP server (one thread per connection)."""
-    srv = ThreadingHTTPServer((host, port), _Handler)
-    srv.daemon_threads = True
-    return srv
+class BadRequest(ValueError):
+    """A request this service cannot serve; the message says what to send instead."""
+
+
+def parse_query(query: str) -> tuple[str, Optional[int]]:
+    """(mode, max_side) from the query string; BadRequest for anything unknown, repeated or out of range."""
+    try:
+        query = query.strip("&")
+        q = parse_qs(query, keep_blank_values=True, strict_parsing=bool(query), errors="strict")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"query string {query[:100]!r} is malformed: {exc}") from None
+    unknown = sorted(set(q) - {"mode", "max_side"})
+    if unknown:
+        raise BadRequest(f"unknown parameter(s) {', '.join(repr(u[:40]) for u in unknown[:5])}; {USAGE}")
+    for k, v in q.items():
+        if len(v) > 1:
+            raise BadRequest(f"parameter {k!r} given {len(v)} times")
+    mode = q.get("mode", ["faces"])[0]
+    if mode not in MODES:
+        raise BadRequest(f"unknown detector {mode[:40]!r}; use one of {', '.join(MODES)}")
+    max_side = None
+    if "max_side" in q:
+        raw = q["max_side"][0]
+        if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_SIDE_LIMIT):
+            raise BadRequest(f"max_side must be an integer from 1 to {MAX_SIDE_LIMIT}, got {raw[:40]!r}")
+        max_side = int(raw)
+    return mode, max_side
+
+
+def _json(start_response: Callable, code: str, obj: dict, extra: Iterable[tuple[str, str]] = ()) -> list[bytes]:
+    body = json.dumps(obj).encode()
+    start_response(code, [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *extra])
+    return [body]
+
+
+def app(environ: dict, start_response: Callable) -> list[bytes]:
+    """The WSGI application: healthz, detect, and a JSON error for everything else."""
+    body = _respond(environ, start_response)
+    return [] if environ.get("REQUEST_METHOD") == "HEAD" else body     # RFC 9110 §9.3.2: headers only
+
+
+def _respond(environ: dict, start_response: Callable) -> list[bytes]:
+    path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "")
+    if path == "/healthz":
+        if method not in ("GET", "HEAD"):
+            return _json(start_response, "405 Method Not Allowed", {"error": "use GET /healthz"}, [("Allow", "GET, HEAD")])
+        return _json(start_response, "200 OK", {"ok": True, "modes": list(MODES)})
+    if path != "/detect":
+        return _json(start_response, "404 Not Found", {"error": USAGE})
+    if method != "POST":
+        return _json(start_response, "405 Method Not Allowed", {"error": USAGE}, [("Allow", "POST")])
+    try:
+        mode, max_side = parse_query(environ.get("QUERY_STRING", ""))
+    except BadRequest as exc:
+        return _json(start_response, "400 Bad Request", {"error": str(exc)})
+    # waitress has checked and bounded the length (and decoded a chunked body); it is a plain integer here
+    data = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    if not data:
+        return _json(start_response, "400 Bad Request", {"error": f"empty body; {USAGE}"})
+    t0 = time.perf_counter()
+    try:
+        out = grayscale(data, max_side or 160) if mode == "gray" else detect(data, mode, max_side or 640)
+    except (ImageError, ValueError) as exc:
+        return _json(start_response, "400 Bad Request", {"error": str(exc)})
+    except Exception as exc:       # a reply, never a dropped connection; the traceback goes to the log
+        log.exception("detect failed on a %d-byte body", len(data))
+        return _json(start_response, "500 Internal Server Error", {"error": f"{type(exc).__name__}: {exc}"[:500]})
+    out["compute_ms"] = (time.perf_counter() - t0) * 1000
+    return _json(start_response, "200 OK", out)
+
+
+class PhoneServer:
+    """The service bound to a socket; ``run()`` serves until ``close()``."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, limits: Limits = Limits()):
+        # waitress' default socket_options set TCP_NODELAY (waitress/adjustments.py), so the 40 ms
+        # delayed-ACK stall of http.server's split header/body writes (benchmarks/sv_services.md) cannot return
+        self.limits = limits
+        self._srv = create_server(
+            app, host=host, port=port, threads=limits.threads, connection_limit=limits.max_connections,
+            channel_timeout=limits.idle_timeout_s, cleanup_interval=max(1, min(30, limits.idle_timeout_s // 2)),
+            max_request_body_size=limits.max_body, max_request_header_size=limits.max_header,
+            ident="edgelab-phone/1", asyncore_use_poll=True, expose_tracebacks=False)
+
+    @property
+    def server_address(self) -> tuple[str, int]:
+        return tuple(self._srv.socket.getsockname()[:2])
+
+    @property
+    def url(self) -> str:
+        return "http://%s:%d" % self.server_address
+
+    def run(self) -> None:
+        self._srv.run()
+
+    def close(self) -> None:
+        self._srv.close()
+
+
+def make_server(host: str = "127.0.0.1", port: int = 0, limits: Limits = Limits()) -> PhoneServer:
+    return PhoneServer(host, port, limits)
