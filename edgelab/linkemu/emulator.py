@@ -348,14 +348,16 @@ class LinkEmulator:
             cfg = self._load(ns)
             cfg["links"][dev] = rec
             self._save(ns, cfg)   # recorded before installing, so a failure half-way is still clearable
+            # One process per tool and namespace: tc -batch, nft -f, iptables-restore.
             if link.rate_mbit > 0:
-                run_all(ns, C.htb_rate_cmds(dev, link.rate_mbit))
+                run_batched(ns, C.htb_rate_cmds(dev, link.rate_mbit))
                 if peer_dev is not None:
-                    run_all(peer_ns, C.htb_rate_cmds(peer_dev, link.rate_mbit))
+                    run_batched(peer_ns, C.htb_rate_cmds(peer_dev, link.rate_mbit))
             if link.loss_pct > 0:
                 rec["loss"] = True
                 self._save(ns, cfg)
-                run_all(ns, C.nft_loss_cmds(self.tag, dev, link.loss_pct, egress=peer_side is None))
+                _run_input(ns, ["nft", "-f", "-"], C.nft_script(
+                    C.nft_loss_cmds(self.tag, dev, link.loss_pct, egress=peer_side is None)))
             if C.needs_delay(link):
                 n = 1 if peer_side is not None else 2
                 qs = self._alloc_queues(cfg, n)
@@ -366,7 +368,9 @@ class LinkEmulator:
                 self._delayer_sync(ns, cfg)          # delayer bound before rules point at it
                 rec["families"] = self._families(ns)
                 self._save(ns, cfg)
-                run_all(ns, C.iptables_nfqueue_cmds(dev, *rec["queues"], families=tuple(rec["families"])))
+                specs = C.nfqueue_rule_specs(dev, *rec["queues"])
+                for tool in rec["families"]:
+                    _run_input(ns, [f"{tool}-restore", "-w", "--noflush"], C.iptables_restore_text(specs))
         if peer_side is not None:
             if defer_peer:
                 with self._locks_guard:
@@ -451,14 +455,15 @@ class LinkEmulator:
         return ok
 
     def _families(self, ns: Optional[str]) -> list[str]:
-        """iptables families usable in ``ns``; probed once per namespace (the probe is a process)."""
-        key = _ns_key(ns)
-        if key not in self._fams:
+        """iptables families usable here. Probed once per emulator, in the first namespace asked:
+        whether ip6tables' mangle table works is the kernel's and the tools' property, the same in
+        every namespace (a probe per node was a process per node)."""
+        if "any" not in self._fams:
             fams = ["iptables"]
             if run(ns, ["ip6tables", "-w", "-t", "mangle", "-S", "POSTROUTING"], check=False).returncode == 0:
                 fams.append("ip6tables")
-            self._fams[key] = fams
-        return list(self._fams[key])
+            self._fams["any"] = fams
+        return list(self._fams["any"])
 
     def apply_shared_medium(self, ns: str, name: str, ports: list[str], capacity_mbit: float,
                             station_macs: Optional[list[str]] = None,
