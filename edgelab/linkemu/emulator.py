@@ -89,7 +89,8 @@ class LinkEmulator:
     ``state()`` recording everything so :func:`cleanup` can undo a crashed emulator's work."""
 
     def __init__(self, engine: Optional[str] = None, *, tag: str = "edgelab",
-                 state_dir: Optional[str] = None, delayer_cgroup_procs: tuple[str, ...] = ()) -> None:
+                 state_dir: Optional[str] = None, delayer_cgroup_procs: tuple[str, ...] = (),
+                 ipv6: bool = True) -> None:
         if engine in (None, "auto"):
             engine = detect_engine()
         if engine not in ENGINES:
@@ -108,8 +109,13 @@ class LinkEmulator:
         self._locks: dict[str, threading.RLock] = {}
         self._locks_guard = threading.Lock()
         self._pending: dict[str, list[tuple]] = {}   # peer ns -> deferred peer-side work
+        self._pending_tc: dict[str, list[list[str]]] = {}   # peer ns -> deferred tc commands
+        self._pending_rules: dict[str, list[list[str]]] = {}   # ns -> deferred NFQUEUE rule specs
         self._br_nf: dict[str, bool] = {}
         self._fams: dict[str, list[str]] = {}
+        #: False where the caller disabled IPv6 in every namespace it hands us (the local backend
+        #: does): no IPv6 packet can flow, so no ip6tables rule (a process per node) is needed.
+        self.ipv6 = ipv6
         #: ``cgroup.procs`` files the delayer is written into when it starts.
         self.delayer_cgroup_procs = tuple(delayer_cgroup_procs)
         self._dl_lock = threading.Lock()
@@ -204,26 +210,39 @@ class LinkEmulator:
 
     def _delayer_sync(self, ns: Optional[str], cfg: dict) -> None:
         """Make the shared delayer serve exactly cfg['queues'] in ``ns`` (start/HUP/stop it)."""
-        key = _ns_key(ns)
         self._save(ns, cfg)
+        self._delayer_sync_many([ns], {_ns_key(ns): cfg})
+
+    def _delayer_sync_many(self, spaces: list[Optional[str]], cfgs: Optional[dict] = None) -> None:
+        """Make the shared delayer serve the recorded queues of every namespace in ``spaces``:
+        one reload (or start, or stop) for all of them, and wait until it has bound them."""
         with self._dl_lock:
             d = self._dl_load()
-            want = ({"netns": None if ns is None else f"/run/netns/{ns}",
-                     "queues": {q: {"delay_ms": v["delay_ms"], "jitter_ms": v["jitter_ms"]}
-                                for q, v in cfg["queues"].items()}}
-                    if cfg["queues"] else None)
             pid = d.get("pid")
             alive = self._dl_alive(pid)
-            if pid and not alive and want is not None:
+            changed = False
+            adding = False
+            for ns in spaces:
+                key = _ns_key(ns)
+                cfg = (cfgs or {}).get(key) or self._load(ns)
+                want = ({"netns": None if ns is None else f"/run/netns/{ns}",
+                         "queues": {q: {"delay_ms": v["delay_ms"], "jitter_ms": v["jitter_ms"]}
+                                    for q, v in cfg["queues"].items()}}
+                        if cfg["queues"] else None)
+                adding = adding or want is not None
+                if d["namespaces"].get(key) == want:
+                    continue
+                changed = True
+                if want is None:
+                    d["namespaces"].pop(key, None)
+                else:
+                    d["namespaces"][key] = want
+            if pid and not alive and adding:
                 # Restarting it silently would hide that its links dropped everything meanwhile.
                 raise BackendError(self._dl_death(pid, d))
-            if d["namespaces"].get(key) == want and (alive or want is None):
+            if not changed and (alive or not adding):
                 return
-            if want is None:
-                d["namespaces"].pop(key, None)
-            else:
-                d["namespaces"][key] = want
-            if not alive and want is None:   # a dead delayer's queues are gone anyway: just forget them
+            if not alive and not adding:   # a dead delayer's queues are gone anyway: just forget them
                 proc = self._procs.get(DELAYER_KEY)
                 if not d["namespaces"] and not (proc is not None and proc.pid == pid):
                     d["pid"] = None   # another process's (the CLI's) crashed delayer: start afresh later
@@ -352,7 +371,12 @@ class LinkEmulator:
             if link.rate_mbit > 0:
                 run_batched(ns, C.htb_rate_cmds(dev, link.rate_mbit))
                 if peer_dev is not None:
-                    run_batched(peer_ns, C.htb_rate_cmds(peer_dev, link.rate_mbit))
+                    if defer_peer:   # the access point's side of 100 stations: one tc -batch at flush
+                        with self._locks_guard:
+                            self._pending_tc.setdefault(_ns_key(peer_ns), []).extend(
+                                C.htb_rate_cmds(peer_dev, link.rate_mbit))
+                    else:
+                        run_batched(peer_ns, C.htb_rate_cmds(peer_dev, link.rate_mbit))
             if link.loss_pct > 0:
                 rec["loss"] = True
                 self._save(ns, cfg)
@@ -365,12 +389,18 @@ class LinkEmulator:
                     cfg["queues"][str(q)] = {"delay_ms": link.delay_ms, "jitter_ms": link.jitter_ms,
                                              "dev": dev, "dir": d}
                 rec["queues"] = qs if n == 2 else [qs[0], None]
-                self._delayer_sync(ns, cfg)          # delayer bound before rules point at it
                 rec["families"] = self._families(ns)
-                self._save(ns, cfg)
                 specs = C.nfqueue_rule_specs(dev, *rec["queues"])
-                for tool in rec["families"]:
-                    _run_input(ns, [f"{tool}-restore", "-w", "--noflush"], C.iptables_restore_text(specs))
+                if defer_peer:
+                    # One delayer reload for every namespace at flush time, then the rules.
+                    self._save(ns, cfg)
+                    with self._locks_guard:
+                        self._pending_rules.setdefault(_ns_key(ns), []).extend(specs)
+                else:
+                    self._delayer_sync(ns, cfg)          # delayer bound before rules point at it
+                    self._save(ns, cfg)
+                    for tool in rec["families"]:
+                        _run_input(ns, [f"{tool}-restore", "-w", "--noflush"], C.iptables_restore_text(specs))
         if peer_side is not None:
             if defer_peer:
                 with self._locks_guard:
@@ -379,9 +409,21 @@ class LinkEmulator:
                 self._install_peer_side(peer_ns, [(ns, dev, peer_side, link)])
 
     def flush_peer_side(self) -> None:
-        """Install the deferred peer-side work, one transaction per peer namespace."""
+        """Install the deferred work: the peer ends' rates (one ``tc -batch`` per peer namespace),
+        every deferred namespace's queues (one delayer reload for all), their NFQUEUE rules (after
+        the queues are bound), then the peer-side loss and delay, one transaction per peer namespace."""
         with self._locks_guard:
             pending, self._pending = self._pending, {}
+            tcs, self._pending_tc = self._pending_tc, {}
+            rules, self._pending_rules = self._pending_rules, {}
+        for key, cmds in tcs.items():
+            run_batched(None if key == "_root" else key, cmds)
+        if rules:
+            self._delayer_sync_many([None if k == "_root" else k for k in rules])
+            for key, specs in rules.items():
+                ns = None if key == "_root" else key
+                for tool in self._families(ns):
+                    _run_input(ns, [f"{tool}-restore", "-w", "--noflush"], C.iptables_restore_text(specs))
         for key, items in pending.items():
             self._install_peer_side(None if key == "_root" else key, items)
 
@@ -460,7 +502,7 @@ class LinkEmulator:
         every namespace (a probe per node was a process per node)."""
         if "any" not in self._fams:
             fams = ["iptables"]
-            if run(ns, ["ip6tables", "-w", "-t", "mangle", "-S", "POSTROUTING"], check=False).returncode == 0:
+            if self.ipv6 and run(ns, ["ip6tables", "-w", "-t", "mangle", "-S", "POSTROUTING"], check=False).returncode == 0:
                 fams.append("ip6tables")
             self._fams["any"] = fams
         return list(self._fams["any"])

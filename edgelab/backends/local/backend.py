@@ -372,7 +372,8 @@ class LocalBackend(Backend):
         tag = linkemu_tag(name)
         dl_rel = cgroup_rel(name, DELAYER_CGROUP)
         emulator = LinkEmulator(self.engine, tag=tag, state_dir=f"/run/{tag}-linkemu",
-                                delayer_cgroup_procs=tuple(cgroups.procs_files(layout, dl_rel)))
+                                delayer_cgroup_procs=tuple(cgroups.procs_files(layout, dl_rel)),
+                                ipv6=False)   # wiring disables IPv6 in every namespace (BASE_SYSCTLS)
         fallback = emulator.engine == "fallback"
         # Claim the name and record every object *before* creating any of them.
         state.create({
