@@ -76,14 +76,17 @@
       nixosTest = name:
         let
           set = compositionSet name { name = "vm"; };
-          memory = role: if name != "k3s-phones" then 1024 else if role == "server" then 3072 else 2048;
+          memory = role: if name == "cephfs" then 2048 else if name != "k3s-phones" then 1024 else if role == "server" then 3072 else 2048;
         in
         pkgs.testers.runNixOSTest {
           name = "edgelab-${name}";
           nodes = lib.listToAttrs (lib.concatLists (lib.mapAttrsToList
             (role: hosts: map
               (host: lib.nameValuePair host {
-                imports = [ set.roles.${role} ] ++ extraConfigurations;
+                # testNodes: what a role needs only under qemu-vm.nix (e.g. an
+                # empty disk, virtualisation.emptyDiskImages), which nxc's
+                # flavours do not import.
+                imports = [ set.roles.${role} (set.testNodes.${role} or { }) ] ++ extraConfigurations;
                 virtualisation.memorySize = memory role;
                 virtualisation.cores = 2;
               })
@@ -105,6 +108,7 @@
         phone = ./modules/phone.nix;
         beaglepaas = ./modules/beaglepaas.nix;
         powerMeter = ./modules/power-meter.nix;
+        dfs = ./modules/dfs.nix;
         netem = ./modules/netem.nix;
       };
 

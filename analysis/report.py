@@ -172,6 +172,32 @@ def _folding(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
     return text, blocks
 
 
+def _fs_folding(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
+    """experiments/fs_folding.py: the folding verdict plus bandwidth vs factor with the paper's rule."""
+    from .fs_folding import bandwidth_table, fs_folding_figure, rule_table
+
+    text, blocks = _folding(run, out, stem)
+    res = folding_verdict(run.df, run.params.get("metrics"), tolerance=float(run.params.get("tolerance", DEFAULT_TOLERANCE)),
+                          alpha=float(run.params.get("alpha", 0.05)), cpus=(run.manifest.get("host") or {}).get("cpus"))
+    bp = res.breaking_point
+    text = text + ("" if bp is not None else f" Breaking point: none up to factor {max(res.verdicts, default=res.baseline)}.")
+    bw = bandwidth_table(run.df)
+    table = pd.DataFrame({"factor": bw["factor"]})
+    for metric, name in (("throughput_write_mib_s", "write MiB/s per client"), ("throughput_read_mib_s", "read MiB/s per client"),
+                         ("throughput_create_ops_s", "creations/s per client")):
+        if f"{metric}_mean" in bw:
+            table[name] = _with_ci(bw, f"{metric}_")
+    rules = rule_table(run.df)
+    fig = _figure(fs_folding_figure(run.df, res, run.manifest), out, f"{stem}-fs-folding",
+                  "Per-client bandwidth and file creations vs folding factor, with the folding paper's rule of "
+                  "thumb f_break ≈ 1 + 0.3·nb_cpu − 0.5·nb_io (Guilloteau et al., hal-04038000) evaluated at "
+                  "each point. " + caption(run.manifest))
+    rule = Para("Rule of thumb per point (fitted on OrangeFS/IOR on Grid'5000 gros nodes, not on this host: "
+                "shown for comparison, not as a verdict).")
+    return text, [Para(text)] + blocks[1:] + [Heading(4, "Bandwidth per client"), Table(table), fig, rule,
+                                              Table(rules.round(2))]
+
+
 def _energy(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
     res = energy_per_invocation(run.df)
     t = res.table
@@ -218,6 +244,7 @@ def _generic(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
 
 ANALYSES: dict[str, Callable[[Run, Path, str], tuple[str, list[Block]]]] = {
     "wifi_scaling": _wifi, "folding": _folding, "faas_energy": _energy, "network_topologies": _topologies,
+    "fs_folding": _fs_folding,
 }
 
 

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edgelab.backends.local import LocalBackend  # noqa: E402
+from edgelab.backends.local import privdirs  # noqa: E402
 from edgelab.errors import BackendError  # noqa: E402
 from edgelab.plan import make_plan  # noqa: E402
 from edgelab.topology import parse_topology  # noqa: E402
@@ -49,6 +50,7 @@ nodes:
   - group: sbc
     role: beaglepaas-worker
     count: 2
+    private: {{scratch_mib: 16}}     # per-node mount namespace + loop scratch disk (privdirs.py)
     networks: [lan]
 """
 
@@ -60,6 +62,7 @@ from edgelab.plan import make_plan
 from edgelab.topology import parse_topology
 tb = LocalBackend().up(make_plan(parse_topology(sys.stdin.read())))
 tb.popen("ph-1", ["sleep", "600"])
+tb.popen("sbc-1", ["sleep", "600"])
 print("UP", flush=True)
 time.sleep(600)
 """
@@ -83,7 +86,9 @@ def leftovers() -> dict[str, list]:
             elif cmd.startswith("sleep 600"):
                 procs.append(f"{e.name}: {cmd}")
     files = [p for p in (f"/run/edgelab/{NAME}.json", f"/run/{tag}-linkemu") if os.path.exists(p)]
-    return {k: v for k, v in dict(netns=ns, links=links, cgroups=cgroups, processes=procs, files=files).items() if v}
+    private = privdirs.leftovers(NAME)  # mount namespaces, scratch mounts and loop devices, directories
+    return {k: v for k, v in dict(netns=ns, links=links, cgroups=cgroups, processes=procs, files=files,
+                                  private=private).items() if v}
 
 
 def killed_cycle(rng: random.Random) -> str:
@@ -125,7 +130,12 @@ def main() -> None:
         else:
             with LocalBackend().up(plan) as tb:
                 tb.popen("ph-1", ["sleep", "600"])
-                assert tb.run("ph-2", ["ping", "-c1", "-W2", tb.address("srv-1", "wlan")], check=False).returncode == 0
+                tb.popen("sbc-1", ["sleep", "600"])
+                got = tb.run("sbc-2", ["sh", "-c", f"echo x > {tb.private['sbc-2'].scratch}/f && "
+                                                 "echo y > /var/lib/f && cat /var/lib/f"]).stdout
+                assert got == "y\n", f"cycle {i}: sbc-2's private /var/lib read back {got!r}"
+                ping = tb.run("ph-2", ["ping", "-c1", "-W2", tb.address("srv-1", "wlan")], check=False)
+                assert ping.returncode == 0, f"cycle {i}: ph-2 cannot ping srv-1: {ping.stdout}{ping.stderr}"
             counts["clean"] += 1
         left = leftovers()
         if left:
@@ -133,7 +143,7 @@ def main() -> None:
             sys.exit(1)
     print(f"{args.cycles} cycles in {time.monotonic() - t0:.1f}s: {counts['clean']} clean up/down, "
           f"{counts['during']} SIGKILLed during bring-up, {counts['after']} SIGKILLed after bring-up; "
-          f"leaked: 0 netns, 0 links, 0 cgroups, 0 processes, 0 state files")
+          f"leaked: 0 netns, 0 links, 0 cgroups, 0 processes, 0 state files, 0 private mounts/loop devices/dirs")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,13 @@ let
     else if builtins.elem v [ "true" "1" 1 "yes" "on" ] then true
     else if builtins.elem v [ "false" "0" 0 "no" "off" "" ] then false
     else throw "setup parameter ${name} must be true or false, got ${builtins.toJSON v}";
+
+  # A device path, or null when unset/empty.
+  str = setup: name:
+    let v = raw setup name ""; in
+    if v == "" || v == null then null
+    else if builtins.isString v && builtins.substring 0 5 v == "/dev/" then v
+    else throw "setup parameter ${name} must be a device path under /dev/, got ${builtins.toJSON v}";
 in
 {
   k3s-phones = args@{ setup ? { }, ... }:
@@ -34,6 +41,33 @@ in
     });
   beaglepaas = args@{ setup ? { }, ... }:
     import ./beaglepaas/composition.nix (args // { workers = count 1 setup "workers" 2; });
+  # Distributed file systems (compositions/dfs-common.nix): I/O nodes and clients
+  # as parameters; `dfs_disk` names the data disk on Grid'5000 (default: the
+  # standard environment's KDPL_TMP_disk0 partition).
+  nfs = args@{ setup ? { }, ... }:
+    import ./nfs/composition.nix (args // {
+      servers = count 1 setup "nfs_servers" 1;
+      clients = count 1 setup "nfs_clients" 2;
+      disk = str setup "dfs_disk";
+    });
+  orangefs = args@{ setup ? { }, ... }:
+    import ./orangefs/composition.nix (args // {
+      servers = count 1 setup "orangefs_servers" 1;
+      clients = count 1 setup "orangefs_clients" 2;
+      disk = str setup "dfs_disk";
+    });
+  glusterfs = args@{ setup ? { }, ... }:
+    import ./glusterfs/composition.nix (args // {
+      servers = count 1 setup "glusterfs_servers" 2;
+      clients = count 1 setup "glusterfs_clients" 2;
+      disk = str setup "dfs_disk";
+    });
+  cephfs = args@{ setup ? { }, ... }:
+    import ./cephfs/composition.nix (args // {
+      osds = count 1 setup "ceph_osds" 3;
+      clients = count 1 setup "ceph_clients" 2;
+      disk = str setup "dfs_disk";
+    });
   mesh = args@{ setup ? { }, ... }:
     import ./mesh/composition.nix (args // {
       phones = count 2 setup "mesh_phones" 4;

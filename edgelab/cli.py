@@ -173,17 +173,23 @@ def _require_root(what: str) -> None:
 
 @cli.command()
 @click.argument("topo", type=click.Path(dir_okay=False))
-@click.option("--backend", type=click.Choice(["local", "nxc", "g5k"]), default="local", show_default=True)
+@click.option("--backend", type=click.Choice(["local", "ssh", "nxc", "g5k"]), default="local", show_default=True)
 @click.option("-o", "--backend-opt", multiple=True, metavar="KEY=VALUE",
               help="Backend option, repeatable (nxc: composition=, flavour=; g5k: site=, cluster=, walltime=).")
+@click.option("--inventory", type=click.Path(dir_okay=False), default=None,
+              help="Devices that run the plan's nodes (selects --backend ssh; docs/backends.md).")
 @click.option("--dry-run", is_flag=True, help="Print what would be reserved, deployed and imposed; do nothing.")
-def up(topo: str, backend: str, backend_opt: tuple[str, ...], dry_run: bool) -> None:
+def up(topo: str, backend: str, backend_opt: tuple[str, ...], inventory: Optional[str], dry_run: bool) -> None:
     """Bring a testbed up and leave it running (``edgelab down`` removes it)."""
     from .backends import get_backend
     from .experiment import backend_options
 
     _, p = _load(topo)
-    be = get_backend(backend, **backend_options(backend_opt))
+    opts = backend_options(backend_opt)
+    if inventory:
+        backend = "ssh" if backend == "local" else backend
+        opts.setdefault("inventory", inventory)
+    be = get_backend(backend, **opts)
     if dry_run:
         click.echo(be.dry_run(p), nl=False)
         return
@@ -195,13 +201,18 @@ def up(topo: str, backend: str, backend_opt: tuple[str, ...], dry_run: bool) -> 
         detach()
     console.print(f"[green]up[/] testbed [bold]{p.topology.name}[/] ({len(p.nodes)} nodes, backend {backend})")
     for n in p.nodes:
-        console.print(f"  {n.name:<16} {n.role:<24} {', '.join(i.address for i in n.interfaces)}")
+        # where a backend maps nodes to machines (ssh), their real addresses; else the plan's
+        addrs = [tb.address(n.name, i.network) for i in n.interfaces] if backend != "local" else \
+            [i.address for i in n.interfaces]
+        console.print(f"  {n.name:<16} {n.role:<24} {', '.join(dict.fromkeys(addrs))}")
 
 
 @cli.command()
 @click.argument("name_or_topo")
-@click.option("--backend", type=click.Choice(["local", "nxc", "g5k"]), default="local", show_default=True)
-def down(name_or_topo: str, backend: str) -> None:
+@click.option("--backend", type=click.Choice(["local", "ssh", "nxc", "g5k"]), default="local", show_default=True)
+@click.option("--inventory", type=click.Path(dir_okay=False), default=None,
+              help="The ssh backend's inventory (selects --backend ssh).")
+def down(name_or_topo: str, backend: str, inventory: Optional[str]) -> None:
     """Tear a testbed down by name or topology file, also after a crashed run."""
     from .backends import get_backend
 
@@ -210,7 +221,9 @@ def down(name_or_topo: str, backend: str) -> None:
         name = _load(name)[0].name
     if backend == "local":
         _require_root("edgelab down --backend local")
-    get_backend(backend).down(name)
+    if inventory:
+        backend = "ssh" if backend == "local" else backend
+    get_backend(backend, **({"inventory": inventory} if inventory else {})).down(name)
     console.print(f"[green]down[/] testbed [bold]{name}[/]")
 
 

@@ -189,8 +189,12 @@ def common_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--results", default="results", help="results root directory (default: results)")
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
                         help="resume the latest unfinished run with the same parameters, or RUN_DIR")
-    parser.add_argument("--backend", choices=["local", "nxc", "g5k"], default="local",
-                        help="where the nodes run (default: local namespaces + cgroups)")
+    parser.add_argument("--backend", choices=["local", "ssh", "nxc", "g5k"], default="local",
+                        help="where the nodes run (default: local namespaces + cgroups; ssh: the devices of "
+                             "--inventory)")
+    parser.add_argument("--inventory", metavar="FILE", default=None,
+                        help="devices that run the plan's nodes (YAML; docs/backends.md); selects --backend ssh "
+                             "unless another remote backend is given")
     parser.add_argument("--backend-opt", action="append", default=[], metavar="KEY=VALUE",
                         help="backend option, repeatable (nxc: composition=, flavour=; g5k: site=, cluster=, "
                              "walltime=, max_per_host=...); values are parsed as YAML scalars")
@@ -227,6 +231,15 @@ def backend_options(pairs: Sequence[str]) -> dict:
 
 def _options(args: argparse.Namespace, composition: Optional[str]) -> dict:
     opts = backend_options(args.backend_opt)
+    inventory = getattr(args, "inventory", None)
+    if inventory and args.backend == "local":
+        args.backend = "ssh"   # --inventory alone means the ssh backend
+    if args.backend == "ssh":
+        if inventory:
+            opts.setdefault("inventory", inventory)
+        if "inventory" not in opts:
+            raise EdgelabError("--backend ssh needs --inventory FILE (the devices that run the plan's nodes; "
+                               "docs/backends.md)")
     if composition and args.backend in ("nxc", "g5k"):
         opts.setdefault("composition", composition)
     return opts
@@ -250,7 +263,8 @@ def dry_run(args: argparse.Namespace, topologies: Iterable, composition: Optiona
     from .backends import get_backend
     from .plan import make_plan
 
-    be = get_backend(args.backend, **_options(args, composition))
+    opts = _options(args, composition)   # first: --inventory alone selects the ssh backend
+    be = get_backend(args.backend, **opts)
     seen = set()
     for topo in topologies:
         plan = make_plan(topo)

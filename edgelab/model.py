@@ -18,6 +18,9 @@ ROLES: tuple[str, ...] = (
     "beaglepaas-orchestrator",
     "power-meter",
     "client",
+    # a distributed file system's daemon (server, brick, mon/osd/mds...): see
+    # compositions/{nfs,orangefs,glusterfs,cephfs} and edgelab/scenarios/glusterfs.py
+    "storage",
 )
 
 NETWORK_KINDS: tuple[str, ...] = ("wifi", "ethernet", "usb", "batman-mesh", "hybrid")
@@ -169,12 +172,26 @@ class Attachment:
 
 
 @dataclass(frozen=True)
+class PrivateDirs:
+    """Per-node private directories on the local backend (Mininet's ``privateDirs``):
+    the node's processes run in a mount namespace of their own where ``dirs`` are
+    empty directories of the node, ``/etc/hosts`` maps the plan's node names to
+    their addresses, and, with ``scratch_mib``, an ext4 scratch disk (loop file,
+    ``user_xattr``) is mounted. Lets daemons that keep state in fixed paths
+    (glusterd's /var/lib/glusterd, /run/...) run once per node."""
+
+    dirs: tuple[str, ...] = ("/var/lib", "/var/log", "/run")
+    scratch_mib: int = 0
+
+
+@dataclass(frozen=True)
 class NodeGroup:
     name: str
     role: str
     count: int
     resources: Resources
     attachments: tuple[Attachment, ...] = ()
+    private: Optional[PrivateDirs] = None
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from .model import (
     LinkParams,
     Network,
     NodeGroup,
+    PrivateDirs,
     Resources,
     Segment,
     Topology,
@@ -45,6 +46,7 @@ ROLE_DEFAULTS: dict[str, Resources] = {
     "beaglepaas-orchestrator": Resources(cpu=0.5, memory_mib=512, speed=1.0),
     "power-meter": Resources(cpu=0.1, memory_mib=64, speed=1.0),
     "client": Resources(cpu=0.5, memory_mib=256, speed=1.0),
+    "storage": Resources(cpu=0.5, memory_mib=512, speed=1.0),
 }
 
 LINK_KEYS = {"rate_mbit", "delay_ms", "jitter_ms", "loss_pct", "shared"}
@@ -297,7 +299,7 @@ def _network(ctx: _Ctx, raw: Any, path: tuple) -> Network:
 
 
 def _group(ctx: _Ctx, raw: Any, path: tuple, networks: dict[str, Network]) -> NodeGroup:
-    raw = ctx.mapping(raw, path, {"group", "role", "count", "resources", "networks"}, {"group", "role"})
+    raw = ctx.mapping(raw, path, {"group", "role", "count", "resources", "networks", "private"}, {"group", "role"})
     name = ctx.name(raw["group"], path + ("group",))
     role = ctx.choice(raw["role"], path + ("role",), ROLES)
     count = int(ctx.number(raw.get("count", 1), path + ("count",), minimum=1, maximum=4096, integer=True))
@@ -336,7 +338,35 @@ def _group(ctx: _Ctx, raw: Any, path: tuple, networks: dict[str, Network]) -> No
         if any(a.network == entry for a in attachments):
             raise ctx.fail(epath, f"network {entry!r} is listed twice for this group")
         attachments.append(Attachment(network=entry, uplink=uplink, **rates))
-    return NodeGroup(name=name, role=role, count=count, resources=res, attachments=tuple(attachments))
+    private = _private(ctx, raw["private"], path + ("private",)) if "private" in raw else None
+    return NodeGroup(name=name, role=role, count=count, resources=res, attachments=tuple(attachments),
+                     private=private)
+
+
+def _private(ctx: _Ctx, raw: Any, path: tuple) -> Optional[PrivateDirs]:
+    """``private: true`` | ``false`` | ``{dirs: [/var/lib, ...], scratch_mib: 256}``."""
+    if isinstance(raw, bool):
+        return PrivateDirs() if raw else None
+    raw = ctx.mapping(raw, path, {"dirs", "scratch_mib"})
+    kw: dict[str, Any] = {}
+    if "dirs" in raw:
+        dirs = raw["dirs"]
+        if not isinstance(dirs, list) or not dirs:
+            raise ctx.fail(path + ("dirs",), "must be a non-empty list of absolute directories")
+        for i, d in enumerate(dirs):
+            if (not isinstance(d, str) or not d.startswith("/") or d.rstrip("/") in ("", "/proc", "/sys", "/dev")
+                    or ".." in d.split("/") or d.rstrip("/") in PRIVATE_FORBIDDEN):
+                raise ctx.fail(path + ("dirs", i), f"must be an absolute directory other than /, /proc, /sys, /dev, "
+                                                   f"{', '.join(PRIVATE_FORBIDDEN)} (got {d!r})")
+        kw["dirs"] = tuple(d.rstrip("/") for d in dirs)
+    if "scratch_mib" in raw:
+        kw["scratch_mib"] = int(ctx.number(raw["scratch_mib"], path + ("scratch_mib",), minimum=0, maximum=65536,
+                                           integer=True))
+    return PrivateDirs(**kw)
+
+
+#: Directories a node may not make private: edgelab itself runs from them.
+PRIVATE_FORBIDDEN = ("/usr", "/etc", "/var/tmp", "/tmp", "/bin", "/lib", "/sbin", "/home", "/root", "/work")
 
 
 def _station_rates(ctx: _Ctx, raw: dict, path: tuple, net: Network, count: int, uplink: bool) -> dict[str, tuple]:

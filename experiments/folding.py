@@ -117,6 +117,11 @@ def more_points(verdict, reps: dict[int, int], max_reps: int) -> list[dict]:
 
 def main(argv=None) -> int:
     a = parse_args(argv)
+    if a.backend == "ssh" or a.inventory:
+        from edgelab.errors import EdgelabError
+
+        raise EdgelabError("folding measures N virtual nodes folded onto one host; real devices in an "
+                           "inventory are one node each, so there is nothing to fold: use the local, nxc or g5k backend")
     params = {"factors": a.factors, "reps": a.reps, "seconds": a.seconds, "rate_rps": a.rate,
               "image_kb": a.image_kb, "tolerance": a.tolerance, "metrics": a.metrics, "alpha": a.alpha,
               "max_reps": a.max_reps, "budget_s": a.budget, "warm_host": a.warm_host}

@@ -8,5 +8,6 @@
     ./phone.nix
     ./beaglepaas.nix
     ./power-meter.nix
+    ./dfs.nix
   ];
 }

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 from types import SimpleNamespace
 
 import enoslib as en
@@ -22,14 +21,12 @@ from edgelab.backends.g5k_reservation import (
     job_types,
     plan_reservation,
 )
-from edgelab.backends.nxc import NxcBackend
 from edgelab.errors import BackendError, FoldingError
 from edgelab.model import LinkParams
 from edgelab.plan import make_plan
 from edgelab.topology import load_topology, parse_topology
 
-ROOT = Path(__file__).resolve().parent.parent
-FIX = Path(__file__).resolve().parent / "fixtures" / "nxc"
+from nxc_real import ROOT, port_free, shim_env, sshd_available  # noqa: F401  (shim_env is a fixture)
 
 
 def wifi_plan(phones: int = 4):
@@ -144,17 +141,33 @@ def test_build_netem_produces_tc_commands_on_mapped_devices():
 # -- dry run ----------------------------------------------------------------------------------
 
 def test_dry_run_text():
-    text = dry_run(wifi_plan(4), {"composition": "wifi", "cluster": "gros", "site": "nancy", "walltime": "00:45:00"})
+    text = dry_run(wifi_plan(4), {"composition": "k3s-phones", "cluster": "gros", "site": "nancy",
+                                  "walltime": "00:45:00"})
     assert "site: nancy   cluster: gros   nodes: 5   walltime: 00:45:00" in text
     assert "job type: default (no deploy)" in text
     assert "OAR resources: {cluster='gros'}/nodes=5,walltime=00:45:00" in text
     assert "Folding: 5 virtual nodes on 5 physical nodes, at most 1 per node" in text
-    assert "$ nxc --envdir compositions/wifi build -f g5k-ramdisk -C composition" in text
-    assert ("$ nxc --envdir compositions/wifi start -C composition::g5k-ramdisk -r server=server-1 "
-            "-r phone=phone-1,phone-2,phone-3,phone-4 -m") in text
-    assert "phone-3      wlan0    out delay 2ms 0.5ms loss 0.5% rate 65mbit" in text
-    assert "server-1     eth0     in  delay 0.05ms rate 1000mbit" in text
+    assert f"nxc (in the project directory {ROOT})" in text
+    assert f"$ nxc --envdir {ROOT} build -C k3s-phones::g5k-ramdisk --setup-param k3s_phones=4" in text
+    assert (f"$ nxc --envdir {ROOT} start -C k3s-phones::g5k-ramdisk -r server=server-1 "
+            f"-r phone=phone-1,phone-2,phone-3,phone-4 -i {ROOT}/.edgelab/ssh/id_ed25519.pub -m") in text
+    # every plan interface is on the node's one testbed NIC, found on each node at bring-up
+    assert "phone-3      <default-route NIC> out delay 2ms 0.5ms loss 0.5% rate 65mbit" in text
+    assert "<default-route NIC>: the device of each node's default route" in text
+    assert "server-1     <default-route NIC> in  delay 0.05ms rate 1000mbit" in text
     assert "not emulated" in text and "wlan/segment0" in text
+
+
+def test_oar_project_and_flake_dir_are_separate_options():
+    text = dry_run(wifi_plan(1), {"project": "lab-edge", "flake_dir": "/home/alice/edgelab"})
+    assert "'project': 'lab-edge'" in text and "$ nxc --envdir /home/alice/edgelab build" in text
+
+
+def test_dry_run_netem_off_and_nic_option():
+    text = dry_run(wifi_plan(1), {"netem": False})
+    assert "none from EnOSlib (netem=false)" in text and "out delay" not in text
+    text = dry_run(wifi_plan(1), {"iface": "enp24s0f0"})
+    assert "phone-1      enp24s0f0 out delay 2ms" in text
 
 
 def test_dry_run_folding_and_bad_options():
@@ -173,20 +186,21 @@ def test_up_without_grid5000_access_raises(tmp_path):
     problems = g5k_access_problems(home=str(tmp_path), hostname="laptop.example.org")
     assert any(".python-grid5000.yaml" in p for p in problems)
     backend = G5kBackend(access_check=lambda: g5k_access_problems(home=str(tmp_path), hostname="laptop"),
-                         which=lambda n: None, build_dir=str(tmp_path))
+                         which=lambda n: None, flake_dir=str(tmp_path))
     with pytest.raises(BackendError) as err:
         backend.up(wifi_plan())
     assert "Grid'5000 API access" in str(err.value) and "`nxc` (NixOS-Compose) is not on PATH" in str(err.value)
 
 
 def test_up_refuses_folding_it_cannot_deploy(tmp_path):
-    backend = G5kBackend(max_per_host=3, build_dir=str(tmp_path), access_check=lambda: [])
+    backend = G5kBackend(max_per_host=3, flake_dir=str(tmp_path), access_check=lambda: [])
     with pytest.raises(BackendError, match="folding 3 virtual nodes"):
         backend.up(wifi_plan())
 
 
 class FakeProvider:
-    """Stands in for enoslib.G5k: returns the hosts a job would, records calls."""
+    """Stands in for enoslib.G5k (Grid'5000's API is not reachable from here):
+    returns the hosts a job would, records calls."""
 
     def __init__(self, conf, addresses):
         self.conf = conf
@@ -203,48 +217,69 @@ class FakeProvider:
     jobs = []
 
 
-def test_up_glue_reserves_writes_machine_file_starts_nxc_and_releases(tmp_path, monkeypatch):
-    comp = tmp_path / "wifi"
-    comp.mkdir()
-    (comp / "flake.nix").write_text("{}\n")
-    deployment = json.loads((FIX / "deploy-g5k.json").read_text())
-    calls = []
+JOB_NODES = ["127.0.0.3", "127.0.0.2", "127.0.0.4"]
 
-    def runner(argv, **kw):
-        calls.append(list(argv))
-        if argv[:1] == ["nxc"] and argv[3] == "start":
-            (comp / "deploy").mkdir(exist_ok=True)
-            (comp / "deploy" / "composition::g5k-ramdisk.json").write_text(json.dumps(deployment))
-        return subprocess.CompletedProcess(argv, 0, "", "")
 
+def test_up_reserves_deploys_with_real_nxc_and_reaches_the_job_nodes(shim_env, monkeypatch):
+    """Reservation (injected provider) -> machine file -> the REAL `nxc build`/`nxc start -m`
+    (kexec over the ssh shim, nmap shim probing port 22) -> nxc's deployment file -> the job's
+    nodes as a RemoteTestbed over SSH -> EnOSlib netem on them -> teardown releases the job."""
+    why = sshd_available()
+    if why:
+        pytest.skip(why)
+    busy = [a for a in JOB_NODES if not port_free(a, 22)]
+    if busy:
+        pytest.skip(f"port 22 on {busy} is in use (the stand-in Grid'5000 nodes serve SSH there)")
     deployed = []
     monkeypatch.setattr(en.Netem, "deploy", lambda self, *a, **k: deployed.append(self))
     monkeypatch.setattr(en.Netem, "destroy", lambda self, *a, **k: deployed.append("destroyed"))
-    names = [f"paravance-{i}.rennes.grid5000.fr" for i in (7, 3, 12, 4, 5)]
     providers = []
 
     def provider_factory(conf):
-        providers.append(FakeProvider(conf, names))
+        providers.append(FakeProvider(conf, JOB_NODES))
         return providers[-1]
 
-    backend = G5kBackend(provider_factory=provider_factory, access_check=lambda: [], which=lambda n: "/bin/" + n,
-                         nxc_factory=lambda **o: NxcBackend(runner=runner, which=lambda n: "/bin/" + n,
-                                                            sleep=lambda s: None, **o),
-                         build_dir=str(comp))
-    tb = backend.up(wifi_plan())
-    assert providers[0].conf.to_dict()["resources"]["machines"][0]["nodes"] == 5
-    machine_file = comp / ".edgelab" / "wifi.machines"
-    assert machine_file.read_text().split() == sorted(names)
-    start = next(c for c in calls if c[3] == "start")
-    assert start[-2:] == ["-m", str(machine_file)]
-    [netem] = deployed
-    assert {h.address for h in netem.sources} == {"172.16.97.3", "172.16.97.4", "172.16.97.5", "172.16.97.6",
-                                                  "172.16.97.7"}
-    facts = tb.facts()
-    assert facts["backend"] == "g5k" and facts["reservation"]["cluster"] == "paravance"
-    tb.down()
+    backend = G5kBackend(provider_factory=provider_factory, access_check=lambda: [],
+                         flake_dir=str(shim_env.project), ready_timeout=60)
+    plan = wifi_plan(2)
+    tb = backend.up(plan)
+    try:
+        assert providers[0].conf.to_dict()["resources"]["machines"][0]["nodes"] == 3
+        machine_file = shim_env.project / ".edgelab" / "wifi.machines"
+        assert machine_file.read_text().split() == sorted(JOB_NODES)
+        kexecs = [c for c in shim_env.calls("ssh") if any("kexec.sh" in a for a in c)]
+        assert sorted(c[-2] for c in kexecs) == sorted(JOB_NODES)  # nxc kexec'ed every reserved node
+        assert [c[:2] for c in shim_env.calls("nmap")][0] == ["-p22", "-Pn"]
+        deployment = json.loads((shim_env.project / "deploy" / "k3s-phones::g5k-ramdisk.json").read_text())
+        assert {v["host"]: ip for ip, v in deployment["deployment"].items()} == \
+            {n: tb.transport.device(n).host for n in tb.nodes}
+        assert {tb.transport.device(n).port for n in tb.nodes} == {22}
+        assert tb.run("phone-1", ["id", "-un"]).stdout.strip() == "root"
+        [netem] = deployed
+        assert {h.address for h in netem.sources} == set(JOB_NODES)
+        # the NIC netem shapes is the one each node routes by default (found over SSH on the node)
+        route = subprocess.run(["ip", "-o", "-4", "route", "show", "default"], capture_output=True, text=True).stdout
+        nic = route.split()[route.split().index("dev") + 1]
+        assert {c.device for src in netem.sources.values() for c in src.outbounds} == {nic}
+        assert tb.transport.device("phone-1").ifname("wlan0") == nic
+        assert {h.keyfile for h in netem.sources} == {str(shim_env.project / ".edgelab" / "ssh" / "id_ed25519")}
+        facts = tb.facts()
+        assert facts["backend"] == "g5k" and facts["reservation"]["cluster"] == "paravance"
+        assert facts["link_engine"] == "enoslib-netem" and facts["devices"]["server-1"]["kernel"]
+    finally:
+        tb.down()
     tb.down()
     assert providers[0].calls == ["init", "destroy"] and deployed[-1] == "destroyed"
+    # the stand-in nodes keep running, as machines do until the job ends: the fixture stops them
+
+
+def test_up_releases_the_job_when_nxc_fails(shim_env):
+    providers = []
+    backend = G5kBackend(provider_factory=lambda conf: providers.append(FakeProvider(conf, JOB_NODES[:1]))
+                         or providers[-1], access_check=lambda: [], flake_dir=str(shim_env.project), max_per_host=1)
+    with pytest.raises(BackendError, match="Grid'5000 gave 1 nodes, 3 were asked for"):
+        backend.up(wifi_plan(2))
+    assert providers[0].calls == ["init", "destroy"]
 
 
 def test_down_by_name_destroys_the_named_job():

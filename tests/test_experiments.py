@@ -244,7 +244,9 @@ def test_dry_run_prints_the_g5k_reservation_without_touching_anything(capsys):
     assert rc == 0
     assert out.count("edgelab g5k dry run") == 2  # one per distinct topology of the sweep
     assert "site: nancy   cluster: gros   nodes: 4" in out
-    assert "--envdir compositions/k3s-phones" in out  # the experiment's composition by default
+    # the experiment's composition of the top-level flake, with the point's phone count
+    assert "build -C k3s-phones::g5k-ramdisk --setup-param k3s_phones=2" in out
+    assert "start -C k3s-phones::g5k-ramdisk -r server=server-1 -r phone=phone-1,phone-2,phone-3 -i " in out
     assert "not emulated (per-machine netem has no shared airtime)" in out
     assert not os.path.exists("/nonexistent/never-written")
 

@@ -49,8 +49,15 @@ COMPOSITIONS = {
     "k3s-phones": ("compositions/k3s-phones/topology.yaml", {"phone": "k3s_phones", "relay": "relays"}),
     "beaglepaas": ("compositions/beaglepaas/topology.yaml", {"worker": "workers"}),
     "mesh": ("compositions/mesh/topology.yaml", {"phone": "mesh_phones"}),
+    "nfs": ("compositions/nfs/topology.yaml", {"server": "nfs_servers", "client": "nfs_clients"}),
+    "orangefs": ("compositions/orangefs/topology.yaml", {"server": "orangefs_servers", "client": "orangefs_clients"}),
+    "glusterfs": ("compositions/glusterfs/topology.yaml", {"server": "glusterfs_servers", "client": "glusterfs_clients"}),
+    "cephfs": ("compositions/cephfs/topology.yaml", {"osd": "ceph_osds", "client": "ceph_clients"}),
 }
-DEFAULTS = {"k3s_phones": 3, "relays": 0, "workers": 2, "mesh_phones": 4}
+DEFAULTS = {"k3s_phones": 3, "relays": 0, "workers": 2, "mesh_phones": 4, "nfs_servers": 1, "nfs_clients": 2,
+            "orangefs_servers": 1, "orangefs_clients": 2, "glusterfs_servers": 2, "glusterfs_clients": 2,
+            "ceph_osds": 3, "ceph_clients": 2}
+DFS = ("nfs", "orangefs", "glusterfs", "cephfs")
 
 
 def plan_name(name: str, counts: dict[str, int]) -> str:
@@ -462,3 +469,106 @@ def test_nxc_build_targets_are_flake_outputs(tmp_path, args):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert target in json.loads(out.stdout), (target, args)
+
+
+# ----------------------------------------------------------------- file systems
+def test_dfs_setup_params_match_the_python_table():
+    """edgelab.dfs.compositions (dry runs, fs_folding) names the same groups and setup
+    parameters as compositions/compositions.nix and setup.toml."""
+    from edgelab.dfs.compositions import COMPOSITIONS as PY
+
+    assert set(PY) == set(DFS)
+    for name, c in PY.items():
+        _, groups = COMPOSITIONS[name]
+        assert groups == {c.io_group: c.io_param, "client": c.client_param}, name
+        assert c.io_param in (ROOT / "setup.toml").read_text() and c.client_param in (ROOT / "setup.toml").read_text()
+
+
+@pytest.mark.parametrize("composition", DFS)
+def test_dfs_disks_mounts_and_benchmarks(default_eval, composition):
+    """I/O nodes: a data disk (vm: a loop file, nxc's vm flavour has no block device;
+    g5k: the KDPL_TMP_disk0 partition, formatted at boot with user_xattr on ext4);
+    clients: IOR (with mdtest) and fio, and a mount of the file system at /mnt/edgelab-fs;
+    /etc/hosts with every planned node."""
+    got, counts = default_eval
+    topology, groups = COMPOSITIONS[composition]
+    plan = make_plan(scaled_topology(str(ROOT / topology), counts[composition]))
+    for flavour in FLAVOURS:
+        roles = got["compositions"][composition][flavour]["roles"]
+        io = "osd" if composition == "cephfs" else "server"
+        client = roles["client"]
+        assert {"ior-3.3.0", "fio-3.36"} <= set(client["packages"]), client["packages"]
+        assert client["hosts"] == {n.interfaces[0].ip: [n.name] for n in plan.nodes}
+        if composition == "orangefs":
+            target = client["dfs"]["orangefsClient"][0]
+            assert target["mountPoint"] == "/mnt/edgelab-fs"
+            assert target["target"] == f"tcp://{plan.node('server-1').address('lan')}:3334/orangefs"
+        else:
+            fs = client["fileSystems"]["/mnt/edgelab-fs"]
+            assert fs["fsType"] == {"nfs": "nfs", "glusterfs": "glusterfs", "cephfs": "ceph"}[composition]
+            first = "mon-1" if composition == "cephfs" else "server-1"
+            assert fs["device"].startswith(plan.node(first).address("lan") + ":/")
+            assert "x-systemd.automount" in fs["options"] and "noauto" in fs["options"]
+        if composition == "cephfs":
+            continue  # OSDs take the raw disk (bluestore), checked below
+        server = roles[io]
+        if flavour == "vm":
+            assert "edgelab-dfs-disk" in server["services"] and server["fileSystems"] == {}
+            script = server["services"]["edgelab-dfs-disk"]["script"]
+            assert "truncate -s 2048M" in script and "mkfs.ext4" in script and "loop,user_xattr" in script
+        else:
+            fs = server["fileSystems"]["/srv/edgelab-data"]
+            assert fs["device"] == "/dev/disk/by-label/KDPL_TMP_disk0" and fs["fsType"] == "ext4"
+            assert fs["autoFormat"] is True and "user_xattr" in fs["options"]
+        assert "edgelab-dfs" in server["targets"]
+
+
+def test_dfs_daemons(default_eval):
+    got, counts = default_eval
+    comps = got["compositions"]
+    nfs = comps["nfs"]["vm"]["roles"]["server"]
+    assert nfs["dfs"]["nfsExports"].startswith("/srv/edgelab-data *(rw")
+    plan = make_plan(scaled_topology(str(ROOT / COMPOSITIONS["orangefs"][0]), counts["orangefs"]))
+    ofs = comps["orangefs"]["vm"]["roles"]["server"]
+    assert ofs["dfs"]["orangefsServers"] == {n.name: f"tcp://{n.address('lan')}:3334"
+                                             for n in plan.nodes if n.group == "server"}
+    assert "pvfs2-server -f /etc/orangefs/server.conf" in ofs["services"]["edgelab-orangefs-format"]["script"]
+    # GlusterFS: the volume over every brick, created once, on server-1 only.
+    plan = make_plan(scaled_topology(str(ROOT / COMPOSITIONS["glusterfs"][0]), counts["glusterfs"]))
+    gl = comps["glusterfs"]["vm"]["roles"]["server"]
+    assert gl["dfs"]["glusterfs"] is True
+    vol = gl["services"]["edgelab-glusterfs-volume"]
+    bricks = " ".join(f"{n.address('lan')}:/srv/edgelab-data/brick" for n in plan.nodes if n.group == "server")
+    assert f"volume create edgelab transport tcp {bricks} force" in vol["script"]
+    assert '[ "$(hostname)" = "server-1" ] || exit 0' in vol["script"]
+    # Ceph: mon/mgr/mds on mon-1, one OSD unit per id in the shared OSD image, keyrings everywhere.
+    osds = counts["cephfs"]["osd"]
+    ceph = comps["cephfs"]["vm"]["roles"]
+    assert ceph["mon"]["dfs"]["ceph"]["mon"] == ["a"] and ceph["mon"]["dfs"]["ceph"]["mds"] == ["a"]
+    assert ceph["osd"]["dfs"]["ceph"]["osd"] == [str(i) for i in range(osds)]
+    assert "id=$(( ${host#osd-} - 1 ))" in ceph["osd"]["services"]["edgelab-ceph-osd"]["script"]
+    assert "--osd-id $id" in ceph["osd"]["services"]["edgelab-ceph-osd"]["script"]
+    for role in ("mon", "osd", "client"):
+        assert "ceph/ceph.client.admin.keyring" in ceph[role]["etc"]
+        assert ceph[role]["dfs"]["ceph"]["monHost"] == ceph["mon"]["dfs"]["ceph"]["monHost"]
+    g5k = comps["cephfs"]["g5k-ramdisk"]["roles"]["osd"]["services"]["edgelab-ceph-osd"]["script"]
+    assert "KDPL_TMP_disk0" in g5k and "losetup" not in g5k
+
+
+def test_dfs_setup_params_scale_and_name_the_disk(tmp_path):
+    setup = nxc_setup(tmp_path, ["glusterfs_servers=3", "glusterfs_clients=4", "ceph_osds=2",
+                                 "dfs_disk=/dev/sdb"])
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    write_plans(plans, {"glusterfs_servers": 3, "glusterfs_clients": 4, "ceph_osds": 2})
+    got = nix_eval(f'planDir = {plans}; setupFile = {setup}; flavours = [ "g5k-ramdisk" ]; only = "glusterfs";')
+    g = got["compositions"]["glusterfs"]["g5k-ramdisk"]
+    assert g["rolesDistribution"] == {"server": ["server-1", "server-2", "server-3"],
+                                      "client": [f"client-{i}" for i in range(1, 5)]}
+    assert g["roles"]["server"]["fileSystems"]["/srv/edgelab-data"]["device"] == "/dev/sdb"
+    assert "Number of Bricks" in g["testScript"]
+    (tmp_path / "bad").mkdir()
+    setup = nxc_setup(tmp_path / "bad", ["dfs_disk=sdb"])
+    err = nix_eval(f'planDir = {plans}; setupFile = {setup}; flavours = [ "g5k-ramdisk" ]; only = "nfs";',
+                   expect_ok=False)
+    assert "setup parameter dfs_disk must be a device path under /dev/" in err

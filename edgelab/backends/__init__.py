@@ -1,7 +1,7 @@
 """Backends turn a :class:`~edgelab.plan.Plan` into running nodes.
 
 ``local`` (network namespaces + cgroups on this machine) is the default; ``nxc``
-(NixOS-Compose) and ``g5k`` (Grid'5000) run the same plan on real or virtual
+(NixOS-Compose), ``g5k`` (Grid'5000) and ``ssh`` (devices in an inventory file) run the same plan on real or virtual
 machines. Experiments only see the :class:`~edgelab.backends.base.Testbed`.
 """
 
@@ -24,9 +24,13 @@ def get_backend(name: str, **options) -> Backend:
         from .g5k import G5kBackend
 
         return G5kBackend(**options)
+    if name == "ssh":
+        from .ssh import SshBackend
+
+        return SshBackend(**options)
     from ..errors import BackendError
 
-    raise BackendError(f"unknown backend {name!r}; choose local, nxc or g5k")
+    raise BackendError(f"unknown backend {name!r}; choose local, ssh, nxc or g5k")
 
 
 __all__ = ["Backend", "Testbed", "get_backend"]

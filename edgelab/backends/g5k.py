@@ -7,7 +7,9 @@ Steps of ``up(plan)``:
    walltime, job type, and the folding of virtual nodes onto machines;
 2. ``enoslib.G5k(conf).init()`` reserves (and grants root on) the machines;
 3. their names go into a machine file for ``nxc start -m`` (the ``nxc``
-   backend does build/start/mapping);
+   backend builds, starts, reads nxc's deployment file and waits for every
+   node over SSH): the job's nodes become the inventory of the shared remote
+   transport, and the testbed is a :class:`~edgelab.remote.testbed.RemoteTestbed`;
 4. ``enoslib.Netem`` applies each plan interface's LinkParams on the machine;
 5. the testbed's ``down()`` removes the constraints and destroys the job.
 
@@ -25,14 +27,14 @@ import shutil
 import socket
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional
 
 from ..errors import BackendError
 from ..plan import Plan
-from .base import Backend, Testbed
+from .base import Backend
 from .g5k_netem import build_netem, netem_constraints, unemulated
 from .g5k_reservation import MACHINE_ROLE, G5kSettings, Reservation, build_g5k_conf, plan_reservation
-from .nxc import G5K_FLAVOURS, NxcBackend, NxcOptions, NxcTestbed
+from .nxc import DEFAULT_ROUTE_NIC, G5K_FLAVOURS, NxcBackend, NxcOptions, NxcTestbed, testbed_interface
 
 _SETTINGS = {f.name for f in fields(G5kSettings)}
 _NXC = {f.name for f in fields(NxcOptions)}
@@ -50,6 +52,16 @@ def split_options(options: Mapping[str, Any]) -> tuple[G5kSettings, dict]:
         raise BackendError(f"the g5k backend deploys with a Grid'5000 nxc flavour ({', '.join(sorted(G5K_FLAVOURS))}),"
                            f" not {nxc['flavour']!r}")
     return G5kSettings(**{k: v for k, v in options.items() if k in _SETTINGS}), nxc
+
+
+def netem_devices(plan: Plan, settings: G5kSettings, opts: NxcOptions) -> dict[str, str]:
+    """Plan interface -> NIC netem shapes on the machine: the user's ``devices``, else
+    the one NIC the composition puts every plan interface on (``testbed_interface``;
+    on Grid'5000 found on each node at bring-up, shown as a placeholder in dry runs)."""
+    nic = testbed_interface(opts)
+    out = {i.ifname: nic for n in plan.nodes for i in n.interfaces}
+    out.update(settings.devices)
+    return out
 
 
 def g5k_access_problems(home: Optional[str] = None, hostname: Optional[str] = None) -> list[str]:
@@ -73,7 +85,8 @@ def dry_run(plan: Plan, options: Mapping[str, Any]) -> str:
     res = plan_reservation(plan, settings, nxc_opts["flavour"])
     conf = build_g5k_conf(res)
     nxc_opts = {**nxc_opts, "machines": nxc_opts.get("machines") or "<machine file of the job>"}
-    cmds = NxcBackend(**nxc_opts).commands(plan)
+    nxc = NxcBackend(**nxc_opts)
+    cmds = nxc.commands(plan)
     resources = {n.name: n.resources for n in plan.nodes}
     lines = [
         f"edgelab g5k dry run: topology {plan.topology.name!r}, {len(plan.nodes)} virtual nodes",
@@ -92,56 +105,73 @@ def dry_run(plan: Plan, options: Mapping[str, Any]) -> str:
         cpu = sum(resources[m].host_cpu for m in members)
         mem = sum(resources[m].memory_mib for m in members)
         lines.append(f"  physical {i}: {', '.join(members)}  ({cpu:g} cores, {mem} MiB)")
-    lines += ["", "nxc (in the composition directory)"] + [f"  $ {shlex.join(c)}" for c in cmds]
+    lines += ["", f"nxc (in the project directory {nxc.opts.envdir})"] + [f"  $ {shlex.join(c)}" for c in cmds]
+    if not settings.netem:
+        lines += ["", "Network constraints: none from EnOSlib (netem=false); the composition's edgelab.netem "
+                      "applies the plan's links at boot"]
+        return "\n".join(lines) + "\n"
     lines += ["", "Network constraints (EnOSlib Netem, per plan interface, egress and ingress)"]
-    for node, cons in netem_constraints(plan, settings.devices).items():
+    for node, cons in netem_constraints(plan, netem_devices(plan, settings, nxc.opts)).items():
         for c in cons:
             direction = "in " if type(c).__name__ == "NetemInConstraint" else "out"
             lines.append(f"  {node:<12} {c.device:<8} {direction} {c.options}")
+    if testbed_interface(nxc.opts) == DEFAULT_ROUTE_NIC:
+        lines.append(f"  {DEFAULT_ROUTE_NIC}: the device of each node's default route, found at bring-up "
+                     "(the composition's testbed NIC; iface= or devices= name it)")
     shared = unemulated(plan)
     if shared:
         lines.append("  not emulated (per-machine netem has no shared airtime): " + "; ".join(shared))
     return "\n".join(lines) + "\n"
 
 
-class G5kTestbed(Testbed):
-    """An nxc testbed on reserved machines, plus its netem and its job."""
+class G5kTestbed(NxcTestbed):
+    """The nxc testbed on reserved machines (a RemoteTestbed over the job's
+    nodes), plus the EnOSlib netem on them and the job itself."""
 
-    def __init__(self, plan: Plan, inner: NxcTestbed, provider: Any, netem: Any, reservation: Reservation):
-        self.plan = plan
-        self.inner = inner
-        self.provider = provider
-        self.netem = netem
-        self.reservation = reservation
-        self._down = False
+    provider: Any = None
+    netem: Any = None
+    reservation: Optional[Reservation] = None
 
-    def run(self, node: str, argv: Sequence[str], **kw: Any):
-        return self.inner.run(node, argv, **kw)
+    def attach(self, provider: Any, netem: Any, reservation: Reservation) -> "G5kTestbed":
+        self.provider, self.netem, self.reservation = provider, netem, reservation
+        return self
 
-    def popen(self, node: str, argv: Sequence[str], **kw: Any):
-        return self.inner.popen(node, argv, **kw)
+    def enoslib_hosts(self) -> dict:
+        """Plan node -> ``enoslib.Host`` of its machine (root, the backend's key)."""
+        import enoslib as en
+
+        out = {}
+        for name in self.nodes:
+            d = self.transport.device(name)
+            out[name] = en.Host(d.host, alias=name, user=d.user, keyfile=d.identity_file, port=d.port)
+        return out
 
     def facts(self) -> dict:
-        facts = self.inner.facts()
+        facts = super().facts()
         facts.update(
             backend="g5k",
-            link_emulation="enoslib-netem (per interface, egress+ingress)",
+            link_engine="enoslib-netem" if self.netem is not None else "composition",
+            link_emulation=("enoslib-netem (per interface, egress+ingress)" if self.netem is not None else
+                            "composition (edgelab.netem: per interface, applied on each NixOS node at boot)"),
             unemulated=unemulated(self.plan),
-            reservation={k: v for k, v in asdict(self.reservation).items()},
+            reservation=asdict(self.reservation) if self.reservation else None,
             jobs=[getattr(j, "uid", str(j)) for j in _jobs(self.provider)],
         )
         return facts
 
     def down(self) -> None:
-        if self._down:
-            return
-        self._down = True
+        """Netem off, the nxc testbed down, then the job destroyed, whatever fails on the way."""
         try:
-            self.inner.down()
             if self.netem is not None:
-                self.netem.destroy()
+                netem, self.netem = self.netem, None
+                netem.destroy()
         finally:
-            self.provider.destroy()
+            try:
+                super().down()
+            finally:
+                if self.provider is not None:
+                    provider, self.provider = self.provider, None
+                    provider.destroy()
 
 
 def _jobs(provider: Any) -> list:
@@ -187,21 +217,25 @@ class G5kBackend(Backend):
             machine_file = probe.envdir / ".edgelab" / f"{plan.topology.name}.machines"
             machine_file.parent.mkdir(parents=True, exist_ok=True)
             machine_file.write_text("\n".join(machines) + "\n")
-            inner = self._nxc_factory(**{**self.nxc_options, "machines": str(machine_file)}).up(plan)
-            netem = None
-            try:
-                import enoslib as en
-
-                hosts = {name: en.Host(n.address, alias=name, user="root") for name, n in inner.nodes.items()}
-                netem = build_netem(plan, hosts, self.settings.devices)
-                netem.deploy()
-            except BaseException:
-                inner.down()
-                raise
+            tb = self._nxc_factory(**{**self.nxc_options, "machines": str(machine_file)}).up(
+                plan, testbed_cls=G5kTestbed)
         except BaseException:
             provider.destroy()
             raise
-        return G5kTestbed(plan, inner, provider, netem, res)
+        tb.attach(provider, None, res)
+        try:
+            if self.settings.netem:
+                # each node's NIC as the transport knows it (found on the node unless iface= names it)
+                nics = {n: dict(tb.transport.device(n).interfaces) for n in tb.nodes}
+                netem = build_netem(plan, tb.enoslib_hosts(), netem_devices(plan, self.settings, tb.opts),
+                                    per_node={n: {k: v for k, v in m.items() if k not in self.settings.devices}
+                                              for n, m in nics.items()})
+                tb.netem = netem
+                netem.deploy()
+        except BaseException:
+            tb.down()
+            raise
+        return tb
 
     def down(self, testbed_name: str) -> None:
         """Destroy the job of a (possibly crashed) run, found by its job name."""

@@ -41,36 +41,41 @@ def netem_options(link: LinkParams) -> str:
     return " ".join(parts)
 
 
-def netem_constraints(plan: Plan, devices: Mapping[str, str] | None = None) -> dict[str, list]:
+def netem_constraints(plan: Plan, devices: Mapping[str, str] | None = None,
+                      per_node: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, list]:
     """Plan node -> EnOSlib constraints (out, in) for each of its interfaces.
 
     ``devices`` maps a plan interface name (``wlan0``) to the NIC that carries
-    it on the machine; by default the composition names NICs after the plan.
+    it on the machine (by default the plan's name); ``per_node`` does so for
+    one node (NIC names found on each machine) and wins over ``devices``.
     """
     from enoslib import NetemInConstraint, NetemOutConstraint
 
     devices = devices or {}
+    per_node = per_node or {}
     out: dict[str, list] = {}
     for node in plan.nodes:
         cons = []
+        mine = {**devices, **per_node.get(node.name, {})}
         for itf in node.interfaces:
             opts = netem_options(itf.link)
             if not opts:
                 continue
-            dev = devices.get(itf.ifname, itf.ifname)
+            dev = mine.get(itf.ifname, itf.ifname)
             cons += [NetemOutConstraint(device=dev, options=opts), NetemInConstraint(device=dev, options=opts)]
         out[node.name] = cons
     return out
 
 
-def build_netem(plan: Plan, hosts: Mapping[str, object], devices: Optional[Mapping[str, str]] = None):
+def build_netem(plan: Plan, hosts: Mapping[str, object], devices: Optional[Mapping[str, str]] = None,
+                per_node: Optional[Mapping[str, Mapping[str, str]]] = None):
     """An ``enoslib.Netem`` service holding the plan's constraints for ``hosts``
     (plan node -> ``enoslib.Host``); ``.deploy()`` applies them, ``.destroy()``
     removes them."""
     from enoslib import Netem, NetemInOutSource
 
     netem = Netem()
-    for name, cons in netem_constraints(plan, devices).items():
+    for name, cons in netem_constraints(plan, devices, per_node).items():
         if cons and name in hosts:
             source = NetemInOutSource(hosts[name])
             source.add_constraints(cons)

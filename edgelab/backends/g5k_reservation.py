@@ -120,7 +120,8 @@ class G5kSettings:
     host_memory_mib: int = 128 * 1024
     max_per_host: int = 1
     placement: Optional[Mapping[str, int]] = None
-    devices: Mapping[str, str] = field(default_factory=dict)  # plan ifname -> NIC on the machine
+    devices: Mapping[str, str] = field(default_factory=dict)  # plan ifname -> NIC (default: the nodes' testbed NIC)
+    netem: bool = True  # False: leave link emulation to the composition (edgelab.netem at boot)
 
 
 def plan_reservation(plan: Plan, settings: G5kSettings, flavour: str) -> Reservation:

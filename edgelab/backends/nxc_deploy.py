@@ -1,39 +1,40 @@
 """Reading what ``nxc start`` deployed, and reaching those nodes.
 
-``nxc start`` writes ``<envdir>/deploy/<composition>::<flavour>.json``. Its
-``deployment`` table is keyed by IP address on machine flavours
-(``{"10.0.0.1": {"role": "phone", "host": "phone-1", ...}}``; the ``vm``
-flavour adds ``vm_id`` and forwards SSH from ``localhost:22021+vm_id``) and by
-host name on ``docker`` (``{"phone-1": {"role": "phone"}}`` plus a top-level
-``docker-compose-file``). This module turns that into one
-:class:`NxcNode` per host, maps the plan's node names onto them and builds the
-argv that runs a command on one (SSH via execo's command builder, or
-``docker compose exec``), the same way nixos-compose's own ``connect`` does.
+``nxc start`` writes ``<project>/deploy/<composition>::<flavour>.json``
+(nixos-compose 0.7.11, ``actions.py`` ``generate_deployment_info``). Its
+``deployment`` table is keyed by IP address: ``{"192.168.1.1": {"role":
+"phone", "host": "phone-1", "init": ..., "vm_id": 1}}``. On the ``vm`` flavours
+the addresses are the VMs' own (``populate_deployment_vm_by_ip``) and SSH is
+forwarded from ``127.0.0.1:22021+vm_id`` (``flavours/vm.py``
+``create_machines``; the qemu script's ``hostfwd=tcp::$((HOSTFWDPORT+VM_ID))-:22``
+in ``nix/flavours/shared/common.nix``); on Grid'5000 flavours they are the
+reserved nodes' IPs (``populate_deployment_ips``), port 22. ``ssh_key.pub`` is
+the key nxc installs for root on every node (``nxc start -i``).
+
+This module turns that file into one :class:`NxcNode` per host and maps the
+plan's node names onto them; :mod:`.nxc` makes them the remote transport's
+inventory (SSH goes through :mod:`edgelab.remote.transport`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
-import shlex
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Optional
 
 from ..errors import BackendError
 from ..plan import Plan
 
-#: SSH port of VM n in nixos-compose's ``vm`` flavour is VM_SSH_BASE + n.
+#: SSH port of VM n in nixos-compose's ``vm`` flavours is VM_SSH_BASE + n.
 VM_SSH_BASE = 22021
 
-#: Non-interactive, no host-key prompts: nodes are rebuilt on every start.
-SSH_OPTIONS: tuple[str, ...] = (
-    "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-    "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=20",
-)
-
+#: Flavours whose nodes are QEMU VMs on this machine (SSH forwarded to loopback).
+VM_FLAVOURS = frozenset({"vm", "vm-ramdisk"})
 
 @dataclass(frozen=True)
 class NxcNode:
-    """One deployed composition host and how to reach it."""
+    """One deployed composition host and how to reach it over SSH (as root)."""
 
     host: str
     role: str
@@ -41,31 +42,33 @@ class NxcNode:
     port: int = 22
     ip: Optional[str] = None  # the node's own address in the deployment
     vm_id: Optional[int] = None
-    compose_file: Optional[str] = None  # docker flavour: the generated compose file
-
-    @property
-    def via(self) -> str:
-        return "docker" if self.compose_file else "ssh"
 
 
-def parse_deployment(data: Mapping, flavour: str) -> dict[str, NxcNode]:
-    """``deploy/*.json`` content -> {host name: NxcNode}, in file order."""
-    try:
-        table = data["deployment"]
-    except (KeyError, TypeError):
-        raise BackendError("nxc deployment file has no 'deployment' table; was it written by `nxc start`?")
+def parse_deployment(data: Mapping, flavour: str, source: str = "nxc deployment file") -> dict[str, NxcNode]:
+    """``deploy/*.json`` content -> {host name: NxcNode}, in file order.
+
+    Every malformed entry is an error naming the file and the entry: a
+    deployment we half understand would send commands to the wrong machine.
+    """
+    table = data.get("deployment") if isinstance(data, Mapping) else None
+    if not isinstance(table, Mapping) or not table:
+        raise BackendError(f"{source}: no 'deployment' table; was it written by `nxc start`?")
     nodes: dict[str, NxcNode] = {}
-    if flavour == "docker":
-        compose = data.get("docker-compose-file")
-        if not compose:
-            raise BackendError("docker deployment file has no 'docker-compose-file'; rerun `nxc start -f docker`")
-        for host, info in table.items():
-            nodes[host] = NxcNode(host=host, role=info["role"], address=host, port=0, compose_file=compose)
-        return nodes
+    vm = flavour in VM_FLAVOURS
     for ip, info in table.items():
-        host = info.get("host", info["role"])
-        if "vm_id" in info:
-            vm_id = int(info["vm_id"])
+        if not isinstance(info, Mapping) or not isinstance(info.get("role"), str):
+            raise BackendError(f"{source}: deployment entry {ip!r} has no 'role'")
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise BackendError(f"{source}: deployment key {ip!r} is not an IP address")
+        host = str(info.get("host") or info["role"])
+        if host in nodes:
+            raise BackendError(f"{source}: host {host!r} is deployed twice")
+        if vm:
+            if not isinstance(info.get("vm_id"), int) or info["vm_id"] < 0:
+                raise BackendError(f"{source}: VM {host!r} has no integer 'vm_id' (flavour {flavour})")
+            vm_id = info["vm_id"]
             nodes[host] = NxcNode(host=host, role=info["role"], address="127.0.0.1", port=VM_SSH_BASE + vm_id,
                                   ip=ip, vm_id=vm_id)
         else:
@@ -81,8 +84,10 @@ def role_distribution(plan: Plan, roles: Mapping[str, str]) -> dict[str, list[st
     """nxc role -> plan node names, for ``nxc start -r role=h1,h2``.
 
     Giving explicit host names makes nixos-compose name each host after the
-    plan node, so results and logs use the same names on every backend. A
-    group's nxc role is ``roles[group]`` or the group name itself.
+    plan node (``context.py`` ``set_roles_distribution``), so results and logs
+    use the same names on every backend. A group's nxc role is
+    ``roles[group]`` or the group name itself (the compositions' roles are
+    the plan's groups: ``nix/lib.nix`` ``rolesDistribution``).
     """
     out: dict[str, list[str]] = {}
     for node in plan.nodes:
@@ -120,21 +125,9 @@ def map_plan_nodes(plan: Plan, nodes: Mapping[str, NxcNode], roles: Mapping[str,
     return mapping
 
 
-def remote_argv(node: NxcNode, argv: Sequence[str], *, identity_file: Optional[str] = None) -> list[str]:
-    """The local argv that runs ``argv`` as root on ``node``."""
-    if node.compose_file:
-        return ["docker", "compose", "-f", node.compose_file, "exec", "-u", "root", "-T", node.host, *argv]
-    from execo.ssh_utils import get_ssh_command  # execo knows the ssh option plumbing
-
-    ssh = get_ssh_command(user="root", keyfile=identity_file, port=node.port,
-                          connection_params={"ssh_options": SSH_OPTIONS})
-    return [*ssh, node.address, shlex.join(list(argv))]
-
-
 def execo_hosts(mapping: Mapping[str, NxcNode]) -> dict:
-    """Plan node -> ``execo.Host``, for experiments that prefer execo's
-    parallel ``Remote``/``Put``/``Get`` (same shape as nixos-compose's
-    ``get_oar_job_nodes_nxc``). Docker hosts are not reachable over SSH."""
+    """Plan node -> ``execo.Host``, for parallel ``Remote``/``Put``/``Get``
+    (same shape as nixos-compose's ``get_oar_job_nodes_nxc``)."""
     from execo import Host
 
-    return {name: Host(n.address, user="root", port=n.port) for name, n in mapping.items() if not n.compose_file}
+    return {name: Host(n.address, user="root", port=n.port) for name, n in mapping.items()}

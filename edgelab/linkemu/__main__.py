@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--engine", choices=["auto", "netem", "fallback"], default="auto")
     a.add_argument("--tag", default="edgelab")
     a.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
+    a.add_argument("--report-engine", action="store_true",
+                   help="print the engine used (netem or fallback) on stdout once applied")
     r = sub.add_parser("rate", help="change the rate of an applied link in place (tc class change)")
     r.add_argument("--dev", required=True)
     r.add_argument("--rate-mbit", type=float, required=True)
@@ -73,8 +75,10 @@ def main(argv: list[str] | None = None) -> int:
                 for cmd in _dry_run(engine, ns.tag, ns.dev, link):
                     print(" ".join(cmd))
                 return 0
-            LinkEmulator(None if ns.engine == "auto" else ns.engine, tag=ns.tag).apply_link(
-                None, ns.dev, None, None, link)
+            emu = LinkEmulator(None if ns.engine == "auto" else ns.engine, tag=ns.tag)
+            emu.apply_link(None, ns.dev, None, None, link)
+            if ns.report_engine:
+                print(emu.engine)
         elif ns.cmd == "rate":
             if ns.dry_run:
                 for cmd in C.link_rate_change_cmds(ns.dev, ns.rate_mbit):

@@ -50,19 +50,28 @@ def run_faas(tb: Testbed, load: FaasLoad, raw: Path) -> list[Measurement]:
     procs = []
     watched: dict[str, subprocess.Popen] = {}   # what must run for the whole point, by description
     try:
-        meter_urls = {}
+        # A real plug named in the inventory wins; otherwise a modelled Tasmota plug per worker,
+        # fed by the worker's cgroup CPU time. Where cgroup directories are only readable on the
+        # device itself (remote testbeds), that plug runs on the worker; else on the meter node.
+        plug_of = getattr(tb, "power_plug", None)
+        meter_urls = {w: u for w in workers if plug_of is not None and (u := plug_of(w))}
+        modelled = [w for w in workers if w not in meter_urls]
         cg_dir = getattr(tb, "cpu_accounting_dir", None)
-        if meters and cg_dir is not None:
+        if meters and modelled and cg_dir is not None:
+            shared_fs = getattr(tb, "cgroups_visible_from_all_nodes", True)
+            host_of = {w: meters[0] if shared_fs else w for w in modelled}
             device = POWER_MODEL["beaglepaas-worker"]   # the same model cpu_and_power uses
-            specs = {w: (meters[0], [py, "-m", "edgelab.services.power", "--source", "modelled", "--device", device,
-                                     "--cores", f"{tb.plan.node(w).resources.host_cpu:g}", "--cgroup", str(cg_dir(w)),
-                                     "--bind", "0.0.0.0", "--port", str(PLUG_PORT + i), "--topic", f"plug_{w}",
-                                     "--interval", f"{load.meter_interval_s:g}"])
-                     for i, w in enumerate(workers)}
-            plugs = start_services(tb, specs, log_dir=raw, timeout=120.0)
+            specs = {w: (host_of[w], [py, "-m", "edgelab.services.power", "--source", "modelled", "--device", device,
+                                      "--cores", f"{tb.plan.node(w).resources.host_cpu:g}", "--cgroup", str(cg_dir(w)),
+                                      "--bind", "0.0.0.0", "--port", str(PLUG_PORT + i), "--topic", f"plug_{w}",
+                                      "--interval", f"{load.meter_interval_s:g}"])
+                     for i, w in enumerate(modelled)}
+            # A plug on the worker stands in for equipment outside it: not in the worker's cgroup.
+            plugs = start_services(tb, specs, log_dir=raw, timeout=120.0,
+                                   popen_kw=None if shared_fs else {"confine": False})
             procs += [p for p, _ in plugs.values()]
-            watched.update({f"power meter (plug) of {w} on {meters[0]}": p for w, (p, _) in plugs.items()})
-            meter_urls = {w: f"http://{tb.address(meters[0])}:{PLUG_PORT + i}" for i, w in enumerate(workers)}
+            meter_urls.update({w: f"http://{tb.address(host_of[w])}:{PLUG_PORT + i}" for i, w in enumerate(modelled)})
+            watched.update({f"power meter (plug) of {w} on {host_of[w]}": p for w, (p, _) in plugs.items()})
         argv = [py, "-m", "edgelab.services.beaglepaas", "orchestrator", "--bind", "0.0.0.0",
                 "--port", str(ORCH_PORT), "--job-timeout", "60", "--meter-interval", f"{load.meter_interval_s:g}"]
         for w, url in meter_urls.items():

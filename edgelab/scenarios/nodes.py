@@ -73,7 +73,8 @@ def start_service(tb: Testbed, node: str, argv: Sequence[str], *, log_dir: Path,
 
 
 def start_services(tb: Testbed, specs: Mapping[str, tuple[str, Sequence[str]]], *, log_dir: Path,
-                   timeout: float = 60.0, what: Optional[str] = None) -> dict[str, tuple[subprocess.Popen, str]]:
+                   timeout: float = 60.0, what: Optional[str] = None,
+                   popen_kw: Optional[Mapping[str, object]] = None) -> dict[str, tuple[subprocess.Popen, str]]:
     """Start services at once (``label -> (node, argv)``) and wait until each prints ``LISTENING <url>``.
 
     Their stderr goes to files in ``log_dir`` (a pipe nobody reads would
@@ -88,7 +89,7 @@ def start_services(tb: Testbed, specs: Mapping[str, tuple[str, Sequence[str]]], 
             log = log_dir / f"{label}-{_slug(argv)}.log"
             with open(log, "ab") as err:
                 started[label] = (tb.popen(node, list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                           stderr=err), log)
+                                           stderr=err, **dict(popen_kw or {})), log)
         deadline = time.monotonic() + timeout
         for label, (proc, log) in started.items():
             node, argv = specs[label]

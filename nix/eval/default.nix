@@ -74,6 +74,21 @@ let
       packages = map (p: p.name) cfg.environment.systemPackages;
       etc = lib.mapAttrs (_: e: toString e.source) cfg.environment.etc;
       groups = builtins.attrNames cfg.users.groups;
+      fileSystems = lib.mapAttrs (_: f: { inherit (f) device fsType options autoFormat; }) cfg.fileSystems;
+      targets = builtins.attrNames cfg.systemd.targets;
+      hosts = cfg.networking.hosts;
+      dfs = {
+        nfsExports = if cfg.services.nfs.server.enable then cfg.services.nfs.server.exports else null;
+        orangefsServers = if cfg.services.orangefs.server.enable then cfg.services.orangefs.server.servers else null;
+        orangefsClient = if cfg.services.orangefs.client.enable then cfg.services.orangefs.client.fileSystems else null;
+        glusterfs = cfg.services.glusterfs.enable;
+        ceph = if cfg.services.ceph.enable then {
+          inherit (cfg.services.ceph.global) fsid monHost monInitialMembers publicNetwork;
+          mon = cfg.services.ceph.mon.daemons; mgr = cfg.services.ceph.mgr.daemons;
+          mds = cfg.services.ceph.mds.daemons; osd = cfg.services.ceph.osd.daemons;
+          client = cfg.services.ceph.client.enable;
+        } else null;
+      };
       inherit (cfg) warnings;
     };
 

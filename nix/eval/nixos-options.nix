@@ -25,6 +25,20 @@
 #   nixos/modules/config/users-groups.nix  users.groups
 #   nixos/modules/misc/assertions.nix    assertions, warnings
 #   nixos/modules/system/activation/top-level.nix  failed assertions abort system.build.toplevel
+#   nixos/modules/tasks/filesystems.nix  fileSystems.<name> (coreFileSystemOpts + fileSystemOpts)
+#   nixos/modules/config/networking.nix  networking.hosts (attrsOf (listOf str))
+#   nixos/modules/system/boot/systemd.nix  systemd.targets (targetOptions = sharedUnitOptions)
+#   nixos/modules/services/network-filesystems/nfsd.nix  services.nfs.server
+#   nixos/modules/services/network-filesystems/orangefs/{server,client}.nix  services.orangefs.*
+#   nixos/modules/services/network-filesystems/glusterfs.nix  services.glusterfs
+#   nixos/modules/services/network-filesystems/ceph.nix  services.ceph (+ its assertions)
+#   nixos/modules/virtualisation/qemu-vm.nix  virtualisation.emptyDiskImages: NOT declared
+#     here on purpose: nxc's flavours do not import qemu-vm.nix (their qemu
+#     script adds no disk, nixos-compose nix/flavours/shared/common.nix:120-139),
+#     so a role that set it would fail under nxc; only the flake's NixOS tests
+#     (`testNodes`) set it.
+# Of the file-system services only the options are mirrored (names, types,
+# defaults) plus ceph's assertions; their units are nixpkgs' business.
 { config, lib, pkgs, ... }:
 let
   inherit (lib) mkOption types;
@@ -95,6 +109,31 @@ let
     };
   };
 
+  targetSubmodule = types.submodule { options = sharedUnitOptions; };
+
+  # tasks/filesystems.nix: coreFileSystemOpts + fileSystemOpts.
+  fileSystemSubmodule = types.submodule ({ name, ... }: {
+    options = {
+      mountPoint = mkOption { type = types.str; default = name; };
+      device = mkOption { type = types.nullOr types.nonEmptyStr; default = null; };
+      fsType = mkOption { type = types.nonEmptyStr; default = "auto"; };
+      options = mkOption { type = types.nonEmptyListOf types.nonEmptyStr; default = [ "defaults" ]; };
+      label = mkOption { type = types.nullOr types.str; default = null; };
+      autoFormat = mkOption { type = types.bool; default = false; };
+      formatOptions = mkOption { type = types.nullOr types.str; default = null; };
+      autoResize = mkOption { type = types.bool; default = false; };
+      noCheck = mkOption { type = types.bool; default = false; };
+      neededForBoot = mkOption { type = types.bool; default = false; };
+      depends = mkOption { type = types.listOf types.nonEmptyStr; default = [ ]; };
+    };
+  });
+
+  cephDaemon = {
+    enable = lib.mkEnableOption "daemon";
+    daemons = mkOption { type = types.listOf types.str; default = [ ]; };
+    extraConfig = mkOption { type = types.attrsOf types.str; default = { }; };
+  };
+
   sliceSubmodule = types.submodule {
     options = sharedUnitOptions // {
       sliceConfig = mkOption { type = types.attrsOf unitOption; default = { }; };
@@ -130,6 +169,15 @@ let
     etc = config.environment.etc;
     packages = config.environment.systemPackages;
     groups = config.users.groups;
+    inherit (config) fileSystems;
+    targets = config.systemd.targets;
+    hosts = config.networking.hosts;
+    dfs = lib.filterAttrs (_: v: v.enable) {
+      inherit (config.services.nfs) server;
+      orangefs-server = config.services.orangefs.server;
+      orangefs-client = config.services.orangefs.client;
+      inherit (config.services) glusterfs ceph;
+    };
   };
 in
 {
@@ -166,6 +214,96 @@ in
 
     systemd.services = mkOption { type = types.attrsOf serviceSubmodule; default = { }; };
     systemd.slices = mkOption { type = types.attrsOf sliceSubmodule; default = { }; };
+    systemd.targets = mkOption { type = types.attrsOf targetSubmodule; default = { }; };
+
+    fileSystems = mkOption { type = types.attrsOf fileSystemSubmodule; default = { }; };
+    networking.hosts = mkOption { type = types.attrsOf (types.listOf types.str); default = { }; };
+
+    services.nfs.server = {
+      enable = mkOption { type = types.bool; default = false; };
+      exports = mkOption { type = types.lines; default = ""; };
+      hostName = mkOption { type = types.nullOr types.str; default = null; };
+      nproc = mkOption { type = types.int; default = 8; };
+      createMountPoints = mkOption { type = types.bool; default = false; };
+      statdPort = mkOption { type = types.nullOr types.int; default = null; };
+      lockdPort = mkOption { type = types.nullOr types.int; default = null; };
+      mountdPort = mkOption { type = types.nullOr types.int; default = null; };
+    };
+
+    services.orangefs.server = {
+      enable = lib.mkEnableOption "OrangeFS server";
+      logType = mkOption { type = types.enum [ "file" "syslog" ]; default = "syslog"; };
+      # types.str with default null in nixpkgs: unset, it fails when the config file is built.
+      dataStorageSpace = mkOption { type = types.str; };
+      metadataStorageSpace = mkOption { type = types.str; };
+      BMIModules = mkOption { type = types.listOf types.str; default = [ "bmi_tcp" ]; };
+      extraDefaults = mkOption { type = types.lines; default = ""; };
+      extraConfig = mkOption { type = types.lines; default = ""; };
+      servers = mkOption { type = types.attrsOf types.str; default = { }; };
+      fileSystems = mkOption {
+        type = types.attrsOf (types.submodule {
+          options = {
+            id = mkOption { type = types.int; default = 1; };
+            rootHandle = mkOption { type = types.int; default = 3; };
+            extraConfig = mkOption { type = types.lines; default = ""; };
+            troveSyncMeta = mkOption { type = types.bool; default = true; };
+            troveSyncData = mkOption { type = types.bool; default = false; };
+            extraStorageHints = mkOption { type = types.lines; default = ""; };
+          };
+        });
+        default = { orangefs = { }; };
+      };
+    };
+    services.orangefs.client = {
+      enable = lib.mkEnableOption "OrangeFS client daemon";
+      extraOptions = mkOption { type = types.listOf types.str; default = [ ]; };
+      fileSystems = mkOption {
+        type = types.listOf (types.submodule {
+          options = {
+            mountPoint = mkOption { type = types.str; default = "/orangefs"; };
+            options = mkOption { type = types.listOf types.str; default = [ ]; };
+            target = mkOption { type = types.str; };
+          };
+        });
+      };
+    };
+
+    services.glusterfs = {
+      enable = lib.mkEnableOption "GlusterFS Daemon";
+      logLevel = mkOption { type = types.enum [ "DEBUG" "INFO" "WARNING" "ERROR" "CRITICAL" "TRACE" "NONE" ]; default = "INFO"; };
+      useRpcbind = mkOption { type = types.bool; default = true; };
+      enableGlustereventsd = mkOption { type = types.bool; default = true; };
+      killMode = mkOption { type = types.enum [ "control-group" "process" "mixed" "none" ]; default = "control-group"; };
+      stopKillTimeout = mkOption { type = types.str; default = "5s"; };
+      extraFlags = mkOption { type = types.listOf types.str; default = [ ]; };
+      tlsSettings = mkOption { type = types.nullOr types.attrs; default = null; };
+    };
+
+    services.ceph = {
+      enable = lib.mkEnableOption "Ceph global configuration";
+      global = {
+        fsid = mkOption { type = types.str; };
+        clusterName = mkOption { type = types.str; default = "ceph"; };
+        monInitialMembers = mkOption { type = types.nullOr types.commas; default = null; };
+        monHost = mkOption { type = types.nullOr types.commas; default = null; };
+        maxOpenFiles = mkOption { type = types.int; default = 131072; };
+        authClusterRequired = mkOption { type = types.enum [ "cephx" "none" ]; default = "cephx"; };
+        authServiceRequired = mkOption { type = types.enum [ "cephx" "none" ]; default = "cephx"; };
+        authClientRequired = mkOption { type = types.enum [ "cephx" "none" ]; default = "cephx"; };
+        publicNetwork = mkOption { type = types.nullOr types.commas; default = null; };
+        clusterNetwork = mkOption { type = types.nullOr types.commas; default = null; };
+      };
+      extraConfig = mkOption { type = types.attrsOf types.str; default = { }; };
+      mgr = cephDaemon;
+      mon = cephDaemon;
+      osd = cephDaemon;
+      mds = cephDaemon;
+      rgw = { enable = lib.mkEnableOption "Ceph RadosGW daemon"; daemons = mkOption { type = types.listOf types.str; default = [ ]; }; };
+      client = {
+        enable = lib.mkEnableOption "Ceph client configuration";
+        extraConfig = mkOption { type = types.attrsOf (types.attrsOf types.str); default = { }; };
+      };
+    };
     systemd.tmpfiles.rules = mkOption { type = types.listOf types.str; default = [ ]; };
 
     environment.systemPackages = mkOption { type = types.listOf types.package; default = [ ]; };
@@ -201,6 +339,19 @@ in
   };
 
   config = lib.mkMerge [
+    # nixpkgs 23.11 services.ceph: its assertions (ceph.nix `assertions`) and warning.
+    (lib.mkIf config.services.ceph.enable (let cfg = config.services.ceph; in {
+      assertions = [
+        { assertion = cfg.global.fsid != ""; message = "fsid has to be set to a valid uuid for the cluster to function"; }
+        { assertion = cfg.mon.enable -> cfg.mon.daemons != [ ]; message = "have to set id of atleast one MON if you're going to enable Monitor"; }
+        { assertion = cfg.mds.enable -> cfg.mds.daemons != [ ]; message = "have to set id of atleast one MDS if you're going to enable Metadata Service"; }
+        { assertion = cfg.osd.enable -> cfg.osd.daemons != [ ]; message = "have to set id of atleast one OSD if you're going to enable OSD"; }
+        { assertion = cfg.mgr.enable -> cfg.mgr.daemons != [ ]; message = "have to set id of atleast one MGR if you're going to enable MGR"; }
+      ];
+      warnings = lib.optional (cfg.global.monInitialMembers == null)
+        "Not setting up a list of members in monInitialMembers requires that you set the host variable for each mon daemon or else the cluster won't function";
+    }))
+
     # nixpkgs 23.11 services.k3s implementation (its assertions and unit).
     (lib.mkIf config.services.k3s.enable (let cfg = config.services.k3s; in {
       assertions = [

@@ -144,4 +144,15 @@ in
   qemu_kvm = pkg "qemu" "8.1.2";
   vde2 = pkg "vde2" "2.3.3";
   openssh = pkg "openssh" "9.5p1";
+  # Distributed file systems and I/O benchmarks (compositions/{nfs,orangefs,glusterfs,cephfs}).
+  ior = pkg "ior" "3.3.0";
+  fio = pkg "fio" "3.36";
+  e2fsprogs = pkg "e2fsprogs" "1.47.0";
+  xfsprogs = pkg "xfsprogs" "6.4.0";
+  util-linux = pkg "util-linux" "2.39.2";
+  lvm2 = pkg "lvm2" "2.03.22";
+  glusterfs = pkg "glusterfs" "11.1";
+  orangefs = pkg "orangefs" "2.9.8";
+  ceph = pkg "ceph" "18.2.1";
+  ceph-client = pkg "ceph-client" "18.2.1";
 }

@@ -17,7 +17,7 @@ from ...errors import BackendError
 from ...plan import Plan
 from ..base import Backend, Testbed
 from . import blueprint as bpmod
-from . import cgroups, netns, wiring
+from . import cgroups, netns, privdirs, wiring
 from .naming import DELAYER_CGROUP, DELAYER_MEMORY_MIB, STATE_DIR, cgroup_rel, linkemu_tag, netns_name
 from .state import StateFile
 from .teardown import teardown
@@ -27,7 +27,7 @@ from .teardown import teardown
 EMU_WORKERS = 8
 
 
-def _preexec(procs_files: list[str], ns_path: str) -> Callable[[], None]:
+def _preexec(procs_files: list[str], ns_path: str, mnt_path: Optional[str] = None) -> Callable[[], None]:
     """Child-side setup between fork and exec: join the node's cgroup(s) and netns.
 
     Doing it here (rather than wrapping in ``ip netns exec``) costs no extra
@@ -47,6 +47,12 @@ def _preexec(procs_files: list[str], ns_path: str) -> Callable[[], None]:
             netns.setns_fd(fd)
         finally:
             os.close(fd)
+        if mnt_path is not None:  # the node's private directories (privdirs.py)
+            fd = os.open(mnt_path, os.O_RDONLY)
+            try:
+                privdirs.setns_mount(fd)
+            finally:
+                os.close(fd)
 
     return fn
 
@@ -94,6 +100,8 @@ class LocalTestbed(Testbed):
         #: Nodes share this machine's filesystem, so they run our interpreter.
         self.python = sys.executable
         self._cpu_readers: dict[str, Callable[[], float]] = {}
+        #: Nodes with private directories (topology ``private:``), see privdirs.py.
+        self.private: dict[str, privdirs.NodePrivate] = {}
         #: Station rate changes made while running (set_station_mcs), for the manifest.
         self.rate_changes: list[dict] = []
 
@@ -112,7 +120,8 @@ class LocalTestbed(Testbed):
             raise BackendError(f"testbed {self.name!r} is down")
         ns = self.netns(node)
         files = cgroups.procs_files(self.layout, cgroup_rel(self.name, node)) if node in self.blueprint.node_ns else []
-        return _preexec(files, netns.path(ns))
+        mnt = self.private[node].mntns if node in self.private else None
+        return _preexec(files, netns.path(ns), mnt)
 
     def run(self, node: str, argv: Sequence[str], *, timeout: Optional[float] = None,
             check: bool = True, **kw: Any) -> subprocess.CompletedProcess:
@@ -382,6 +391,7 @@ class LocalBackend(Backend):
             "cgroups": [c.rel for c in bp.cgroups] + ([dl_rel] if fallback else []),
             "cgroup_version": layout.version,
             "cgroup_roots": layout.roots, "linkemu": emulator.state(), "processes": [],
+            "privdirs": privdirs.state_record(plan),
         })
         tb = LocalTestbed(plan, self, bp, layout, state, emulator)
         tb._install_signal_handlers()
@@ -401,6 +411,7 @@ class LocalBackend(Backend):
             wiring.create_veths(bp, handles)
             wiring.install_routes(bp, handles)
             handles.close()
+            tb.private = privdirs.setup(plan)
             t2 = time.monotonic()
             self._emulate(bp, emulator, state)
             t3 = time.monotonic()

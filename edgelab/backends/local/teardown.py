@@ -43,6 +43,11 @@ def teardown(state: dict[str, Any]) -> list[str]:
     if survivors:
         problems.append(f"processes {survivors} in the testbed's namespaces survive SIGKILL")
 
+    # 1b. per-node private directories: mount namespaces, scratch loop devices, files
+    from . import privdirs
+
+    problems += privdirs.teardown(state.get("privdirs") or privdirs.discover(tb))
+
     # 2. namespaces (their interfaces, qdiscs and firewall rules go with them)
     for ns in namespaces:
         try:
