@@ -107,8 +107,13 @@ def _wifi(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
         table["p95 latency ms [95% CI]"] = _with_ci(c, "latency_ms_p95_")
     if "airtime_capacity_mbit_mean" in c:
         table["airtime capacity Mbit/s"] = c["airtime_capacity_mbit_mean"].map(_num)
+    if "phone_cpu_ms_per_request_mean" in c:
+        table["phone CPU ms/request [95% CI]"] = _with_ci(c, "phone_cpu_ms_per_request_")
     table["reps"] = c["goodput_mbit_n"]
     text = res.describe()
+    params = run.manifest.get("params", {}) if isinstance(run.manifest, dict) else {}
+    if params.get("mode"):
+        text += f" Workload: mode={params['mode']}, inference on the {params.get('inference', 'server')}."
     fig = _figure(saturation_figure(res, run.manifest), out, f"{stem}-saturation",
                   f"Aggregate goodput and latency vs phones; saturation N = {res.n} ({res.criterion}). "
                   + caption(run.manifest))
@@ -210,7 +215,37 @@ def _energy(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
     text = res.describe()
     fig = _figure(energy_figure(res, run.manifest), out, f"{stem}-energy",
                   "Energy per invocation and throughput vs workers. " + caption(run.manifest))
-    return text, [Para(text), Table(table), fig]
+    blocks: list[Block] = [Para(text), Table(table), fig]
+    series = sorted(Path(run.path).glob("raw/*/prometheus_series.csv")) if hasattr(run, "path") else []
+    if series:
+        blocks.append(_figure(power_over_time_figure(series), out, f"{stem}-power-time",
+                              "Plug power over time, as the run's Prometheus server scraped it "
+                              "(edgelab_power_watts, one line per plug, per point)."))
+    return text, blocks
+
+
+def power_over_time_figure(paths: list[Path]):
+    """One panel per point: edgelab_power_watts of every plug against seconds into the window."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgelab.prometheus import read_series
+
+    fig, axes = plt.subplots(len(paths), 1, figsize=(7, 2.4 * len(paths)), squeeze=False)
+    for ax, path in zip(axes[:, 0], paths):
+        series = read_series(path, "edgelab_power_watts")
+        t0 = min((pts[0][0] for pts in series.values() if pts), default=0.0)
+        for labels, pts in sorted(series.items()):
+            ax.plot([t - t0 for t, _ in pts], [v for _, v in pts], label=labels.split("topic=")[-1] or labels)
+        ax.set_title(path.parent.name, fontsize=9)
+        ax.set_ylabel("W")
+        if series:
+            ax.legend(fontsize=7)
+    axes[-1, 0].set_xlabel("s into the point's window")
+    fig.tight_layout()
+    return fig
 
 
 def _topologies(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:

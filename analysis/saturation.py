@@ -28,7 +28,8 @@ from .tidy import has_metric, metric_samples, summarise
 PARAM = "n_phones"
 GOODPUT = "goodput_mbit"
 P95 = "latency_ms_p95"
-OPTIONAL_CURVES = ("latency_ms_p50", "latency_ms_p99", "airtime_capacity_mbit", "requests_per_s")
+OPTIONAL_CURVES = ("latency_ms_p50", "latency_ms_p99", "airtime_capacity_mbit", "requests_per_s",
+                   "phone_cpu_ms_per_request")
 
 
 @dataclass(frozen=True)

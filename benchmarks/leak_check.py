@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edgelab.backends.local import LocalBackend  # noqa: E402
+from edgelab.backends.local import LocalBackend, netns  # noqa: E402
 from edgelab.backends.local import privdirs  # noqa: E402
 from edgelab.errors import BackendError  # noqa: E402
 from edgelab.plan import make_plan  # noqa: E402
@@ -70,7 +70,7 @@ time.sleep(600)
 
 def leftovers() -> dict[str, list]:
     tag = f"el-{NAME}"
-    ns = [n for n in os.listdir("/run/netns") if n.startswith(tag + "-")] if os.path.isdir("/run/netns") else []
+    ns = netns.list_owned(NAME) if os.path.isdir("/run/netns") else []
     links = [l for l in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout.splitlines()
              if tag in l or NAME in l]
     cgroups = [str(p) for p in Path("/sys/fs/cgroup").glob(f"**/edgelab/{NAME}") if p.is_dir()]

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,8 +41,10 @@ def main() -> int:
     delays = [1, 10, 100] if a.quick else [1, 10, 50, 100]
     losses = [5] if a.quick else [1, 5, 10]
     secs = 2.0 if a.quick else 4.0
-    em = LinkEmulator(None if a.engine == "auto" else a.engine, tag="le-bench",
-                      state_dir="/tmp/le-bench-linkemu")
+    # A fresh directory of our own (mkdtemp: O_EXCL, mode 0700), never a fixed /tmp path
+    # another user could create first and fill with symlinks (see edgelab.safefs).
+    state_dir = tempfile.mkdtemp(prefix="le-bench-linkemu-")
+    em = LinkEmulator(None if a.engine == "auto" else a.engine, tag="le-bench", state_dir=state_dir)
     print(f"engine: {em.engine}   load: {os.getloadavg()[0]:.2f} (1-min loadavg, {os.cpu_count()} cpus)")
     rows = []
     with veth_pair(f"lebf{os.getpid() % 1000}", subnet=90) as p:  # noqa: SIM117
@@ -85,6 +89,7 @@ def main() -> int:
                              f"{got - lo:+.2f} pp", abs(got - lo) <= 1.0))
         finally:
             em.close()
+            shutil.rmtree(state_dir, ignore_errors=True)
     w = max(len(r[2]) for r in rows)
     print(f"{'quantity':<20} {'configured':>10}  {'measured':<{w}}  {'error':>10}  target")
     for q, c, m, e, ok in rows:

@@ -51,11 +51,36 @@ def _load(topo: str):
     return t, make_plan(t)
 
 
+def _placement(p, strategy: str = "spread", max_per_host: Optional[int] = None, cpu_overcommit: float = 1.0):
+    """The plan folded onto its hosts; the same judgement for ``validate``, ``plan`` and ``up``.
+
+    Hosts listed in the topology are part of it: not fitting them is an error
+    everywhere. Without them the target is this machine, which the local backend
+    may over-commit: not fitting is a warning everywhere, as are limits this
+    machine cannot enforce. Returns the placement (None if it does not fit).
+    """
+    from .errors import FoldingError
+    from .folding import fold_plan, unenforced_limits
+
+    placement = None
+    try:
+        placement = fold_plan(p, strategy=strategy, max_per_host=max_per_host, cpu_overcommit=cpu_overcommit)
+    except FoldingError as exc:
+        if p.topology.hosts:
+            raise
+        err_console.print(f"[yellow]warning:[/] on this machine: {exc}", highlight=False, soft_wrap=True)
+    if not p.topology.hosts:
+        for w in unenforced_limits(p):
+            err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+    return placement
+
+
 @cli.command()
 @click.argument("topo", type=click.Path(dir_okay=False))
 def validate(topo: str) -> None:
     """Check a topology file; print what it describes."""
     t, plan = _load(topo)
+    _placement(plan)
     console.print(f"[green]ok[/] {topo}: testbed [bold]{t.name}[/], {len(plan.nodes)} nodes, "
                   f"{len(plan.networks)} networks ({', '.join(f'{n.name}:{n.kind}' for n in plan.networks)})")
 
@@ -65,16 +90,16 @@ def validate(topo: str) -> None:
 @click.option("--strategy", type=click.Choice(["spread", "pack"]), default="spread", show_default=True,
               help="Folding strategy onto physical hosts.")
 @click.option("--max-per-host", type=int, default=None, help="Cap on virtual nodes per physical host.")
+@click.option("--cpu-overcommit", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Let the nodes of a host use this many times its cores.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON instead of tables.")
-def plan(topo: str, strategy: str, max_per_host: Optional[int], as_json: bool) -> None:
+def plan(topo: str, strategy: str, max_per_host: Optional[int], cpu_overcommit: float, as_json: bool) -> None:
     """Print the nodes, addresses, links and their placement on hosts."""
-    from .folding import fold_plan
-
     t, p = _load(topo)
-    placement = fold_plan(p, strategy=strategy, max_per_host=max_per_host)
+    placement = _placement(p, strategy, max_per_host, cpu_overcommit)
     if as_json:
         d = p.to_dict()
-        d["placement"] = placement.assignment
+        d["placement"] = placement.assignment if placement else None
         console.print_json(json.dumps(d))
         return
     table = Table(title=f"testbed {t.name}: nodes")
@@ -84,7 +109,7 @@ def plan(topo: str, strategy: str, max_per_host: Optional[int], as_json: bool) -
         itfs = ", ".join(f"{i.ifname} {i.address} ({i.network}/{i.kind}{' uplink' if i.uplink else ''}"
                          f"{' -> ' + i.peer if i.peer else ''})" for i in n.interfaces)
         table.add_row(n.name, n.role, f"{n.resources.host_cpu:g}", str(n.resources.memory_mib),
-                      placement.assignment[n.name], itfs)
+                      placement.assignment[n.name] if placement else "-", itfs)
     console.print(table)
     nets = Table(title="networks")
     for col in ("network", "kind", "subnet", "segment", "stations", "link", "airtime budget"):
@@ -98,6 +123,8 @@ def plan(topo: str, strategy: str, max_per_host: Optional[int], as_json: bool) -
                          _budget_text(s) if cap else "-")
     console.print(nets)
     _print_stations(p)
+    if placement is None:
+        return
     hosts = Table(title=f"placement ({strategy}): folding factor {placement.folding_factor:.2f}")
     for col in ("host", "nodes", "cpu used", "memory used MiB"):
         hosts.add_column(col)
@@ -185,6 +212,7 @@ def up(topo: str, backend: str, backend_opt: tuple[str, ...], inventory: Optiona
     from .experiment import backend_options
 
     _, p = _load(topo)
+    _placement(p)
     opts = backend_options(backend_opt)
     if inventory:
         backend = "ssh" if backend == "local" else backend
@@ -216,9 +244,12 @@ def down(name_or_topo: str, backend: str, inventory: Optional[str]) -> None:
     """Tear a testbed down by name or topology file, also after a crashed run."""
     from .backends import get_backend
 
+    from .backends.local.naming import check_testbed_name
+
     name = name_or_topo
     if name.endswith((".yaml", ".yml")) or Path(name).is_file():
         name = _load(name)[0].name
+    check_testbed_name(name)  # it becomes a state-file path: no `down ../../x`
     if backend == "local":
         _require_root("edgelab down --backend local")
     if inventory:

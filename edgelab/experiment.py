@@ -72,6 +72,8 @@ class Outcome:
     measured: int = 0
     skipped_done: int = 0
     failed: list[str] = field(default_factory=list)
+    #: The signal that interrupted the sweep (its exit status is 128 + it, as a shell reports it).
+    signal: Optional[int] = None
     #: point id -> cause, for points whose health checks failed (measured, but excluded)
     unhealthy: dict[str, str] = field(default_factory=dict)
 
@@ -158,6 +160,8 @@ def run_sweep(*, experiment: str, points: Sequence[dict], param_names: Sequence[
         if sweep is not None and current is not None:
             sweep.cancel(current)
         outcome.status = "interrupted"
+        outcome.signal = (signal.Signals[exc.args[0]].value if isinstance(exc, Interrupted) and exc.args
+                          and exc.args[0] in signal.Signals.__members__ else signal.SIGINT.value)
         run.finish("interrupted")
         console.print(f"[yellow]interrupted ({exc or 'SIGINT'})[/]: completed points are saved in {run.path}; "
                       f"resume with the same command and --resume")
@@ -167,6 +171,19 @@ def run_sweep(*, experiment: str, points: Sequence[dict], param_names: Sequence[
         run.finish("failed")
         raise
     return outcome
+
+
+def testbed_name(base: str) -> str:
+    """The testbed name this process uses: ``<base>-<pid>``.
+
+    A fixed name ("faas", "fold"...) made two users, or two sessions, running the
+    same experiment on one machine claim the same namespaces; a pid is unique among
+    the processes running at once, and stays the same for every point of one run, so
+    ``edgelab down <name>`` after a crash has one name to use (it is printed, and is in
+    each node's ``netns`` in the manifest's facts).
+    """
+    suffix = f"-{os.getpid()}"
+    return base[: 16 - len(suffix)] + suffix
 
 
 def keep_rejected(run: Run, point: dict, rows: Sequence[Measurement]) -> None:
@@ -298,15 +315,20 @@ def finish(outcome: Outcome, args: argparse.Namespace) -> int:
 #: Exit status of an experiment script (documented in the README):
 #: 0 every point measured and healthy; 1 some point failed or was unhealthy (measured while
 #: a service, meter or delayer was dead, or with too few samples), so it is excluded from
-#: the results and the report's headline names it; 2 a usage or setup error; 130 interrupted.
+#: the results and the report's headline names it; 2 a usage or setup error; 128 + the signal
+#: when interrupted (EXIT_INTERRUPTED, 130, for Ctrl-C; 143 for SIGTERM).
 EXIT_OK, EXIT_POINTS_EXCLUDED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_HELP = ("exit status: 0 every point measured and healthy; 1 some point failed or was unhealthy "
              "(excluded from the results; the report's headline and health.json say why, --resume measures "
-             "it again); 2 usage or setup error; 130 interrupted (resume with --resume)")
+             "it again); 2 usage or setup error; 130 interrupted by Ctrl-C, 143 by SIGTERM (resume with --resume)")
 
 
 def exit_code(outcome: Outcome) -> int:
-    return {"complete": EXIT_OK, "interrupted": EXIT_INTERRUPTED}.get(outcome.status, EXIT_POINTS_EXCLUDED)
+    """0 complete, 128 + the signal when interrupted (130 SIGINT, 143 SIGTERM: what a shell
+    or a batch scheduler reports for that signal), 1 some point excluded or failed."""
+    if outcome.status == "interrupted":
+        return 128 + (outcome.signal or signal.SIGINT.value)
+    return {"complete": EXIT_OK}.get(outcome.status, EXIT_POINTS_EXCLUDED)
 
 
 def main_guard(fn: Callable[[], int]) -> None:

@@ -90,8 +90,8 @@ def fold(nodes: Iterable[NodePlan], hosts: Iterable[Host], *, strategy: str = "s
     if total_cpu > cap_cpu + 1e-9 or total_mem > cap_mem:
         raise FoldingError(
             f"{len(nodes)} nodes need {total_cpu:g} host cores and {total_mem} MiB, but the {len(hosts)} "
-            f"host(s) offer {cap_cpu:g} cores and {cap_mem} MiB: add hosts, shrink node resources, "
-            "or allow cpu_overcommit")
+            f"host(s) offer {cap_cpu:g} cores and {cap_mem} MiB: add hosts (under 'hosts:'), shrink node "
+            "resources, or allow CPU over-commit (`edgelab plan --cpu-overcommit F`)")
     if max_per_host is not None and len(nodes) > max_per_host * len(hosts):
         raise FoldingError(f"{len(nodes)} nodes cannot fit {len(hosts)} host(s) at most {max_per_host} per host")
 
@@ -107,7 +107,7 @@ def fold(nodes: Iterable[NodePlan], hosts: Iterable[Host], *, strategy: str = "s
                 f"node {node.name!r} (needs {node.resources.host_cpu:g} cores, {node.resources.memory_mib} MiB) "
                 f"fits on no host; the roomiest, {best.host.name!r}, has {best.cpu_limit - best.cpu:g} cores and "
                 f"{best.host.memory_mib - best.memory_mib} MiB left with {len(best.nodes)} nodes: "
-                "try strategy 'spread'/'pack', more hosts, or a larger max_per_host")
+                "try --strategy spread/pack, more hosts, or a larger --max-per-host")
         if strategy == "spread":
             target = min(candidates, key=lambda l: (l.cpu / l.cpu_limit, len(l.nodes), names.index(l.host.name)))
         else:
@@ -137,3 +137,21 @@ def fold_plan(plan: Plan, hosts: Optional[Iterable[Host]] = None, **kw) -> Place
     """Fold a plan onto ``hosts`` (default: the topology's hosts, else this machine)."""
     hosts = tuple(hosts) if hosts is not None else (plan.topology.hosts or (local_host(),))
     return fold(plan.nodes, hosts, **kw)
+
+
+def unenforced_limits(plan: Plan, host: Optional[Host] = None) -> list[str]:
+    """Node limits that this machine (or ``host``) cannot enforce: a CPU quota of more
+    cores than it has, or more memory than it has, limits nothing. Said out loud by
+    ``validate``, ``plan`` and ``up`` alike, and recorded in the local backend's facts,
+    rather than silently meaning "no limit"."""
+    host = host or local_host()
+    out = []
+    for n in plan.nodes:
+        r = n.resources
+        if r.host_cpu > host.cpu + 1e-9:
+            out.append(f"node {n.name}: cpu x speed = {r.host_cpu:g} cores, more than the {host.cpu:g} of "
+                       f"{host.name}: its CPU quota does not limit it")
+        if r.memory_mib > host.memory_mib:
+            out.append(f"node {n.name}: memory_mib {r.memory_mib}, more than the {host.memory_mib} MiB of "
+                       f"{host.name}: its memory limit does not limit it")
+    return out

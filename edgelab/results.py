@@ -5,7 +5,8 @@ Layout of ``<root>/<experiment>/<run_id>/``::
     manifest.json      experiment, params, topology plan, backend facts, git
                        revision, flake.lock hash, host facts, start/end, status
     measurements.csv   tidy: point, <sweep params...>, metric, value, unit, node, time
-    sweep/             execo ParamSweeper state (which points are done)
+    sweep.json         which points are done (JSON point ids: nothing
+                       in a run directory is ever unpickled or executed)
     raw/<point>/       raw tool outputs kept for re-analysis (iperf3 JSON...)
 
 Crash safety: the manifest is replaced atomically; a sweep point's rows are
@@ -23,12 +24,10 @@ import io
 import json
 import os
 import secrets
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
-
-from execo_engine import ParamSweeper
-from execo_engine.sweep import HashableDict
 
 from .errors import EdgelabError
 from .provenance import provenance
@@ -83,7 +82,6 @@ class Run:
         self.manifest = manifest
         self.param_names = list(param_names)
         self.columns = ["point", *self.param_names, *BASE_COLUMNS]
-        self._sweeper: Optional[ParamSweeper] = None
 
     # -- manifest -------------------------------------------------------------
     @property
@@ -161,13 +159,19 @@ class Run:
 
 
 class Sweep:
-    """Resumable iteration over sweep points, on top of execo's ParamSweeper.
+    """Resumable iteration over sweep points; which are done is kept in ``sweep.json``.
 
     Usage::
 
         for point in run.sweep(points):
             rows = measure(point)
             sweep.complete(point, rows)   # writes rows, then marks done
+
+    The state is JSON (point ids), not execo's ``ParamSweeper``: that one
+    pickles its sets, and unpickling a run directory someone else could write
+    runs their code (run directories are meant to be shared). A point in
+    progress is never recorded, so after a crash it is simply not done and is
+    measured again.
     """
 
     def __init__(self, run: Run, points: list[dict]):
@@ -176,52 +180,114 @@ class Sweep:
         for p in points:
             if set(p) != set(run.param_names):
                 raise EdgelabError(f"sweep point {p} must have exactly the parameters {run.param_names}")
-        combos = [HashableDict(p) for p in points]
-        # Points left "in progress" by a crash must be measured again. execo's
-        # reset(True) forgets them without re-queuing them in that instance, so
-        # reset, then reopen: a fresh instance computes remaining = all - done.
-        ParamSweeper(str(run.path / "sweep"), combos, save_sweeps=True).reset(True)
-        self.sweeper = ParamSweeper(str(run.path / "sweep"), combos)
-        done_ids = {point_id(dict(p)) for p in self.sweeper.get_done()}
-        self.dropped_rows = run._drop_unfinished_rows(done_ids)
-        self.skipped_done = len(done_ids)
+        self._ids = [point_id(p) for p in points]
+        self._done = _load_sweep_state(run.path)
+        self._skipped: set[str] = set()  # failed in this process: not retried now, retried on resume
+        self.dropped_rows = run._drop_unfinished_rows(self._done)
+        self.skipped_done = sum(1 for i in set(self._ids) if i in self._done)
 
     @property
     def total(self) -> int:
         return len(self.points)
 
+    def _remaining(self) -> list[dict]:
+        seen: set[str] = set()
+        out = []
+        for pid, p in zip(self._ids, self.points):
+            if pid not in self._done and pid not in self._skipped and pid not in seen:
+                seen.add(pid)
+                out.append(p)
+        return out
+
     @property
     def remaining(self) -> int:
-        return len(self.sweeper.get_remaining())
+        return len(self._remaining())
 
     def __iter__(self) -> Iterator[dict]:
-        # Keep the researcher's order (ParamSweeper's own order is arbitrary).
-        order = {point_id(p): i for i, p in enumerate(self.points)}
+        # The researcher's order; a point handed out and neither completed, failed nor
+        # cancelled (the caller stopped iterating) is handed out again only on resume.
+        handed: set[str] = set()
         while True:
-            remaining = sorted(self.sweeper.get_remaining(), key=lambda p: order[point_id(dict(p))])
-            if not remaining:
+            nxt = next((p for p in self._remaining() if point_id(p) not in handed), None)
+            if nxt is None:
                 return
-            nxt = remaining[0]
-            # mark in progress through the sweeper's own API
-            got = self.sweeper.get_next(lambda rem, _n=nxt: [_n] if _n in rem else list(rem)[:1])
-            if got is None:
-                return
-            yield dict(got)
+            handed.add(point_id(nxt))
+            yield dict(nxt)
+
+    def _save(self) -> None:
+        atomic_write_text(self.run.path / SWEEP_STATE, json.dumps(
+            {"format": SWEEP_FORMAT, "done": sorted(self._done)}, indent=1) + "\n")
 
     def complete(self, point: dict, measurements: Iterable[Measurement]) -> int:
         n = self.run.write_point(point, measurements)
-        self.sweeper.done(HashableDict(point))
+        self._done.add(point_id(point))
+        self._save()
         return n
 
     def failed(self, point: dict, reason: str) -> None:
-        """Mark a point skipped (it will not be retried on resume) and log why."""
-        self.sweeper.skip(HashableDict(point))
+        """Mark a point failed and log why: not measured again by this sweep, but ``--resume``
+        measures it again (as execo's ParamSweeper did: its skipped set was never saved)."""
+        self._skipped.add(point_id(point))
         with open(self.run.path / "failures.log", "a") as fh:
             fh.write(f"{now_iso()} {point_id(point)}: {reason}\n")
 
     def cancel(self, point: dict) -> None:
         """Put a point back (e.g. on Ctrl-C) so a resume measures it again."""
-        self.sweeper.cancel(HashableDict(point))
+        pid = point_id(point)
+        self._skipped.discard(pid)
+        if pid in self._done:
+            self._done.discard(pid)
+            self._save()
+
+
+SWEEP_STATE = "sweep.json"
+SWEEP_FORMAT = 1
+#: A sweep state larger than this is not a list of point ids.
+SWEEP_STATE_MAX_BYTES = 16 << 20
+
+
+def _load_sweep_state(path: Path) -> set[str]:
+    """The done point ids of run directory ``path``; empty for a new run.
+
+    A run written by an older edgelab keeps execo's pickled ``sweep/`` state: it is
+    never unpickled (that could run code), so such a run cannot be resumed.
+    """
+    f = path / SWEEP_STATE
+    if not os.path.lexists(f):
+        if (path / "sweep").exists():
+            raise EdgelabError(f"{path}: its resume state is an execo pickle (sweep/, from an older edgelab); "
+                               "it is not read, since unpickling a file can run code: start a new run")
+        return set()
+    check_owned(f)
+    if f.stat().st_size > SWEEP_STATE_MAX_BYTES:
+        raise EdgelabError(f"{f}: {f.stat().st_size} bytes is not a sweep state; cannot resume")
+    try:
+        data = json.loads(f.read_text())
+        if not isinstance(data, dict) or data.get("format") != SWEEP_FORMAT:
+            raise ValueError(f"expected an object with format {SWEEP_FORMAT}")
+        ids = data.get("done", [])
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise ValueError("'done' must be a list of point ids")
+    except ValueError as e:
+        raise EdgelabError(f"{f} is not a sweep state ({e}); cannot resume") from None
+    return set(ids)
+
+
+def check_owned(path: Path) -> None:
+    """Refuse a run directory or file that is a symlink or that another user owns.
+
+    Resuming reads the run's state and then appends to it as the current user:
+    someone else's directory could feed it anything, and we would write where they choose.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise EdgelabError(f"{path} is a symlink; refusing to resume from it (copy the run directory instead)")
+    if st.st_uid != os.geteuid():
+        raise EdgelabError(f"{path} is owned by uid {st.st_uid}, not by you (uid {os.geteuid()}); refusing to "
+                           "resume someone else's run: copy the run directory and resume the copy")
 
 
 class ResultsStore:
@@ -234,6 +300,10 @@ class ResultsStore:
 
     def latest_unfinished(self, experiment: str, params: dict) -> Optional[Path]:
         for path in reversed(self.runs(experiment)):
+            try:
+                check_owned(path)
+            except EdgelabError:
+                continue  # someone else's run: never resumed implicitly
             m = json.loads((path / "manifest.json").read_text())
             # "report": "pending" — killed while writing the report: resuming finishes it
             unfinished = m.get("status") != "complete" or m.get("report") == "pending"
@@ -257,6 +327,8 @@ class ResultsStore:
         elif resume:
             path = self.latest_unfinished(experiment, params)
         if path is not None:
+            for p in (path, path / "manifest.json", path / "measurements.csv", path / SWEEP_STATE):
+                check_owned(p)
             manifest = json.loads((path / "manifest.json").read_text())
             if manifest["experiment"] != experiment:
                 raise EdgelabError(f"{path} is a {manifest['experiment']!r} run, not {experiment!r}")

@@ -8,6 +8,7 @@ invalidate an experiment without anyone noticing.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -31,11 +32,33 @@ from .model import (
     Topology,
 )
 from .profiles import get_profile, profile_names
-from .yamlsrc import fmt_path, load_with_lines
+from .yamlsrc import MAX_BYTES, decode, fmt_path, load_with_lines
 
-#: Names end up in netns and interface names (IFNAMSIZ is 16), so keep them short.
-NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,11}$")
-TESTBED_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
+#: Names end up in netns and interface names (IFNAMSIZ is 16), so keep them short. Matched
+#: with ``fullmatch`` (``$`` would accept a trailing newline). No name contains '.': the
+#: local backend separates testbed and node with it (``backends/local/naming.py``).
+NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,11}")
+TESTBED_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,15}")
+
+#: Bounds that keep a limit a limit. A node's CPU quota is ``cpu * speed`` host cores over
+#: a 100 ms CFS period; the kernel's smallest quota is 1 ms (cgroups.MIN_QUOTA_US), so less
+#: than 0.01 cores would silently become more. Upper bounds: beyond any device edgelab
+#: models, and beyond them a limit no longer limits anything (the kernel clamps memory).
+MIN_HOST_CPU = 0.01
+MAX_CPU = 256.0
+MAX_SPEED = 16.0
+MAX_MEMORY_MIB = 4 * 1024 * 1024  # 4 TiB
+#: Nodes and networks in one topology (addresses, interface numbering, bring-up time).
+MAX_NODES = 4096
+MAX_NETWORKS = 256
+#: Address ranges that cannot carry a testbed's unicast traffic.
+FORBIDDEN_NETS = {
+    "0.0.0.0/8": "'this network' (0.0.0.0/8)",
+    "127.0.0.0/8": "loopback (127.0.0.0/8)",
+    "169.254.0.0/16": "link-local (169.254.0.0/16)",
+    "224.0.0.0/4": "multicast (224.0.0.0/4)",
+    "240.0.0.0/4": "reserved (240.0.0.0/4, with the broadcast address)",
+}
 
 #: Default resources by role: a judgement of typical hardware, overridable.
 ROLE_DEFAULTS: dict[str, Resources] = {
@@ -86,6 +109,8 @@ class _Ctx:
         kind = "an integer" if integer else "a number"
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
             raise self.fail(path, f"must be {kind} (got {value!r})")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.fail(path, f"must be a finite number (got {value!r})")
         if minimum is not None and (value < minimum or (exclusive_min and value == minimum)):
             raise self.fail(path, f"must be {'>' if exclusive_min else '>='} {minimum} (got {value!r})")
         if maximum is not None and (value > maximum or (exclusive_max and value == maximum)):
@@ -93,7 +118,7 @@ class _Ctx:
         return value
 
     def name(self, value: Any, path: tuple, regex: re.Pattern = NAME_RE) -> str:
-        if not isinstance(value, str) or not regex.match(value):
+        if not isinstance(value, str) or not regex.fullmatch(value):
             n = 12 if regex is NAME_RE else 16
             raise self.fail(path, f"must be a name of 1-{n} characters: a lowercase letter, then letters, digits or '-' (got {value!r})")
         return value
@@ -246,6 +271,23 @@ def _segment(ctx: _Ctx, raw: dict, path: tuple, kind: str, allowed_kinds: tuple[
     return Segment(kind=kind, link=link, profile=profile_name, airtime=airtime, share=share)
 
 
+def _ipv4_net(ctx: _Ctx, value: Any, path: tuple, example: str) -> str:
+    """An IPv4 network that can carry unicast between nodes (not loopback, multicast...)."""
+    if not isinstance(value, str):
+        raise ctx.fail(path, f"must be an IPv4 network such as {example} (got {value!r})")
+    try:
+        net = ipaddress.IPv4Network(value, strict=True)
+    except ValueError as exc:
+        raise ctx.fail(path, f"must be an IPv4 network such as {example} ({exc})") from None
+    for bad, what in FORBIDDEN_NETS.items():
+        if net.overlaps(ipaddress.IPv4Network(bad)):
+            raise ctx.fail(path, f"{net} overlaps {what}, which cannot carry the testbed's traffic; "
+                                 f"use a private range such as {example}")
+    if net.prefixlen > 30:
+        raise ctx.fail(path, f"{net} has no room for two hosts; use a prefix of /30 or shorter")
+    return str(net)
+
+
 def _network(ctx: _Ctx, raw: Any, path: tuple) -> Network:
     allowed = {"name", "kind", "profile", "link", "airtime", "aggregation", "subnet", "uplink_link", "mesh", "segments"}
     raw = ctx.mapping(raw, path, allowed, {"name"})
@@ -255,10 +297,7 @@ def _network(ctx: _Ctx, raw: Any, path: tuple) -> Network:
         ctx.choice(kind, path + ("kind",), NETWORK_KINDS)
     subnet = None
     if "subnet" in raw:
-        try:
-            subnet = str(ipaddress.IPv4Network(raw["subnet"], strict=True))
-        except (ValueError, TypeError) as exc:
-            raise ctx.fail(path + ("subnet",), f"must be an IPv4 network such as 10.0.1.0/24 ({exc})") from None
+        subnet = _ipv4_net(ctx, raw["subnet"], path + ("subnet",), "10.0.1.0/24")
     uplink_link = LinkParams(rate_mbit=1000.0, delay_ms=0.05)
     if "uplink_link" in raw:
         uplink_link = _link(ctx, raw["uplink_link"], path + ("uplink_link",), uplink_link)
@@ -309,13 +348,21 @@ def _group(ctx: _Ctx, raw: Any, path: tuple, networks: dict[str, Network]) -> No
         rraw = ctx.mapping(raw["resources"], rpath, {"cpu", "memory_mib", "speed"})
         kw = {}
         if "cpu" in rraw:
-            kw["cpu"] = float(ctx.number(rraw["cpu"], rpath + ("cpu",), minimum=0, exclusive_min=True, maximum=1024))
+            kw["cpu"] = float(ctx.number(rraw["cpu"], rpath + ("cpu",), minimum=0, exclusive_min=True,
+                                         maximum=MAX_CPU))
         if "memory_mib" in rraw:
-            kw["memory_mib"] = int(ctx.number(rraw["memory_mib"], rpath + ("memory_mib",), minimum=16, integer=True))
+            kw["memory_mib"] = int(ctx.number(rraw["memory_mib"], rpath + ("memory_mib",), minimum=16,
+                                              maximum=MAX_MEMORY_MIB, integer=True))
         if "speed" in rraw:
-            kw["speed"] = float(ctx.number(rraw["speed"], rpath + ("speed",), minimum=0, exclusive_min=True, maximum=16))
+            kw["speed"] = float(ctx.number(rraw["speed"], rpath + ("speed",), minimum=0, exclusive_min=True,
+                                           maximum=MAX_SPEED))
         res = replace(res, **kw)
+        if res.host_cpu < MIN_HOST_CPU - 1e-12:
+            raise ctx.fail(rpath, f"cpu x speed = {res.host_cpu:g} host cores is below the smallest CPU quota the "
+                                  f"kernel enforces ({MIN_HOST_CPU:g} cores: 1 ms per 100 ms period); it would "
+                                  "silently become more: raise cpu or speed")
     attachments = []
+    listed: set[str] = set()
     nets = raw.get("networks", [])
     if not isinstance(nets, list):
         raise ctx.fail(path + ("networks",), "must be a list of network names or {name, uplink} mappings")
@@ -329,14 +376,15 @@ def _group(ctx: _Ctx, raw: Any, path: tuple, networks: dict[str, Network]) -> No
             rates = {k: entry[k] for k in ("mcs", "rssi_dbm") if k in entry}
             base_path, entry = epath, entry["name"]
             epath = epath + ("name",)
-        if entry not in networks:
+        if not isinstance(entry, str) or entry not in networks:
             raise ctx.fail(epath, f"unknown network {entry!r}; defined networks: {', '.join(networks) or '(none)'}")
         if rates:
             rates = _station_rates(ctx, rates, base_path, networks[entry], count, uplink)
         if uplink and networks[entry].kind == "batman-mesh":
             raise ctx.fail(epath, "a batman-mesh has no access point: 'uplink' is not allowed there")
-        if any(a.network == entry for a in attachments):
+        if entry in listed:
             raise ctx.fail(epath, f"network {entry!r} is listed twice for this group")
+        listed.add(entry)
         attachments.append(Attachment(network=entry, uplink=uplink, **rates))
     private = _private(ctx, raw["private"], path + ("private",)) if "private" in raw else None
     return NodeGroup(name=name, role=role, count=count, resources=res, attachments=tuple(attachments),
@@ -417,6 +465,8 @@ def parse_topology(text: str, file: str = "<string>") -> Topology:
     name = ctx.name(raw["name"], ("name",), TESTBED_NAME_RE)
     if not isinstance(raw["networks"], list) or not raw["networks"]:
         raise ctx.fail(("networks",), "must be a non-empty list of networks")
+    if len(raw["networks"]) > MAX_NETWORKS:
+        raise ctx.fail(("networks",), f"{len(raw['networks'])} networks: at most {MAX_NETWORKS} are supported")
     networks: dict[str, Network] = {}
     for i, nraw in enumerate(raw["networks"]):
         net = _network(ctx, nraw, ("networks", i))
@@ -426,14 +476,21 @@ def parse_topology(text: str, file: str = "<string>") -> Topology:
     if not isinstance(raw["nodes"], list) or not raw["nodes"]:
         raise ctx.fail(("nodes",), "must be a non-empty list of node groups")
     groups: list[NodeGroup] = []
+    names: set[str] = set()
+    total = 0
     for i, graw in enumerate(raw["nodes"]):
         group = _group(ctx, graw, ("nodes", i), networks)
-        if any(g.name == group.name for g in groups):
+        if group.name in names:  # a set: a file of many groups is checked in linear time
             raise ctx.fail(("nodes", i, "group"), f"group name {group.name!r} is used twice")
+        names.add(group.name)
+        total += group.count
+        if total > MAX_NODES:
+            raise ctx.fail(("nodes", i), f"more than {MAX_NODES} nodes in all; the local backend and the "
+                                         "address plan are sized for that")
         groups.append(group)
+    attached = {a.network for g in groups for a in g.attachments}
     for i, net in enumerate(networks.values()):
-        members = [g for g in groups if any(a.network == net.name for a in g.attachments)]
-        if not members:
+        if net.name not in attached:
             raise ctx.fail(("networks", i), f"network {net.name!r} has no members: list it under some group's 'networks'")
     hosts: tuple[Host, ...] = ()
     if "hosts" in raw:
@@ -442,19 +499,17 @@ def parse_topology(text: str, file: str = "<string>") -> Topology:
         hosts = tuple(_host(ctx, h, ("hosts", i)) for i, h in enumerate(raw["hosts"]))
     base = "10.77.0.0/16"
     if "address_base" in raw:
-        try:
-            base = str(ipaddress.IPv4Network(raw["address_base"], strict=True))
-        except (ValueError, TypeError) as exc:
-            raise ctx.fail(("address_base",), f"must be an IPv4 network such as 10.77.0.0/16 ({exc})") from None
+        base = _ipv4_net(ctx, raw["address_base"], ("address_base",), "10.77.0.0/16")
     return Topology(name=name, groups=tuple(groups), networks=tuple(networks.values()), hosts=hosts,
                     address_base=base, source=file)
 
 
 def load_topology(path: str | Path) -> Topology:
-    """Load a topology file; errors name this file."""
+    """Load a topology file; errors name this file. Never reads more than the size limit."""
     p = Path(path)
     try:
-        text = p.read_text()
+        with open(p, "rb") as fh:
+            data = fh.read(MAX_BYTES + 1)
     except OSError as exc:
         raise TopologyError(f"cannot read topology file: {exc.strerror}", file=str(p)) from None
-    return parse_topology(text, file=str(p))
+    return parse_topology(decode(data, str(p)), file=str(p))

@@ -19,15 +19,19 @@ import argparse
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 
-from edgelab.experiment import (backend_from_args, common_arguments, dry_run, finish, int_list, main_guard,
+from edgelab.experiment import (testbed_name, backend_from_args, common_arguments, dry_run, finish, int_list, main_guard,
                                 run_sweep)
 from edgelab.scenario_topologies import faas_topology
 from edgelab.scenarios import FaasLoad, faas_point
 from edgelab.scenarios.faas import FUNCTIONS
+from edgelab.services.power.inventory import plugs_from_args, power_arguments
 
 #: NixOS-Compose composition of these nodes (nxc and g5k backends).
 COMPOSITION = "beaglepaas"
 
+
+#: This process's testbed name (unique on the machine: see edgelab.experiment.testbed_name).
+TESTBED = testbed_name("faas")
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,6 +41,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--functions", type=lambda s: tuple(s.split(",")), default=FUNCTIONS,
                    help=f"MicroFaaS functions, round-robin (default {','.join(FUNCTIONS)})")
     p.add_argument("--reps", type=int, default=None, help="repetitions (quick 1, full 3)")
+    power_arguments(p, "BeagleBone model on each worker's measured CPU")
+    p.add_argument("--prometheus", action="store_true",
+                   help="run a real Prometheus server (Debian 'prometheus') scraping every plug and the "
+                        "orchestrator during each point; the window's series go to raw/<point>/prometheus_series.csv "
+                        "and the report plots power over time from them")
+    p.add_argument("--slots", type=int, default=1,
+                   help="worker processes per worker node: functions running at once on one board; their "
+                        "energy is split by CPU-time share (default %(default)s)")
     p.add_argument("--full", action="store_true", help="the full sweep instead of the quick default")
     common_arguments(p)
     a = p.parse_args(argv)
@@ -48,6 +60,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     a.workers = a.workers or ([1, 2, 4, 6, 8] if a.full else [1, 2, 4])
     a.per_worker = a.per_worker or (50 if a.full else 20)
     a.reps = a.reps or (3 if a.full else 1)
+    if a.slots < 1:
+        p.error("--slots must be at least 1")
+    a.plug_map = plugs_from_args(a, p)
     return a
 
 
@@ -57,16 +72,20 @@ def sweep_points(workers: list[int], reps: int) -> list[dict]:
 
 def main(argv=None) -> int:
     a = parse_args(argv)
-    params = {"workers": a.workers, "per_worker": a.per_worker, "functions": list(a.functions), "reps": a.reps}
+    params = {"workers": a.workers, "per_worker": a.per_worker, "functions": list(a.functions), "reps": a.reps,
+              "power_source": a.power_source, "plugs": a.plug_map, "slots": a.slots,
+              "prometheus": a.prometheus}
 
     points = sweep_points(a.workers, a.reps)
     if a.dry_run:
-        return dry_run(a, [faas_topology(p["n_workers"], name="faas") for p in points], COMPOSITION)
+        return dry_run(a, [faas_topology(p["n_workers"], name=TESTBED) for p in points], COMPOSITION)
     backend = backend_from_args(a, COMPOSITION)
 
     def measure(point, run):
-        return faas_point(faas_topology(point["n_workers"], name="faas"), backend=backend, run=run, point=point,
-                          load=FaasLoad(per_worker=a.per_worker, functions=a.functions))
+        return faas_point(faas_topology(point["n_workers"], name=TESTBED), backend=backend, run=run, point=point,
+                          load=FaasLoad(per_worker=a.per_worker, functions=a.functions, power_source=a.power_source,
+                                        plugs=tuple(a.plug_map.items()), slots=a.slots,
+                                        prometheus=a.prometheus))
 
     outcome = run_sweep(experiment="faas_energy", points=points,
                         param_names=["n_workers", "rep"], measure=measure, params=params, results_root=a.results,

@@ -37,7 +37,7 @@ import time
 import _common  # noqa: F401  (puts the repository on sys.path)
 
 from edgelab.hostload import HostWarmer
-from edgelab.experiment import (backend_from_args, common_arguments, console, dry_run, finish, int_list,
+from edgelab.experiment import (testbed_name, backend_from_args, common_arguments, console, dry_run, finish, int_list,
                                 main_guard, run_sweep)
 from edgelab.scenario_topologies import folding_topology
 from edgelab.scenarios import FoldLoad, folding_point
@@ -47,6 +47,9 @@ JUDGED = ["latency_ms_p50", "cpu_time_ms_per_request", "requests_per_s_per_node"
 #: NixOS-Compose composition of these nodes (nxc and g5k backends).
 COMPOSITION = "k3s-phones"
 
+
+#: This process's testbed name (unique on the machine: see edgelab.experiment.testbed_name).
+TESTBED = testbed_name("fold")
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -128,7 +131,7 @@ def main(argv=None) -> int:
 
     points = sweep_points(a.factors, a.reps)
     if a.dry_run:
-        return dry_run(a, [folding_topology(p["factor"], name="fold") for p in points], COMPOSITION)
+        return dry_run(a, [folding_topology(p["factor"], name=TESTBED) for p in points], COMPOSITION)
     backend = backend_from_args(a, COMPOSITION)
     warm = a.warm_host and a.backend == "local"
     warmer = HostWarmer() if warm else contextlib.nullcontext()
@@ -146,7 +149,7 @@ def main(argv=None) -> int:
         if warm:
             run.record_facts({"host_warmer": warmer.description})
         load = FoldLoad(seconds=a.seconds, rate_rps=a.rate, image_bytes=a.image_kb * 1000, seed=1 + point["rep"])
-        return folding_point(folding_topology(point["factor"], name="fold"), backend=backend, run=run,
+        return folding_point(folding_topology(point["factor"], name=TESTBED), backend=backend, run=run,
                              point=point, load=load)
 
     t0 = time.monotonic()

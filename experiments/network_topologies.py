@@ -21,7 +21,7 @@ import argparse
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 
-from edgelab.experiment import (backend_from_args, common_arguments, dry_run, finish, float_list, int_list,
+from edgelab.experiment import (testbed_name, backend_from_args, common_arguments, dry_run, finish, float_list, int_list,
                                 main_guard, run_sweep)
 from edgelab.scenario_topologies import app_topology
 from edgelab.scenarios import AppLoad, app_point
@@ -31,6 +31,9 @@ KINDS = ["wifi", "ethernet", "hybrid", "usb", "batman-mesh"]
 #: NixOS-Compose composition of these nodes (nxc and g5k backends).
 COMPOSITION = "k3s-phones"
 
+
+#: This process's testbed name (unique on the machine: see edgelab.experiment.testbed_name).
+TESTBED = testbed_name("topo")
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -82,11 +85,11 @@ def main(argv=None) -> int:
 
     points = sweep_points(a.networks, a.phones, a.hops, a.mesh_phones, a.rates, a.reps)
     if a.dry_run:
-        return dry_run(a, [app_topology(p["network"], p["n_phones"], hops=p["hops"], name="topo") for p in points], COMPOSITION)
+        return dry_run(a, [app_topology(p["network"], p["n_phones"], hops=p["hops"], name=TESTBED) for p in points], COMPOSITION)
     backend = backend_from_args(a, COMPOSITION)
 
     def measure(point, run):
-        topo = app_topology(point["network"], point["n_phones"], hops=point["hops"], name="topo")
+        topo = app_topology(point["network"], point["n_phones"], hops=point["hops"], name=TESTBED)
         load = AppLoad(seconds=a.seconds, rate_rps=point["rate_rps"], image_bytes=a.image_kb * 1000,
                        iperf=a.iperf, seed=1 + point["rep"])
         return app_point(topo, backend=backend, run=run, point=point, load=load)

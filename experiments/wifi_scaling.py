@@ -15,12 +15,15 @@ The default is quick (under 3 minutes on a 2-core machine); ``--full`` sweeps
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 
-from edgelab.experiment import backend_from_args, common_arguments, dry_run, finish, int_list, main_guard, run_sweep
+from edgelab.experiment import (backend_from_args, common_arguments, dry_run, finish, int_list, main_guard, run_sweep,
+                                testbed_name)
 from edgelab.topology import load_topology
 from edgelab.scenarios import wifi_point
+from edgelab.services.power.inventory import plugs_from_args, power_arguments
 
 DEFAULT_TOPOLOGY = _common.ROOT / "topologies" / "wifi-phones.yaml"
 
@@ -39,6 +42,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--image-kb", type=int, default=125, help="size of each uploaded image in KB (default %(default)s)")
     p.add_argument("--latency-threshold-ms", type=float, default=500.0,
                    help="p95 latency above which the application counts as saturated (default %(default)s)")
+    p.add_argument("--mode", choices=["gray", "tflite", "faces"], default="gray",
+                   help="work per image: gray (resize, network-bound), tflite (LiteRT BlazeFace face detector, "
+                        "the seeds' workload), faces (OpenCV Haar cascade) (default %(default)s)")
+    p.add_argument("--inference", choices=["server", "phone"], default="server",
+                   help="where the images are processed: offloaded to the edge server, or on each phone "
+                        "(default %(default)s)")
+    power_arguments(p, "phone device model on each phone's measured CPU")
+    p.add_argument("--prometheus", action="store_true",
+                   help="run a real Prometheus server on the edge server scraping every phone service's /metrics "
+                        "(series of each point's window in raw/<point>/prometheus_series.csv)")
     p.add_argument("--slow-phones", type=int, default=0,
                    help="how many of the N phones (the last ones) use --slow-mcs: the 802.11 performance "
                         "anomaly (default %(default)s: all at the profile's rate)")
@@ -51,6 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.phones = args.phones or ([1, 2, 4, 8, 16, 32, 64] if args.full else [1, 2, 4, 8, 12])
     args.reps = args.reps or (3 if args.full else 1)
     args.seconds = args.seconds or (10.0 if args.full else 4.0)
+    args.plug_map = plugs_from_args(args, p)
     if args.slow_phones < 0:
         p.error("--slow-phones must be >= 0")
     return args
@@ -83,8 +97,12 @@ def sweep_points(phones: list[int], reps: int) -> list[dict]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     topology = load_topology(args.topology)
+    # This process's own name, so two runs on one machine never share a testbed.
+    topology = dataclasses.replace(topology, name=testbed_name(topology.name))
     params = {"topology": args.topology, "phones": args.phones, "reps": args.reps, "seconds": args.seconds,
               "rate_rps": args.rate, "image_kb": args.image_kb, "latency_threshold_ms": args.latency_threshold_ms,
+              "mode": args.mode, "inference": args.inference, "prometheus": args.prometheus,
+              "power_source": args.power_source, "plugs": args.plug_map,
               "slow_phones": args.slow_phones, "slow_mcs": args.slow_mcs, "fast_mcs": args.fast_mcs}
 
     def topo_for(n: int):
@@ -98,7 +116,9 @@ def main(argv=None) -> int:
     def measure(point, run):
         return wifi_point(topo_for(point["n_phones"]), backend=backend, run=run, point=point,
                           seconds=args.seconds, rate_rps=args.rate, image_bytes=args.image_kb * 1000,
-                          seed=1 + point["rep"])
+                          seed=1 + point["rep"], mode=args.mode, inference=args.inference,
+                          prometheus=args.prometheus, power_source=args.power_source,
+                          plugs=tuple(args.plug_map.items()))
 
     outcome = run_sweep(experiment="wifi_scaling", points=points,
                         param_names=["n_phones", "rep"], measure=measure, params=params,

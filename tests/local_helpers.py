@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import secrets
 from pathlib import Path
 from typing import Iterator
 
@@ -13,6 +15,17 @@ from edgelab.backends.local import cgroups
 from edgelab.backends.local.naming import netns_prefix
 from edgelab.plan import make_plan
 from edgelab.topology import parse_topology
+
+
+#: Appended to the suites' testbed names, so two sessions (or CI and a developer) running the
+#: root tests on one machine never claim the same names. Four characters keep every name
+#: within the 16 a testbed name may have.
+RUN_TAG = os.environ.get("EDGELAB_TEST_TAG") or secrets.token_hex(2)
+
+
+def tbname(base: str) -> str:
+    """This test run's testbed name for ``base`` (``base`` + RUN_TAG)."""
+    return f"{base}{RUN_TAG}"
 
 
 def plan_of(yaml_text: str):
@@ -51,3 +64,17 @@ def leftovers(name: str) -> dict[str, list]:
                 procs.append((int(e.name), cmd))
     files = [p for p in (f"/run/edgelab/{name}.json", f"/run/{tag}-linkemu") if os.path.exists(p)]
     return {k: v for k, v in {"netns": ns, "cgroups": cg, "processes": procs, "files": files}.items() if v}
+
+
+def named_testbeds(pattern: str) -> set[str]:
+    """Names (full match of ``pattern``) of testbeds with anything in the kernel or /run."""
+    rx = re.compile(pattern)
+    found = set()
+    if os.path.isdir("/run/netns"):
+        found |= {n[3:].split(".", 1)[0] for n in os.listdir("/run/netns") if n.startswith("el-") and "." in n}
+    if os.path.isdir("/run/edgelab"):
+        found |= {f[:-5] for f in os.listdir("/run/edgelab") if f.endswith(".json")}
+    for d in cgroups.detect_layout().dirs("edgelab"):
+        if d.is_dir():
+            found |= {c.name for c in d.iterdir() if c.is_dir()}
+    return {n for n in found if rx.fullmatch(n)}

@@ -110,3 +110,54 @@ def test_sigint_then_resume(tmp_path):
     assert "status complete 3 3" in out.stdout
     values = sorted(float(r["value"]) for r in read_measurements_rows(run_dir / "measurements.csv"))
     assert values == [0, 1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_exit_status_names_the_signal(tmp_path, sig, code):
+    """Issue 12: SIGTERM exited 130 like SIGINT; a scheduler reads 128 + the signal."""
+    script = tmp_path / "exp.py"
+    script.write_text(textwrap.dedent(f"""\
+        import sys, time
+        sys.path.insert(0, {os.getcwd()!r})
+        from edgelab.experiment import exit_code, run_sweep
+        from edgelab.results import Measurement
+        def measure(point, run):
+            print("measuring", point["n"], flush=True)
+            time.sleep(30)
+            return [Measurement("n", point["n"])]
+        out = run_sweep(experiment="toy", points=[{{"n": 0}}], param_names=["n"], measure=measure, params={{}},
+                        results_root={str(tmp_path)!r})
+        sys.exit(exit_code(out))
+        """))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == "measuring 0"
+        proc.send_signal(sig)
+        assert proc.wait(timeout=60) == code
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_each_experiment_process_has_its_own_testbed_name():
+    """Issue 12: experiments hard-coded their testbed names (faas, fold, topo, wifi), so two users
+    running one on the same machine claimed the same namespaces."""
+    from edgelab.experiment import testbed_name
+    from edgelab.topology import TESTBED_NAME_RE
+
+    assert testbed_name("faas") == f"faas-{os.getpid()}"
+    assert TESTBED_NAME_RE.fullmatch(testbed_name("a-very-long-testbed"))
+    exp = os.path.join(os.getcwd(), "experiments")
+    names = set()
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", "import faas_energy, folding, network_topologies; "
+                              "print(faas_energy.TESTBED, folding.TESTBED, network_topologies.TESTBED)"],
+                             cwd=exp, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        got = out.stdout.split()
+        assert [n.split("-")[0] for n in got] == ["faas", "fold", "topo"]
+        assert all(TESTBED_NAME_RE.fullmatch(n) for n in got)
+        names.add(tuple(got))
+    assert len(names) == 2

@@ -87,10 +87,12 @@ def aggregates(run: Path) -> dict[tuple, float]:
         return {(r["point"], r["metric"]): float(r["value"]) for r in csv.DictReader(f) if not r["node"]}
 
 
-def no_testbed_left(name: str) -> None:
-    from local_helpers import leftovers
+def no_testbed_left(base: str) -> None:
+    """Nothing left of the experiment's testbed, named ``<base>-<pid>`` (experiment.testbed_name)."""
+    from local_helpers import leftovers, named_testbeds
 
-    assert leftovers(name) == {}
+    for name in {base} | named_testbeds(rf"{base}-\d+"):
+        assert leftovers(name) == {}, name
 
 
 @root

@@ -36,8 +36,8 @@ nodes:
 
 def test_wifi_blueprint_names_shared_budget_and_uplink():
     bp = blueprint.build(plan_of(WIFI))
-    assert bp.infra_ns == {"wlan-ap": "el-lbbp-wlan-ap"}
-    assert set(bp.node_ns.values()) == {"el-lbbp-server-1"} | {f"el-lbbp-averyverylon-{i}" for i in (1, 2, 3)}
+    assert bp.infra_ns == {"wlan-ap": "el-lbbp.wlan-ap"}
+    assert set(bp.node_ns.values()) == {"el-lbbp.server-1"} | {f"el-lbbp.averyverylon-{i}" for i in (1, 2, 3)}
     assert all(len(v.b.ifname) <= IFNAMSIZ and v.b.master == "br0" for v in bp.veths)
     ports = [v.b.ifname for v in bp.veths]
     assert len(set(ports)) == len(ports) == 4
@@ -73,7 +73,7 @@ def test_mesh_blueprint_is_point_to_point_with_routes_and_forwarding():
     assert all(v.a.address.endswith("/32") and v.b.address.endswith("/32") for v in bp.veths)
     assert bp.forwarding == set(bp.node_ns.values())
     # m-1 reaches m-4 through m-2
-    r = [r for r in bp.routes if r.ns == "el-lbbpm-m-1" and r.destination.startswith(bp.veths[2].b.address.split("/")[0])]
+    r = [r for r in bp.routes if r.ns == "el-lbbpm.m-1" and r.destination.startswith(bp.veths[2].b.address.split("/")[0])]
     assert r and r[0].via == bp.veths[0].b.address.split("/")[0]
 
 
@@ -105,7 +105,7 @@ nodes:
 
 def test_hybrid_one_bridge_one_budget_per_wifi_segment():
     bp = blueprint.build(plan_of(HYBRID))
-    assert bp.bridges == [("el-lbbph-mix-ap", "br0")]
+    assert bp.bridges == [("el-lbbph.mix-ap", "br0")]
     assert len(bp.veths) == 9
     budgets = {s.segment: s for s in bp.shared}
     assert set(budgets) == {0, 2}  # the ethernet segment has no airtime budget

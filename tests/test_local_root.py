@@ -1,7 +1,8 @@
 """Root integration tests of the local backend: real namespaces, veths, cgroups, traffic.
 
 Every testbed is brought up in a context manager that tears it down even on
-failure; names start with 'lb' (this suite's prefix). Tolerances are honest
+failure; names start with 'lb' (this suite's prefix) and end with this run's tag
+(``local_helpers.RUN_TAG``), so two sessions on one machine never share one. Tolerances are honest
 but generous: other jobs share the machine's two cores.
 """
 
@@ -22,7 +23,7 @@ from edgelab.backends.local import LocalBackend, probes
 from edgelab.backends.local.calibrate import calibrate
 from edgelab.errors import BackendError
 
-from local_helpers import leftovers, plan_of, running_testbed
+from local_helpers import leftovers, plan_of, running_testbed, tbname
 
 pytestmark = [
     pytest.mark.root,
@@ -45,7 +46,7 @@ nodes:
     role: client
     count: 2
     networks: [lana, lanb]
-"""
+""".replace("name: lbeth\n", f"name: {tbname('lbeth')}\n", 1)
 
 
 def _loss_rule_drops(tb) -> dict[str, list[int]]:
@@ -140,7 +141,7 @@ def _downlink_rates(tb, stations: list[str], server: str, offered: float, window
 def test_shared_medium_budget_and_per_station_share():
     per_station, caps = {}, {}
     for n in (1, 2, 4):
-        with running_testbed(_wifi(n, f"lbw{n}")) as tb:
+        with running_testbed(_wifi(n, tbname(f"lbw{n}"))) as tb:
             (seg,) = tb.facts()["segments"]
             cap = seg["capacity_mbit"]
             caps[n] = cap
@@ -158,7 +159,7 @@ def test_shared_medium_budget_and_per_station_share():
 def test_a_large_cell_still_resolves_addresses():
     """100 stations: a station's ARP broadcast is flooded to 99 other ports, yet charged once,
     so it does not fill the sender's own queue and the answer gets through."""
-    with running_testbed(_wifi(100, "lbw100")) as tb:
+    with running_testbed(_wifi(100, tbname("lbw100"))) as tb:
         for ph in ("ph-1", "ph-100"):
             p = probes.ping(tb, ph, tb.address("srv-1"), count=3, interval=0.1)
             assert p.received == 3, (ph, p)
@@ -175,7 +176,7 @@ nodes:
     role: phone
     count: 4
     networks: [mesh]
-"""
+""".replace("name: lbmesh\n", f"name: {tbname('lbmesh')}\n", 1)
 
 
 def test_mesh_chain_forwards_over_relays():
@@ -210,7 +211,7 @@ nodes:
     role: client
     resources: {cpu: 2, memory_mib: 128}
     networks: [lan]
-"""
+""".replace("name: lbcpu\n", f"name: {tbname('lbcpu')}\n", 1)
 
 SPIN = ("import time\nt=time.monotonic(); n=0\n"
         "while time.monotonic()-t < 2.0: n += 1\n"
@@ -230,21 +231,21 @@ def test_cpu_quota_slows_a_cpu_bound_loop():
 
 
 def test_teardown_leaves_nothing_and_name_is_reusable():
-    yaml = _wifi(2, "lbtd").replace("delay_ms: 0, jitter_ms: 0, loss_pct: 0", "delay_ms: 1")
+    yaml = _wifi(2, tbname("lbtd")).replace("delay_ms: 0, jitter_ms: 0, loss_pct: 0", "delay_ms: 1")
     with running_testbed(yaml) as tb:
         tb.popen("ph-1", ["sleep", "300"])
-        during = leftovers("lbtd")
+        during = leftovers(tbname("lbtd"))
         assert during["netns"] and during["cgroups"] and during["files"]
         if tb.facts()["link_engine"] == "fallback":
             assert during["processes"]  # delayers run
-        with pytest.raises(BackendError, match="edgelab down lbtd"):
+        with pytest.raises(BackendError, match=f"edgelab down {tbname('lbtd')}"):
             LocalBackend().up(plan_of(yaml))
-    assert leftovers("lbtd") == {}
-    assert not any("el-lbtd" in l for l in subprocess.run(["ip", "-o", "link"], capture_output=True,
+    assert leftovers(tbname("lbtd")) == {}
+    assert not any(f"el-{tbname('lbtd')}" in l for l in subprocess.run(["ip", "-o", "link"], capture_output=True,
                                                          text=True).stdout.splitlines())
     with running_testbed(yaml):
         pass
-    assert leftovers("lbtd") == {}
+    assert leftovers(tbname("lbtd")) == {}
 
 
 UP_AND_WAIT = """
@@ -270,27 +271,27 @@ def _spawn_up(yaml: str) -> subprocess.Popen:
 
 
 def test_down_from_state_file_after_sigkill():
-    yaml = _wifi(2, "lbkill").replace("delay_ms: 0, jitter_ms: 0, loss_pct: 0", "delay_ms: 1")
+    yaml = _wifi(2, tbname("lbkill")).replace("delay_ms: 0, jitter_ms: 0, loss_pct: 0", "delay_ms: 1")
     p = _spawn_up(yaml)
     try:
         p.send_signal(signal.SIGKILL)
         p.wait(timeout=10)
-        left = leftovers("lbkill")
+        left = leftovers(tbname("lbkill"))
         assert left["netns"] and left["cgroups"] and left["files"]
-        with pytest.raises(BackendError, match="edgelab down lbkill"):
+        with pytest.raises(BackendError, match=f"edgelab down {tbname('lbkill')}"):
             LocalBackend().up(plan_of(yaml))
     finally:
         if p.poll() is None:
             p.kill()
-        LocalBackend().down("lbkill")
-    assert leftovers("lbkill") == {}
+        LocalBackend().down(tbname("lbkill"))
+    assert leftovers(tbname("lbkill")) == {}
     with pytest.raises(BackendError, match="no testbed named"):
-        LocalBackend().down("lbkill")
+        LocalBackend().down(tbname("lbkill"))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_turns_into_clean_teardown(sig):
-    p = _spawn_up(_wifi(1, "lbterm"))
+    p = _spawn_up(_wifi(1, tbname("lbterm")))
     try:
         p.send_signal(sig)
         # SIGTERM -> SystemExit(143); SIGINT -> KeyboardInterrupt, which Python ends by dying of SIGINT
@@ -299,24 +300,24 @@ def test_signal_turns_into_clean_teardown(sig):
         if p.poll() is None:
             p.kill()
             p.wait()
-            LocalBackend().down("lbterm")
-    assert leftovers("lbterm") == {}
+            LocalBackend().down(tbname("lbterm"))
+    assert leftovers(tbname("lbterm")) == {}
 
 
 def test_two_testbeds_coexist():
-    with running_testbed(_wifi(2, "lbco1")) as a, running_testbed(_wifi(2, "lbco2")) as b:
+    with running_testbed(_wifi(2, tbname("lbco1"))) as a, running_testbed(_wifi(2, tbname("lbco2"))) as b:
         # same addresses, separate namespaces: each reaches its own server
         assert a.address("srv-1") == b.address("srv-1")
         for tb in (a, b):
             assert probes.ping(tb, "ph-1", tb.address("srv-1"), count=3, interval=0.05).received == 3
         a.down()
-        assert leftovers("lbco1") == {}
+        assert leftovers(tbname("lbco1")) == {}
         assert probes.ping(b, "ph-2", b.address("srv-1"), count=3, interval=0.05).received == 3
-    assert leftovers("lbco2") == {}
+    assert leftovers(tbname("lbco2")) == {}
 
 
 def test_calibrate_reports_configured_vs_measured():
-    with running_testbed(ETHERNET.replace("lbeth", "lbcal")) as tb:
+    with running_testbed(ETHERNET.replace(tbname("lbeth"), tbname("lbcal"))) as tb:
         rows = calibrate(tb)
     by = {(r["network"], r["metric"]): r for r in rows}
     assert by[("lana", "rtt_ms")]["expected"] == pytest.approx(20.0)
@@ -342,7 +343,7 @@ nodes:
     role: phone
     count: 4
     networks: [mix]
-"""
+""".replace("name: lbhyb\n", f"name: {tbname('lbhyb')}\n", 1)
 
 
 def test_hybrid_network_reaches_every_segment():

@@ -73,24 +73,24 @@ def test_energy_integration_prometheus_and_restart(tmp_path):
         time.sleep(2.0)
         m1, t1 = metrics(url), time.monotonic()
         e = requests.get(url + "/cm?cmnd=Status%208", timeout=5).json()["StatusSNS"]["ENERGY"]
-    kwh = m1["edgelab_energy_kwh_total"] - m0["edgelab_energy_kwh_total"]
-    expected = 3600 * (t1 - t0) / 3.6e6                          # 3600 W -> 1 Wh per second
+    joules = m1["edgelab_energy_joules_total"] - m0["edgelab_energy_joules_total"]
+    expected = 3600 * (t1 - t0)                                   # 3600 W
     # scrape instants and sample instants differ by at most one 0.1 s interval each side
-    assert kwh == pytest.approx(expected, abs=3600 * 0.25 / 3.6e6)
+    assert joules == pytest.approx(expected, abs=3600 * 0.25)
     assert m1["edgelab_power_watts"] == 3600
-    assert e["Total"] == pytest.approx(m1["edgelab_energy_kwh_total"], abs=2e-4)
+    assert e["Total"] * 3.6e6 == pytest.approx(m1["edgelab_energy_joules_total"], abs=2e-4 * 3.6e6)
     saved = json.loads(state.read_text())
-    assert saved["total_kwh"] >= m1["edgelab_energy_kwh_total"] - 1e-9   # saved at SIGTERM
-    before_restart = saved["total_kwh"]
+    assert saved["total_kwh"] * 3.6e6 >= m1["edgelab_energy_joules_total"] - 1e-6   # saved at SIGTERM
+    before_restart = saved["total_kwh"] * 3.6e6
     with service("edgelab.services.power", *args) as (_, line):
         url = url_of(line)
         m2 = metrics(url)
-        assert m2["edgelab_energy_kwh_total"] >= before_restart             # survived restart
+        assert m2["edgelab_energy_joules_total"] >= before_restart             # survived restart
         time.sleep(0.5)
         m3 = metrics(url)
-        assert m3["edgelab_energy_kwh_total"] > m2["edgelab_energy_kwh_total"]   # and keeps counting
+        assert m3["edgelab_energy_joules_total"] > m2["edgelab_energy_joules_total"]   # and keeps counting
         # the interval while it was down is not invented
-        assert m2["edgelab_energy_kwh_total"] - before_restart < 3600 * 0.5 / 3.6e6
+        assert m2["edgelab_energy_joules_total"] - before_restart < 3600 * 0.5
 
 
 def test_mqtt_telemetry_topic_and_shape():

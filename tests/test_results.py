@@ -109,3 +109,67 @@ def test_sigkill_mid_sweep_loses_nothing_written(tmp_path):
     # the second process resumes at 6 and sleeps at... never (5 is done), finishing all 50 points
     assert out.stdout.split()[0] == "6"
     assert len(read_measurements_rows(run / "measurements.csv")) == 50 * 20
+
+
+class _Payload:
+    """Unpickling this writes a marker file: what a crafted ``sweep/done`` could do as root."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _run_dir_with(tmp_path, points=2):
+    store = ResultsStore(tmp_path / "results")
+    run = store.open_run("exp", params={}, param_names=["n"])
+    sw = run.sweep([{"n": i} for i in range(points)])
+    for p in sw:
+        sw.complete(p, [Measurement("m", p["n"])])
+        break
+    run.finish("interrupted")
+    return store, run
+
+
+def test_resume_never_unpickles_the_run_directory(tmp_path):
+    """Issue 12 item 4: --resume RUN_DIR ran code from execo's pickled sweep/done."""
+    import pickle
+
+    store, run = _run_dir_with(tmp_path)
+    marker = tmp_path / "pwned"
+    (run.path / "sweep").mkdir(exist_ok=True)
+    for f in ("done", "inprogress", "sweeps", "skipped"):
+        (run.path / "sweep" / f).write_bytes(pickle.dumps(_Payload(str(marker))))
+    # The state is JSON: the planted pickles are never read, resume still knows what is done.
+    again = store.open_run("exp", params={}, param_names=["n"], resume=run.path)
+    assert [p["n"] for p in again.sweep([{"n": 0}, {"n": 1}])] == [1]
+    assert not marker.exists()
+    # A run that has only the old pickled state is refused, not unpickled.
+    (run.path / "sweep.json").unlink()
+    with pytest.raises(EdgelabError, match="pickle"):
+        store.open_run("exp", params={}, param_names=["n"], resume=run.path).sweep([{"n": 0}])
+    assert not marker.exists()
+
+
+def test_resume_state_is_json_and_a_malformed_one_is_an_error(tmp_path):
+    store, run = _run_dir_with(tmp_path, points=3)
+    state = json.loads((run.path / "sweep.json").read_text())
+    assert state["done"] == ["n=0"]
+    (run.path / "sweep.json").write_text('{"format": 1, "done": [{"__class__": "x"}]}')
+    with pytest.raises(EdgelabError, match="not a sweep state"):
+        store.open_run("exp", params={}, param_names=["n"], resume=run.path).sweep([{"n": 0}])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a run directory to another user")
+def test_resume_refuses_a_run_directory_owned_by_someone_else(tmp_path):
+    store, run = _run_dir_with(tmp_path)
+    os.chown(run.path, 65534, 65534)
+    with pytest.raises(EdgelabError, match="not by you"):
+        store.open_run("exp", params={}, param_names=["n"], resume=run.path)
+    # --resume without a directory skips it and starts a new run
+    assert store.open_run("exp", params={}, param_names=["n"], resume=True).path != run.path
+    os.chown(run.path, 0, 0)
+    os.chown(run.path / "sweep.json", 65534, 65534)
+    with pytest.raises(EdgelabError, match="not by you"):
+        store.open_run("exp", params={}, param_names=["n"], resume=run.path)

@@ -2,7 +2,7 @@
 or a link-emulation delayer killed in the middle of a point must fail that point with
 its cause, keep it out of the results and the verdict, and fail the exit status.
 
-Run under the shared lock (the experiments use fixed testbed names):
+Run under the shared lock (it kills processes by the namespaces of the experiments' testbeds):
 ``flock /tmp/edgelab-root.lock .venv/bin/python -m pytest tests/test_validity_root.py``
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from typing import Callable, Optional
 
 import pytest
 
-from edgelab.backends.local.naming import linkemu_tag
+from edgelab.backends.local.naming import linkemu_state_dir
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces, cgroups)")
@@ -30,6 +31,14 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network n
 def run_script(name: str, *args: str, results: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO / "experiments" / f"{name}.py"), "--results", str(results),
                            *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def ns_of(base: str, element: str) -> str:
+    """The namespace of ``element`` in the running experiment's testbed ``<base>-<pid>``
+    (edgelab.experiment.testbed_name; namespaces are ``el-<testbed>.<element>``)."""
+    rx = re.compile(rf"el-{re.escape(base)}-\d+\.{re.escape(element)}")
+    found = [n for n in os.listdir("/run/netns") if rx.fullmatch(n)] if os.path.isdir("/run/netns") else []
+    return found[0] if found else f"el-{base}-?.{element}"
 
 
 def netns_inode(ns: str) -> Optional[int]:
@@ -92,10 +101,12 @@ def only_run(results: Path, experiment: str) -> Path:
     return run
 
 
-def no_testbed_left(name: str) -> None:
-    from local_helpers import leftovers
+def no_testbed_left(base: str) -> None:
+    """Nothing left of the experiment's testbed ``<base>-<pid>``."""
+    from local_helpers import leftovers, named_testbeds
 
-    assert leftovers(name) == {}
+    for name in {base} | named_testbeds(rf"{base}-\d+"):
+        assert leftovers(name) == {}, name
 
 
 def key_results(run: Path) -> str:
@@ -105,8 +116,8 @@ def key_results(run: Path) -> str:
 def test_killing_the_servers_phone_service_fails_the_point_and_the_headline_excludes_it(tmp_path):
     # The first point (1 phone) loses its server's phone service a second into the load;
     # on main this gave exit 0, status complete and "Saturation point: N = 1".
-    killer = Killer(ready=lambda: bool(processes("edgelab.workload.loadgen", "el-wifi-phone-1")),
-                    targets=lambda: processes("edgelab.services.phone", "el-wifi-server-1"), delay=1.0)
+    killer = Killer(ready=lambda: bool(processes("edgelab.workload.loadgen", ns_of("wifi", "phone-1"))),
+                    targets=lambda: processes("edgelab.services.phone", ns_of("wifi", "server-1")), delay=1.0)
     killer.start()
     r = run_script("wifi_scaling", "--phones", "1,2", "--seconds", "3", "--rate", "3", results=tmp_path)
     killer.stop.set()
@@ -131,8 +142,8 @@ def test_killing_the_servers_phone_service_fails_the_point_and_the_headline_excl
 
 def test_killing_the_plugs_during_faas_fails_the_point(tmp_path):
     # On main: energy_per_invocation_j averaged over the few invocations metered, status complete.
-    killer = Killer(ready=lambda: bool(processes("edgelab.services.beaglepaas orchestrator", "el-faas-orchestrator-1")),
-                    targets=lambda: processes("edgelab.services.power", "el-faas-power-1"))
+    killer = Killer(ready=lambda: bool(processes("edgelab.services.beaglepaas orchestrator", ns_of("faas", "orchestrator-1"))),
+                    targets=lambda: processes("edgelab.services.power", ns_of("faas", "power-1")))
     killer.start()
     r = run_script("faas_energy", "--workers", "1", "--per-worker", "30", "--no-report", results=tmp_path)
     killer.stop.set()
@@ -152,8 +163,8 @@ def test_killing_the_plugs_during_faas_fails_the_point(tmp_path):
 def test_plugs_that_stop_answering_fail_the_point_on_energy_coverage(tmp_path):
     # The plugs stay alive but frozen (SIGSTOP): only a few invocations get an energy, and
     # their average must not pass for the point's energy per invocation.
-    killer = Killer(ready=lambda: bool(processes("edgelab.services.beaglepaas worker", "el-faas-worker-1")),
-                    targets=lambda: processes("edgelab.services.power", "el-faas-power-1"), delay=0.3,
+    killer = Killer(ready=lambda: bool(processes("edgelab.services.beaglepaas worker", ns_of("faas", "worker-1"))),
+                    targets=lambda: processes("edgelab.services.power", ns_of("faas", "power-1")), delay=0.3,
                     sig=signal.SIGSTOP)
     killer.start()
     r = run_script("faas_energy", "--workers", "1", "--per-worker", "40", "--no-report", results=tmp_path)
@@ -172,7 +183,7 @@ def test_plugs_that_stop_answering_fail_the_point_on_energy_coverage(tmp_path):
 def test_killing_a_phones_delayer_names_the_delayer(tmp_path):
     # On main: "phone-2: exited 0" and iperf3's JSON. Now the error (or the point's health) names the delayer.
     # One delayer serves every namespace of the testbed (phone-2's included): find it by its config.
-    config = f"/run/{linkemu_tag('wifi')}-linkemu/delayer.json"
+    config = f"{linkemu_state_dir('wifi')}/delayer.json"
 
     def delayer_of_phone_2() -> list[int]:
         out = []
@@ -184,7 +195,7 @@ def test_killing_a_phones_delayer_names_the_delayer(tmp_path):
                 pass
         return out
 
-    killer = Killer(ready=lambda: bool(processes("edgelab.workload.loadgen", "el-wifi-phone-2")),
+    killer = Killer(ready=lambda: bool(processes("edgelab.workload.loadgen", ns_of("wifi", "phone-2"))),
                     targets=delayer_of_phone_2, delay=0.5)
     killer.start()
     r = run_script("wifi_scaling", "--phones", "2", "--seconds", "2", "--rate", "2", "--keep-going", "--no-report",

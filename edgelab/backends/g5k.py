@@ -118,10 +118,35 @@ def dry_run(plan: Plan, options: Mapping[str, Any]) -> str:
     if testbed_interface(nxc.opts) == DEFAULT_ROUTE_NIC:
         lines.append(f"  {DEFAULT_ROUTE_NIC}: the device of each node's default route, found at bring-up "
                      "(the composition's testbed NIC; iface= or devices= name it)")
-    shared = unemulated(plan)
-    if shared:
-        lines.append("  not emulated (per-machine netem has no shared airtime): " + "; ".join(shared))
+    if res.max_fold > 1:
+        lines += [""] + multihost_lines(plan, res)
+    else:
+        shared = unemulated(plan)
+        if shared:
+            lines.append("  not emulated (per-machine netem has no shared airtime): " + "; ".join(shared))
     return "\n".join(lines) + "\n"
+
+
+def multihost_lines(plan: Plan, res: Reservation) -> list[str]:
+    """A folded job (several virtual nodes per machine): each machine runs its share as
+    namespaces, networks span machines through VXLAN, each Wi-Fi cell's AP machine carries its
+    airtime budget (edgelab.remote.multihost; machine addresses are the job's, known after oarsub)."""
+    from ..remote import multihost as mh
+
+    hosts = [f"machine-{i}" for i in range(1, res.nodes + 1)]
+    where = {n: hosts[i] for i, members in enumerate(res.placement) for n in members}
+    mp = mh.plan_hosts(plan, where, {h: f"<{h} address>" for h in hosts})
+    lines = mh.describe(mp)
+    for net in plan.networks:
+        for s in net.segments:
+            if s.capacity_mbit:
+                lines.append(f"  AP shaping on {mp.ap_hosts[net.name]} (bridge namespace "
+                             f"{mh.bridge_ns(mp.testbed, mp.share(mp.ap_hosts[net.name]).index, net.name)}): "
+                             f"airtime budget {s.capacity_mbit:.1f} Mbit/s (Bianchi, {len(s.stations)} stations), "
+                             "one HTB class per station (edgelab.linkemu apply_shared_medium)")
+    for h in hosts[:2]:
+        lines += [f"  on {h}:"] + [f"    $ {c}" for c in mh.tunnel_cmds(mp, h)]
+    return lines
 
 
 class G5kTestbed(NxcTestbed):

@@ -63,6 +63,10 @@ COUNT_PARAMS: dict[str, dict[str, str]] = {
     "k3s-phones": {"k3s_phones": "phone", "relays": "relay"},
     "beaglepaas": {"workers": "worker"},
     "mesh": {"mesh_phones": "phone"},
+    "nfs": {"nfs_servers": "server", "nfs_clients": "client"},
+    "orangefs": {"orangefs_servers": "server", "orangefs_clients": "client"},
+    "glusterfs": {"glusterfs_servers": "server", "glusterfs_clients": "client"},
+    "cephfs": {"ceph_osds": "osd", "ceph_clients": "client"},
 }
 
 #: nixos-compose's qemu script zero-pads VM_ID (``VM_ID=$(printf "%02d" $VM_ID)``,
@@ -609,7 +613,9 @@ class NxcBackend(Backend):
     def down(self, testbed_name: str) -> None:
         """Stop what a (possibly crashed) run left: its ``nxc start -w`` process
         group (the VMs). Grid'5000 nodes go with their job (``g5k`` backend)."""
-        path = self.opts.state_file(testbed_name)
+        from .local.naming import check_testbed_name
+
+        path = self.opts.state_file(check_testbed_name(testbed_name))
         if not path.is_file():
             return
         state = json.loads(path.read_text())

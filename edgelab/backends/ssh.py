@@ -10,7 +10,10 @@ Bring-up, in order, each step on all devices at once:
 2. **install** — this edgelab's package is copied to each device (once per
    content digest) and used by every command;
 3. **link emulation** — ``python3 -m edgelab.linkemu apply`` on each device's
-   interface (rolled back on every device if one fails);
+   interface (rolled back on every device if one fails), then each Wi-Fi
+   cell's access point as a node (:mod:`edgelab.remote.ap`: stations routed
+   through it, the airtime budget on its interface; ``airtime=false`` for
+   real phones whose real radio is the medium);
 4. **facts** — kernel, CPU model, cores, memory, OS per device, for the manifest.
 
 Teardown stops every service started on the devices and clears the link
@@ -26,6 +29,7 @@ from typing import Optional, Sequence, Union
 
 from ..errors import BackendError
 from ..plan import Plan
+from ..remote import ap as apmod
 from ..remote.inventory import Device, Inventory, load_inventory
 from ..remote.testbed import RemoteTestbed, link_plan, link_tag, linkemu_argv
 from ..remote.transport import RemoteError, Transport, cpu_read_script
@@ -163,22 +167,35 @@ class SshBackend(Backend):
 
     Options (``--backend-opt``): ``inventory`` (required), ``engine``
     (auto|netem|fallback), ``linkemu`` (false: leave the real links alone),
-    ``install`` (false: the devices already have edgelab on their Python path).
+    ``install`` (false: the devices already have edgelab on their Python path),
+    ``airtime`` (false: no access point as a node, e.g. phones on a real Wi-Fi).
     """
 
     name = "ssh"
 
     def __init__(self, inventory: Union[str, os.PathLike, Inventory, None] = None, engine: str = "auto",
-                 linkemu: bool = True, install: bool = True, workers: int = 32) -> None:
+                 linkemu: bool = True, install: bool = True, workers: int = 32, airtime: bool = True) -> None:
         if inventory is None:
             raise BackendError("the ssh backend needs an inventory: --backend ssh --inventory FILE "
                                "(docs/backends.md shows one; scripts/ssh-devices writes one for local test devices)")
         self.inventory_path = None if isinstance(inventory, Inventory) else str(inventory)
         self.inventory = inventory if isinstance(inventory, Inventory) else load_inventory(inventory)
         self.engine, self.linkemu, self.install, self.workers = engine, linkemu, install, workers
+        self.airtime = airtime if isinstance(airtime, bool) else str(airtime).lower() not in ("0", "false", "no")
+
+    def cells(self, plan: Plan) -> list[apmod.Cell]:
+        """The Wi-Fi cells whose access point this backend makes a node (none with airtime off)."""
+        if not (self.airtime and self.linkemu):
+            return []
+        return apmod.ap_plan(plan, lambda n: n in self.inventory.placement)
+
+    def nodes_and_aps(self, plan: Plan) -> list[str]:
+        """Plan nodes plus the dedicated access-point devices (infra elements) the cells use."""
+        nodes = [n.name for n in plan.nodes]
+        return nodes + sorted({c.ap for c in self.cells(plan)} - set(nodes))
 
     def dry_run(self, plan: Plan) -> str:
-        inv = self.inventory.subset([n.name for n in plan.nodes])
+        inv = self.inventory.subset(self.nodes_and_aps(plan))
         tr = Transport(inv)
         try:
             lines = [f"ssh backend: {len(plan.nodes)} nodes on devices of {self.inventory.source}"]
@@ -190,6 +207,7 @@ class SshBackend(Backend):
                 for node, links in link_plan(plan, tr, plan.topology.name).items():
                     for dev, link in links:
                         lines.append(f"  on {node}: {' '.join(linkemu_argv('apply', dev, link_tag(plan.topology.name, node), link, self.engine))}")
+            lines += apmod.describe(self.cells(plan), lambda n: inv.device(n).data_address)
             return "\n".join(lines) + "\n"
         finally:
             import shutil
@@ -199,11 +217,12 @@ class SshBackend(Backend):
     def up(self, plan: Plan) -> RemoteTestbed:
         if _routed(plan):
             raise BackendError(_routed(plan))
-        nodes = [n.name for n in plan.nodes]
+        nodes = self.nodes_and_aps(plan)
         inv = self.inventory.subset(nodes)
         tr = Transport(inv, workers=self.workers)
         tb = RemoteTestbed(plan, tr, backend="ssh", engine=self.engine,
-                           extra_facts={"inventory": self.inventory_path or self.inventory.source})
+                           extra_facts={"inventory": self.inventory_path or self.inventory.source},
+                           cells=self.cells(plan))
         t0 = time.monotonic()
         try:
             rows = preflight(tr, nodes)
@@ -217,6 +236,7 @@ class SshBackend(Backend):
             t2 = time.monotonic()
             if self.linkemu:
                 tb.apply_links()
+                tb.apply_cells()
             tb.collect_facts()
             tb.timings.update(preflight=t1 - t0, install=t2 - t1, up=time.monotonic() - t0)
             return tb
@@ -247,7 +267,10 @@ class SshBackend(Backend):
                         "kill -9 -- -$p 2>/dev/null || kill -9 $p 2>/dev/null; rm -f \"$f\"; done; ")
                 cmds[d.node] = (kill + "for p in " + pp + "*; do [ -d \"$p\" ] && export PYTHONPATH=$p; done; "
                                 + "; ".join(f"{py} -m edgelab.linkemu clear --dev {shlex.quote(x)} --tag {tag} "
-                                            f"--engine {self.engine} >/dev/null 2>&1" for x in devs) + "; true")
+                                            f"--engine {self.engine} >/dev/null 2>&1" for x in devs)
+                                + "; " + "; ".join(f"{py} -m edgelab.linkemu unshared --dev {shlex.quote(x)} --name air0 "
+                                                   f"--tag {tag} >/dev/null 2>&1" for x in devs)
+                                + "; true")   # an AP's budget too; its routes and sysctls need the crashed run's state (not undone here)
             res = tr.run_many(cmds, timeout=30, check=False, sudo=True)
             errors = [str(r) for r in res.values() if isinstance(r, RemoteError)]
             if errors:

@@ -5,6 +5,14 @@
     python -m edgelab.linkemu rate --dev wlan0 --rate-mbit 6.5   # in place, e.g. a phone walking away
     python -m edgelab.linkemu clear --dev wlan0
     python -m edgelab.linkemu detect
+    python -m edgelab.linkemu shared --dev eth0 --name air0 --capacity-mbit 29.3 \
+        --station-mac 02:..:01 --station-mac 02:..:02 [--tag T] [--dry-run]
+    python -m edgelab.linkemu unshared --dev eth0 --name air0 [--tag T]
+
+``shared`` makes this node the access point of a Wi-Fi cell on a remote
+backend: one airtime budget, one HTB class per station, charged only for
+the frames the listed stations send or receive through ``dev`` (the same
+``apply_shared_medium`` the local backend runs in its AP namespace).
 
 With no peer namespace, ``apply`` shapes the egress of ``dev`` and applies
 delay/jitter/loss to both its egress and its ingress.
@@ -62,10 +70,40 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--engine", choices=["auto", "netem", "fallback"], default="auto")
     c.add_argument("--tag", default="edgelab")
     sub.add_parser("detect", help="print the engine this kernel supports")
+    sh = sub.add_parser("shared", help="carry a Wi-Fi cell's airtime budget on this node's interface")
+    sh.add_argument("--dev", required=True)
+    sh.add_argument("--name", required=True, help="cell name, unique on this node (e.g. air0)")
+    sh.add_argument("--capacity-mbit", type=float, required=True)
+    sh.add_argument("--station-mac", action="append", required=True, help="one per station, in order")
+    sh.add_argument("--tag", default="edgelab")
+    sh.add_argument("--dry-run", action="store_true")
+    us = sub.add_parser("unshared", help="remove what shared installed")
+    us.add_argument("--dev", required=True)
+    us.add_argument("--name", required=True)
+    us.add_argument("--tag", default="edgelab")
     ns = ap.parse_args(argv)
     try:
         if ns.cmd == "detect":
             print(detect_engine())
+            return 0
+        if ns.cmd == "shared":
+            if ns.dry_run:
+                from .engine import shared_leaf
+
+                emu = LinkEmulator("fallback", tag=ns.tag)
+                for cmd in C.shared_medium_cmds(emu.ifb_name(ns.name), [ns.dev], ns.capacity_mbit,
+                                                shared_leaf(32), ns.station_mac, station_only=True):
+                    print(" ".join(cmd))
+                return 0
+            LinkEmulator("fallback", tag=ns.tag).apply_shared_medium(
+                None, ns.name, [ns.dev], ns.capacity_mbit, ns.station_mac, station_only=True)
+            return 0
+        if ns.cmd == "unshared":
+            from .nsexec import run_all
+
+            emu = LinkEmulator("fallback", tag=ns.tag)
+            run_all(None, C.station_redirect_clear_cmds(ns.dev) + C.ifb_delete_cmds(emu.ifb_name(ns.name)),
+                    check=False)
             return 0
         if ns.cmd == "apply":
             link = LinkParams(rate_mbit=ns.rate_mbit, delay_ms=ns.delay_ms, jitter_ms=ns.jitter_ms,

@@ -183,6 +183,13 @@ def station_classid(index: int) -> str:
     return f"{SHARED_HANDLE}{0x100 + index:x}"
 
 
+#: tc filter priorities of the station-only redirects (an access point that is a node on a remote
+#: backend: one port that also carries wired frames); distinct from every other filter edgelab adds
+#: to a clsact hook, so :func:`station_redirect_clear_cmds` removes exactly these.
+AP_PASS_PRIO = "7"
+AP_REDIRECT_PRIO = "8"
+
+
 def station_budgets(capacity_mbit: float, n: int,
                     station_rates: Optional[list[tuple[float, float]]] = None) -> tuple[float, list[tuple[float, float]]]:
     """(default class rate, [(guaranteed rate, ceil)] per station) under one airtime budget.
@@ -210,7 +217,8 @@ def station_budgets(capacity_mbit: float, n: int,
 
 def shared_medium_cmds(ifb: str, ports: list[str], capacity_mbit: float,
                        leaf: list[str], station_macs: Optional[list[str]] = None,
-                       station_rates: Optional[list[tuple[float, float]]] = None) -> list[list[str]]:
+                       station_rates: Optional[list[tuple[float, float]]] = None,
+                       station_only: bool = False) -> list[list[str]]:
     """IFB shaped to ``capacity_mbit`` fed by both directions of every port.
 
     Every frame that a station sends or receives through the access point is
@@ -229,8 +237,19 @@ def shared_medium_cmds(ifb: str, ports: list[str], capacity_mbit: float,
     ``leaf`` is the leaf qdisc argv tail (e.g. ``["fq_codel"]``, ``["sfq",
     "perturb", "10"]`` or ``["pfifo", "limit", "1000"]``) chosen from what the
     kernel offers (see ``engine.shared_leaf``); every class gets one.
+
+    ``station_only``: the access point is a node of a remote backend, with one
+    port (its real interface) that carries the stations' frames *and* the
+    wired side's (the uplink server, the routed hop). Only frames from a
+    station (ingress, source MAC) or to a station (egress, destination MAC)
+    are charged, so a station-to-server exchange costs airtime once per
+    direction, as on the local backend's bridge; ``station_macs`` are then
+    required and ``ports`` may be shorter than them.
     """
-    if station_macs is not None and len(station_macs) != len(ports):
+    if station_only:
+        if not station_macs:
+            raise ValueError("station_only needs the stations' MAC addresses")
+    elif station_macs is not None and len(station_macs) != len(ports):
         raise ValueError(f"{len(station_macs)} station MACs for {len(ports)} ports")
     macs = list(station_macs or [])
     if station_rates is not None and not macs:
@@ -247,10 +266,32 @@ def shared_medium_cmds(ifb: str, ports: list[str], capacity_mbit: float,
                          "prio", prio, "u32", "match", "ether", field, mac, "flowid", station_classid(i)])
     for port in ports:
         cmds += clsact_cmds(port)
+        if station_only:
+            cmds += station_redirect_cmds(port, ifb, macs)
+            continue
         cmds.append(redirect_filter_cmd(port, "ingress", ifb))
         cmds.append(group_frames_pass_cmd(port, "egress"))
         cmds.append(redirect_filter_cmd(port, "egress", ifb, prio="2"))
     return cmds
+
+
+def station_redirect_cmds(port: str, ifb: str, macs: list[str]) -> list[list[str]]:
+    """Redirect to ``ifb`` only the frames a station sends (ingress, source MAC) or receives
+    (egress, destination MAC) on ``port``; broadcasts on egress pass (sent once on the air)."""
+    cmds = [group_frames_pass_cmd(port, "egress")]
+    cmds[0][cmds[0].index("prio") + 1] = AP_PASS_PRIO
+    for direction, field in (("ingress", "src"), ("egress", "dst")):
+        for mac in macs:
+            cmds.append(["tc", "filter", "add", "dev", port, direction, "protocol", "all", "prio", AP_REDIRECT_PRIO,
+                         "u32", "match", "ether", field, mac,
+                         "action", "mirred", "egress", "redirect", "dev", ifb])
+    return cmds
+
+
+def station_redirect_clear_cmds(port: str) -> list[list[str]]:
+    """Remove what :func:`station_redirect_cmds` added (by priority), nothing else on ``port``."""
+    return [["tc", "filter", "del", "dev", port, d, "prio", p]
+            for d in ("ingress", "egress") for p in (AP_PASS_PRIO, AP_REDIRECT_PRIO)]
 
 
 def budget_class_cmds(ifb: str, capacity_mbit: float, n_stations: int,

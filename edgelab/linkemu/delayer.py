@@ -63,6 +63,8 @@ import sys
 import time
 import warnings
 
+from ..safefs import write_atomic
+
 #: Packets the kernel may hold for one queue before dropping (200 Mbit/s x 100 ms
 #: is ~1700 full frames per direction; leave a wide margin).
 MAX_QUEUE_LEN = 65536
@@ -227,10 +229,8 @@ class Delayer:
                     q.delay_s, q.jitter_s = d, j
             if new:
                 self._bind(key, netns, new)
-        tmp = self.config_path + ".ready.tmp"
-        with open(tmp, "w") as f:
-            f.write(f"{gen} {os.getpid()}\n")
-        os.replace(tmp, self.config_path + ".ready")
+        # O_EXCL/O_NOFOLLOW temporary file: root writes here (see edgelab.safefs)
+        write_atomic(self.config_path + ".ready", f"{gen} {os.getpid()}\n")
 
     def _unbind(self, q: QueueState) -> None:
         while q.pending:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import BackendError
+from ..safefs import UnsafePathError, open_append, read_own, secure_dir, write_atomic
 from ..model import LinkParams
 from . import commands as C
 from .engine import ENGINES, detect_engine, shared_leaf
@@ -32,6 +33,7 @@ QUEUE_BASE = 1000
 DELAYER_KEY = "_delayer"   # its Popen in LinkEmulator._procs
 READY_TIMEOUT_S = 10.0
 _PKG_ROOT = str(Path(__file__).resolve().parents[2])
+_TAG = re.compile(r"[A-Za-z0-9_-]{1,24}")
 _MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 
 
@@ -98,6 +100,9 @@ class LinkEmulator:
         if engine == "netem" and detect_engine() != "netem":
             raise BackendError("engine 'netem' requested but this kernel cannot create a netem qdisc "
                                "(sch_netem missing); use engine 'fallback' or auto")
+        if not isinstance(tag, str) or not _TAG.fullmatch(tag):
+            # The tag becomes a directory under /run, interface and nft table names: no paths.
+            raise BackendError(f"link emulation tag {tag!r} must be 1-24 letters, digits, '-' or '_'")
         self.engine = engine
         self.tag = tag
         self.state_dir = Path(state_dir or f"/run/{tag}-linkemu")
@@ -131,16 +136,25 @@ class LinkEmulator:
 
     def _load(self, ns: Optional[str]) -> dict:
         p = self._cfg_path(ns)
-        if p.exists():
-            return json.loads(p.read_text())
+        if os.path.lexists(p):
+            self._ensure_state_dir()
+            try:
+                return json.loads(read_own(p))
+            except (UnsafePathError, OSError, ValueError) as e:
+                raise BackendError(f"link emulation record {p}: {e}") from None
         return {"generation": 0, "ns": ns, "tag": self.tag, "pid": None, "queues": {}, "links": {}}
 
+    def _ensure_state_dir(self) -> None:
+        """Create the state directory, or accept it only if it is ours alone (root writes here:
+        a directory someone else owns could hold a symlink to any file; see ``edgelab.safefs``)."""
+        try:
+            secure_dir(self.state_dir, 0o755)
+        except (UnsafePathError, OSError) as e:
+            raise BackendError(f"link emulation state directory: {e}") from None
+
     def _save(self, ns: Optional[str], cfg: dict) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        p = self._cfg_path(ns)
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text(json.dumps(cfg, indent=1))
-        os.replace(tmp, p)
+        self._ensure_state_dir()
+        write_atomic(self._cfg_path(ns), json.dumps(cfg, indent=1))
         self._touched.add(_ns_key(ns))
 
     # --------------------------------------------------------------- delayer
@@ -186,7 +200,7 @@ class LinkEmulator:
         """Start the delayer on config ``d`` (saved first); caller holds _dl_lock."""
         d["generation"] += 1
         self._dl_save(d)
-        log = open(Path(str(self._dl_path()) + ".log"), "ab")
+        log = os.fdopen(open_append(str(self._dl_path()) + ".log"), "ab")
         env = dict(os.environ)
         env["PYTHONPATH"] = _PKG_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         argv = [sys.executable, "-m", "edgelab.linkemu.delayer", "--config", str(self._dl_path()),
@@ -507,14 +521,17 @@ class LinkEmulator:
             self._fams["any"] = fams
         return list(self._fams["any"])
 
-    def apply_shared_medium(self, ns: str, name: str, ports: list[str], capacity_mbit: float,
+    def apply_shared_medium(self, ns: Optional[str], name: str, ports: list[str], capacity_mbit: float,
                             station_macs: Optional[list[str]] = None,
-                            station_rates: Optional[list[tuple[float, float]]] = None) -> None:
+                            station_rates: Optional[list[tuple[float, float]]] = None,
+                            station_only: bool = False) -> None:
         """One airtime budget of ``capacity_mbit`` for every frame to or from ``ports``.
 
         ``station_macs`` (the MAC of the station behind each port, in order)
         gives each station its own fair share of the budget; without them the
         stations' frames share one queue (see ``commands.shared_medium_cmds``).
+        ``station_only``: one port also carrying wired frames (an access point
+        that is a node of a remote backend): only the stations' frames are charged.
         ``station_rates`` (aligned with them): each station's (share, ceil) in
         Mbit/s, from the airtime model of stations at different PHY rates;
         without them the shares are equal.
@@ -523,8 +540,10 @@ class LinkEmulator:
             raise BackendError(f"shared medium {name!r} in {ns}: no ports given")
         if not capacity_mbit > 0:
             raise BackendError(f"shared medium {name!r} in {ns}: capacity_mbit={capacity_mbit!r} must be > 0")
+        if station_only and not station_macs:
+            raise BackendError(f"shared medium {name!r}: station_only needs the stations' MAC addresses")
         if station_macs is not None:
-            if len(station_macs) != len(ports):
+            if len(station_macs) != len(ports) and not station_only:
                 raise BackendError(f"shared medium {name!r} in {ns}: {len(station_macs)} station MACs "
                                    f"for {len(ports)} ports")
             bad = [m for m in station_macs if not _MAC.fullmatch(m)]
@@ -537,7 +556,8 @@ class LinkEmulator:
         self._ifbs.append({"ns": ns, "name": ifb})
         # The FIFO fallback leaf: ~1000 packets of buffer in all, split between the classes.
         leaf = shared_leaf(max(32, 1000 // (len(station_macs or []) + 1)))
-        run_batched(ns, C.shared_medium_cmds(ifb, ports, capacity_mbit, leaf, station_macs, station_rates))
+        run_batched(ns, C.shared_medium_cmds(ifb, ports, capacity_mbit, leaf, station_macs, station_rates,
+                                             station_only))
 
     @staticmethod
     def _check_station_rates(ns: str, name: str, n: int, station_rates: Optional[list[tuple[float, float]]]) -> None:

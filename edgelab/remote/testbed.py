@@ -11,9 +11,10 @@ file, a Grid'5000 job) and in the facts they add (``extra_facts``).
 Link emulation on devices: every plan interface whose link has a rate, delay,
 jitter or loss gets ``edgelab.linkemu apply`` on the device's interface
 (:meth:`Device.ifname`), shaping its egress and delaying both directions.
-What is *not* emulated across devices is a shared medium's airtime budget
-(the local backend's access point): on real devices the real radio is the
-medium; across emulated machines it needs the access point as a node.
+A Wi-Fi cell's shared airtime budget is carried by the access point as a
+node (:mod:`edgelab.remote.ap`): stations are routed through it and it runs
+the same ``apply_shared_medium`` code as the local backend's AP namespace.
+On real phones with a real radio, pass ``airtime=False``: the radio is the medium.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ..backends.base import Testbed
 from ..errors import BackendError
 from ..model import LinkParams
 from ..plan import Plan
+from . import ap as apmod
 from .transport import RemoteError, Transport
 
 
@@ -78,7 +80,8 @@ class RemoteTestbed(Testbed):
     cgroups_visible_from_all_nodes = False
 
     def __init__(self, plan: Plan, transport: Transport, *, backend: str, name: Optional[str] = None,
-                 engine: str = "auto", extra_facts: Optional[Mapping[str, Any]] = None) -> None:
+                 engine: str = "auto", extra_facts: Optional[Mapping[str, Any]] = None,
+                 cells: Sequence[apmod.Cell] = ()) -> None:
         self.plan = plan
         self.transport = transport
         self.backend = backend
@@ -91,6 +94,8 @@ class RemoteTestbed(Testbed):
         self.timings: dict[str, float] = {}
         self._lock = threading.Lock()
         self._down = False
+        self.cells = list(cells)
+        self.cell_state = apmod.CellState()
 
     # ------------------------------------------------------------ commands
     def run(self, node: str, argv: Sequence[str], *, timeout: Optional[float] = None, check: bool = True,
@@ -161,6 +166,28 @@ class RemoteTestbed(Testbed):
             raise BackendError("link emulation failed; cleared again on every device:\n" +
                                "\n".join(str(e) for e in errors))
 
+    def data_ifname(self, node: str) -> str:
+        """The device interface carrying ``node``'s (first) plan network; ``eth0``-like default
+        for a dedicated access-point device that is no plan node."""
+        d = self.transport.device(node)
+        try:
+            itfs = self.plan.node(node).interfaces
+        except KeyError:
+            itfs = ()
+        return d.ifname(itfs[0].ifname if itfs else (d.interface or "eth0"))
+
+    def apply_cells(self, *, timeout: float = 60.0) -> None:
+        """Each Wi-Fi cell through its access point (see :mod:`edgelab.remote.ap`); on failure
+        everything the cells changed is undone and one error says what failed."""
+        t0 = time.monotonic()
+        try:
+            apmod.apply_cells(self.transport, self.cells, lambda n: link_tag(self.name, n), self.cell_state,
+                              self.data_ifname, timeout=timeout)
+        except BackendError:
+            apmod.clear_cells(self.transport, self.cell_state)
+            raise
+        self.timings["access_points"] = time.monotonic() - t0
+
     def clear_links(self, *, timeout: float = 30.0) -> list[str]:
         """Undo :meth:`apply_links` on every device; returns problems (nothing raised: teardown goes on)."""
         with self._lock:
@@ -218,7 +245,12 @@ class RemoteTestbed(Testbed):
         out = {
             "backend": self.backend,
             "link_engine": ",".join(engines) if engines else "none",
-            "link_emulation": "edgelab.linkemu on each device (per interface; no shared-medium airtime budget)",
+            "link_emulation": ("edgelab.linkemu on each device (per interface)" +
+                               ("; Wi-Fi airtime budget on the access point node" if self.cells else
+                                "; no shared-medium airtime budget")),
+            "access_points": [{"network": c.network, "segment": c.segment, "ap": c.ap,
+                               "ap_device": self.transport.device(c.ap).where(), "stations": len(c.stations),
+                               "capacity_mbit": c.capacity_mbit} for c in self.cells],
             "kernel": kernels[0] if len(kernels) == 1 else kernels,
             "devices": self.device_facts,
             "placement": self.transport.inventory.to_dict(),
@@ -248,6 +280,7 @@ class RemoteTestbed(Testbed):
             self.transport.kill_all()
         except BackendError as exc:
             problems.append(str(exc))
+        problems += apmod.clear_cells(self.transport, self.cell_state)
         problems += self.clear_links()
         self.transport.close()
         self.timings["down"] = time.monotonic() - t0

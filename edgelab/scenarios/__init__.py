@@ -69,10 +69,14 @@ def app_point(topology: Topology, *, backend: Union[str, Backend], run: Run, poi
 
 
 def wifi_point(topology: Topology, *, backend: Union[str, Backend], run: Run, point: dict,
-               seconds: float, rate_rps: float, image_bytes: int, seed: int = 1) -> list[Measurement]:
+               seconds: float, rate_rps: float, image_bytes: int, seed: int = 1, mode: str = "gray",
+               inference: str = "server", prometheus: bool = False, power_source: str = "modelled",
+               plugs: tuple = ()) -> list[Measurement]:
     """Wi-Fi scaling: N phones on one access point (the topology is already scaled to N)."""
     return app_point(topology, backend=backend, run=run, point=point,
-                     load=AppLoad(seconds=seconds, rate_rps=rate_rps, image_bytes=image_bytes, seed=seed))
+                     load=AppLoad(seconds=seconds, rate_rps=rate_rps, image_bytes=image_bytes, seed=seed,
+                                  mode=mode, inference=inference, prometheus=prometheus,
+                                  power_source=power_source, plugs=plugs))
 
 
 def folding_point(topology: Topology, *, backend: Union[str, Backend], run: Run, point: dict,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -30,9 +31,11 @@ from ..plan import Plan
 from ..results import Measurement
 from ..services.power import PowerSampler
 from ..services.power.sources import ModelledSource, Utilisation, device_class
-from .nodes import CpuMeter, Gate, python_of, start_service, stop
+from .nodes import CpuMeter, Gate, python_of, start_services, stop
+from .observe import export_series, prometheus_on_node
 
 APP_PORT = 8080
+METRICS_PORT = 9101          # modules/observability.nix phoneMetricsPort
 #: Device power model per role (edgelab.services.power.sources.DEVICE_CLASSES).
 POWER_MODEL = {"phone": "phone", "beaglepaas-worker": "bbb"}
 
@@ -42,8 +45,12 @@ class AppLoad:
     seconds: float = 4.0          # send window of the load generators
     rate_rps: float = 4.0         # requests per second per phone
     image_bytes: int = 125_000    # upload size
-    mode: str = "gray"            # server-side processing (gray: cheap, network-bound; faces: CPU-bound)
+    mode: str = "gray"            # processing per image (gray: cheap resize; tflite: LiteRT BlazeFace; faces: Haar)
+    inference: str = "server"     # where it runs: "server" (phones offload) or "phone" (on each phone, as the seeds)
     iperf: bool = True            # also measure each phone's saturated TCP share
+    prometheus: bool = False      # a Prometheus server on the server node scraping every phone service
+    power_source: str = "modelled"   # phones' power: "modelled" (device model on cgroup CPU) or "plug"
+    plugs: tuple = ()                # ((node, "http://plug" | "mqtt://broker:port/topic"), ...) for "plug"
     seed: int = 1
 
     @property
@@ -78,34 +85,53 @@ def run_app(tb: Testbed, load: AppLoad, raw: Path) -> list[Measurement]:
     py = python_of(tb)
     rows: list[Measurement] = []
 
-    svc, _ = start_service(tb, server, [py, "-m", "edgelab.services.phone", "--bind", "0.0.0.0",
-                                        "--port", str(APP_PORT)], log_dir=raw)
+    if load.inference not in ("server", "phone"):
+        raise ValueError(f"inference must run on 'server' or 'phone', not {load.inference!r}")
+    hosts = phones if load.inference == "phone" else [server]
+    svc_argv = [py, "-m", "edgelab.services.phone", "--bind", "0.0.0.0", "--port", str(APP_PORT),
+                "--metrics-port", str(METRICS_PORT)]
+    started = start_services(tb, {h: (h, svc_argv) for h in hosts}, log_dir=raw, timeout=120.0)
+    svcs = [p for p, _ in started.values()]
     gate = Gate()
     try:
-        url = f"http://{tb.address(server, network)}:{APP_PORT}/detect?mode={load.mode}"
         timeout = max(10.0, 3 * load.seconds)
         for i, ph in enumerate(phones):
+            target = "127.0.0.1" if load.inference == "phone" else tb.address(server, network)
+            url = f"http://{target}:{APP_PORT}/detect?mode={load.mode}"
             gate.add(tb, ph, [py, "-m", "edgelab.workload.loadgen", "--url", url, "--mode", "open",
                               "--rate", f"{load.rate_rps:g}", "--duration", f"{load.seconds:g}",
                               "--arrivals", "constant", "--seed", str(load.seed * 1000 + i),
                               "--offset", f"{i / (len(phones) * load.rate_rps):.6f}",
                               "--synthetic-jpeg", str(load.image_bytes), "--timeout", f"{timeout:g}",
                               "--wait-go", "--latencies"])
+        prom = None
+        if load.prometheus:
+            targets = [f"{'127.0.0.1' if h == server else tb.address(h, network)}:{METRICS_PORT}" for h in hosts]
+            prom = prometheus_on_node(tb, server, {"phones": targets}, raw / "prometheus")
+            svcs.append(prom)
         go = gate.open()
         cpu = CpuMeter(tb, [server, *phones]).start()
-        sampler = power_sampler(tb, phones)
+        sampler = power_sampler(tb, phones, plugs=dict(load.plugs) if load.power_source == "plug" else None)
         try:
             outputs = gate.collect(timeout=load.seconds + timeout + 30)
+            if prom is not None:
+                time.sleep(2.0)                      # one more scrape after the last request
+                export_series(prom, go, time.time(), raw)
         finally:
             if sampler:
                 sampler.stop()
         cpu.stop()
-        checks = [process_alive(f"phone service on {server}", svc)]
+        checks = [process_alive(f"phone service on {h}", p) for h, (p, _) in started.items()]
     finally:
         gate.kill()
-        stop([svc])
+        stop(svcs)
     if sampler:
         write_power_samples(sampler, raw)
+    (raw / "power_sources.json").write_text(json.dumps(
+        {"power_source": load.power_source,
+         "nodes": {ph: (f"plug {dict(load.plugs)[ph]}" if load.power_source == "plug" and ph in dict(load.plugs)
+                        else f"modelled {POWER_MODEL['phone']} from cgroup CPU" if load.power_source == "modelled"
+                        else "none (no plug in the inventory: not measured)") for ph in phones}}, indent=1))
 
     summaries = {ph: json.loads(out) for ph, out in outputs.items()}
     (raw / "loadgen.json").write_text(json.dumps(summaries, indent=1))
@@ -136,7 +162,12 @@ def run_app(tb: Testbed, load: AppLoad, raw: Path) -> list[Measurement]:
         Measurement("latency_ms_p95", percentile(all_lat, 95), "ms"),
         Measurement("latency_ms_p99", percentile(all_lat, 99), "ms"),
     ]
-    rows += cpu_and_power(plan, cpu, sampler)
+    rows += cpu_and_power(plan, cpu, sampler, fallback_to_model=load.power_source == "modelled")
+    measured = [ph for ph in phones if sampler and ph in sampler.sources and len(sampler.samples(ph)) >= 2]
+    rows.append(Measurement("energy_coverage", len(measured) / len(phones), "fraction"))
+    if load.power_source == "plug":          # the figures were to come from plugs: all phones' must be there
+        checks.append(coverage("phones whose power a plug measured", len(measured), len(phones)))
+    rows += phone_cpu_per_request(cpu.seconds, {ph: s["ok"] for ph, s in summaries.items()})
     capacity = [s.capacity_mbit for s in plan.network(network).segments if s.capacity_mbit]
     if capacity:
         rows.append(Measurement("airtime_capacity_mbit", min(capacity), "Mbit/s"))
@@ -192,10 +223,29 @@ def station_model_rows(plan: Plan, network: str, phones: list[str]) -> list[Meas
     return rows
 
 
-def power_sampler(tb: Testbed, nodes: list[str], interval: float = 0.5) -> Optional[PowerSampler]:
+def phone_cpu_per_request(cpu_seconds: dict[str, float], ok: dict[str, int]) -> list[Measurement]:
+    """CPU time each phone spent per successful request (its cgroup's CPU over the load window:
+    the load generator and, with on-phone inference, the detector), per phone and over all."""
+    rows = [Measurement("phone_cpu_ms_per_request", 1000 * cpu_seconds[ph] / n, "ms", ph)
+            for ph, n in ok.items() if n and ph in cpu_seconds]
+    total_ok = sum(n for ph, n in ok.items() if ph in cpu_seconds)
+    if total_ok:
+        rows.append(Measurement("phone_cpu_ms_per_request",
+                                1000 * sum(cpu_seconds[ph] for ph in ok if ph in cpu_seconds) / total_ok, "ms"))
+    return rows
+
+
+def power_sampler(tb: Testbed, nodes: list[str], interval: float = 0.5,
+                  plugs: Optional[dict] = None) -> Optional[PowerSampler]:
     """A started sampler of the modelled power of ``nodes`` that have a device model
-    (from their cgroup CPU time), or None where the backend cannot read node CPU."""
+    (from their cgroup CPU time), or None where the backend cannot read node CPU.
+    With ``plugs`` ({node: plug}), the nodes' real plugs instead, and only those."""
+    from ..services.power.sources import plug_source
+
     sources = {}
+    if plugs is not None:
+        sources = {n: plug_source(plugs[n]) for n in nodes if n in plugs}
+        return PowerSampler(sources, interval=interval).start() if sources else None
     for n in nodes:
         node = tb.plan.node(n)
         model = POWER_MODEL.get(node.role)
@@ -215,12 +265,15 @@ def write_power_samples(sampler: PowerSampler, raw: Path) -> None:
         w.writerows(sampler.records())
 
 
-def cpu_and_power(plan: Plan, cpu: CpuMeter, sampler: Optional[PowerSampler] = None) -> list[Measurement]:
+def cpu_and_power(plan: Plan, cpu: CpuMeter, sampler: Optional[PowerSampler] = None,
+                  fallback_to_model: bool = True) -> list[Measurement]:
     """cpu_util per node; power_w and energy_j per node with a device model (from the
-    sampler's samples when given, else from the mean utilisation), and their sum."""
+    sampler's samples when given, else — unless ``fallback_to_model`` is False, as when the
+    figures must come from plugs — from the mean utilisation), and their sum."""
     quotas = {n: plan.node(n).resources.host_cpu for n in cpu.nodes}
     rows: list[Measurement] = []
     total_w: Optional[float] = None
+    missing = False
     for node, u in cpu.utilisation(quotas).items():
         rows.append(Measurement("cpu_util", u, "fraction", node))
         model = POWER_MODEL.get(plan.node(node).role)
@@ -231,10 +284,13 @@ def cpu_and_power(plan: Plan, cpu: CpuMeter, sampler: Optional[PowerSampler] = N
             energy = samples[-1].energy_j - samples[0].energy_j
             w = energy / (samples[-1].time - samples[0].time)
             rows.append(Measurement("energy_j", energy, "J", node))
-        else:
+        elif fallback_to_model:
             w = device_class(model).power(u)
+        else:
+            missing = True                # no plug reading for this node: no figure, coverage says so
+            continue
         rows.append(Measurement("power_w", w, "W", node))
         total_w = (total_w or 0.0) + w
-    if total_w is not None:
+    if total_w is not None and not missing:   # a sum over part of the nodes would pass for the whole
         rows.append(Measurement("power_w_total", total_w, "W"))
     return rows

@@ -18,7 +18,8 @@ from ...plan import Plan
 from ..base import Backend, Testbed
 from . import blueprint as bpmod
 from . import cgroups, netns, privdirs, wiring
-from .naming import DELAYER_CGROUP, DELAYER_MEMORY_MIB, STATE_DIR, cgroup_rel, linkemu_tag, netns_name
+from .naming import (DELAYER_CGROUP, DELAYER_MEMORY_MIB, STATE_DIR, cgroup_rel, check_testbed_name,
+                     linkemu_state_dir, linkemu_tag, netns_name, netns_prefix)
 from .state import StateFile
 from .teardown import teardown
 
@@ -193,9 +194,18 @@ class LocalTestbed(Testbed):
                       "cpu_quota_us": cgroups.quota_us(c.host_cpu), "cpu_period_us": cgroups.PERIOD_US,
                       "memory_mib": c.memory_mib}
              for c in self.blueprint.cgroups}
+        from ...folding import unenforced_limits
+
         return {
             "backend": "local",
             "link_engine": self.emulator.engine,
+            # Node limits this machine cannot enforce (a quota of more cores than it has...).
+            "limits_not_enforced": unenforced_limits(self.plan),
+            # Where emulation's own CPU goes: the fallback engine's NFQUEUE delayers run in
+            # the root cgroup, so their CPU time is neither limited by nor counted in any
+            # node's quota and cpu_seconds (tc/nft shaping runs in the kernel, uncharged too).
+            "emulation_cpu": ("delayers in the root cgroup: not charged to nodes"
+                              if self.emulator.engine == "fallback" else "kernel qdiscs: not charged to nodes"),
             "kernel": os.uname().release,
             "cgroup_version": self.layout.version,
             "nodes": q,
@@ -374,13 +384,13 @@ class LocalBackend(Backend):
         state = StateFile(name, self.state_dir)
         bp = bpmod.build(plan)
         layout = cgroups.detect_layout()
-        leftovers = netns.list_with_prefix(f"el-{name}-")
+        leftovers = netns.list_owned(name)
         if leftovers and not state.exists():
             raise BackendError(f"namespaces {leftovers[:3]}... of a testbed named {name!r} exist without a state "
                                f"file; run `edgelab down {name}` to remove them")
         tag = linkemu_tag(name)
         dl_rel = cgroup_rel(name, DELAYER_CGROUP)
-        emulator = LinkEmulator(self.engine, tag=tag, state_dir=f"/run/{tag}-linkemu",
+        emulator = LinkEmulator(self.engine, tag=tag, state_dir=linkemu_state_dir(name),
                                 delayer_cgroup_procs=tuple(cgroups.procs_files(layout, dl_rel)),
                                 ipv6=False)   # wiring disables IPv6 in every namespace (BASE_SYSCTLS)
         fallback = emulator.engine == "fallback"
@@ -481,12 +491,13 @@ class LocalBackend(Backend):
 
     def down(self, testbed_name: str) -> None:
         """Tear down a testbed by name from its state file (also after a crash or SIGKILL)."""
+        check_testbed_name(testbed_name)  # before it becomes a path: no `down ../../x`
         state = StateFile(testbed_name, self.state_dir)
         if not state.exists():
-            leftovers = netns.list_with_prefix(f"el-{testbed_name}-")
+            leftovers = netns.list_owned(testbed_name)
             if not leftovers:
                 raise BackendError(f"no testbed named {testbed_name!r} is up (no state file "
-                                   f"{state.path}, no el-{testbed_name}-* namespaces)")
+                                   f"{state.path}, no {netns_prefix(testbed_name)}* namespaces)")
             data: dict = {"testbed": testbed_name, "netns": leftovers, "cgroups": [],
                           "cgroup_roots": cgroups.detect_layout().roots}
         else:

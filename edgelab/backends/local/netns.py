@@ -19,7 +19,7 @@ from typing import Iterable, Iterator
 
 
 from ...errors import BackendError
-from .naming import NETNS_DIR
+from .naming import NETNS_DIR, owns_netns
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -110,9 +110,10 @@ def remove(ns: str) -> None:
             pass
 
 
-def list_with_prefix(prefix: str) -> list[str]:
+def list_owned(testbed: str) -> list[str]:
+    """Namespaces named as ``testbed``'s (whole testbed name, see ``naming``), and no other testbed's."""
     try:
-        return sorted(n for n in os.listdir(NETNS_DIR) if n.startswith(prefix))
+        return sorted(n for n in os.listdir(NETNS_DIR) if owns_netns(testbed, n))
     except FileNotFoundError:
         return []
 

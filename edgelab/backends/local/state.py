@@ -4,7 +4,9 @@
 after a run that crashed or was SIGKILLed. It is replaced atomically
 (write to a temporary file, fsync, rename) so a crash never leaves half a
 record, and it lives on tmpfs (/run) so a reboot, which also removes every
-namespace and cgroup, removes it too.
+namespace and cgroup, removes it too. The directory must be root's alone and
+the file is never opened through a symlink (``edgelab.safefs``): teardown
+deletes what the record lists.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import BackendError
+from ...safefs import UnsafePathError, read_own, secure_dir, write_atomic
 from .naming import STATE_DIR, state_path
 
 
@@ -30,10 +33,12 @@ class StateFile:
     def create(self, data: dict[str, Any]) -> None:
         """Claim the name: fails if a state file exists (another run, or a crashed one)."""
         for attempt in range(3):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                secure_dir(self.path.parent)
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
                 break
+            except UnsafePathError as e:
+                raise BackendError(f"state directory: {e}") from None
             except FileNotFoundError:
                 if attempt == 2:
                     raise
@@ -47,12 +52,7 @@ class StateFile:
         self.save()
 
     def save(self) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w") as f:
-            json.dump(self.data, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(self.data, indent=1))
 
     def update(self, **kw: Any) -> None:
         self.data.update(kw)
@@ -60,7 +60,7 @@ class StateFile:
 
     def load(self) -> dict[str, Any]:
         try:
-            text = self.path.read_text()
+            text = read_own(self.path).decode()
             if not text.strip():
                 # Claimed (O_EXCL) but killed before the first record was written:
                 # teardown then finds the testbed's objects by their names alone.
@@ -69,14 +69,21 @@ class StateFile:
             self.data = json.loads(text)
         except FileNotFoundError:
             raise BackendError(f"no testbed named {self.testbed!r} is known here (no state file {self.path})") from None
+        except (UnsafePathError, OSError) as e:  # a symlink (ELOOP), not ours...
+            raise BackendError(f"state file {self.path} is not trusted: {e}") from None
         except ValueError as e:
             raise BackendError(f"state file {self.path} is unreadable ({e}); remove it after checking "
-                               f"`ip netns | grep el-{self.testbed}-`") from None
+                               f"`ip netns | grep el-{self.testbed}.`") from None
+        if not isinstance(self.data, dict) or self.data.get("testbed") != self.testbed:
+            raise BackendError(f"state file {self.path} does not describe testbed {self.testbed!r}; "
+                               "inspect and remove it")
         return self.data
 
     def remove(self) -> None:
         """Delete the state file, and the state directory once no testbed has one there."""
         self.path.unlink(missing_ok=True)
+        for tmp in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # a save a SIGKILL interrupted
+            tmp.unlink(missing_ok=True)
         try:
             self.path.parent.rmdir()
         except OSError:

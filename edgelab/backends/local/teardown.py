@@ -16,20 +16,62 @@ from typing import Any
 
 from ...errors import BackendError
 from . import cgroups, netns
-from .naming import cgroup_rel, linkemu_tag, netns_prefix
+from .naming import cgroup_rel, check_testbed_name, linkemu_state_dir, linkemu_tag, owns_netns
+
+
+def _owned(state: dict[str, Any]) -> dict[str, Any]:
+    """The state record, refusing anything it names that is not the testbed's own.
+
+    A state file is written by us in a root-only directory, but it is read back
+    by ``edgelab down NAME`` after a crash, possibly by another version: every
+    name it lists must be one of the testbed's (exact, see ``naming``), so that
+    no record can make teardown remove another testbed's objects or a path
+    outside the testbed's directories.
+    """
+    tb = check_testbed_name(state.get("testbed"))
+    bad = [ns for ns in state.get("netns", []) if not (isinstance(ns, str) and owns_netns(tb, ns))]
+    prefix = cgroup_rel(tb) + "/"
+    bad += [c for c in state.get("cgroups", []) if not (isinstance(c, str) and c.startswith(prefix)
+                                                        and "/" not in c[len(prefix):] and c[len(prefix):]
+                                                        and c[len(prefix):] not in (".", ".."))]
+    emu = state.get("linkemu")
+    if emu:
+        sd = emu.get("state_dir")
+        if sd is not None and sd != linkemu_state_dir(tb):
+            bad.append(sd)
+        for d in emu.get("delayers", []):
+            cfg = d.get("config") or ""
+            if not (cfg.startswith(linkemu_state_dir(tb) + "/") and "/" not in cfg[len(linkemu_state_dir(tb)) + 1:]
+                    and ".." not in cfg):
+                bad.append(cfg)
+    if bad:
+        raise BackendError(f"the state record of testbed {tb!r} names objects that are not its own: "
+                           f"{bad[:5]}; refusing to tear down from it (inspect and remove the state file)")
+    return state
 
 
 def teardown(state: dict[str, Any]) -> list[str]:
-    """Tear down what ``state`` records; returns problems that remain (empty if clean)."""
+    """Tear down what ``state`` records; returns problems that remain (empty if clean).
+
+    The record is the truth; namespaces are also discovered by their exact names
+    (``el-<testbed>.``), since a run killed right after claiming the name has an
+    empty record.
+    """
     problems: list[str] = []
+    state = _owned(state)
     tb = state["testbed"]
-    namespaces = sorted(set(state.get("netns", [])) | set(netns.list_with_prefix(netns_prefix(tb))))
+    namespaces = sorted(set(state.get("netns", [])) | set(netns.list_owned(tb)))
     roots = state.get("cgroup_roots") or cgroups.detect_layout().roots
     rels = set(state.get("cgroups", []))
     for root in set(roots.values()):  # also node cgroups a crash left unrecorded
         base = Path(root) / cgroup_rel(tb)
         if base.is_dir():
-            rels.update(cgroup_rel(tb, d.name) for d in base.iterdir() if d.is_dir())
+            for d in base.iterdir():
+                try:
+                    if d.is_dir():
+                        rels.add(cgroup_rel(tb, d.name))
+                except BackendError:
+                    problems.append(f"cgroup {d} is not named as a node: left in place")
     cg_dirs = cgroups.all_dirs(roots, sorted(rels))
 
     # 1. processes: everything in our cgroups, then everything left in our namespaces
@@ -57,7 +99,7 @@ def teardown(state: dict[str, Any]) -> list[str]:
 
     # 3. link emulator: its state files (and any delayer recorded there, should one be
     #    outside our namespaces). The namespaces are gone, so cleanup runs no tc/nft.
-    emu = state.get("linkemu") or {"tag": linkemu_tag(tb), "state_dir": f"/run/{linkemu_tag(tb)}-linkemu"}
+    emu = state.get("linkemu") or {"tag": linkemu_tag(tb), "state_dir": linkemu_state_dir(tb)}
     if emu:
         from ...linkemu import cleanup
 
@@ -74,10 +116,18 @@ def teardown(state: dict[str, Any]) -> list[str]:
         except Exception as e:  # noqa: BLE001 - report, keep tearing down
             problems.append(f"link emulator cleanup: {e}")
         if state_dir:
+            # The directory is the testbed's own (checked by _owned): what is left there, such as
+            # the temporary file of a write a SIGKILL interrupted, is ours to remove.
+            d = Path(state_dir)
             try:
-                Path(state_dir).rmdir()
-            except OSError:
+                for f in d.iterdir():
+                    if f.is_symlink() or f.is_file():
+                        f.unlink(missing_ok=True)
+                d.rmdir()
+            except FileNotFoundError:
                 pass
+            except OSError as e:
+                problems.append(f"cannot remove link emulator directory {d}: {e}")
 
     # 4. cgroups, then the testbed's parent, then the shared parent if now empty
     try:

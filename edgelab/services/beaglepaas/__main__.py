@@ -53,6 +53,14 @@ def cmd_orchestrator(a) -> int:
                             limits=limits)
     except ValueError as exc:
         raise SystemExit(f"orchestrator: {exc}")
+    if a.metrics_port:
+        from prometheus_client import CollectorRegistry
+
+        from ..metrics import OrchestratorCollector, serve_metrics
+
+        registry = CollectorRegistry()
+        registry.register(OrchestratorCollector(orch.results, orch.stats))
+        serve_metrics(registry, a.metrics_port, a.bind)
     serve_until_signalled(lambda: "tcp://%s:%d" % orch.serve(a.bind, a.port))
     if sampler:
         sampler.stop()
@@ -144,6 +152,7 @@ def main(argv=None) -> int:
     o.add_argument("--meter", action="append", default=[], metavar="WORKER=URL", help="Tasmota plug of a worker")
     o.add_argument("--meter-interval", type=float, default=0.5)
     o.add_argument("--results", help="write per-invocation records (JSON lines) here at exit")
+    o.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus /metrics on this port (0 = off)")
     o.set_defaults(fn=cmd_orchestrator)
     w = sub.add_parser("worker", help="connect to an orchestrator and run jobs")
     w.add_argument("--connect", type=_hostport, required=True, metavar="HOST:PORT")

@@ -61,6 +61,7 @@ class Invocation:
     reason: Optional[str] = None         # why failed (or why re-dispatched, last one)
     result: Any = None
     energy_j: Optional[float] = None
+    cpu_s: Optional[float] = None        # worker-reported CPU time of the run (energy attribution)
     lost_on: list = field(default_factory=list)
 
     @property
@@ -84,5 +85,5 @@ class Invocation:
             "start": self.start_t, "end": self.end_t, "done": self.done_t,
             "queue_s": diff(self.submit_t, self.dispatch_t), "exec_s": diff(self.start_t, self.end_t),
             "worker": self.worker, "status": self.status, "attempts": self.attempts, "reason": self.reason,
-            "energy_j": self.energy_j, "lost_on": list(self.lost_on), "result": self.result,
+            "energy_j": self.energy_j, "cpu_s": self.cpu_s, "lost_on": list(self.lost_on), "result": self.result,
         }

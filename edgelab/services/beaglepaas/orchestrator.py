@@ -520,6 +520,7 @@ class Orchestrator:
             if worker is not None:
                 inv.worker = worker
             inv.start_t, inv.end_t = epoch(reply.get("start")), epoch(reply.get("end"))
+            inv.cpu_s = epoch(reply.get("cpu_s"))    # worker-reported CPU time (energy attribution)
             inv.result, inv.done_t = result, time.time()
             self._held += cost
             if reply.get("status") == "ok":

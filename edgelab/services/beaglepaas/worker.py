@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 def run_job(job: dict) -> dict:
     """Execute one job message; never raises (errors become status=error)."""
     fn = FUNCTIONS.get(str(job.get("f_id")))
-    start = time.time()
+    start, cpu0 = time.time(), time.thread_time()   # the job runs on this thread: its CPU time
     if fn is None:
         return {"type": "result", "i_id": job.get("i_id"), "status": "error", "error": f"unknown function {job.get('f_id')!r}",
                 "start": start, "end": time.time()}
@@ -40,7 +40,7 @@ def run_job(job: dict) -> dict:
         result, status, error = None, "error", f"{type(exc).__name__}: {exc}"
         log.debug("job %s failed:\n%s", job.get("i_id"), traceback.format_exc())
     return {"type": "result", "i_id": job.get("i_id"), "status": status, "result": result, "error": error,
-            "start": start, "end": time.time()}
+            "start": start, "end": time.time(), "cpu_s": time.thread_time() - cpu0}
 
 
 def _connect(host: str, port: int, worker_id: str, timeout_s: float) -> socket.socket:

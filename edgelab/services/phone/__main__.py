@@ -23,6 +23,7 @@ def main(argv=None) -> int:
     p.add_argument("--port", type=int, default=8080, help="0 = pick a free port")
     p.add_argument("--cv-threads", type=int, default=1,
                    help="OpenCV worker threads per request (1 = the node's cgroup decides parallelism)")
+    p.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus /metrics on this port (0 = off)")
     p.add_argument("--threads", type=int, default=d.threads, help="requests computed at once")
     p.add_argument("--max-connections", type=int, default=d.max_connections,
                    help="connections held open; more wait in the listen backlog")
@@ -43,6 +44,10 @@ def main(argv=None) -> int:
     from .server import make_server
 
     srv = make_server(a.bind, a.port, limits)
+    if a.metrics_port:
+        from ..metrics import PHONE, serve_metrics
+
+        serve_metrics(PHONE.registry, a.metrics_port, a.bind)
 
     def start() -> str:
         threading.Thread(target=srv.run, daemon=True, name="phone-http").start()

@@ -1,4 +1,4 @@
-"""HTTP front of the phone workload: ``POST /detect?mode=faces|eyes|bodies|gray[&max_side=N]``.
+"""HTTP front of the phone workload: ``POST /detect?mode=tflite|faces|eyes|bodies|gray[&max_side=N]``.
 
 Served by waitress (Pylons' pure-Python WSGI server) rather than http.server
 because every client this service meets (load generators, phones, anyone on
@@ -31,13 +31,14 @@ from urllib.parse import parse_qs
 
 from waitress.server import create_server
 
-from .detect import CASCADES, ImageError, detect, grayscale
+from ..metrics import PHONE
+from .detect import CASCADES, ImageError, ImageTooLarge, detect, grayscale, tflite
 
 log = logging.getLogger(__name__)
 MAX_BODY = 32 * 1024 * 1024
-MODES = (*CASCADES, "gray")
+MODES = (*CASCADES, "gray", "tflite")
 MAX_SIDE_LIMIT = 1 << 16
-USAGE = "POST a JPEG/PNG image to /detect?mode=faces|eyes|bodies|gray[&max_side=N]"
+USAGE = "POST a JPEG/PNG image to /detect?mode=tflite|faces|eyes|bodies|gray[&max_side=N]"
 
 
 @dataclass(frozen=True)
@@ -117,15 +118,22 @@ def _respond(environ: dict, start_response: Callable) -> list[bytes]:
     data = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
     if not data:
         return _json(start_response, "400 Bad Request", {"error": f"empty body; {USAGE}"})
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     try:
-        out = grayscale(data, max_side or 160) if mode == "gray" else detect(data, mode, max_side or 640)
+        if mode == "tflite":          # LiteRT BlazeFace (see .tflite); the model input size is fixed
+            out = tflite(data)
+        else:
+            out = grayscale(data, max_side or 160) if mode == "gray" else detect(data, mode, max_side or 640)
+    except ImageTooLarge as exc:   # more pixels than the decoder accepts (refused before decoding)
+        return _json(start_response, "413 Content Too Large", {"error": str(exc)})
     except (ImageError, ValueError) as exc:
         return _json(start_response, "400 Bad Request", {"error": str(exc)})
     except Exception as exc:       # a reply, never a dropped connection; the traceback goes to the log
         log.exception("detect failed on a %d-byte body", len(data))
         return _json(start_response, "500 Internal Server Error", {"error": f"{type(exc).__name__}: {exc}"[:500]})
     out["compute_ms"] = (time.perf_counter() - t0) * 1000
+    out["cpu_ms"] = (time.thread_time() - c0) * 1000      # this request's CPU on the serving node
+    PHONE.observe(mode, len(data), out["compute_ms"] / 1000, out["cpu_ms"] / 1000)
     return _json(start_response, "200 OK", out)
 
 

@@ -48,9 +48,12 @@ class EnergyIntegrator:
         self.state_file = Path(state_file) if state_file else None
         self.save_every_s = save_every_s
         self._lock = threading.Lock()
+        self._persist_lock = threading.Lock()      # one writer of the state file at a time
+        self._saved_total = 0.0
         self._last: Optional[tuple[float, float]] = None
         self._last_save = 0.0
         self.state = self._load()
+        self._saved_total = self.state.total_kwh
 
     def _load(self) -> EnergyState:
         if self.state_file and self.state_file.exists():
@@ -66,8 +69,16 @@ class EnergyIntegrator:
     def save(self) -> None:
         if not self.state_file:
             return
-        with self._lock:
-            data = json.dumps(asdict(self.state))
+        with self._persist_lock:
+            with self._lock:
+                snap = EnergyState(**asdict(self.state))
+            self._write(snap)
+
+    def _write(self, snap: EnergyState) -> None:
+        """Atomic, fsynced write; never replaces a larger saved total with a smaller one."""
+        if snap.total_kwh < self._saved_total:
+            return
+        data = json.dumps(asdict(snap))
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.state_file.parent, prefix=self.state_file.name + ".")
         with os.fdopen(fd, "w") as f:
@@ -75,7 +86,18 @@ class EnergyIntegrator:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.state_file)
+        self._saved_total = snap.total_kwh
         self._last_save = time.monotonic()
+
+    def persist(self) -> EnergyState:
+        """Save now (when there is a state file) and return the state as saved: what may be
+        exported, since a restart will resume from at least that."""
+        with self._persist_lock:
+            with self._lock:
+                snap = EnergyState(**asdict(self.state))
+            if self.state_file:
+                self._write(snap)
+            return snap
 
     def add(self, t: float, power_w: float) -> float:
         """Add a sample taken at wall time ``t``; returns joules added."""

@@ -20,9 +20,11 @@ from urllib.parse import parse_qs, urlparse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from .energy import EnergyIntegrator
+from .energy import J_PER_KWH, EnergyIntegrator
 from .sources import PowerSource, Reading, SourceError
-from .tasmota import EnergySnapshot, Resolution, power_state, sensor_object, status_sns
+from . import console
+from .tasmota import (DeviceInfo, EnergySnapshot, Resolution, discovery_config, discovery_sensors, info_messages,
+                      sensor_object, stable_mac, state_object, status_parts)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,10 @@ class PowerMeter:
         self.interval_s = interval_s
         self.resolution = resolution
         self.tele_period_s = tele_period_s
+        self.device = DeviceInfo(topic=topic, mac=stable_mac(topic), mqtt_host=mqtt_host or "",
+                                 mqtt_port=mqtt_port, tele_period=max(int(round(tele_period_s)), 1) if tele_period_s > 0 else 0, started=time.time())
+        self._tele_now = threading.Event()
+        self._cmd_lock = threading.Lock()
         self.integrator = EnergyIntegrator(state_file, save_every_s=save_every_s)
         self.relay_on = True
         self.last: Reading = Reading(0.0).completed()
@@ -87,54 +93,99 @@ class PowerMeter:
                               r.power_w, r.voltage_v, r.current_a or 0.0, r.factor, r.apparent_va, r.reactive_var)
 
     # ------------------------------------------------------------------ tasmota commands
+    @property
+    def friendly_names(self) -> list:
+        return self.device.friendly_names
+
+    @property
+    def tele_period(self) -> int:
+        return self.device.tele_period
+
+    def set_relay(self, on: bool) -> None:
+        self.relay_on = on
+
+    def set_tele_period(self, value: int) -> None:
+        """CmndTeleperiod: store the setting and restart the telemetry timer so the next
+        STATE/SENSOR pair goes out at once (Tasmota sets its counter to the period)."""
+        self.device.tele_period = value
+        self.tele_period_s = float(value)
+        self._tele_now.set()
+
+    def status(self) -> dict[int, dict]:
+        now = datetime.now()
+        return status_parts(self.device, now, self.relay_on, sensor_object(now, self.snapshot(), self.resolution),
+                            state_object(self.device, now, self.relay_on))
+
     def command(self, cmnd: str) -> dict:
-        """Execute a Tasmota console command (the subset a power meter needs)."""
-        parts = cmnd.strip().split()
-        if not parts:
-            return {"Command": "Unknown"}
-        name, args = parts[0].lower(), parts[1:]
-        if name.startswith("status") and name != "status":     # "Status8" spelling
-            args, name = [name[6:]] + args, "status"
-        if name == "status" and args and args[0] in ("8", "10"):
-            return status_sns(datetime.now(), self.snapshot(), self.resolution)
-        if name in ("power", "power1"):
-            if args:
-                arg = args[0].lower()
-                if arg in ("on", "1"):
-                    self.relay_on = True
-                elif arg in ("off", "0"):
-                    self.relay_on = False
-                elif arg in ("toggle", "2"):
-                    self.relay_on = not self.relay_on
-                else:
-                    return {"Command": "Error"}
-            return power_state(self.relay_on)
-        if name == "teleperiod":
-            if args:
-                self.tele_period_s = max(10.0, float(args[0]))   # Tasmota's minimum is 10 s
-            return {"TelePeriod": int(self.tele_period_s)}
-        return {"Command": "Unknown"}
+        """Execute a Tasmota console command; its MQTT answers go to ``stat/<topic>/`` too."""
+        with self._cmd_lock:
+            reply = console.execute(self, cmnd)
+        self._publish_stat(reply.mqtt)
+        return reply.http
 
     # ------------------------------------------------------------------ MQTT
     def telemetry(self) -> dict:
         return sensor_object(datetime.now(), self.snapshot(), self.resolution,
                              period_wh=self.integrator.take_period_wh())
 
+    def _publish(self, topic: str, payload: str, retain: bool = False) -> None:
+        if self._mqtt is not None:
+            self._mqtt.publish(topic, payload, retain=retain)
+
+    def _publish_stat(self, messages) -> None:
+        for suffix, payload in messages:
+            self._publish(f"stat/{self.topic}/{suffix}", payload)
+
+    def _on_connect(self, client, userdata, flags, rc, props=None) -> None:
+        """What Tasmota's MqttConnected does: LWT Online, subscribe cmnd/<topic>/#, INFO1-3,
+        then discovery (retained config + sensors)."""
+        d = self.device
+        client.publish(f"tele/{self.topic}/LWT", "Online", retain=True)
+        client.subscribe(f"cmnd/{self.topic}/#")
+        for suffix, obj in info_messages(d):
+            client.publish(f"tele/{self.topic}/{suffix}", json.dumps(obj))
+        now = datetime.now()
+        client.publish(f"tasmota/discovery/{d.mac_id}/config", json.dumps(discovery_config(d)), retain=True)
+        client.publish(f"tasmota/discovery/{d.mac_id}/sensors",
+                       json.dumps(discovery_sensors(sensor_object(now, self.snapshot(), self.resolution))),
+                       retain=True)
+
+    def _on_message(self, client, userdata, msg) -> None:
+        """``cmnd/<topic>/<Command>`` with the data as payload (empty payload = query)."""
+        try:
+            cmd = msg.topic.split("/", 2)[2]
+            data = msg.payload[:4096].decode("utf-8", "replace")
+            self.command(f"{cmd} {data}")
+        except Exception:   # a malformed command must never take the MQTT loop down
+            log.exception("MQTT command on %s failed", msg.topic)
+
     def _mqtt_start(self) -> None:
         import paho.mqtt.client as mqtt
 
         host, port = self._mqtt_addr
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edgelab-{self.topic}")
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{self.device.client_id}-{self.topic}")
         c.will_set(f"tele/{self.topic}/LWT", "Offline", retain=True)
-        c.on_connect = lambda cl, u, f, rc, p=None: cl.publish(f"tele/{self.topic}/LWT", "Online", retain=True)
+        c.on_connect = self._on_connect
+        c.on_message = self._on_message
+        self._mqtt = c
         c.connect(host, port)
         c.loop_start()
-        self._mqtt = c
 
     def _tele_loop(self) -> None:
-        while not self._stop.wait(self.tele_period_s):
-            if self._mqtt is not None:
-                self._mqtt.publish(f"tele/{self.topic}/SENSOR", json.dumps(self.telemetry()))
+        """STATE then SENSOR every TelePeriod (ST, PerformEverySecond); the first 9 s after start
+        as Tasmota after connecting; ``TelePeriod`` restarts the timer and, with 0, sends one
+        last pair then stops."""
+        wait = min(self.tele_period_s, 9.0) if self.tele_period_s > 0 else None
+        while not self._stop.is_set():
+            woke = self._tele_now.wait(wait)
+            if self._stop.is_set():
+                return
+            self._tele_now.clear()
+            if woke or wait is not None:
+                self._publish(f"tele/{self.topic}/STATE",
+                              json.dumps(state_object(self.device, datetime.now(), self.relay_on)))
+                self._publish(f"tele/{self.topic}/SENSOR", json.dumps(self.telemetry()))
+            wait = self.tele_period_s if self.tele_period_s > 0 else None
 
     # ------------------------------------------------------------------ lifecycle
     def serve(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
@@ -142,6 +193,8 @@ class PowerMeter:
         self.sample_once()
         self._http = ThreadingHTTPServer((host, port), _handler_for(self))
         self._http.daemon_threads = True
+        if host not in ("0.0.0.0", "::", ""):
+            self.device.ip = host
         if self._mqtt_addr:
             self._mqtt_start()
         for target in (self._sample_loop, self._tele_loop, self._http.serve_forever):
@@ -152,6 +205,7 @@ class PowerMeter:
 
     def close(self) -> None:
         self._stop.set()
+        self._tele_now.set()
         if self._http:
             self._http.shutdown()
             self._http.server_close()
@@ -169,23 +223,33 @@ class _MeterCollector:
         self.meter = meter
 
     def collect(self):
-        m, s = self.meter, self.meter.snapshot()
+        """Prometheus base units (joules, watts, volts, amperes, ``_ratio``).  The energy counter
+        exported is the total *persisted* before this scrape, so a meter killed at any instant
+        restarts from a value at least as large as any it ever exported: the counter never goes
+        backwards across SIGKILL (Prometheus would read that as a reset and rate() would spike)."""
+        m = self.meter
+        saved = m.integrator.persist()
+        s = m.snapshot()
         labels = ["topic"]
+
         def gauge(name, doc, value):
             g = GaugeMetricFamily(name, doc, labels=labels)
             g.add_metric([m.topic], value)
             return g
-        yield gauge("edgelab_power_watts", "Active power at the plug (W)", s.power_w)
-        yield gauge("edgelab_apparent_power_va", "Apparent power (VA)", s.apparent_va or 0.0)
-        yield gauge("edgelab_voltage_volts", "Mains voltage (V)", s.voltage_v)
-        yield gauge("edgelab_current_amperes", "Current (A)", s.current_a)
-        yield gauge("edgelab_power_factor", "Power factor", s.factor)
-        yield gauge("edgelab_energy_today_kwh", "Energy today (kWh)", s.today_kwh)
+        yield gauge("edgelab_power_watts", "Active power at the plug", s.power_w)
+        yield gauge("edgelab_apparent_power_voltamperes", "Apparent power at the plug", s.apparent_va or 0.0)
+        yield gauge("edgelab_voltage_volts", "Mains voltage", s.voltage_v)
+        yield gauge("edgelab_current_amperes", "Current drawn", s.current_a)
+        yield gauge("edgelab_power_factor_ratio", "Power factor (active / apparent power)", s.factor)
+        yield gauge("edgelab_energy_today_joules", "Energy since local midnight (Tasmota Today)",
+                    saved.today_kwh * J_PER_KWH)
         yield gauge("edgelab_relay_on", "1 when the plug relay is on", 1.0 if m.relay_on else 0.0)
-        c = CounterMetricFamily("edgelab_energy_kwh", "Energy since TotalStartTime (kWh)", labels=labels)
-        c.add_metric([m.topic], s.total_kwh)
+        yield gauge("edgelab_tele_period_seconds", "Tasmota TelePeriod (0 = telemetry off)", m.tele_period)
+        c = CounterMetricFamily("edgelab_energy_joules", "Energy since TotalStartTime (persisted before export)",
+                                labels=labels, created=saved.total_start_time)
+        c.add_metric([m.topic], saved.total_kwh * J_PER_KWH, created=saved.total_start_time)
         yield c
-        e = CounterMetricFamily("edgelab_power_read_errors", "Failed source reads", labels=labels)
+        e = CounterMetricFamily("edgelab_power_read_errors", "Failed reads of the power source", labels=labels)
         e.add_metric([m.topic], m.read_errors)
         yield e
 

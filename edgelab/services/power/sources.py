@@ -266,3 +266,16 @@ class TasmotaMqttSource:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def plug_source(spec: str):
+    """A reader for one real plug: ``http://HOST[:PORT]`` (Tasmota HTTP API, ``Status 8``) or
+    ``mqtt://BROKER[:PORT]/TOPIC`` (its ``tele/<TOPIC>/SENSOR`` telemetry)."""
+    from urllib.parse import urlparse
+
+    u = urlparse(spec)
+    if u.scheme in ("http", "https") and u.netloc:
+        return TasmotaHttpSource(spec)
+    if u.scheme == "mqtt" and u.hostname and u.path.strip("/"):
+        return TasmotaMqttSource(u.hostname, u.port or 1883, u.path.strip("/"))
+    raise ValueError(f"plug {spec!r}: expected http://HOST[:PORT] or mqtt://BROKER[:PORT]/TOPIC")
