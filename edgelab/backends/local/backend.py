@@ -225,7 +225,7 @@ class LocalTestbed(Testbed):
         if emu is None or not hasattr(emu, "delayer_info") or emu.engine != "fallback":
             return None
         info = emu.delayer_info()
-        rel = cgroup_rel(self.name, DELAYER_CGROUP)
+        rel = f"{cgroup_rel(self.name)}/{DELAYER_CGROUP}"
         info["cgroup"] = rel
         info["cpu_s"] = None
         for d in self.layout.dirs(rel):
@@ -389,7 +389,7 @@ class LocalBackend(Backend):
             raise BackendError(f"namespaces {leftovers[:3]}... of a testbed named {name!r} exist without a state "
                                f"file; run `edgelab down {name}` to remove them")
         tag = linkemu_tag(name)
-        dl_rel = cgroup_rel(name, DELAYER_CGROUP)
+        dl_rel = f"{cgroup_rel(name)}/{DELAYER_CGROUP}"
         emulator = LinkEmulator(self.engine, tag=tag, state_dir=linkemu_state_dir(name),
                                 delayer_cgroup_procs=tuple(cgroups.procs_files(layout, dl_rel)),
                                 ipv6=False)   # wiring disables IPv6 in every namespace (BASE_SYSCTLS)
