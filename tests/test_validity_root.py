@@ -183,9 +183,9 @@ def test_plugs_that_stop_answering_fail_the_point_on_energy_coverage(tmp_path):
 def test_killing_a_phones_delayer_names_the_delayer(tmp_path):
     # On main: "phone-2: exited 0" and iperf3's JSON. Now the error (or the point's health) names the delayer.
     # One delayer serves every namespace of the testbed (phone-2's included): find it by its config.
-    config = f"{linkemu_state_dir('wifi')}/delayer.json"
-
     def delayer_of_phone_2() -> list[int]:
+        ns = ns_of("wifi", "phone-2")   # el-wifi-<pid>.phone-2: the testbed is the part before the dot
+        config = f"{linkemu_state_dir(ns[len('el-'):].split('.')[0])}/delayer.json" if "?" not in ns else "?"
         out = []
         for p in processes("edgelab.linkemu.delayer"):
             try:
