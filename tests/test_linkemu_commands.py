@@ -147,10 +147,10 @@ def test_run_batched_groups_consecutive_tc_commands(monkeypatch):
                                ["ip", "link", "set", "x", "up"],
                                ["tc", "filter", "add", "dev", "x"]])
     assert [c[0] for c in calls] == [
-        ["ip", "netns", "exec", "ns1", "ip", "link", "add", "x", "type", "ifb"],
-        ["ip", "netns", "exec", "ns1", "tc", "-batch", "-"],
-        ["ip", "netns", "exec", "ns1", "ip", "link", "set", "x", "up"],
-        ["ip", "netns", "exec", "ns1", "tc", "-batch", "-"]]
+        ["ip", "-n", "ns1", "link", "add", "x", "type", "ifb"],
+        ["tc", "-n", "ns1", "-batch", "-"],
+        ["ip", "-n", "ns1", "link", "set", "x", "up"],
+        ["tc", "-n", "ns1", "-batch", "-"]]
     assert calls[1][1] == "qdisc replace dev x root htb\nclass replace dev x classid a:1\n"
     with pytest.raises(ValueError, match="cannot be passed"):
         nsexec.run_batched(None, [["tc", "qdisc", "add", "dev", "a b"]])
@@ -182,7 +182,8 @@ def test_dry_run_per_engine():
 
 
 def test_in_ns_prefix():
-    assert in_ns("n1", ["tc", "qdisc"]) == ["ip", "netns", "exec", "n1", "tc", "qdisc"]
+    assert in_ns("n1", ["tc", "qdisc"]) == ["tc", "-n", "n1", "qdisc"]
+    assert in_ns("n1", ["nft", "-f", "-"]) == ["ip", "netns", "exec", "n1", "nft", "-f", "-"]
     assert in_ns(None, ["tc"]) == ["tc"]
 
 

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from edgelab.errors import BackendError
 from edgelab.linkemu import LinkEmulator, LinkParams, cleanup, detect_engine
 from edgelab.linkemu.fidelity import measure_rate, ping, rx_bytes, sh, veth_pair
 
@@ -56,6 +57,20 @@ def _qdiscs(ns, dev):
 
 def _ns_pids(ns):
     return sh(["ip", "netns", "pids", ns], check=False).stdout.split()
+
+
+def _bound_queues(ns):
+    """NFQUEUE numbers bound in ``ns`` (by any process: the shared delayer runs outside it)."""
+    out = sh(["ip", "netns", "exec", ns, "cat", "/proc/net/netfilter/nfnetlink_queue"], check=False).stdout
+    return sorted(int(line.split()[0]) for line in out.splitlines() if line.strip())
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
 
 
 def test_detect_engine_is_cached_and_valid():
@@ -153,32 +168,42 @@ def test_reapply_replaces_previous_parameters(pair, emu):
 
 def test_clear_removes_rules_qdiscs_and_delayer(pair, emu):
     emu.apply_link(pair.a, pair.dev_a, pair.b, pair.dev_b, LinkParams(rate_mbit=10, delay_ms=20, loss_pct=5))
+    pid = emu.state()["delayer"]["pid"]
     for ns in (pair.a, pair.b):
         assert len(_mangle_rules(ns)) == 1 and "le_loss" in _nft_tables(ns)
-        assert len(_ns_pids(ns)) == 1
+        assert len(_bound_queues(ns)) == 1 and _ns_pids(ns) == []   # served from outside
+    assert {d["ns"] for d in emu.delayers()} == {pair.a, pair.b}
     emu.clear(pair.a, pair.dev_a)
     for ns in (pair.a, pair.b):
         assert _mangle_rules(ns) == [] and "le_loss" not in _nft_tables(ns)
-        assert _ns_pids(ns) == []
+        assert _bound_queues(ns) == []
+    time.sleep(0.05)
+    assert not _alive(pid) and emu.delayers() == []   # nothing left to delay: the delayer stopped
     assert "htb" not in _qdiscs(pair.a, pair.dev_a) and "htb" not in _qdiscs(pair.b, pair.dev_b)
     p = ping(pair.a, pair.addr_b, count=5, interval=0.05)
     assert p.received == 5 and p.rtt_avg < 5
 
 
-def test_close_stops_delayers_in_every_namespace(tmp_path):
+def test_close_stops_the_delayer_of_every_namespace(tmp_path):
+    """One delayer process serves the queues of all four namespaces; close stops it."""
     em = LinkEmulator(tag="le", state_dir=str(tmp_path / "st"))
     with veth_pair(_prefix(), subnet=79) as p1, veth_pair(_prefix(), subnet=80) as p2:
         try:
             em.apply_link(p1.a, p1.dev_a, p1.b, p1.dev_b, LinkParams(rate_mbit=50, delay_ms=5))
             em.apply_link(p2.a, p2.dev_a, p2.b, p2.dev_b, LinkParams(rate_mbit=50, delay_ms=5))
-            pids = [d["pid"] for d in em.state()["delayers"]]
-            assert len(pids) == 4 and all(os.path.exists(f"/proc/{pid}") for pid in pids)
+            served = em.delayers()
+            assert {d["ns"] for d in served} == {p1.a, p1.b, p2.a, p2.b}
+            assert len({d["pid"] for d in served}) == 1 and all(d["alive"] for d in served)
+            pid = served[0]["pid"]
+            for ns in (p1.a, p1.b, p2.a, p2.b):
+                assert len(_bound_queues(ns)) == 1
         finally:
             em.close()
         em.close()   # idempotent
         for ns in (p1.a, p1.b, p2.a, p2.b):
-            assert _ns_pids(ns) == [] and _mangle_rules(ns) == []
-        assert em.state()["delayers"] == []
+            assert _bound_queues(ns) == [] and _mangle_rules(ns) == []
+        assert not _alive(pid)
+        assert em.state()["delayers"] == [] and em.state()["delayer"]["pid"] is None
 
 
 def test_cleanup_from_state_after_a_crash(pair, tmp_path):
@@ -186,15 +211,16 @@ def test_cleanup_from_state_after_a_crash(pair, tmp_path):
     try:
         em.apply_link(pair.a, pair.dev_a, pair.b, pair.dev_b, LinkParams(rate_mbit=50, delay_ms=5, loss_pct=1))
         st = json.loads(json.dumps(em.state()))   # must survive a JSON round trip
-        pids = [d["pid"] for d in st["delayers"]]
-        assert len(pids) == 2                       # one per side
+        pids = [st["delayer"]["pid"]]
+        assert pids[0] and len(st["delayers"]) == 2  # one shared delayer, a record per side
         em._procs.clear()                           # the crashed process could not reap it
         cleanup(st)
         cleanup(st)                                 # tolerant of things already gone
         time.sleep(0.1)
         for ns in (pair.a, pair.b):
-            assert _ns_pids(ns) == [] and _mangle_rules(ns) == []
+            assert _bound_queues(ns) == [] and _mangle_rules(ns) == []
             assert "le_loss" not in _nft_tables(ns)
+        assert not _alive(pids[0])
         for pid in pids:
             try:
                 os.waitpid(pid, os.WNOHANG)
@@ -206,11 +232,14 @@ def test_cleanup_from_state_after_a_crash(pair, tmp_path):
 
 def test_dead_delayer_drops_instead_of_passing_undelayed(pair, emu):
     emu.apply_link(pair.a, pair.dev_a, pair.b, pair.dev_b, LinkParams(rate_mbit=50, delay_ms=10))
-    pid = emu.state()["delayers"][0]["pid"]
+    pid = emu.state()["delayer"]["pid"]
     os.kill(pid, 9)
     time.sleep(0.2)
     p = ping(pair.a, pair.addr_b, count=5, interval=0.05, timeout=1)
     assert p.received == 0
+    # Reported, not silently restarted: the next change names the dead delayer.
+    with pytest.raises(BackendError, match=f"delayer \\(pid {pid}\\) was killed by signal 9"):
+        emu.apply_link(pair.a, pair.dev_a, pair.b, pair.dev_b, LinkParams(rate_mbit=50, delay_ms=20))
 
 
 def test_delayer_serves_several_queues_with_different_delays(emu):
@@ -228,7 +257,7 @@ def test_delayer_serves_several_queues_with_different_delays(emu):
             sh(["ip", "-n", hub, "link", "set", hd, "up"])
             sh(["ip", "-n", ns, "link", "set", nd, "up"])
             emu.apply_link(hub, hd, ns, nd, LinkParams(rate_mbit=100, delay_ms=d))
-        assert len(_ns_pids(hub)) == 1
+        assert len(_bound_queues(hub)) == 2 and len({d["pid"] for d in emu.delayers()}) == 1
         px = ping(hub, "10.81.0.2", count=10, interval=0.05)
         py = ping(hub, "10.81.1.2", count=10, interval=0.05)
         assert 9.8 <= px.rtt_min and px.rtt_avg < 14

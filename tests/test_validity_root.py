@@ -22,6 +22,8 @@ from typing import Callable, Optional
 
 import pytest
 
+from edgelab.backends.local.naming import linkemu_state_dir
+
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces, cgroups)")
 
@@ -180,10 +182,18 @@ def test_plugs_that_stop_answering_fail_the_point_on_energy_coverage(tmp_path):
 
 def test_killing_a_phones_delayer_names_the_delayer(tmp_path):
     # On main: "phone-2: exited 0" and iperf3's JSON. Now the error (or the point's health) names the delayer.
+    # One delayer serves every namespace of the testbed (phone-2's included): find it by its config.
     def delayer_of_phone_2() -> list[int]:
-        return processes("edgelab.linkemu.delayer") and [p for p in processes("edgelab.linkemu.delayer")
-                                                          if ns_of("wifi", "phone-2") + ".json" in Path(f"/proc/{p}/cmdline")
-                                                          .read_bytes().decode(errors="replace")]
+        ns = ns_of("wifi", "phone-2")   # el-wifi-<pid>.phone-2: the testbed is the part before the dot
+        config = f"{linkemu_state_dir(ns[len('el-'):].split('.')[0])}/delayer.json" if "?" not in ns else "?"
+        out = []
+        for p in processes("edgelab.linkemu.delayer"):
+            try:
+                if config in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace"):
+                    out.append(p)
+            except OSError:
+                pass
+        return out
 
     killer = Killer(ready=lambda: bool(processes("edgelab.workload.loadgen", ns_of("wifi", "phone-2"))),
                     targets=delayer_of_phone_2, delay=0.5)

@@ -30,6 +30,7 @@ from .engine import ENGINES, detect_engine, shared_leaf
 from .nsexec import in_ns, run, run_all, run_batched
 
 QUEUE_BASE = 1000
+DELAYER_KEY = "_delayer"   # its Popen in LinkEmulator._procs
 READY_TIMEOUT_S = 10.0
 _PKG_ROOT = str(Path(__file__).resolve().parents[2])
 _TAG = re.compile(r"[A-Za-z0-9_-]{1,24}")
@@ -90,7 +91,8 @@ class LinkEmulator:
     ``state()`` recording everything so :func:`cleanup` can undo a crashed emulator's work."""
 
     def __init__(self, engine: Optional[str] = None, *, tag: str = "edgelab",
-                 state_dir: Optional[str] = None) -> None:
+                 state_dir: Optional[str] = None, delayer_cgroup_procs: tuple[str, ...] = (),
+                 ipv6: bool = True) -> None:
         if engine in (None, "auto"):
             engine = detect_engine()
         if engine not in ENGINES:
@@ -112,7 +114,17 @@ class LinkEmulator:
         self._locks: dict[str, threading.RLock] = {}
         self._locks_guard = threading.Lock()
         self._pending: dict[str, list[tuple]] = {}   # peer ns -> deferred peer-side work
+        self._pending_tc: dict[str, list[list[str]]] = {}   # peer ns -> deferred tc commands
+        self._pending_rules: dict[str, list[list[str]]] = {}   # ns -> deferred NFQUEUE rule specs
         self._br_nf: dict[str, bool] = {}
+        self._fams: dict[str, list[str]] = {}
+        #: False where the caller disabled IPv6 in every namespace it hands us (the local backend
+        #: does): no IPv6 packet can flow, so no ip6tables rule (a process per node) is needed.
+        self.ipv6 = ipv6
+        #: ``cgroup.procs`` files the delayer is written into when it starts.
+        self.delayer_cgroup_procs = tuple(delayer_cgroup_procs)
+        self._dl_lock = threading.Lock()
+        self._dl_started = False
 
     def _lock(self, ns: Optional[str]) -> threading.RLock:
         with self._locks_guard:
@@ -146,38 +158,144 @@ class LinkEmulator:
         self._touched.add(_ns_key(ns))
 
     # --------------------------------------------------------------- delayer
-    def _delayer_sync(self, ns: Optional[str], cfg: dict) -> None:
-        """Make the namespace's delayer serve exactly cfg['queues'] (start/HUP/stop it)."""
-        path = self._cfg_path(ns)
-        pid = cfg.get("pid")
-        alive = bool(pid) and _pid_alive(pid, str(path))
-        if not cfg["queues"]:
-            if alive:
-                self._stop_delayer(ns, pid)
-            cfg["pid"] = None
-            self._save(ns, cfg)
-            return
-        cfg["generation"] += 1
-        self._save(ns, cfg)
-        if alive:
-            os.kill(pid, signal.SIGHUP)
-        else:
-            log = os.fdopen(open_append(str(self._cfg_path(ns)) + ".log"), "ab")
-            env = dict(os.environ)
-            env["PYTHONPATH"] = _PKG_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-            argv = in_ns(ns, [sys.executable, "-m", "edgelab.linkemu.delayer",
-                              "--config", str(path), "--tag", self.tag])
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                    env=env, start_new_session=True)
-            log.close()
-            self._procs[_ns_key(ns)] = proc
-            pid = proc.pid
-            cfg["pid"] = pid
-            self._save(ns, cfg)
-        self._wait_ready(ns, pid, cfg["generation"])
+    # One delayer process serves every namespace of this emulator (see delayer.py).
+    # Its config, ``delayer.json`` in state_dir, holds the queues of every namespace
+    # and the pid; each namespace's ``<ns>.json`` keeps that namespace's links.
+    def _dl_path(self) -> Path:
+        return self.state_dir / "delayer.json"
 
-    def _wait_ready(self, ns: Optional[str], pid: int, gen: int) -> None:
-        ready = Path(str(self._cfg_path(ns)) + ".ready")
+    def _dl_load(self) -> dict:
+        p = self._dl_path()
+        if p.exists():
+            return json.loads(p.read_text())
+        return {"generation": 0, "tag": self.tag, "pid": None, "namespaces": {}}
+
+    def _dl_save(self, d: dict) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        p = self._dl_path()
+        tmp = p.with_suffix(".tmp")
+        tmp.write_text(json.dumps(d))
+        os.replace(tmp, p)
+
+    def _dl_alive(self, pid: Optional[int]) -> bool:
+        if not pid:
+            return False
+        proc = self._procs.get(DELAYER_KEY)
+        if proc is not None and proc.pid == pid:
+            return proc.poll() is None   # our child: exact, no /proc race around exec
+        return _pid_alive(pid, str(self._dl_path()))
+
+    def start_delayer(self) -> None:
+        """Start the (empty) delayer now, without waiting: its interpreter starts while the
+        caller builds namespaces and veths, and is ready when the first link needs it.
+        Only the fallback engine has one; a no-op if it already runs."""
+        if self.engine != "fallback":
+            return
+        with self._dl_lock:
+            d = self._dl_load()
+            if not self._dl_alive(d.get("pid")):
+                self._dl_spawn(d)
+
+    def _dl_spawn(self, d: dict) -> int:
+        """Start the delayer on config ``d`` (saved first); caller holds _dl_lock."""
+        d["generation"] += 1
+        self._dl_save(d)
+        log = os.fdopen(open_append(str(self._dl_path()) + ".log"), "ab")
+        env = dict(os.environ)
+        env["PYTHONPATH"] = _PKG_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        argv = [sys.executable, "-m", "edgelab.linkemu.delayer", "--config", str(self._dl_path()),
+                "--tag", self.tag]
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                env=env, start_new_session=True)
+        log.close()
+        for f in self.delayer_cgroup_procs:   # its own cgroup: its CPU is accounted, apart from the nodes'
+            try:
+                with open(f, "w") as fh:
+                    fh.write(str(proc.pid))
+            except OSError as e:
+                proc.kill()
+                proc.wait()
+                raise BackendError(f"cannot move the link-emulation delayer into cgroup {f}: {e}") from e
+        self._procs[DELAYER_KEY] = proc
+        self._dl_started = False
+        d["pid"] = proc.pid
+        self._dl_save(d)
+        return proc.pid
+
+    def _delayer_sync(self, ns: Optional[str], cfg: dict) -> None:
+        """Make the shared delayer serve exactly cfg['queues'] in ``ns`` (start/HUP/stop it)."""
+        self._save(ns, cfg)
+        self._delayer_sync_many([ns], {_ns_key(ns): cfg})
+
+    def _delayer_sync_many(self, spaces: list[Optional[str]], cfgs: Optional[dict] = None) -> None:
+        """Make the shared delayer serve the recorded queues of every namespace in ``spaces``:
+        one reload (or start, or stop) for all of them, and wait until it has bound them."""
+        with self._dl_lock:
+            d = self._dl_load()
+            pid = d.get("pid")
+            alive = self._dl_alive(pid)
+            changed = False
+            adding = False
+            for ns in spaces:
+                key = _ns_key(ns)
+                cfg = (cfgs or {}).get(key) or self._load(ns)
+                want = ({"netns": None if ns is None else f"/run/netns/{ns}",
+                         "queues": {q: {"delay_ms": v["delay_ms"], "jitter_ms": v["jitter_ms"]}
+                                    for q, v in cfg["queues"].items()}}
+                        if cfg["queues"] else None)
+                adding = adding or want is not None
+                if d["namespaces"].get(key) == want:
+                    continue
+                changed = True
+                if want is None:
+                    d["namespaces"].pop(key, None)
+                else:
+                    d["namespaces"][key] = want
+            if pid and not alive and adding:
+                # Restarting it silently would hide that its links dropped everything meanwhile.
+                raise BackendError(self._dl_death(pid, d))
+            if not changed and (alive or not adding):
+                return
+            if not alive and not adding:   # a dead delayer's queues are gone anyway: just forget them
+                proc = self._procs.get(DELAYER_KEY)
+                if not d["namespaces"] and not (proc is not None and proc.pid == pid):
+                    d["pid"] = None   # another process's (the CLI's) crashed delayer: start afresh later
+                self._dl_save(d)      # ours: a later link must not silently get a new one (close() resets)
+                return
+            if not d["namespaces"]:
+                self._dl_save(d)
+                if alive:
+                    self._dl_stop(pid)
+                d["pid"] = None
+                self._dl_save(d)
+                return
+            if not alive:
+                pid = self._dl_spawn(d)
+                gen = d["generation"]
+            else:
+                if not self._dl_started:   # not yet sure its SIGHUP handler is installed
+                    self._wait_ready(pid, 0)
+                    self._dl_started = True
+                d["generation"] += 1
+                gen = d["generation"]
+                self._dl_save(d)
+                os.kill(pid, signal.SIGHUP)
+        self._wait_ready(pid, gen)
+        self._dl_started = True
+
+    def _dl_death(self, pid: int, d: dict) -> str:
+        """What to say about a delayer that died while it carried links."""
+        proc = self._procs.get(DELAYER_KEY)
+        code = proc.poll() if proc is not None and proc.pid == pid else None
+        how = ("ended" if code is None else f"was killed by signal {-code}" if code < 0 else f"exited {code}")
+        spaces = ", ".join(sorted(d["namespaces"])) or "its namespaces"
+        log = Path(str(self._dl_path()) + ".log")
+        tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+        return (f"the link-emulation delayer (pid {pid}) {how}: the delayed links of {spaces} carried "
+                f"nothing since; tear the testbed down (or `python -m edgelab.linkemu clear`)\n{tail}")
+
+    def _wait_ready(self, pid: int, gen: int) -> None:
+        ready = Path(str(self._dl_path()) + ".ready")
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             try:
@@ -186,21 +304,17 @@ class LinkEmulator:
                     return
             except (OSError, ValueError):
                 pass
-            proc = self._procs.get(_ns_key(ns))
-            if proc is not None and proc.pid == pid:
-                if proc.poll() is not None:     # our child: exact, no /proc race around exec
-                    break
-            elif not _pid_alive(pid, str(self._cfg_path(ns))):
+            if not self._dl_alive(pid):
                 break
-            time.sleep(0.01)
-        log = Path(str(self._cfg_path(ns)) + ".log")
+            time.sleep(0.002)
+        log = Path(str(self._dl_path()) + ".log")
         tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-        raise BackendError(f"NFQUEUE delayer for namespace {ns or '(current)'} did not become ready "
-                           f"(pid {pid}); is NetfilterQueue installed and are you root?\n{tail}")
+        raise BackendError(f"the link-emulation (NFQUEUE) delayer did not become ready (pid {pid}, "
+                           f"config {self._dl_path()}); is NetfilterQueue installed and are you root?\n{tail}")
 
-    def _stop_delayer(self, ns: Optional[str], pid: int) -> None:
-        proc = self._procs.pop(_ns_key(ns), None)
-        _kill(pid, str(self._cfg_path(ns)))
+    def _dl_stop(self, pid: int) -> None:
+        proc = self._procs.pop(DELAYER_KEY, None)
+        _kill(pid, str(self._dl_path()))
         if proc is not None:
             try:
                 proc.wait(timeout=5)
@@ -267,14 +381,21 @@ class LinkEmulator:
             cfg = self._load(ns)
             cfg["links"][dev] = rec
             self._save(ns, cfg)   # recorded before installing, so a failure half-way is still clearable
+            # One process per tool and namespace: tc -batch, nft -f, iptables-restore.
             if link.rate_mbit > 0:
-                run_all(ns, C.htb_rate_cmds(dev, link.rate_mbit))
+                run_batched(ns, C.htb_rate_cmds(dev, link.rate_mbit))
                 if peer_dev is not None:
-                    run_all(peer_ns, C.htb_rate_cmds(peer_dev, link.rate_mbit))
+                    if defer_peer:   # the access point's side of 100 stations: one tc -batch at flush
+                        with self._locks_guard:
+                            self._pending_tc.setdefault(_ns_key(peer_ns), []).extend(
+                                C.htb_rate_cmds(peer_dev, link.rate_mbit))
+                    else:
+                        run_batched(peer_ns, C.htb_rate_cmds(peer_dev, link.rate_mbit))
             if link.loss_pct > 0:
                 rec["loss"] = True
                 self._save(ns, cfg)
-                run_all(ns, C.nft_loss_cmds(self.tag, dev, link.loss_pct, egress=peer_side is None))
+                _run_input(ns, ["nft", "-f", "-"], C.nft_script(
+                    C.nft_loss_cmds(self.tag, dev, link.loss_pct, egress=peer_side is None)))
             if C.needs_delay(link):
                 n = 1 if peer_side is not None else 2
                 qs = self._alloc_queues(cfg, n)
@@ -282,10 +403,18 @@ class LinkEmulator:
                     cfg["queues"][str(q)] = {"delay_ms": link.delay_ms, "jitter_ms": link.jitter_ms,
                                              "dev": dev, "dir": d}
                 rec["queues"] = qs if n == 2 else [qs[0], None]
-                self._delayer_sync(ns, cfg)          # delayer bound before rules point at it
                 rec["families"] = self._families(ns)
-                self._save(ns, cfg)
-                run_all(ns, C.iptables_nfqueue_cmds(dev, *rec["queues"], families=tuple(rec["families"])))
+                specs = C.nfqueue_rule_specs(dev, *rec["queues"])
+                if defer_peer:
+                    # One delayer reload for every namespace at flush time, then the rules.
+                    self._save(ns, cfg)
+                    with self._locks_guard:
+                        self._pending_rules.setdefault(_ns_key(ns), []).extend(specs)
+                else:
+                    self._delayer_sync(ns, cfg)          # delayer bound before rules point at it
+                    self._save(ns, cfg)
+                    for tool in rec["families"]:
+                        _run_input(ns, [f"{tool}-restore", "-w", "--noflush"], C.iptables_restore_text(specs))
         if peer_side is not None:
             if defer_peer:
                 with self._locks_guard:
@@ -294,9 +423,21 @@ class LinkEmulator:
                 self._install_peer_side(peer_ns, [(ns, dev, peer_side, link)])
 
     def flush_peer_side(self) -> None:
-        """Install the deferred peer-side work, one transaction per peer namespace."""
+        """Install the deferred work: the peer ends' rates (one ``tc -batch`` per peer namespace),
+        every deferred namespace's queues (one delayer reload for all), their NFQUEUE rules (after
+        the queues are bound), then the peer-side loss and delay, one transaction per peer namespace."""
         with self._locks_guard:
             pending, self._pending = self._pending, {}
+            tcs, self._pending_tc = self._pending_tc, {}
+            rules, self._pending_rules = self._pending_rules, {}
+        for key, cmds in tcs.items():
+            run_batched(None if key == "_root" else key, cmds)
+        if rules:
+            self._delayer_sync_many([None if k == "_root" else k for k in rules])
+            for key, specs in rules.items():
+                ns = None if key == "_root" else key
+                for tool in self._families(ns):
+                    _run_input(ns, [f"{tool}-restore", "-w", "--noflush"], C.iptables_restore_text(specs))
         for key, items in pending.items():
             self._install_peer_side(None if key == "_root" else key, items)
 
@@ -369,12 +510,16 @@ class LinkEmulator:
         run(ns, ["sysctl", "-qw", "net.bridge.bridge-nf-call-ip6tables=1"], check=False)
         return ok
 
-    @staticmethod
-    def _families(ns: Optional[str]) -> list[str]:
-        fams = ["iptables"]
-        if run(ns, ["ip6tables", "-w", "-t", "mangle", "-S", "POSTROUTING"], check=False).returncode == 0:
-            fams.append("ip6tables")
-        return fams
+    def _families(self, ns: Optional[str]) -> list[str]:
+        """iptables families usable here. Probed once per emulator, in the first namespace asked:
+        whether ip6tables' mangle table works is the kernel's and the tools' property, the same in
+        every namespace (a probe per node was a process per node)."""
+        if "any" not in self._fams:
+            fams = ["iptables"]
+            if self.ipv6 and run(ns, ["ip6tables", "-w", "-t", "mangle", "-S", "POSTROUTING"], check=False).returncode == 0:
+                fams.append("ip6tables")
+            self._fams["any"] = fams
+        return list(self._fams["any"])
 
     def apply_shared_medium(self, ns: Optional[str], name: str, ports: list[str], capacity_mbit: float,
                             station_macs: Optional[list[str]] = None,
@@ -486,15 +631,20 @@ class LinkEmulator:
             self._clear_peer_side(rec["peer_side"])
 
     def close(self) -> None:
-        """Clear every link this emulator impaired, stop its delayers, delete its IFBs. Idempotent."""
+        """Clear every link this emulator impaired, stop its delayer, delete its IFBs. Idempotent."""
         for key in list(self._touched):
             ns = None if key == "_root" else key
             cfg = self._load(ns)
             for dev in list(cfg["links"]):
                 self.clear(ns, dev)
-            cfg = self._load(ns)
-            if cfg.get("pid"):
-                self._stop_delayer(ns, cfg["pid"])
+        with self._dl_lock:
+            d = self._dl_load()
+            if d.get("pid"):
+                self._dl_stop(d["pid"])
+            for suffix in ("", ".ready", ".log", ".ready.tmp"):
+                Path(str(self._dl_path()) + suffix).unlink(missing_ok=True)
+        for key in list(self._touched):
+            ns = None if key == "_root" else key
             for suffix in ("", ".ready", ".log"):
                 Path(str(self._cfg_path(ns)) + suffix).unlink(missing_ok=True)
             self._touched.discard(key)
@@ -508,31 +658,39 @@ class LinkEmulator:
             pass
 
     def delayers(self) -> list[dict]:
-        """Every delayer this emulator runs: namespace, pid, whether it still runs, how it ended.
+        """The delayer's state for every namespace it serves: namespace, pid, whether it still runs,
+        how it ended. One process serves them all, so one crash fails every entry.
 
         A delayer that died takes its links with it (NFQUEUE drops what no one
         reads), so a measurement's health and a failed measurement's error
         both ask this first (:meth:`edgelab.backends.local.LocalTestbed.health_checks`).
         """
-        out = []
-        for key in sorted(self._touched):
-            ns = None if key == "_root" else key
-            pid = self._load(ns).get("pid")
-            if not pid:
-                continue
-            proc = self._procs.get(key)
-            code = proc.poll() if proc is not None and proc.pid == pid else None
-            alive = code is None and _pid_alive(pid, str(self._cfg_path(ns)))
-            out.append({"ns": ns, "pid": pid, "alive": alive, "returncode": code})
-        return out
+        d = self._dl_load()
+        pid = d.get("pid")
+        if not pid:
+            return []
+        proc = self._procs.get(DELAYER_KEY)
+        code = proc.poll() if proc is not None and proc.pid == pid else None
+        alive = code is None and _pid_alive(pid, str(self._dl_path()))
+        return [{"ns": None if key == "_root" else key, "pid": pid, "alive": alive, "returncode": code}
+                for key in sorted(d["namespaces"])]
+
+    def delayer_info(self) -> dict:
+        """The shared delayer: pid, config, cgroup, namespaces and queues served (for manifests)."""
+        d = self._dl_load()
+        return {"pid": d.get("pid"), "config": str(self._dl_path()),
+                "cgroup_procs": list(self.delayer_cgroup_procs),
+                "namespaces": len(d["namespaces"]),
+                "queues": sum(len(v["queues"]) for v in d["namespaces"].values())}
 
     def state(self) -> dict:
         delayers = []
         for key in sorted(self._touched):
             ns = None if key == "_root" else key
-            cfg = self._load(ns)
-            delayers.append({"ns": ns, "pid": cfg.get("pid"), "config": str(self._cfg_path(ns))})
+            delayers.append({"ns": ns, "config": str(self._cfg_path(ns))})
+        d = self._dl_load()
         return {"tag": self.tag, "engine": self.engine, "state_dir": str(self.state_dir),
+                "delayer": {"pid": d.get("pid"), "config": str(self._dl_path())},
                 "delayers": delayers, "ifbs": list(self._ifbs)}
 
 
@@ -585,10 +743,24 @@ def cleanup(state: dict) -> None:
                 run_all(ns, C.clear_root_cmds(dev), check=False)
                 if rec.get("ifb"):
                     run_all(ns, C.clear_clsact_cmds(dev) + C.ifb_delete_cmds(rec["ifb"]), check=False)
-        for pid in {d.get("pid"), cfg.get("pid")} - {None}:
+        for pid in {d.get("pid"), cfg.get("pid")} - {None}:   # per-namespace delayers of older versions
             _kill(int(pid), cfg_path)
         for suffix in ("", ".ready", ".log"):
             Path(cfg_path + suffix).unlink(missing_ok=True)
+    shared = dict(state.get("delayer") or {})
+    if not shared and state.get("state_dir"):
+        shared = {"config": str(Path(state["state_dir"]) / "delayer.json")}
+    if shared.get("config"):
+        path = shared["config"]
+        pids = {shared.get("pid")}
+        try:
+            pids.add(json.loads(Path(path).read_text()).get("pid"))
+        except (OSError, ValueError):
+            pass
+        for pid in pids - {None}:
+            _kill(int(pid), path)
+        for suffix in ("", ".ready", ".log", ".ready.tmp", ".tmp"):
+            Path(path + suffix).unlink(missing_ok=True)
     for i in state.get("ifbs", []):
         if _netns_exists(i.get("ns")):
             run(i.get("ns"), ["ip", "link", "del", i["name"]], check=False)

@@ -1,8 +1,10 @@
 """Thin adapter: run builder argv lists inside a network namespace.
 
-``ip netns exec`` is used (rather than pyroute2's NetNS) because tc, nft and
-iptables are the reference tools for the qdiscs/rules we build, and their
-argv form is what the unit tests check and ``--dry-run`` prints.
+``tc -n``/``ip -n`` (and ``ip netns exec`` for nft, iptables, sysctl) are used
+(rather than pyroute2's NetNS) because tc, nft and iptables are the reference
+tools for the qdiscs/rules we build, and their argv form is what the unit tests
+check and ``--dry-run`` prints. Callers batch: one ``tc -batch``, one ``nft -f``,
+one ``iptables-restore`` per namespace and step, not one process per object.
 """
 
 from __future__ import annotations
@@ -13,9 +15,18 @@ from typing import Optional, Sequence
 from ..errors import BackendError
 
 
+#: Tools that enter a namespace themselves (``-n NS``: one setns, no ``ip netns exec``
+#: process with its mount-namespace set-up in front of them).
+_NETNS_OPTION = ("tc", "ip")
+
+
 def in_ns(ns: Optional[str], argv: Sequence[str]) -> list[str]:
     """Prefix ``argv`` so it runs in namespace ``ns`` (None: the current one)."""
-    return list(argv) if not ns else ["ip", "netns", "exec", ns, *argv]
+    if not ns:
+        return list(argv)
+    if argv and argv[0] in _NETNS_OPTION:
+        return [argv[0], "-n", ns, *argv[1:]]
+    return ["ip", "netns", "exec", ns, *argv]
 
 
 def run(ns: Optional[str], argv: Sequence[str], *, check: bool = True,

@@ -18,8 +18,8 @@ from ...plan import Plan
 from ..base import Backend, Testbed
 from . import blueprint as bpmod
 from . import cgroups, netns, privdirs, wiring
-from .naming import (STATE_DIR, cgroup_rel, check_testbed_name, linkemu_state_dir, linkemu_tag, netns_name,
-                     netns_prefix)
+from .naming import (DELAYER_CGROUP, DELAYER_MEMORY_MIB, STATE_DIR, cgroup_rel, check_testbed_name,
+                     linkemu_state_dir, linkemu_tag, netns_name, netns_prefix)
 from .state import StateFile
 from .teardown import teardown
 
@@ -215,7 +215,28 @@ class LocalTestbed(Testbed):
                          for s in self.blueprint.shared],
             "station_rate_changes": list(self.rate_changes),
             "timings_s": dict(self.timings),
+            "link_delayer": self.delayer_facts(),
         }
+
+    def delayer_facts(self) -> Optional[dict]:
+        """The shared link-emulation delayer: pid, queues, its cgroup and the CPU it used so far
+        (its packets' cost is not charged to any node; this is where it went)."""
+        emu = self.emulator
+        if emu is None or not hasattr(emu, "delayer_info") or emu.engine != "fallback":
+            return None
+        info = emu.delayer_info()
+        rel = f"{cgroup_rel(self.name)}/{DELAYER_CGROUP}"
+        info["cgroup"] = rel
+        info["cpu_s"] = None
+        for d in self.layout.dirs(rel):
+            if (d / "cpuacct.usage").exists() or (self.layout.version == 2 and (d / "cpu.stat").exists()):
+                from ...services.power.sources import cgroup_cpu_seconds
+                try:
+                    info["cpu_s"] = round(cgroup_cpu_seconds(d)(), 4)
+                except (ValueError, OSError):
+                    pass
+                break
+        return info
 
     # ------------------------------------------------------ station rates
     def set_station_mcs(self, node: str, network: str, mcs: Optional[int]) -> dict:
@@ -368,12 +389,17 @@ class LocalBackend(Backend):
             raise BackendError(f"namespaces {leftovers[:3]}... of a testbed named {name!r} exist without a state "
                                f"file; run `edgelab down {name}` to remove them")
         tag = linkemu_tag(name)
-        emulator = LinkEmulator(self.engine, tag=tag, state_dir=linkemu_state_dir(name))
+        dl_rel = f"{cgroup_rel(name)}/{DELAYER_CGROUP}"
+        emulator = LinkEmulator(self.engine, tag=tag, state_dir=linkemu_state_dir(name),
+                                delayer_cgroup_procs=tuple(cgroups.procs_files(layout, dl_rel)),
+                                ipv6=False)   # wiring disables IPv6 in every namespace (BASE_SYSCTLS)
+        fallback = emulator.engine == "fallback"
         # Claim the name and record every object *before* creating any of them.
         state.create({
             "testbed": name, "backend": "local", "status": "creating", "pid": os.getpid(),
             "created": time.time(), "netns": bp.namespaces,
-            "cgroups": [c.rel for c in bp.cgroups], "cgroup_version": layout.version,
+            "cgroups": [c.rel for c in bp.cgroups] + ([dl_rel] if fallback else []),
+            "cgroup_version": layout.version,
             "cgroup_roots": layout.roots, "linkemu": emulator.state(), "processes": [],
             "privdirs": privdirs.state_record(plan),
         })
@@ -381,6 +407,12 @@ class LocalBackend(Backend):
         tb._install_signal_handlers()
         handles = wiring.Handles()
         try:
+            if fallback:
+                # First: the one delayer's interpreter starts while the namespaces are built,
+                # in its own cgroup (no quota: it carries every link) so its CPU is accounted.
+                cgroups.create(layout, dl_rel, float(os.cpu_count() or 1), DELAYER_MEMORY_MIB)
+                emulator.start_delayer()
+                state.update(linkemu=emulator.state())
             for c in bp.cgroups:
                 cgroups.create(layout, c.rel, c.host_cpu, c.memory_mib)
             t1 = time.monotonic()

@@ -24,6 +24,11 @@ NETNS_DIR = "/run/netns"
 STATE_DIR = "/run/edgelab"
 CGROUP_ROOT = "edgelab"
 BRIDGE = "br0"
+#: Cgroup (under the testbed's) of the shared link-emulation delayer. Node names
+#: always contain '-' and never start with '_', so it cannot collide with a node's.
+DELAYER_CGROUP = "_linkemu"
+#: Memory cap of that cgroup: the delayer holds packet ids, not payloads (~10 MiB at 1000 nodes).
+DELAYER_MEMORY_MIB = 512
 
 
 #: What a testbed name may be (as ``edgelab.topology.TESTBED_NAME_RE``; a name becomes

@@ -1,6 +1,7 @@
 """Network namespaces: create, enter (per thread), find their processes, delete.
 
-Creation and netlink go through pyroute2 (no ``ip`` process per object).
+Creation is in-process (unshare + bind mount from the calling thread), netlink
+goes through pyroute2 (no ``ip`` process per object).
 Sysctls are written from a thread that has ``setns``-ed into the namespace:
 ``/proc/sys/net`` resolves against the calling thread's namespace, so this
 needs no child process either.
@@ -16,7 +17,6 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from pyroute2 import netns as pr_netns
 
 from ...errors import BackendError
 from .naming import NETNS_DIR, owns_netns
@@ -40,18 +40,74 @@ def exists(ns: str) -> bool:
     return os.path.exists(path(ns))
 
 
+MS_BIND = 4096
+MS_REC = 16384
+MS_SHARED = 1 << 20
+MNT_DETACH = 2
+_rundir_shared = False
+
+
+def _errno_error(what: str) -> OSError:
+    err = ctypes.get_errno()
+    return OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _share_rundir() -> None:
+    """Make /run/netns a shared mount point, as ``ip netns add`` does (iproute2 ip/ipnetns.c),
+    so the bind mounts below propagate to other mount namespaces."""
+    global _rundir_shared
+    if _rundir_shared:
+        return
+    os.makedirs(NETNS_DIR, exist_ok=True)
+    d = NETNS_DIR.encode()
+    if _libc.mount(b"", d, b"none", MS_SHARED | MS_REC, None) != 0:
+        if _libc.mount(d, d, b"none", MS_BIND | MS_REC, None) != 0:
+            raise _errno_error(f"bind-mounting {NETNS_DIR} on itself")
+        if _libc.mount(b"", d, b"none", MS_SHARED | MS_REC, None) != 0:
+            raise _errno_error(f"making {NETNS_DIR} a shared mount")
+    _rundir_shared = True
+
+
 def create(ns: str) -> None:
+    """Create and name a network namespace in-process: the calling *thread* unshares a new
+    one, bind-mounts it on /run/netns/NS and returns to its own. pyroute2's ``netns.create``
+    forks a child for this (and finds libc with ``ldconfig -p``): two processes per node."""
     if exists(ns):
         raise BackendError(f"network namespace {ns} already exists; another testbed of that name is up, "
                            "or a crashed run left it: run `edgelab down <testbed>`")
-    pr_netns.create(ns)
+    _share_rundir()
+    p = path(ns)
+    os.close(os.open(p, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+    back = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc.unshare(CLONE_NEWNET) != 0:
+            raise _errno_error(f"unshare(CLONE_NEWNET) for {ns}")
+        try:
+            if _libc.mount(b"/proc/thread-self/ns/net", p.encode(), b"none", MS_BIND, None) != 0:
+                raise _errno_error(f"bind-mounting the new namespace on {p}")
+        finally:
+            setns_fd(back)
+    except OSError:
+        try:
+            os.unlink(p)
+        except OSError:
+            pass
+        raise
+    finally:
+        os.close(back)
 
 
 def remove(ns: str) -> None:
     """Unmount and delete the namespace's name; the kernel frees it (and its
     veths, bridges, qdiscs, rules) once no process holds it."""
     if exists(ns):
-        pr_netns.remove(ns)
+        p = path(ns)
+        if _libc.umount2(p.encode(), MNT_DETACH) != 0 and ctypes.get_errno() != 22:  # EINVAL: not mounted
+            raise _errno_error(f"unmounting {p}")
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
 
 
 def list_owned(testbed: str) -> list[str]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from ...errors import BackendError
 from . import cgroups, netns
-from .naming import cgroup_rel, check_testbed_name, linkemu_state_dir, linkemu_tag, owns_netns
+from .naming import DELAYER_CGROUP, cgroup_rel, check_testbed_name, linkemu_state_dir, linkemu_tag, owns_netns
 
 
 def _owned(state: dict[str, Any]) -> dict[str, Any]:
@@ -69,7 +69,9 @@ def teardown(state: dict[str, Any]) -> list[str]:
             for d in base.iterdir():
                 try:
                     if d.is_dir():
-                        rels.add(cgroup_rel(tb, d.name))
+                        # the shared link-emulation delayer's cgroup, else a node's
+                        rels.add(f"{cgroup_rel(tb)}/{DELAYER_CGROUP}" if d.name == DELAYER_CGROUP
+                                 else cgroup_rel(tb, d.name))
                 except BackendError:
                     problems.append(f"cgroup {d} is not named as a node: left in place")
     cg_dirs = cgroups.all_dirs(roots, sorted(rels))

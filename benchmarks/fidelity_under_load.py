@@ -1,0 +1,112 @@
+"""Link fidelity under load: every station of a 100-station Wi-Fi cell probes at 100/s and streams.
+
+    sudo .venv/bin/python benchmarks/fidelity_under_load.py [--stations 100] [--seconds 10]
+        [--stream-pps 10] [--stream-bytes 1000]
+
+topologies/wifi-phones.yaml scaled to N phones, with the profile's full link
+emulation (per-station rate, 2 ms +- 0.5 ms each way, 0.5 % loss each way, the
+shared airtime budget). Each phone runs two pings to the server for
+``--seconds``: the probe (100 per second, 56-byte payload) and a stream
+(``--stream-pps`` packets of ``--stream-bytes`` per second). Printed:
+configured vs measured round-trip delay and loss of the probes, and the
+probes *never sent* (expected ``seconds * 100`` minus what ping transmitted:
+a sender starved of CPU, or blocked by a delayer that cannot keep up), plus
+the delayer's CPU over the run. The stream keeps the cell under load; it is
+sized below the cell's airtime budget so that queueing in the budget does not
+add to the delay (that would be the emulation working, not its error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edgelab.backends.local import LocalBackend  # noqa: E402
+from edgelab.plan import make_plan  # noqa: E402
+from edgelab.topology import load_topology  # noqa: E402
+
+NAME = "lbfid"
+_TX = re.compile(r"(\d+) packets transmitted, (\d+) received")
+_RTT = re.compile(r"= [\d.]+/([\d.]+)/[\d.]+/[\d.]+ ms")
+
+
+def parse_ping(out: str) -> tuple[int, int, float]:
+    """(transmitted, received, mean RTT in ms) from ``ping -q`` output."""
+    m = _TX.search(out)
+    if not m:
+        raise ValueError(f"no ping summary in {out[-300:]!r}")
+    r = _RTT.search(out)
+    return int(m.group(1)), int(m.group(2)), float(r.group(1)) if r else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--stations", type=int, default=100)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--probe-pps", type=int, default=100)
+    ap.add_argument("--stream-pps", type=int, default=10)
+    ap.add_argument("--stream-bytes", type=int, default=1000)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("needs root")
+    topo = dataclasses.replace(load_topology(ROOT / "topologies/wifi-phones.yaml").scaled("phone", args.stations),
+                               name=NAME)
+    plan = make_plan(topo)
+    tb = LocalBackend().up(plan)
+    try:
+        server = tb.address("server-1")
+        phones = [f"phone-{i}" for i in range(1, args.stations + 1)]
+        cpu0 = (tb.delayer_facts() or {}).get("cpu_s")
+        dl = tb.delayer_facts() or {}
+        deadline = str(int(args.seconds))
+        probes, streams = [], []
+        t0 = time.monotonic()
+        for p in phones:
+            probes.append(tb.popen(p, ["ping", "-q", "-n", "-i", f"{1 / args.probe_pps:.3f}", "-w", deadline,
+                                       server], stdout=-1, stderr=-1, text=True))
+            if args.stream_pps:
+                streams.append(tb.popen(p, ["ping", "-q", "-n", "-i", f"{1 / args.stream_pps:.3f}", "-s",
+                                            str(args.stream_bytes), "-w", deadline, server],
+                                        stdout=-1, stderr=-1, text=True))
+        outs = [pr.communicate(timeout=args.seconds + 60)[0] for pr in probes]
+        for s in streams:
+            s.communicate(timeout=args.seconds + 60)
+        wall = time.monotonic() - t0
+        cpu1 = (tb.delayer_facts() or {}).get("cpu_s")
+        stats = [parse_ping(o) for o in outs]
+    finally:
+        tb.down()
+    wifi = next(s for n in plan.networks for s in n.segments if s.kind == "wifi").link
+    uplink = plan.networks[0].uplink_link
+    cfg_rtt = 2 * (wifi.delay_ms + uplink.delay_ms)
+    cfg_loss = 100 * (1 - (1 - wifi.loss_pct / 100) ** 2 * (1 - uplink.loss_pct / 100) ** 2)
+    expected = int(args.seconds * args.probe_pps)
+    tx = sum(s[0] for s in stats)
+    rx = sum(s[1] for s in stats)
+    never = sum(max(0, expected - s[0]) for s in stats)
+    means = [s[2] for s in stats if s[2] == s[2]]
+    mean_rtt = statistics.fmean(means) if means else float("nan")
+    print(f"\n{args.stations} stations x {args.probe_pps} probes/s + stream {args.stream_pps} x "
+          f"{args.stream_bytes} B/s, {args.seconds:g} s (wall {wall:.1f} s); load average "
+          f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; link engine {tb.emulator.engine}")
+    print(f"  round-trip delay: configured {cfg_rtt:.2f} ms, measured mean {mean_rtt:.2f} ms "
+          f"(error {mean_rtt - cfg_rtt:+.2f} ms; per-station means {min(means):.2f}..{max(means):.2f} ms)")
+    print(f"  probe loss: configured {cfg_loss:.2f} %, measured {100 * (1 - rx / tx) if tx else float('nan'):.2f} %")
+    print(f"  probes never sent: {never} of {expected * args.stations} "
+          f"({100 * never / (expected * args.stations):.2f} %)")
+    if cpu0 is not None and cpu1 is not None:
+        print(f"  delayer: {dl.get('queues')} queues, {cpu1 - cpu0:.2f} CPU-s over the run "
+              f"({100 * (cpu1 - cpu0) / wall:.0f} % of one core)")
+
+
+if __name__ == "__main__":
+    main()
