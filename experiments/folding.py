@@ -32,13 +32,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import time
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 
+from edgelab.adaptive import PointTimer, judgeable, run_adaptive
 from edgelab.hostload import HostWarmer
 from edgelab.experiment import (testbed_name, backend_from_args, common_arguments, console, dry_run, finish, int_list,
-                                main_guard, run_sweep)
+                                main_guard)
 from edgelab.scenario_topologies import folding_topology
 from edgelab.scenarios import FoldLoad, folding_point
 
@@ -96,26 +96,12 @@ def sweep_points(factors: list[int], reps: int) -> list[dict]:
     return [{"factor": f, "rep": r} for r in range(reps) for f in factors]
 
 
-def planned(points: list[dict]) -> dict[int, int]:
-    """Repetitions planned so far per factor (measured, failed or still to do)."""
-    out: dict[int, int] = {}
-    for p in points:
-        out[p["factor"]] = max(out.get(p["factor"], 0), p["rep"] + 1)
-    return out
-
-
 def verdict_of(run_path, a: argparse.Namespace):
     from analysis.folding import folding_verdict
     from analysis.load import load_run
 
     return folding_verdict(load_run(run_path).df, a.metrics, tolerance=a.tolerance, alpha=a.alpha,
                            cpus=os.cpu_count())
-
-
-def more_points(verdict, reps: dict[int, int], max_reps: int) -> list[dict]:
-    """The next adaptive round: one more repetition of every factor still undecided up to the
-    breaking point (and of the baseline they are compared with), within ``max_reps``."""
-    return [{"factor": f, "rep": reps.get(f, 0)} for f in verdict.needs_more() if reps.get(f, 0) < max_reps]
 
 
 def main(argv=None) -> int:
@@ -136,54 +122,22 @@ def main(argv=None) -> int:
     warm = a.warm_host and a.backend == "local"
     warmer = HostWarmer() if warm else contextlib.nullcontext()
 
-    took: dict[int, list[float]] = {}  # seconds per point of each factor, to plan adaptive rounds
+    timer = PointTimer()
 
     def measure(point, run):
-        t = time.monotonic()
-        try:
-            return _measure(point, run)
-        finally:
-            took.setdefault(point["factor"], []).append(time.monotonic() - t)
-
-    def _measure(point, run):
         if warm:
             run.record_facts({"host_warmer": warmer.description})
         load = FoldLoad(seconds=a.seconds, rate_rps=a.rate, image_bytes=a.image_kb * 1000, seed=1 + point["rep"])
         return folding_point(folding_topology(point["factor"], name=TESTBED), backend=backend, run=run,
                              point=point, load=load)
 
-    t0 = time.monotonic()
-    sweep = dict(experiment="folding", param_names=["factor", "rep"], measure=measure, params=params,
+    sweep = dict(experiment="folding", param_names=["factor", "rep"], measure=timer.wrap(measure), params=params,
                  results_root=a.results, backend=a.backend, keep_going=a.keep_going, will_report=not a.no_report)
     with warmer:
-        outcome = run_sweep(points=points, resume=a.resume, **sweep)
-        while outcome.status == "complete":
-            verdict = verdict_of(outcome.run.path, a)
-            reps = planned(points)
-            extra = more_points(verdict, reps, a.max_reps)
-            spent = time.monotonic() - t0
-            if not extra:
-                break
-            mean = sum(map(sum, took.values())) / max(1, sum(map(len, took.values())))
-            need = sum(sum(took[p["factor"]]) / len(took[p["factor"]]) if took.get(p["factor"]) else mean
-                       for p in extra)
-            if spent + need > a.budget:
-                console.print(f"adaptive repetitions stop: the next round ({len(extra)} points, about "
-                              f"{need:.0f} s) would exceed the {a.budget:g} s budget ({spent:.0f} s spent)",
-                              highlight=False, soft_wrap=True)
-                break
-            console.print(f"adaptive round: factors {', '.join(str(p['factor']) for p in extra)} undecided; "
-                          f"one more repetition each", highlight=False, soft_wrap=True)
-            points = points + extra
-            outcome = run_sweep(points=points, resume=outcome.run.path, **sweep)
+        outcome = run_adaptive(points=points, resume=a.resume, sweep=sweep, verdict_of=lambda p: verdict_of(p, a),
+                               max_reps=a.max_reps, budget=a.budget, timer=timer)
     if outcome.status != "interrupted":
-        from analysis.load import load_run
-
-        loaded = load_run(outcome.run.path)   # unhealthy or incomplete points are left out, and named
-        for note in loaded.notes:
-            console.print(note, highlight=False, soft_wrap=True, markup=False)
-        if loaded.df.empty:
-            console.print("no healthy point to judge: no folding verdict", highlight=False)
+        if not judgeable(outcome.run.path):   # unhealthy or incomplete points are left out, and named
             return finish(outcome, a)
         verdict = verdict_of(outcome.run.path, a)
         console.print(verdict.describe(), highlight=False, soft_wrap=True)

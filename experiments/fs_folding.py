@@ -32,16 +32,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import time
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 
-from folding import more_points, planned  # experiments/folding.py: the adaptive rounds
 
 from edgelab.dfs import bench
-from edgelab.dfs.compositions import COMPOSITIONS, remote_dry_run, remote_topology
-from edgelab.experiment import (backend_from_args, common_arguments, console, finish, int_list, main_guard,
-                                run_sweep)
+from edgelab.dfs.compositions import COMPOSITIONS, remote_dry_run
+from edgelab.experiment import backend_from_args, common_arguments, console, finish, int_list, main_guard
+from edgelab.adaptive import PointTimer, judgeable, run_adaptive
 from edgelab.hostload import HostWarmer
 from edgelab.scenarios import measure_on
 from edgelab.scenarios.fsio import JUDGED, fs_topology, run_fsio
@@ -146,48 +144,24 @@ def main(argv=None) -> int:
     backend = backend_from_args(a, None)
     warm = a.warm_host
     warmer = HostWarmer() if warm else contextlib.nullcontext()
-    took: dict[int, list[float]] = {}
+    timer = PointTimer()
 
     def measure(pt, run):
-        t = time.monotonic()
-        try:
-            if warm:
-                run.record_facts({"host_warmer": warmer.description})
-            topo = fs_topology(pt["nb_cpu"], pt["nb_io"], name=TESTBED, scratch_mib=scratch_mib(pt["nb_cpu"], pt["nb_io"], a.size_mib))
-            return measure_on(topo, backend, run, pt, lambda tb, raw: run_fsio(tb, load, raw))
-        finally:
-            took.setdefault(pt["factor"], []).append(time.monotonic() - t)
+        if warm:
+            run.record_facts({"host_warmer": warmer.description})
+        topo = fs_topology(pt["nb_cpu"], pt["nb_io"], name=TESTBED,
+                           scratch_mib=scratch_mib(pt["nb_cpu"], pt["nb_io"], a.size_mib))
+        return measure_on(topo, backend, run, pt, lambda tb, raw: run_fsio(tb, load, raw))
 
-    t0 = time.monotonic()
-    sweep = dict(experiment="fs_folding", param_names=["factor", "nb_cpu", "nb_io", "rep"], measure=measure,
-                 params=params, results_root=a.results, backend=a.backend, keep_going=a.keep_going,
-                 will_report=not a.no_report)
+    sweep = dict(experiment="fs_folding", param_names=["factor", "nb_cpu", "nb_io", "rep"],
+                 measure=timer.wrap(measure), params=params, results_root=a.results, backend=a.backend,
+                 keep_going=a.keep_going, will_report=not a.no_report)
     with warmer:
-        outcome = run_sweep(points=points, resume=a.resume, **sweep)
-        while outcome.status == "complete":
-            verdict = verdict_of(outcome.run.path, a)
-            extra = [point(p["factor"], p["rep"], a.io_nodes) for p in more_points(verdict, planned(points), a.max_reps)]
-            if not extra:
-                break
-            spent = time.monotonic() - t0
-            mean = sum(map(sum, took.values())) / max(1, sum(map(len, took.values())))
-            need = sum(sum(took.get(p["factor"], [mean])) / len(took.get(p["factor"], [mean])) for p in extra)
-            if spent + need > a.budget:
-                console.print(f"adaptive repetitions stop: the next round ({len(extra)} points, about {need:.0f} s) "
-                              f"would exceed the {a.budget:g} s budget ({spent:.0f} s spent)", highlight=False)
-                break
-            console.print(f"adaptive round: factors {', '.join(str(p['factor']) for p in extra)} undecided",
-                          highlight=False)
-            points = points + extra
-            outcome = run_sweep(points=points, resume=outcome.run.path, **sweep)
+        outcome = run_adaptive(points=points, resume=a.resume, sweep=sweep, verdict_of=lambda p: verdict_of(p, a),
+                               max_reps=a.max_reps, budget=a.budget, timer=timer,
+                               make_point=lambda f, r: point(f, r, a.io_nodes))
     if outcome.status != "interrupted":
-        from analysis.load import load_run
-
-        loaded = load_run(outcome.run.path)   # unhealthy or incomplete points are left out, and named
-        for note in loaded.notes:
-            console.print(note, highlight=False, soft_wrap=True, markup=False)
-        if loaded.df.empty:
-            console.print("no healthy point to judge: no folding verdict", highlight=False)
+        if not judgeable(outcome.run.path):   # unhealthy or incomplete points are left out, and named
             return finish(outcome, a)
         verdict = verdict_of(outcome.run.path, a)
         console.print(verdict.describe(), highlight=False, soft_wrap=True)

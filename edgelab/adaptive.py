@@ -1,0 +1,98 @@
+"""Adaptive repetitions for folding sweeps: measure, judge, repeat what is undecided.
+
+Why: an equivalence verdict (:mod:`analysis.folding`) is only as decided as the
+data allow. A fixed number of repetitions either wastes time on factors that
+are already clear or stops before noisy ones are decided. So a folding sweep
+runs its initial points, then rounds of one more repetition of each factor
+still *inconclusive* up to the breaking point (with the baseline they are
+compared with), until every such factor is decided, a factor reaches
+``max_reps``, or the next round would not fit the time ``budget``. Each round
+is the same run (resumed), so an interruption loses nothing.
+
+``experiments/folding.py`` and ``experiments/fs_folding.py`` share this loop;
+they differ only in how a point is built and judged.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from .experiment import Outcome, console, run_sweep
+
+
+def planned(points: Iterable[dict]) -> dict[int, int]:
+    """Repetitions planned so far per factor (measured, failed or still to do)."""
+    out: dict[int, int] = {}
+    for p in points:
+        out[p["factor"]] = max(out.get(p["factor"], 0), p["rep"] + 1)
+    return out
+
+
+def more_points(verdict: Any, reps: dict[int, int], max_reps: int,
+                make_point: Callable[[int, int], dict] = lambda f, r: {"factor": f, "rep": r}) -> list[dict]:
+    """The next adaptive round: one more repetition of every factor ``verdict.needs_more()``
+    names (undecided up to the breaking point, and the baseline), within ``max_reps``."""
+    return [make_point(f, reps.get(f, 0)) for f in verdict.needs_more() if reps.get(f, 0) < max_reps]
+
+
+@dataclass
+class PointTimer:
+    """Seconds each point took, per factor: the next round is planned from its own factors' times."""
+
+    took: dict[int, list[float]] = field(default_factory=dict)
+
+    def wrap(self, measure: Callable[[dict, Any], Any]) -> Callable[[dict, Any], Any]:
+        def timed(point: dict, run: Any) -> Any:
+            t = time.monotonic()
+            try:
+                return measure(point, run)
+            finally:
+                self.took.setdefault(point["factor"], []).append(time.monotonic() - t)
+        return timed
+
+    def estimate(self, points: Iterable[dict]) -> float:
+        """Seconds ``points`` should take: each factor's mean so far, else the overall mean."""
+        everything = [s for v in self.took.values() for s in v]
+        mean = sum(everything) / len(everything) if everything else 0.0
+        return sum(sum(self.took[p["factor"]]) / len(self.took[p["factor"]]) if self.took.get(p["factor"])
+                   else mean for p in points)
+
+
+def run_adaptive(*, points: list[dict], resume: Any, sweep: dict, verdict_of: Callable[[Path], Any],
+                 max_reps: int, budget: float, timer: PointTimer,
+                 make_point: Callable[[int, int], dict] = lambda f, r: {"factor": f, "rep": r}) -> Outcome:
+    """Run ``points`` (``run_sweep(**sweep)``), then adaptive rounds; returns the last outcome."""
+    t0 = time.monotonic()
+    outcome = run_sweep(points=points, resume=resume, **sweep)
+    while outcome.status == "complete":
+        extra = more_points(verdict_of(outcome.run.path), planned(points), max_reps, make_point)
+        if not extra:
+            break
+        spent, need = time.monotonic() - t0, timer.estimate(extra)
+        if spent + need > budget:
+            console.print(f"adaptive repetitions stop: the next round ({len(extra)} points, about {need:.0f} s) "
+                          f"would exceed the {budget:g} s budget ({spent:.0f} s spent)",
+                          highlight=False, soft_wrap=True)
+            break
+        console.print(f"adaptive round: factors {', '.join(str(p['factor']) for p in extra)} undecided; "
+                      f"one more repetition each", highlight=False, soft_wrap=True)
+        points = points + extra
+        outcome = run_sweep(points=points, resume=outcome.run.path, **sweep)
+    return outcome
+
+
+def judgeable(run_path: Path) -> bool:
+    """Print what the run's loading left out (unhealthy or incomplete points); False when no
+    healthy point is left to judge."""
+    from analysis.load import load_run
+
+    loaded = load_run(run_path)
+    for note in loaded.notes:
+        console.print(note, highlight=False, soft_wrap=True, markup=False)
+    if loaded.df.empty:
+        console.print("no healthy point to judge: no folding verdict", highlight=False)
+        return False
+    return True
