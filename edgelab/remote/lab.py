@@ -266,22 +266,10 @@ def _unlimit(layout, rel: str) -> None:
 
 
 def _enter(procs_files: list[str], ns_path: str):
-    from ..backends.local.netns import setns_fd
+    """Join a device's cgroup and netns between fork and exec: the local backend's own pre-exec."""
+    from ..backends.local.backend import _preexec
 
-    def fn() -> None:
-        pid = str(os.getpid()).encode()
-        for f in procs_files:
-            fd = os.open(f, os.O_WRONLY)
-            try:
-                os.write(fd, pid)
-            finally:
-                os.close(fd)
-        fd = os.open(ns_path, os.O_RDONLY)
-        try:
-            setns_fd(fd)
-        finally:
-            os.close(fd)
-    return fn
+    return _preexec(procs_files, ns_path)
 
 
 def _wait_pidfile(p: Path, timeout: float = 10.0) -> int:
