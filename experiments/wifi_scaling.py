@@ -45,9 +45,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mode", choices=["gray", "tflite", "faces"], default="gray",
                    help="work per image: gray (resize, network-bound), tflite (LiteRT BlazeFace face detector, "
                         "the seeds' workload), faces (OpenCV Haar cascade) (default %(default)s)")
-    p.add_argument("--inference", choices=["server", "phone"], default="server",
-                   help="where the images are processed: offloaded to the edge server, or on each phone "
-                        "(default %(default)s)")
+    p.add_argument("--inference", choices=["server", "phone", "k3s"], default="server",
+                   help="where the images are processed: offloaded to the edge server, on each phone, or by "
+                        "the k3s-phones composition's LoadBalancer Service (nxc/g5k; the Service's port and path "
+                        "come from /etc/edgelab/k3s-services.json on the server node) (default %(default)s)")
     power_arguments(p, "phone device model on each phone's measured CPU")
     p.add_argument("--prometheus", action="store_true",
                    help="run a real Prometheus server on the edge server scraping every phone service's /metrics "

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..backends import Testbed
+from ..errors import BackendError
 from ..health import Check, Measured, coverage, process_alive, service_errors
 from ..measure import concurrent_goodput, percentile
 from ..plan import Plan
@@ -46,7 +47,8 @@ class AppLoad:
     rate_rps: float = 4.0         # requests per second per phone
     image_bytes: int = 125_000    # upload size
     mode: str = "gray"            # processing per image (gray: cheap resize; tflite: LiteRT BlazeFace; faces: Haar)
-    inference: str = "server"     # where it runs: "server" (phones offload) or "phone" (on each phone, as the seeds)
+    inference: str = "server"     # where it runs: "server" (phones offload), "phone" (on each phone, as the
+                                  # seeds) or "k3s" (the k3s-phones composition's LoadBalancer Service)
     iperf: bool = True            # also measure each phone's saturated TCP share
     prometheus: bool = False      # a Prometheus server on the server node scraping every phone service
     power_source: str = "modelled"   # phones' power: "modelled" (device model on cgroup CPU) or "plug"
@@ -75,6 +77,33 @@ def delivery_seconds(summary: dict, go: float, window: float) -> float:
     return max(window, (summary.get("last_end") or go) - go)
 
 
+#: Where the k3s-phones composition describes its LoadBalancer Service on every node
+#: (compositions/k3s-phones/composition.nix, ``environment.etc."edgelab/k3s-services.json"``).
+K3S_SERVICES = "/etc/edgelab/k3s-services.json"
+
+
+def parse_k3s_services(text: str, node: str) -> tuple[int, str, Optional[str]]:
+    """(port, path, plan network) of the ``edgelab-phone`` Service in a node's k3s-services.json."""
+    try:
+        svc = json.loads(text)["edgelab-phone"]
+        port, path = int(svc["port"]), str(svc.get("path", "/detect"))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BackendError(f"{node}:{K3S_SERVICES} does not describe the edgelab-phone Service "
+                           f"({type(exc).__name__}: {exc})") from None
+    if not 0 < port < 65536 or not path.startswith("/"):
+        raise BackendError(f"{node}:{K3S_SERVICES}: edgelab-phone has port {port} and path {path!r}")
+    return port, path, svc.get("network")
+
+
+def k3s_service(tb: Testbed, node: str) -> tuple[int, str, Optional[str]]:
+    """The k3s workload's Service as ``node`` describes it; a clear error where there is no k3s cluster."""
+    r = tb.run(node, ["cat", K3S_SERVICES], check=False)
+    if r.returncode != 0:
+        raise BackendError(f"--inference k3s: node {node} has no {K3S_SERVICES}; the k3s workload exists only "
+                           "on the k3s-phones composition (nxc and g5k backends)")
+    return parse_k3s_services(r.stdout, node)
+
+
 def run_app(tb: Testbed, load: AppLoad, raw: Path) -> list[Measurement]:
     """One measurement of the application on a running testbed; raw outputs go to ``raw``."""
     plan = tb.plan
@@ -85,9 +114,13 @@ def run_app(tb: Testbed, load: AppLoad, raw: Path) -> list[Measurement]:
     py = python_of(tb)
     rows: list[Measurement] = []
 
-    if load.inference not in ("server", "phone"):
-        raise ValueError(f"inference must run on 'server' or 'phone', not {load.inference!r}")
-    hosts = phones if load.inference == "phone" else [server]
+    if load.inference not in ("server", "phone", "k3s"):
+        raise ValueError(f"inference must run on 'server', 'phone' or 'k3s', not {load.inference!r}")
+    hosts = {"phone": phones, "server": [server], "k3s": []}[load.inference]
+    target_port, target_path = APP_PORT, "/detect"
+    if load.inference == "k3s":   # the cluster serves it: nothing to start, the Service is the target
+        target_port, target_path, svc_net = k3s_service(tb, server)
+        network = svc_net or network
     svc_argv = [py, "-m", "edgelab.services.phone", "--bind", "0.0.0.0", "--port", str(APP_PORT),
                 "--metrics-port", str(METRICS_PORT)]
     started = start_services(tb, {h: (h, svc_argv) for h in hosts}, log_dir=raw, timeout=120.0)
@@ -97,7 +130,7 @@ def run_app(tb: Testbed, load: AppLoad, raw: Path) -> list[Measurement]:
         timeout = max(10.0, 3 * load.seconds)
         for i, ph in enumerate(phones):
             target = "127.0.0.1" if load.inference == "phone" else tb.address(server, network)
-            url = f"http://{target}:{APP_PORT}/detect?mode={load.mode}"
+            url = f"http://{target}:{target_port}{target_path}?mode={load.mode}"
             gate.add(tb, ph, [py, "-m", "edgelab.workload.loadgen", "--url", url, "--mode", "open",
                               "--rate", f"{load.rate_rps:g}", "--duration", f"{load.seconds:g}",
                               "--arrivals", "constant", "--seed", str(load.seed * 1000 + i),
