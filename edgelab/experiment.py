@@ -78,6 +78,20 @@ class Outcome:
     unhealthy: dict[str, str] = field(default_factory=dict)
 
 
+def start_execo_before_handlers(backend: str) -> None:
+    """Import execo (remote backends use it) before any handler or sweep frame exists.
+
+    Its first import forks a process-group keeper (execo/conductor.py:279, created at
+    import by :590) that is a copy of this process at that instant and, once we exit,
+    SIGTERMs its group, itself included. Forked in the middle of a sweep, that copy
+    ran our SIGTERM handler in its copy of the sweep's frames and rewrote the
+    manifest from stale memory ("failed", no facts) after the real run had ended.
+    Forked here, it has the default disposition and simply dies.
+    """
+    if backend != "local":
+        import execo  # noqa: F401
+
+
 def run_sweep(*, experiment: str, points: Sequence[dict], param_names: Sequence[str], measure: MeasureFn,
               params: dict, results_root: str | Path = "results", backend: str = "local",
               topology: Optional[dict] = None, resume: bool | str | Path = False,
@@ -89,6 +103,7 @@ def run_sweep(*, experiment: str, points: Sequence[dict], param_names: Sequence[
     ``report: pending`` in the same write that marks the run finished, so that a
     kill at any instant before the report is written leaves a run ``--resume`` finishes.
     """
+    start_execo_before_handlers(backend)
     store = ResultsStore(results_root)
     run = store.open_run(experiment, params=params, param_names=param_names, topology=topology,
                          backend=backend, resume=resume)

@@ -58,7 +58,7 @@ def _alive(pid: int) -> bool:
 
 def _snapshot(tb) -> dict:
     """What must survive of testbed ``tb``: its namespaces, cgroups, delayers, a process."""
-    delayers = [d["pid"] for d in tb.emulator.state()["delayers"] if d.get("pid")]
+    delayers = sorted({d["pid"] for d in tb.emulator.delayers() if d.get("pid")})  # one shared delayer
     return {"netns": sorted(tb.blueprint.namespaces),
             "cgroups": sorted(str(d) for c in tb.blueprint.cgroups for d in tb.layout.dirs(c.rel)),
             "delayers": delayers}

@@ -207,7 +207,7 @@ class RemoteTestbed(Testbed):
 
     def health_checks(self) -> list:
         """One check per device whose links the fallback engine's userspace delayer carries:
-        it must still run (read from linkemu's own state file on the device)."""
+        it must still run (its pid from the shared delayer's config, delayer.json, on the device)."""
         from ..health import Check
 
         nodes = [n for n, e in self.link_engines.items() if e == "fallback" and n in self.applied]
@@ -215,7 +215,7 @@ class RemoteTestbed(Testbed):
             return []
         cmds = {}
         for n in nodes:
-            f = shlex.quote(f"/run/{link_tag(self.name, n)}-linkemu/_root.json")
+            f = shlex.quote(f"/run/{link_tag(self.name, n)}-linkemu/delayer.json")
             cmds[n] = (f"f={f}; [ -f $f ] || {{ echo none; exit 0; }}; "
                        "p=$(sed -n 's/.*\"pid\": *\\([0-9][0-9]*\\).*/\\1/p' $f | head -n1); "
                        "if [ -z \"$p\" ]; then echo none; elif grep -q \"$f\" /proc/$p/cmdline 2>/dev/null; "
