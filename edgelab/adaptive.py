@@ -15,12 +15,14 @@ they differ only in how a point is built and judged.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .experiment import Outcome, console, run_sweep
+from .hostload import HostWarmer
 
 
 def planned(points: Iterable[dict]) -> dict[int, int]:
@@ -62,9 +64,28 @@ class PointTimer:
 
 
 def run_adaptive(*, points: list[dict], resume: Any, sweep: dict, verdict_of: Callable[[Path], Any],
-                 max_reps: int, budget: float, timer: PointTimer,
+                 max_reps: int, budget: float, warm: bool = False,
                  make_point: Callable[[int, int], dict] = lambda f, r: {"factor": f, "rep": r}) -> Outcome:
-    """Run ``points`` (``run_sweep(**sweep)``), then adaptive rounds; returns the last outcome."""
+    """Run ``points`` (``run_sweep(**sweep)``), then adaptive rounds; returns the last outcome.
+
+    ``warm``: keep the host out of idle states for the whole sweep
+    (:class:`~edgelab.hostload.HostWarmer`, local backend) and record what it did in the run's facts.
+    """
+    timer = PointTimer()
+    warmer = HostWarmer() if warm else contextlib.nullcontext()
+    measure = sweep["measure"]
+
+    def recorded(point: dict, run: Any) -> Any:
+        run.record_facts({"host_warmer": warmer.description})
+        return measure(point, run)
+
+    sweep = {**sweep, "measure": timer.wrap(recorded if warm else measure)}
+    with warmer:
+        return _rounds(points, resume, sweep, verdict_of, max_reps, budget, timer, make_point)
+
+
+def _rounds(points: list[dict], resume: Any, sweep: dict, verdict_of: Callable[[Path], Any], max_reps: int,
+            budget: float, timer: PointTimer, make_point: Callable[[int, int], dict]) -> Outcome:
     t0 = time.monotonic()
     outcome = run_sweep(points=points, resume=resume, **sweep)
     while outcome.status == "complete":

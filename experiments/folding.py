@@ -30,13 +30,11 @@ repetitions, up to 10.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 
-from edgelab.adaptive import PointTimer, judgeable, run_adaptive
-from edgelab.hostload import HostWarmer
+from edgelab.adaptive import judgeable, run_adaptive
 from edgelab.experiment import (testbed_name, backend_from_args, common_arguments, console, dry_run, finish, int_list,
                                 main_guard)
 from edgelab.scenario_topologies import folding_topology
@@ -119,23 +117,16 @@ def main(argv=None) -> int:
     if a.dry_run:
         return dry_run(a, [folding_topology(p["factor"], name=TESTBED) for p in points], COMPOSITION)
     backend = backend_from_args(a, COMPOSITION)
-    warm = a.warm_host and a.backend == "local"
-    warmer = HostWarmer() if warm else contextlib.nullcontext()
-
-    timer = PointTimer()
 
     def measure(point, run):
-        if warm:
-            run.record_facts({"host_warmer": warmer.description})
         load = FoldLoad(seconds=a.seconds, rate_rps=a.rate, image_bytes=a.image_kb * 1000, seed=1 + point["rep"])
         return folding_point(folding_topology(point["factor"], name=TESTBED), backend=backend, run=run,
                              point=point, load=load)
 
-    sweep = dict(experiment="folding", param_names=["factor", "rep"], measure=timer.wrap(measure), params=params,
+    sweep = dict(experiment="folding", param_names=["factor", "rep"], measure=measure, params=params,
                  results_root=a.results, backend=a.backend, keep_going=a.keep_going, will_report=not a.no_report)
-    with warmer:
-        outcome = run_adaptive(points=points, resume=a.resume, sweep=sweep, verdict_of=lambda p: verdict_of(p, a),
-                               max_reps=a.max_reps, budget=a.budget, timer=timer)
+    outcome = run_adaptive(points=points, resume=a.resume, sweep=sweep, verdict_of=lambda p: verdict_of(p, a),
+                           max_reps=a.max_reps, budget=a.budget, warm=a.warm_host and a.backend == "local")
     if outcome.status != "interrupted":
         if not judgeable(outcome.run.path):   # unhealthy or incomplete points are left out, and named
             return finish(outcome, a)

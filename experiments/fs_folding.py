@@ -30,7 +30,6 @@ Backends, one script:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 
 import _common  # noqa: F401  (puts the repository on sys.path)
@@ -39,8 +38,7 @@ import _common  # noqa: F401  (puts the repository on sys.path)
 from edgelab.dfs import bench
 from edgelab.dfs.compositions import COMPOSITIONS, remote_dry_run
 from edgelab.experiment import backend_from_args, common_arguments, console, finish, int_list, main_guard
-from edgelab.adaptive import PointTimer, judgeable, run_adaptive
-from edgelab.hostload import HostWarmer
+from edgelab.adaptive import judgeable, run_adaptive
 from edgelab.scenarios import measure_on
 from edgelab.scenarios.fsio import JUDGED, fs_topology, run_fsio
 from edgelab.experiment import testbed_name
@@ -142,24 +140,18 @@ def main(argv=None) -> int:
                          "IOR/mdtest commands; measuring through the remote backends needs their run() over SSH "
                          "(see docs/nix.md, 'File systems')")
     backend = backend_from_args(a, None)
-    warm = a.warm_host
-    warmer = HostWarmer() if warm else contextlib.nullcontext()
-    timer = PointTimer()
 
     def measure(pt, run):
-        if warm:
-            run.record_facts({"host_warmer": warmer.description})
         topo = fs_topology(pt["nb_cpu"], pt["nb_io"], name=TESTBED,
                            scratch_mib=scratch_mib(pt["nb_cpu"], pt["nb_io"], a.size_mib))
         return measure_on(topo, backend, run, pt, lambda tb, raw: run_fsio(tb, load, raw))
 
     sweep = dict(experiment="fs_folding", param_names=["factor", "nb_cpu", "nb_io", "rep"],
-                 measure=timer.wrap(measure), params=params, results_root=a.results, backend=a.backend,
+                 measure=measure, params=params, results_root=a.results, backend=a.backend,
                  keep_going=a.keep_going, will_report=not a.no_report)
-    with warmer:
-        outcome = run_adaptive(points=points, resume=a.resume, sweep=sweep, verdict_of=lambda p: verdict_of(p, a),
-                               max_reps=a.max_reps, budget=a.budget, timer=timer,
-                               make_point=lambda f, r: point(f, r, a.io_nodes))
+    outcome = run_adaptive(points=points, resume=a.resume, sweep=sweep, verdict_of=lambda p: verdict_of(p, a),
+                           max_reps=a.max_reps, budget=a.budget, warm=a.warm_host,
+                           make_point=lambda f, r: point(f, r, a.io_nodes))
     if outcome.status != "interrupted":
         if not judgeable(outcome.run.path):   # unhealthy or incomplete points are left out, and named
             return finish(outcome, a)
