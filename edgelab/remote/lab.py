@@ -122,13 +122,15 @@ def up(specs: Sequence[DeviceSpec], *, lab_root: Path = LAB_ROOT, python: Option
     if not specs or len(specs) > 200:
         raise BackendError(f"a lab has 1-200 devices (got {len(specs)})")
     rng = random.Random()
-    lab_root.mkdir(parents=True, exist_ok=True)
     for _ in range(50):
         lid = lab_id or f"{rng.randrange(16 ** 4):04x}"
         d = lab_root / lid
         try:
+            lab_root.mkdir(parents=True, exist_ok=True)
             d.mkdir(mode=0o700)   # the claim on the id: atomic
             break
+        except FileNotFoundError:
+            continue   # another lab's down removed the empty root in between: make it again
         except FileExistsError:
             if lab_id:
                 raise BackendError(f"lab {lab_id} exists ({d}); `scripts/ssh-devices down {lab_id}` first")
@@ -349,6 +351,10 @@ def down(lab_id: str, *, lab_root: Path = LAB_ROOT) -> None:
     if problems:
         raise BackendError(f"lab {lab_id}: teardown left: " + "; ".join(problems) + f"; state kept in {sf}")
     shutil.rmtree(d, ignore_errors=True)
+    try:
+        lab_root.rmdir()   # the last lab down leaves no empty root behind (another lab's files keep it)
+    except OSError:
+        pass
 
 
 def list_labs(lab_root: Path = LAB_ROOT) -> list[str]:
