@@ -415,7 +415,10 @@ def nfqueue_rule_specs(dev: str, q_in: int, q_out: Optional[int] = None, *,
     match = ["-m", "physdev", "--physdev-in", dev] if bridge_port else ["-i", dev]
     specs = [["PREROUTING", *match, "-j", "NFQUEUE", "--queue-num", str(q_in)]]
     if q_out is not None:
-        specs.append(["POSTROUTING", "-o", dev, "-j", "NFQUEUE", "--queue-num", str(q_out)])
+        # A bridge port: frames the bridge forwards out of it (br_netfilter runs POSTROUTING
+        # for them), i.e. the delay of frames to the node behind the port.
+        out = ["-m", "physdev", "--physdev-out", dev] if bridge_port else ["-o", dev]
+        specs.append(["POSTROUTING", *out, "-j", "NFQUEUE", "--queue-num", str(q_out)])
     return specs
 
 

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -27,7 +28,7 @@ from ..safefs import UnsafePathError, open_append, read_own, secure_dir, write_a
 from ..model import LinkParams
 from . import commands as C
 from .engine import ENGINES, detect_engine, shared_leaf
-from .nsexec import in_ns, run, run_all, run_batched
+from .nsexec import in_ns, run, run_all, run_batched, write_sysctl
 
 QUEUE_BASE = 1000
 DELAYER_KEY = "_delayer"   # its Popen in LinkEmulator._procs
@@ -35,6 +36,17 @@ READY_TIMEOUT_S = 10.0
 _PKG_ROOT = str(Path(__file__).resolve().parents[2])
 _TAG = re.compile(r"[A-Za-z0-9_-]{1,24}")
 _MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    """One link for :meth:`LinkEmulator.apply_links`: ``dev`` in ``ns`` and its peer end."""
+    ns: Optional[str]
+    dev: str
+    peer_ns: Optional[str]
+    peer_dev: Optional[str]
+    link: LinkParams
+    peer_is_bridge_port: Optional[bool] = None
 
 
 def _check_link(link: LinkParams, where: str) -> None:
@@ -422,6 +434,130 @@ class LinkEmulator:
             else:
                 self._install_peer_side(peer_ns, [(ns, dev, peer_side, link)])
 
+    def apply_links(self, links: list["LinkSpec"], netlink: Any) -> None:
+        """Impair many links at once, with no process per link (the fallback engine; the
+        netem engine goes link by link through :meth:`apply_link`).
+
+        ``netlink`` queues tc requests per namespace and sends them in bulk (the local
+        backend's ``wiring.Handles``: ``batch(ns)``, ``index(ns, dev)``, ``commit()``). Per
+        link the kernel objects are those of :meth:`apply_link` with ``defer_peer``: the
+        HTB rate on both ends (netlink), the loss of arriving frames in the node's
+        namespace and of leaving frames where they arrive (nftables, in-process through
+        libnftables), the delays through the shared delayer. One difference, for links
+        whose peer is a bridge port: the delay of frames *to* the node is applied in the
+        bridge's namespace (``--physdev-out`` on POSTROUTING) rather than in the node's, so
+        an access point's NFQUEUE rules, both directions of every station, are one
+        ``iptables-restore`` and no station namespace needs one. (This kernel has no
+        ``nft_queue``, CONFIG_NFT_QUEUE; iptables' NFQUEUE target is what redirects.)
+        Every namespace's record is written once, before anything is installed.
+        """
+        if self.engine != "fallback":
+            for l in links:
+                self.apply_link(l.ns, l.dev, l.peer_ns, l.peer_dev, l.link, defer_peer=True,
+                                peer_is_bridge_port=l.peer_is_bridge_port)
+            self.flush_peer_side()
+            return
+        from . import nftlib
+        from . import nlbatch
+
+        cfgs: dict[str, dict] = {}
+
+        def cfg_of(ns: Optional[str]) -> dict:
+            key = _ns_key(ns)
+            if key not in cfgs:
+                cfgs[key] = self._load(ns)
+            return cfgs[key]
+
+        for l in links:
+            _check_link(l.link, f"link {l.ns or '(current)'}/{l.dev}")
+            if l.dev in self._load(l.ns)["links"]:
+                self.clear(l.ns, l.dev)
+        specs: dict[str, list[list[str]]] = {}      # ns key -> NFQUEUE rule specs
+        nft: dict[str, list[list[str]]] = {}        # ns key -> nft commands
+        htb_q: dict[float, tuple[bytes, bytes]] = {}
+
+        def htb(ns: Optional[str], dev: str, rate: float) -> None:
+            if rate not in htb_q:
+                burst, quantum = C.htb_burst_bytes(rate), C.htb_quantum_bytes(rate)
+                r = f"{C._fmt(rate)}mbit"
+                htb_q[rate] = (nlbatch.tc_template("replace", "htb", 0x10000, default=0x10),
+                               nlbatch.tc_template("replace-class", "htb", 0x10010, parent=0x10000, rate=r,
+                                                   ceil=r, burst=burst, cburst=burst, quantum=quantum))
+            idx = netlink.index(ns, dev)
+            b = netlink.batch(ns)
+            b.add(nlbatch.with_index(htb_q[rate][0], idx), f"tc qdisc replace dev {dev} root handle 1: htb")
+            b.add(nlbatch.with_index(htb_q[rate][1], idx), f"tc class replace dev {dev} classid 1:10 htb rate {rate}mbit")
+
+        def queue(ns: Optional[str], link: LinkParams, dev: str, d: str, **extra: Any) -> int:
+            c = cfg_of(ns)
+            q = self._alloc_queues(c, 1)[0]
+            c["queues"][str(q)] = {"delay_ms": link.delay_ms, "jitter_ms": link.jitter_ms, "dev": dev, "dir": d,
+                                   **extra}
+            return q
+
+        for l in links:
+            link, ns, dev, pns, pdev = l.link, l.ns, l.dev, l.peer_ns, l.peer_dev
+            rec: dict[str, Any] = {"peer_ns": pns, "peer_dev": pdev, "link": link.to_dict(), "engine": self.engine}
+            peer_side = None
+            if pdev is not None and (link.loss_pct > 0 or C.needs_delay(link)):
+                bridge = (self._is_bridge_port(pns, pdev) if l.peer_is_bridge_port is None
+                          else l.peer_is_bridge_port)
+                if not bridge or self._bridge_netfilter(pns):
+                    peer_side = {"ns": pns, "dev": pdev, "bridge": bridge, "loss": False, "queue": None}
+                    rec["peer_side"] = peer_side
+            cfg_of(ns)["links"][dev] = rec
+            if link.rate_mbit > 0:
+                htb(ns, dev, link.rate_mbit)
+                if pdev is not None:
+                    htb(pns, pdev, link.rate_mbit)
+            if link.loss_pct > 0:
+                rec["loss"] = True
+                nft.setdefault(_ns_key(ns), []).extend(
+                    C.nft_loss_cmds(self.tag, dev, link.loss_pct, egress=peer_side is None))
+                if peer_side is not None:
+                    peer_side["loss"] = True
+                    nft.setdefault(_ns_key(pns), []).extend(
+                        C.nft_loss_cmds(self.tag, pdev, link.loss_pct, egress=False,
+                                        family="bridge" if peer_side["bridge"] else "inet"))
+            if C.needs_delay(link):
+                if peer_side is not None:
+                    fams = self._families(pns)
+                    q_from = queue(pns, link, pdev, "from-peer", of=f"{ns}/{dev}")
+                    peer_side["queue"], peer_side["families"] = q_from, fams
+                    if peer_side["bridge"]:   # both directions in the bridge's namespace
+                        q_to = queue(pns, link, pdev, "to-peer", of=f"{ns}/{dev}")
+                        peer_side["queue_to"] = q_to
+                        specs.setdefault(_ns_key(pns), []).extend(
+                            C.nfqueue_rule_specs(pdev, q_from, q_to, bridge_port=True))
+                    else:
+                        specs.setdefault(_ns_key(pns), []).extend(C.nfqueue_rule_specs(pdev, q_from, None))
+                        q_in = queue(ns, link, dev, "in")
+                        rec["queues"], rec["families"] = [q_in, None], self._families(ns)
+                        specs.setdefault(_ns_key(ns), []).extend(C.nfqueue_rule_specs(dev, q_in, None))
+                else:
+                    q_in, q_out = queue(ns, link, dev, "in"), queue(ns, link, dev, "out")
+                    rec["queues"], rec["families"] = [q_in, q_out], self._families(ns)
+                    specs.setdefault(_ns_key(ns), []).extend(C.nfqueue_rule_specs(dev, q_in, q_out))
+        # Recorded before installing: one write per namespace.
+        for key, c in cfgs.items():
+            with self._lock(None if key == "_root" else key):
+                self._save(None if key == "_root" else key, c)
+        netlink.commit()
+        if specs:
+            # The delayer binds every queue (one reload for all namespaces) before rules point at them.
+            self._delayer_sync_many([None if k == "_root" else k for k in specs], cfgs)
+            for key, sp in specs.items():
+                ns = None if key == "_root" else key
+                for tool in self._families(ns):
+                    _run_input(ns, [f"{tool}-restore", "-w", "--noflush"], C.iptables_restore_text(sp))
+        in_process = nftlib.available()
+        for key, cmds in nft.items():
+            ns = None if key == "_root" else key
+            if in_process:
+                nftlib.run_script(ns, C.nft_script(cmds))
+            else:
+                _run_input(ns, ["nft", "-f", "-"], C.nft_script(cmds))
+
     def flush_peer_side(self) -> None:
         """Install the deferred work: the peer ends' rates (one ``tc -batch`` per peer namespace),
         every deferred namespace's queues (one delayer reload for all), their NFQUEUE rules (after
@@ -484,6 +620,8 @@ class LinkEmulator:
         with self._lock(side["ns"]):
             pcfg = self._load(side["ns"])
             pcfg["queues"].pop(str(side["queue"]), None)
+            if side.get("queue_to") is not None:
+                pcfg["queues"].pop(str(side["queue_to"]), None)
             self._delayer_sync(side["ns"], pcfg)
 
     @staticmethod
@@ -506,8 +644,8 @@ class LinkEmulator:
     def _enable_bridge_netfilter(ns: Optional[str]) -> bool:
         if not os.path.exists("/proc/sys/net/bridge"):
             subprocess.run(["modprobe", "br_netfilter"], capture_output=True)
-        ok = run(ns, ["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"], check=False).returncode == 0
-        run(ns, ["sysctl", "-qw", "net.bridge.bridge-nf-call-ip6tables=1"], check=False)
+        ok = write_sysctl(ns, "net.bridge.bridge-nf-call-iptables", "1")   # in-process: no sysctl processes
+        write_sysctl(ns, "net.bridge.bridge-nf-call-ip6tables", "1")
         return ok
 
     def _families(self, ns: Optional[str]) -> list[str]:
@@ -709,7 +847,8 @@ def _remove_peer_side_rules(tag: str, side: dict) -> bool:
     if not _netns_exists(pns):
         return False
     if side.get("queue") is not None:
-        run_all(pns, C.iptables_nfqueue_cmds(pdev, side["queue"], None, delete=True, bridge_port=side["bridge"],
+        run_all(pns, C.iptables_nfqueue_cmds(pdev, side["queue"], side.get("queue_to"), delete=True,
+                                             bridge_port=side["bridge"],
                                              families=tuple(side.get("families", ["iptables"]))), check=False)
     if side.get("loss"):
         run_all(pns, C.nft_loss_clear_cmds(tag, pdev, "bridge" if side["bridge"] else "inet"), check=False)

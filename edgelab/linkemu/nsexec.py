@@ -9,8 +9,11 @@ one ``iptables-restore`` per namespace and step, not one process per object.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import os
 import subprocess
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 from ..errors import BackendError
 
@@ -18,6 +21,51 @@ from ..errors import BackendError
 #: Tools that enter a namespace themselves (``-n NS``: one setns, no ``ip netns exec``
 #: process with its mount-namespace set-up in front of them).
 _NETNS_OPTION = ("tc", "ip")
+
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+@contextlib.contextmanager
+def entered(ns: Optional[str]) -> Iterator[None]:
+    """Run the body with the calling *thread* in namespace ``ns`` (None: stay where it is).
+
+    Netlink sockets (libnftables', ``nlbatch``'s) and ``/proc/sys/net`` belong to the
+    namespace of the thread that opens them, so in-process work needs no child process."""
+    if not ns:
+        yield
+        return
+    back = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fd = os.open(f"/run/netns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _setns(fd)
+        finally:
+            os.close(fd)
+        try:
+            yield
+        finally:
+            _setns(back)
+    finally:
+        os.close(back)
+
+
+def write_sysctl(ns: Optional[str], key: str, value: str) -> bool:
+    """Write one ``net.*`` sysctl inside ``ns`` without a process; False if it does not exist."""
+    with entered(ns):
+        try:
+            with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+                f.write(value)
+            return True
+        except OSError:
+            return False
 
 
 def in_ns(ns: Optional[str], argv: Sequence[str]) -> list[str]:

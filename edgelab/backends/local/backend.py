@@ -420,10 +420,10 @@ class LocalBackend(Backend):
             wiring.create_bridges(bp, handles)
             wiring.create_veths(bp, handles)
             wiring.install_routes(bp, handles)
-            handles.close()
             tb.private = privdirs.setup(plan)
             t2 = time.monotonic()
-            self._emulate(bp, emulator, state)
+            self._emulate(bp, emulator, state, handles)
+            handles.close()
             t3 = time.monotonic()
             state.update(status="up", linkemu=emulator.state())
             tb.timings.update(cgroups=t1 - t0, network=t2 - t1, link_emulation=t3 - t2, up=t3 - t0)
@@ -436,17 +436,32 @@ class LocalBackend(Backend):
                 pass  # the original error matters more; the state file is kept for `edgelab down`
             raise
 
-    def _emulate(self, bp: bpmod.Blueprint, emulator: Any, state: StateFile) -> None:
-        """apply_link on every impaired veth, then the shared airtime budgets.
+    def _emulate(self, bp: bpmod.Blueprint, emulator: Any, state: StateFile,
+                 handles: Optional[wiring.Handles] = None) -> None:
+        """Every impaired veth, then the shared airtime budgets.
 
-        Links are grouped by the namespace that holds their emulation state
-        (the node side): groups run in parallel, the links of one group in
-        order, since the emulator keeps one record per namespace.
+        With ``handles`` (bring-up): :meth:`LinkEmulator.apply_links`, all links at once,
+        tc over the namespaces' netlink sockets, nft in-process, one iptables-restore per
+        namespace that holds NFQUEUE rules (an access point's: all its stations'), no
+        process per station. Without: link by link (:meth:`LinkEmulator.apply_link`),
+        grouped by the namespace that holds their emulation state (the node side):
+        groups run in parallel, the links of one group in order.
         """
+        from ...linkemu.emulator import LinkSpec
+
+        links = [v for v in bp.veths if v.link is not None]
+        if handles is not None:
+            emulator.apply_links([LinkSpec(v.a.ns, v.a.ifname, v.b.ns, v.b.ifname, v.link,
+                                           peer_is_bridge_port=v.b.master is not None) for v in links], handles)
+            state.update(linkemu=emulator.state())
+            for s in bp.shared:
+                emulator.apply_shared_medium(s.ns, s.name, list(s.ports), s.capacity_mbit,
+                                             list(s.station_macs) or None,
+                                             list(s.station_rates) if s.station_rates and s.station_macs else None)
+            return
         groups: dict[str, list[bpmod.Veth]] = {}
-        for v in bp.veths:
-            if v.link is not None:
-                groups.setdefault(v.a.ns, []).append(v)
+        for v in links:
+            groups.setdefault(v.a.ns, []).append(v)
 
         def one_ns(links: list[bpmod.Veth]) -> None:
             for v in links:
