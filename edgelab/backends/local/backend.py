@@ -369,10 +369,14 @@ class LocalBackend(Backend):
 
     name = "local"
 
-    def __init__(self, engine: Optional[str] = None, state_dir: str = STATE_DIR, workers: int = EMU_WORKERS) -> None:
+    def __init__(self, engine: Optional[str] = None, state_dir: str = STATE_DIR, workers: int = EMU_WORKERS,
+                 inprocess: bool = True) -> None:
         self.engine = engine
         self.state_dir = state_dir
         self.workers = workers
+        #: Link emulation in bulk and in-process (LinkEmulator.apply_links); False: link by
+        #: link with a tc/nft/iptables process each (the reference the root tests compare with).
+        self.inprocess = inprocess
 
     def up(self, plan: Plan) -> LocalTestbed:
         from ...linkemu import LinkEmulator
@@ -422,7 +426,7 @@ class LocalBackend(Backend):
             wiring.install_routes(bp, handles)
             tb.private = privdirs.setup(plan)
             t2 = time.monotonic()
-            self._emulate(bp, emulator, state, handles)
+            self._emulate(bp, emulator, state, handles if self.inprocess else None)
             handles.close()
             t3 = time.monotonic()
             state.update(status="up", linkemu=emulator.state())

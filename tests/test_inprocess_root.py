@@ -1,0 +1,161 @@
+"""The in-process bring-up path (netlink batches, libnftables, one iptables-restore per access
+point) creates exactly the kernel objects it should, the same tc and nft objects as the
+per-process path, and removes them all.
+
+Each topology is built twice with the same name, once per path (``LocalBackend(inprocess=...)``),
+and every namespace's qdiscs, classes, filters and nftables rules are compared; the NFQUEUE rules,
+which the in-process path moves (a station's incoming delay is applied on the access point's
+bridge port), are checked against what each link asks for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+
+import pytest
+
+from edgelab.backends.local import LocalBackend, probes
+
+from local_helpers import leftovers, plan_of, tbname
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create network namespaces"),
+]
+
+WIFI_MESH = """
+name: lbinp
+networks:
+  - name: wlan
+    profile: wifi-80211n-2.4ghz
+  - name: lan
+    kind: ethernet
+    link: {rate_mbit: 40, delay_ms: 3, loss_pct: 1}
+  - name: mesh
+    kind: batman-mesh
+    link: {rate_mbit: 50, delay_ms: 2, loss_pct: 2}
+nodes:
+  - group: server
+    role: k3s-server
+    networks: [{name: wlan, uplink: true}, lan]
+  - group: phone
+    role: phone
+    count: 3
+    networks: [wlan]
+  - group: m
+    role: phone
+    count: 3
+    networks: [mesh]
+  - group: w
+    role: client
+    count: 1
+    networks: [lan]
+""".replace("name: lbinp\n", f"name: {tbname('lbinp')}\n", 1)
+
+
+def _sh(ns: str, cmd: str) -> str:
+    return subprocess.run(f"ip netns exec {ns} {cmd}", shell=True, capture_output=True, text=True).stdout
+
+
+def _tc(ns: str) -> list[str]:
+    """Every qdisc, class and filter of the namespace, in tc's words (no counters)."""
+    out = []
+    devs = [l["ifname"] for l in json.loads(_sh(ns, "ip -j link show") or "[]")]
+    for dev in sorted(devs):
+        out += [f"{dev}: {l}" for l in _sh(ns, f"tc -d qdisc show dev {dev}").splitlines()]
+        out += [f"{dev}: {l}" for l in _sh(ns, f"tc -d class show dev {dev}").splitlines()]
+        for parent in ("ingress", "egress", "root"):
+            out += [f"{dev} {parent}: {l}" for l in _sh(ns, f"tc -d filter show dev {dev} {parent}").splitlines()]
+    # handles the kernel picks (qdiscs added without one: 8000:-ffff:, from a global counter)
+    return sorted(re.sub(r"\b[89a-f][0-9a-f]{3}:(?=[ \n]|$)", "auto:", l) for l in out)
+
+
+def _nft_tables(ns: str) -> dict[str, str]:
+    text = re.sub(r"counter packets \d+ bytes \d+", "counter", _sh(ns, "nft list ruleset"))
+    tables = {}
+    for block in re.findall(r"^table .*?^}", text, flags=re.S | re.M):
+        tables[block.splitlines()[0]] = block
+    # iptables-nft keeps its (compat) rules in nft tables too: compared as iptables rules below
+    return {k: v for k, v in tables.items() if k.split()[2] not in ("mangle", "filter", "nat", "raw")}
+
+
+def _nfqueue(ns: str) -> list[str]:
+    return sorted(l for l in _sh(ns, "iptables-save -t mangle").splitlines() if "NFQUEUE" in l)
+
+
+def _snapshot(tb) -> dict:
+    snap = {}
+    for ns in tb.blueprint.namespaces:
+        snap[ns] = {"tc": _tc(ns), "nft": _nft_tables(ns), "nfqueue": _nfqueue(ns)}
+    dl = json.loads(open(tb.emulator._dl_path()).read())
+    snap["_queues"] = {k: v["queues"] for k, v in dl["namespaces"].items()}
+    return snap
+
+
+def _up(inprocess: bool):
+    return LocalBackend(inprocess=inprocess).up(plan_of(WIFI_MESH))
+
+
+def _root_rules() -> tuple[str, str]:
+    ipt = subprocess.run(["iptables-save", "-t", "mangle"], capture_output=True, text=True).stdout
+    return (subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout,
+            "\n".join(l for l in ipt.splitlines() if not l.startswith("#")))
+
+
+def _q(rule: str) -> int:
+    return int(rule.rsplit("--queue-num", 1)[1].split()[0])
+
+
+def test_inprocess_path_builds_the_same_objects_and_removes_them():
+    before = _root_rules()
+    tb = _up(False)
+    try:
+        ref = _snapshot(tb)
+    finally:
+        tb.down()
+    tb = _up(True)
+    try:
+        got = _snapshot(tb)
+        bp = tb.blueprint
+        ping = probes.ping(tb, "phone-1", tb.address("server-1"), count=20, interval=0.01)
+        assert ping.received >= 17 and ping.rtt_min >= 2 * (2.0 - 0.5), ping   # delayed both ways
+        mping = probes.ping(tb, "m-1", tb.address("m-2"), count=10, interval=0.01)
+        assert mping.received >= 8 and mping.rtt_min >= 3.9, mping
+    finally:
+        tb.down()
+    name = plan_of(WIFI_MESH).topology.name
+    assert leftovers(name) == {}
+    assert _root_rules() == before   # nothing outside the testbed's namespaces was touched
+
+    for ns in bp.namespaces:
+        assert got[ns]["tc"] == ref[ns]["tc"], ns            # tc: object for object
+        assert got[ns]["nft"] == ref[ns]["nft"], ns          # loss: the same tables and rules
+    # NFQUEUE: every delayed link has one rule per direction, each on a queue the delayer serves
+    # with the link's delay; a bridge port's two are both in the bridge's namespace.
+    delays = {}
+    for key, qs in got["_queues"].items():
+        for q, v in qs.items():
+            delays[(key, int(q))] = (v["delay_ms"], v["jitter_ms"])
+    for v in bp.veths:
+        if v.link is None or not v.link.delay_ms:
+            continue
+        if v.b.master:   # bridge port: both directions on the port, in the infra namespace
+            rules = [r for r in got[v.b.ns]["nfqueue"] if f"--physdev-in {v.b.ifname} " in r
+                     or f"--physdev-out {v.b.ifname} " in r]
+            assert len(rules) == 2 and {r.split()[1] for r in rules} == {"PREROUTING", "POSTROUTING"}, rules
+            assert not any(f"-i {v.a.ifname} " in r for r in got[v.a.ns]["nfqueue"])
+            for r in rules:
+                assert delays[(v.b.ns, _q(r))] == (v.link.delay_ms, v.link.jitter_ms)
+        else:            # mesh: arriving frames queued where they arrive, on each end
+            for ns, dev in ((v.a.ns, v.a.ifname), (v.b.ns, v.b.ifname)):
+                rules = [r for r in got[ns]["nfqueue"] if f"-i {dev} " in r]
+                assert len(rules) == 1, (ns, dev, got[ns]["nfqueue"])
+                assert delays[(ns, _q(rules[0]))] == (v.link.delay_ms, v.link.jitter_ms)
+    # the same number of rules as the reference, none left in any node namespace of a cell
+    assert sum(len(got[ns]["nfqueue"]) for ns in bp.namespaces) == sum(len(ref[ns]["nfqueue"]) for ns in bp.namespaces)
+    for node, ns in bp.node_ns.items():
+        if not any(ns in (v.a.ns, v.b.ns) and not v.b.master for v in bp.veths):
+            assert got[ns]["nfqueue"] == [], node
