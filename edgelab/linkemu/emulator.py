@@ -89,8 +89,10 @@ def _kill(pid: int, needle: str, timeout: float = 5.0) -> None:
     except ProcessLookupError:
         return
     deadline = time.monotonic() + timeout
+    pause = 0.0005   # the delayer exits within milliseconds: poll fast first
     while time.monotonic() < deadline and _pid_alive(pid, needle):
-        time.sleep(0.02)
+        time.sleep(pause)
+        pause = min(pause * 2, 0.02)
     if _pid_alive(pid, needle):
         try:
             os.kill(pid, signal.SIGKILL)
@@ -866,9 +868,12 @@ def cleanup(state: dict) -> None:
         ns, cfg_path = d.get("ns"), d.get("config", "")
         cfg: dict = {}
         try:
-            cfg = json.loads(Path(cfg_path).read_text())
+            with open(cfg_path) as f:
+                cfg = json.loads(f.read())
         except (OSError, ValueError):
             pass
+        if not cfg and not d.get("pid"):
+            continue   # no record left (and no delayer): nothing to undo
         if _netns_exists(ns):
             for dev, rec in cfg.get("links", {}).items():
                 if rec.get("queues"):
@@ -882,10 +887,14 @@ def cleanup(state: dict) -> None:
                 run_all(ns, C.clear_root_cmds(dev), check=False)
                 if rec.get("ifb"):
                     run_all(ns, C.clear_clsact_cmds(dev) + C.ifb_delete_cmds(rec["ifb"]), check=False)
-        for pid in {d.get("pid"), cfg.get("pid")} - {None}:   # per-namespace delayers of older versions
+        pids = {d.get("pid"), cfg.get("pid")} - {None}
+        for pid in pids:   # per-namespace delayers of older versions
             _kill(int(pid), cfg_path)
-        for suffix in ("", ".ready", ".log"):
-            Path(cfg_path + suffix).unlink(missing_ok=True)
+        for suffix in ("", ".ready", ".log") if pids else ("",):
+            try:
+                os.unlink(cfg_path + suffix)
+            except FileNotFoundError:
+                pass
     shared = dict(state.get("delayer") or {})
     if not shared and state.get("state_dir"):
         shared = {"config": str(Path(state["state_dir"]) / "delayer.json")}

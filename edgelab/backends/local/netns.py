@@ -182,10 +182,12 @@ def kill_pids(pids: Iterable[int], timeout: float = 5.0) -> list[int]:
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + (timeout if sig == signal.SIGTERM else 2.0)
+        pause = 0.0005   # most exit within a millisecond: poll fast first
         while pids and time.monotonic() < deadline:
             pids = {p for p in pids if _alive(p)}
             if pids:
-                time.sleep(0.01)
+                time.sleep(pause)
+                pause = min(pause * 2, 0.01)
         if not pids:
             break
     return sorted(pids)

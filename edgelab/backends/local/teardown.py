@@ -11,6 +11,8 @@ interrupted teardown can be run again.
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -76,16 +78,28 @@ def teardown(state: dict[str, Any]) -> list[str]:
                     problems.append(f"cgroup {d} is not named as a node: left in place")
     cg_dirs = cgroups.all_dirs(roots, sorted(rels))
 
-    # 1. processes: everything in our cgroups, then everything left in our namespaces
-    #    (link-emulation delayers, and children that escaped nothing: both are ours by construction).
-    for d in cg_dirs:
-        try:
-            cgroups.kill_all([d])
-        except BackendError as e:
-            problems.append(str(e))
-    survivors = netns.kill_pids(netns.pids_in(namespaces).keys())
+    # 1. processes: SIGKILL everything in our cgroups (one pass over all of them, the delayer's
+    #    too) without waiting for them to exit: the namespaces and files are removed while they
+    #    die (a killed process cannot do anything more in them), and the cgroup thread below
+    #    waits for each cgroup to empty before its rmdir. Then whatever else is in our
+    #    namespaces (children that escaped nothing: ours by construction).
+    killed = cgroups.signal_all(cg_dirs)
+    survivors = netns.kill_pids(set(netns.pids_in(namespaces)) - killed)
     if survivors:
         problems.append(f"processes {survivors} in the testbed's namespaces survive SIGKILL")
+    # The kernel's work of emptying and removing the cgroups runs in a thread while this one
+    # removes the namespaces and files (both mostly system calls, which release the GIL).
+    cg_problems: list[str] = []
+
+    def remove_cgroups() -> None:
+        try:
+            cgroups.kill_all(cg_dirs)
+            cgroups.remove(cg_dirs)
+        except BackendError as e:
+            cg_problems.append(str(e))
+
+    cg_thread = threading.Thread(target=remove_cgroups, name="edgelab-cgroup-rmdir", daemon=True)
+    cg_thread.start()
 
     # 1b. per-node private directories: mount namespaces, scratch loop devices, files
     from . import privdirs
@@ -107,7 +121,14 @@ def teardown(state: dict[str, Any]) -> list[str]:
 
         state_dir = emu.get("state_dir")
         delayers = list(emu.get("delayers", []))
-        if state_dir:
+        if emu.get("delayer") and not any(netns.exists(ns) for ns in namespaces):
+            # This version's records: one shared delayer (its pid is in emu["delayer"], it was
+            # killed with the cgroups above) and per-namespace link records whose kernel objects
+            # went with the namespaces, so there is nothing to undo from them one by one (older
+            # versions ran a delayer per namespace and have no "delayer" entry): the directory
+            # holding them is removed below.
+            delayers = []
+        elif state_dir:
             known = {d.get("config") for d in delayers}
             for ns in namespaces:
                 cfg = f"{state_dir}/{ns}.json"
@@ -122,20 +143,23 @@ def teardown(state: dict[str, Any]) -> list[str]:
             # the temporary file of a write a SIGKILL interrupted, is ours to remove.
             d = Path(state_dir)
             try:
-                for f in d.iterdir():
-                    if f.is_symlink() or f.is_file():
-                        f.unlink(missing_ok=True)
+                with os.scandir(d) as it:
+                    for f in it:
+                        if f.is_symlink() or f.is_file(follow_symlinks=False):
+                            try:
+                                os.unlink(f.path)
+                            except FileNotFoundError:
+                                pass
                 d.rmdir()
             except FileNotFoundError:
                 pass
             except OSError as e:
                 problems.append(f"cannot remove link emulator directory {d}: {e}")
 
-    # 4. cgroups, then the testbed's parent, then the shared parent if now empty
-    try:
-        cgroups.remove(cg_dirs)
-    except BackendError as e:
-        problems.append(str(e))
+    # 4. cgroups (removed by the thread started above), then the testbed's parent, then the
+    #    shared parent if now empty
+    cg_thread.join()
+    problems += cg_problems
     for root in set(roots.values()):
         cgroups.remove_if_empty(Path(root) / cgroup_rel(tb))
         cgroups.remove_if_empty(Path(root) / cgroup_rel(tb).split("/")[0])
