@@ -33,10 +33,10 @@ networks:
     profile: wifi-80211n-2.4ghz
   - name: lan
     kind: ethernet
-    link: {rate_mbit: 40, delay_ms: 3, loss_pct: 1}
+    link: {rate_mbit: 6.5, delay_ms: 3, loss_pct: 1}
   - name: mesh
     kind: batman-mesh
-    link: {rate_mbit: 50, delay_ms: 2, loss_pct: 2}
+    link: {rate_mbit: 12.345, delay_ms: 2, loss_pct: 2}
 nodes:
   - group: server
     role: k3s-server
@@ -44,7 +44,7 @@ nodes:
   - group: phone
     role: phone
     count: 3
-    networks: [wlan]
+    networks: [{name: wlan, mcs: [7, 0, 5]}]
   - group: m
     role: phone
     count: 3

@@ -15,6 +15,7 @@ CASES = [
     ("link_set", (5,), {"up": True, "master": 2}),
     ("link_set", (7,), {"up": False}),
     ("bridge_add", ("br0", 2), {}),
+    ("ifb_add", ("el-x-1a2b3c", 9), {}),
     ("veth_add", ("wlan0", 3, "p-phone-1.0", 7, 9, "02:ed:00:00:00:01"), {}),
     ("veth_add", ("eth0", 4, "p12345", 11, 12), {}),
     ("addr_add", (3, "10.77.0.5", 24), {}),

@@ -481,7 +481,10 @@ class LinkEmulator:
         def htb(ns: Optional[str], dev: str, rate: float) -> None:
             if rate not in htb_q:
                 burst, quantum = C.htb_burst_bytes(rate), C.htb_quantum_bytes(rate)
-                r = f"{C._fmt(rate)}mbit"
+                # Bytes per second exactly as tc computes them from "<rate>mbit" (iproute2
+                # tc_util.c get_rate64: strtod, * 1e6, / 8, truncated): pyroute2's own parser
+                # takes no fractional rates ("6.5mbit"), a number it takes as bytes/s.
+                r = int(float(C._fmt(rate)) * 1000000.0 / 8)
                 htb_q[rate] = (nlbatch.tc_template("replace", "htb", 0x10000, default=0x10),
                                nlbatch.tc_template("replace-class", "htb", 0x10010, parent=0x10000, rate=r,
                                                    ceil=r, burst=burst, cburst=burst, quantum=quantum))
@@ -664,7 +667,7 @@ class LinkEmulator:
     def apply_shared_medium(self, ns: Optional[str], name: str, ports: list[str], capacity_mbit: float,
                             station_macs: Optional[list[str]] = None,
                             station_rates: Optional[list[tuple[float, float]]] = None,
-                            station_only: bool = False) -> None:
+                            station_only: bool = False, netlink: Any = None) -> None:
         """One airtime budget of ``capacity_mbit`` for every frame to or from ``ports``.
 
         ``station_macs`` (the MAC of the station behind each port, in order)
@@ -675,6 +678,8 @@ class LinkEmulator:
         ``station_rates`` (aligned with them): each station's (share, ceil) in
         Mbit/s, from the airtime model of stations at different PHY rates;
         without them the shares are equal.
+        ``netlink`` (bring-up of a fresh namespace, see :meth:`apply_links`): the IFB is
+        created over it instead of by ``ip`` processes; the tc objects stay one ``tc -batch``.
         """
         if not ports:
             raise BackendError(f"shared medium {name!r} in {ns}: no ports given")
@@ -692,12 +697,21 @@ class LinkEmulator:
                                    f"(expected xx:xx:xx:xx:xx:xx)")
         self._check_station_rates(ns, name, len(station_macs or []), station_rates)
         ifb = self.ifb_name(name)
-        run(ns, ["ip", "link", "del", ifb], check=False)
+        if netlink is None:
+            run(ns, ["ip", "link", "del", ifb], check=False)
         self._ifbs.append({"ns": ns, "name": ifb})
         # The FIFO fallback leaf: ~1000 packets of buffer in all, split between the classes.
         leaf = shared_leaf(max(32, 1000 // (len(station_macs or []) + 1)))
-        run_batched(ns, C.shared_medium_cmds(ifb, ports, capacity_mbit, leaf, station_macs, station_rates,
-                                             station_only))
+        cmds = C.shared_medium_cmds(ifb, ports, capacity_mbit, leaf, station_macs, station_rates, station_only)
+        if netlink is not None:
+            from . import nlbatch
+
+            create = C.ifb_create_cmds(ifb)
+            assert cmds[:len(create)] == create
+            cmds = cmds[len(create):]
+            netlink.batch(ns).add(nlbatch.ifb_add(ifb, netlink.new_index(ns, ifb)), f"create IFB {ifb} in {ns}")
+            netlink.commit()
+        run_batched(ns, cmds)
 
     @staticmethod
     def _check_station_rates(ns: str, name: str, n: int, station_rates: Optional[list[tuple[float, float]]]) -> None:
@@ -812,8 +826,21 @@ class LinkEmulator:
         proc = self._procs.get(DELAYER_KEY)
         code = proc.poll() if proc is not None and proc.pid == pid else None
         alive = code is None and _pid_alive(pid, str(self._dl_path()))
-        return [{"ns": None if key == "_root" else key, "pid": pid, "alive": alive, "returncode": code}
-                for key in sorted(d["namespaces"])]
+        served = set(d["namespaces"])
+        for key in d["namespaces"]:
+            # Queues of a bridge's namespace that delay another namespace's links (apply_links
+            # puts both directions of a station's link on the access point's port): that node
+            # depends on the delayer too, and is named as such.
+            try:
+                cfg = self._load(None if key == "_root" else key)
+            except BackendError:
+                continue
+            for q in cfg.get("queues", {}).values():
+                of = q.get("of")
+                if of and "/" in of:
+                    served.add(of.rsplit("/", 1)[0] or "_root")
+        return [{"ns": None if key in ("_root", "None") else key, "pid": pid, "alive": alive, "returncode": code}
+                for key in sorted(served)]
 
     def delayer_info(self) -> dict:
         """The shared delayer: pid, config, cgroup, namespaces and queues served (for manifests)."""

@@ -109,6 +109,12 @@ def bridge_add(ifname: str, index: int) -> bytes:
                 + _nla(IFLA_LINKINFO, _str(IFLA_INFO_KIND, "bridge") + data))
 
 
+def ifb_add(ifname: str, index: int) -> bytes:
+    """An IFB device, up (``ip link add NAME type ifb; ip link set NAME up``)."""
+    return _msg(RTM_NEWLINK, _NEW, _ifinfo(index, True) + _str(IFLA_IFNAME, ifname)
+                + _nla(IFLA_LINKINFO, _str(IFLA_INFO_KIND, "ifb")))
+
+
 def veth_add(ifname: str, index: int, peer: str, peer_ns_fd: int, peer_index: int,
              mac: Optional[str] = None) -> bytes:
     """A veth pair, this end up with a fixed index (and MAC), the peer created directly in
@@ -157,6 +163,12 @@ def reference(kind: str, *args, **kw) -> bytes:
                       ("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "bridge"),
                                                    ("IFLA_INFO_DATA", {"attrs": [("IFLA_BR_STP_STATE", 0),
                                                                                  ("IFLA_BR_FORWARD_DELAY", 0)]})]})]
+        return _encode(m, RTM_NEWLINK, _NEW)
+    if kind == "ifb_add":
+        ifname, index = args
+        m = ifinfmsg()
+        m["index"], m["flags"], m["change"] = index, IFF_UP, IFF_UP
+        m["attrs"] = [("IFLA_IFNAME", ifname), ("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "ifb")]})]
         return _encode(m, RTM_NEWLINK, _NEW)
     if kind == "veth_add":
         ifname, index, peer, fd, pindex = args[:5]

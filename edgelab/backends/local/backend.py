@@ -461,7 +461,8 @@ class LocalBackend(Backend):
             for s in bp.shared:
                 emulator.apply_shared_medium(s.ns, s.name, list(s.ports), s.capacity_mbit,
                                              list(s.station_macs) or None,
-                                             list(s.station_rates) if s.station_rates and s.station_macs else None)
+                                             list(s.station_rates) if s.station_rates and s.station_macs else None,
+                                             netlink=handles)
             return
         groups: dict[str, list[bpmod.Veth]] = {}
         for v in links:
