@@ -55,13 +55,15 @@ def main() -> None:
     ap.add_argument("--probe-pps", type=int, default=100)
     ap.add_argument("--stream-pps", type=int, default=10)
     ap.add_argument("--stream-bytes", type=int, default=1000)
+    ap.add_argument("--per-process", action="store_true",
+                    help="bring the cell up link by link, a tc/nft/iptables process each (the old path)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root")
     topo = dataclasses.replace(load_topology(ROOT / "topologies/wifi-phones.yaml").scaled("phone", args.stations),
                                name=NAME)
     plan = make_plan(topo)
-    tb = LocalBackend().up(plan)
+    tb = LocalBackend(inprocess=not args.per_process).up(plan)
     try:
         server = tb.address("server-1")
         phones = [f"phone-{i}" for i in range(1, args.stations + 1)]
