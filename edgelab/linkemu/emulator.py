@@ -543,10 +543,14 @@ class LinkEmulator:
                     q_in, q_out = queue(ns, link, dev, "in"), queue(ns, link, dev, "out")
                     rec["queues"], rec["families"] = [q_in, q_out], self._families(ns)
                     specs.setdefault(_ns_key(ns), []).extend(C.nfqueue_rule_specs(dev, q_in, q_out))
-        # Recorded before installing: one write per namespace.
+        # Recorded before installing: one write per namespace (compact JSON, the directory
+        # checked once).
+        self._ensure_state_dir()
         for key, c in cfgs.items():
-            with self._lock(None if key == "_root" else key):
-                self._save(None if key == "_root" else key, c)
+            ns = None if key == "_root" else key
+            with self._lock(ns):
+                write_atomic(self._cfg_path(ns), json.dumps(c, separators=(",", ":")))
+                self._touched.add(key)
         netlink.commit()
         if specs:
             # The delayer binds every queue (one reload for all namespaces) before rules point at them.
