@@ -141,7 +141,7 @@ def multihost_lines(plan: Plan, res: Reservation) -> list[str]:
         for s in net.segments:
             if s.capacity_mbit:
                 lines.append(f"  AP shaping on {mp.ap_hosts[net.name]} (bridge namespace "
-                             f"{mh.bridge_ns(mp.testbed, mp.share(mp.ap_hosts[net.name]).index, net.name)}): "
+                             f"{mh.bridge_ns(mp, mp.share(mp.ap_hosts[net.name]).index, net.name)}): "
                              f"airtime budget {s.capacity_mbit:.1f} Mbit/s (Bianchi, {len(s.stations)} stations), "
                              "one HTB class per station (edgelab.linkemu apply_shared_medium)")
     for h in hosts[:2]:

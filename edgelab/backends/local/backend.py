@@ -374,7 +374,10 @@ class LocalBackend(Backend):
         self.state_dir = state_dir
         self.workers = workers
 
-    def up(self, plan: Plan) -> LocalTestbed:
+    def up(self, plan: Plan, share: Any = None) -> LocalTestbed:
+        """Build ``plan``; with ``share`` (a :class:`~.share.ShareSpec`), only one host's share of
+        a testbed folded over several hosts: its nodes, the bridges they use, the VXLAN ports to
+        the other hosts and the Wi-Fi budgets whose access point is here."""
         from ...linkemu import LinkEmulator
 
         if os.geteuid() != 0:
@@ -383,6 +386,8 @@ class LocalBackend(Backend):
         name = plan.topology.name
         state = StateFile(name, self.state_dir)
         bp = bpmod.build(plan)
+        if share is not None:
+            bp = share.restrict(bp, plan)
         layout = cgroups.detect_layout()
         leftovers = netns.list_owned(name)
         if leftovers and not state.exists():
@@ -419,6 +424,7 @@ class LocalBackend(Backend):
             wiring.create_namespaces(bp, handles)
             wiring.create_bridges(bp, handles)
             wiring.create_veths(bp, handles)
+            wiring.create_tunnels(bp, handles)
             wiring.install_routes(bp, handles)
             handles.close()
             tb.private = privdirs.setup(plan)
@@ -461,7 +467,8 @@ class LocalBackend(Backend):
             state.update(linkemu=emulator.state())
             for fut in [ex.submit(emulator.apply_shared_medium, s.ns, s.name, list(s.ports), s.capacity_mbit,
                                   list(s.station_macs) or None,
-                                  list(s.station_rates) if s.station_rates and s.station_macs else None)
+                                  list(s.station_rates) if s.station_rates and s.station_macs else None,
+                                  s.station_only)
                         for s in bp.shared]:
                 fut.result()
 

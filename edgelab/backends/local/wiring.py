@@ -16,6 +16,7 @@ from pyroute2 import IPRoute
 from ...errors import BackendError
 from . import netns
 from .blueprint import Blueprint
+from .naming import BRIDGE
 
 BASE_SYSCTLS = {
     # No IPv6: router/neighbour solicitations would be background traffic on
@@ -96,8 +97,11 @@ def create_veths(bp: Blueprint, handles: Handles) -> None:
         ha = handles[v.a.ns]
         try:
             kw = {"address": v.a.mac} if v.a.mac else {}
-            ha.link("add", ifname=v.a.ifname, kind="veth", peer={"ifname": v.b.ifname, "net_ns_fd": v.b.ns},
-                    **kw)
+            peer = {"ifname": v.b.ifname, "net_ns_fd": v.b.ns}
+            if v.a.mtu:   # a network spanning hosts: both ends leave room for the VXLAN header
+                kw["mtu"] = v.a.mtu
+                peer["mtu"] = v.b.mtu or v.a.mtu
+            ha.link("add", ifname=v.a.ifname, kind="veth", peer=peer, **kw)
         except Exception as e:
             raise BackendError(f"cannot create veth {v.a.ns}/{v.a.ifname} <-> {v.b.ns}/{v.b.ifname} "
                                f"({v.label}): {e}") from e
@@ -134,3 +138,35 @@ def install_routes(bp: Blueprint, handles: Handles) -> None:
 
 def veth_names(bp: Blueprint) -> Iterable[str]:
     return (f"{v.a.ns}/{v.a.ifname}" for v in bp.veths)
+
+
+def create_tunnels(bp: Blueprint, handles: Handles) -> None:
+    """Each spanned network's VXLAN port, enslaved to its bridge.
+
+    The device is created from this (the host's) namespace straight into the bridge's
+    namespace (``IFLA_NET_NS_FD`` on RTM_NEWLINK): the kernel binds its UDP socket in the
+    namespace of the netlink request (drivers/net/vxlan: ``vxlan_newlink`` gets the
+    requester's ``src_net``), so it talks to the other hosts over the host's own network while
+    only the bridge sees it, and it never exists in the host's namespace, where nothing would
+    remove it after a crash. One all-zero FDB entry per peer host: head-end replication of
+    broadcasts and unknown unicast, no multicast needed on the underlay.
+    """
+    if not bp.tunnels:
+        return
+    with IPRoute() as here:
+        for t in bp.tunnels:
+            try:
+                here.link("add", ifname=t.dev, kind="vxlan", vxlan_id=t.vni, vxlan_local=t.local,
+                          vxlan_port=t.port, vxlan_learning=1, mtu=t.mtu, net_ns_fd=t.ns)
+            except Exception as e:
+                raise BackendError(f"cannot create VXLAN {t.dev} (id {t.vni}, local {t.local}) for network "
+                                   f"{t.network} in {t.ns}: {e}") from e
+    for t in bp.tunnels:
+        h = handles[t.ns]
+        idx = _ifindex(h, t.dev)
+        for peer in t.peers:
+            try:
+                h.fdb("append", ifindex=idx, lladdr="00:00:00:00:00:00", dst=peer)
+            except Exception as e:
+                raise BackendError(f"cannot add peer {peer} to VXLAN {t.dev} of network {t.network}: {e}") from e
+        h.link("set", index=idx, master=_ifindex(h, BRIDGE), state="up")
