@@ -22,6 +22,16 @@ Judged metrics: median request latency, CPU time per request of the phones
 recorded and reported but not judged by default (it needs many more requests
 than a quick run sends to be stable to 5 %).
 
+Over several hosts (``--backend ssh --inventory FILE --hosts 1,2,3``): each
+virtual topology (``--factors`` phones and their server) runs with every node
+on the inventory's first host and spread over its first 2, 3... hosts (each
+host builds its share with the local backend; VXLAN joins the hosts' bridges;
+placement by :func:`edgelab.folding.fold`, at most ⌈N/M⌉ nodes per host), and
+each host count is judged against the 1-host baseline per factor
+(:mod:`analysis.folding_hosts`). The placement and tunnels of every point are
+in its ``raw/<point>/facts.json``. This mode runs ``--reps`` repetitions (no
+adaptive rounds).
+
 ``--quick`` (the default) sweeps factors 1,2,4,8,16,32 with 3 repetitions, up to
 6 with the adaptive rounds, within a 300 s budget; ``--full`` goes to 64 with 5
 repetitions, up to 10.
@@ -31,12 +41,13 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Optional
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 
 from edgelab.adaptive import judgeable, run_adaptive
-from edgelab.experiment import (testbed_name, backend_from_args, common_arguments, console, dry_run, finish, int_list,
-                                main_guard)
+from edgelab.experiment import (testbed_name, backend_from_args, backend_options, common_arguments, console, dry_run,
+                                finish, int_list, main_guard, run_sweep)
 from edgelab.scenario_topologies import folding_topology
 from edgelab.scenarios import FoldLoad, folding_point
 
@@ -67,6 +78,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="adaptive repetitions: at most this many per factor (quick 6, full 10; = --reps: none)")
     p.add_argument("--budget", type=float, default=None,
                    help="seconds the sweep may take with its adaptive rounds (quick 300, full 3600)")
+    p.add_argument("--hosts", type=int_list, default=None,
+                   help="--backend ssh: spread each virtual topology over this many of the inventory's hosts "
+                        "(e.g. 1,2,3; must include 1, the baseline)")
     p.add_argument("--warm-host", action=argparse.BooleanOptionalAction, default=True,
                    help="local backend: keep the CPUs out of idle states during the sweep (default on)")
     mode = p.add_mutually_exclusive_group()
@@ -83,14 +97,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     a.seconds = a.seconds or (10.0 if a.full else 4.0)
     a.max_reps = max(a.reps, a.max_reps or (10 if a.full else 6))
     a.budget = a.budget or (3600.0 if a.full else 300.0)
-    if a.reps < 2:
+    if a.hosts is not None:
+        a.hosts = sorted(set(a.hosts))
+        if a.hosts[0] < 1 or 1 not in a.hosts:
+            p.error(f"--hosts must list host counts >= 1 including 1, the baseline (got {a.hosts})")
+        if not (a.backend == "ssh" or a.inventory):
+            p.error("--hosts spreads the topology over an inventory's hosts: add --backend ssh --inventory FILE")
+        a.max_reps = a.reps   # no adaptive rounds over hosts (see the module docstring)
+    elif a.reps < 2:
         p.error("--reps must be at least 2: the equivalence test needs an interval per factor")
     return a
 
 
-def sweep_points(factors: list[int], reps: int) -> list[dict]:
+def sweep_points(factors: list[int], reps: int, hosts: Optional[list[int]] = None) -> list[dict]:
     """Repetitions interleaved (all factors, then again) so slow drifts of the host
     (thermal, other load) spread over every factor instead of biasing one."""
+    if hosts is not None:
+        return [{"factor": f, "hosts": h, "rep": r} for r in range(reps) for f in factors for h in hosts]
     return [{"factor": f, "rep": r} for r in range(reps) for f in factors]
 
 
@@ -104,11 +127,13 @@ def verdict_of(run_path, a: argparse.Namespace):
 
 def main(argv=None) -> int:
     a = parse_args(argv)
-    if a.backend == "ssh" or a.inventory:
+    if (a.backend == "ssh" or a.inventory) and a.hosts is None:
         from edgelab.errors import EdgelabError
 
-        raise EdgelabError("folding measures N virtual nodes folded onto one host; real devices in an "
-                           "inventory are one node each, so there is nothing to fold: use the local, nxc or g5k backend")
+        raise EdgelabError("folding with --backend ssh folds the topology onto the inventory's hosts: say over how "
+                           "many with --hosts (e.g. --hosts 1,2); each host then runs its share with the local backend")
+    if a.hosts is not None:
+        return main_hosts(a)
     params = {"factors": a.factors, "reps": a.reps, "seconds": a.seconds, "rate_rps": a.rate,
               "image_kb": a.image_kb, "tolerance": a.tolerance, "metrics": a.metrics, "alpha": a.alpha,
               "max_reps": a.max_reps, "budget_s": a.budget, "warm_host": a.warm_host}
@@ -143,6 +168,54 @@ def main(argv=None) -> int:
             console.print(f"  factor {f} ({verdict.verdicts.get(int(f), 'baseline')}): {devs}{host}", highlight=False, soft_wrap=True)
         print(f"max faithful folding factor: {verdict.max_factor}")
         print(f"breaking point: {verdict.breaking_point if verdict.breaking_point is not None else 'none'}")
+    return finish(outcome, a)
+
+
+def main_hosts(a: argparse.Namespace) -> int:
+    """The same virtual topologies on 1 host and spread over more (see the module docstring)."""
+    from edgelab.remote.folded import FoldedBackend
+
+    opts = backend_options(a.backend_opt)
+    inventory = a.inventory or opts.pop("inventory", None)
+    opts.pop("inventory", None)
+    if not inventory:
+        from edgelab.errors import EdgelabError
+
+        raise EdgelabError("--hosts needs --inventory FILE: the hosts to fold over (scripts/ssh-devices writes one)")
+    backends = {h: FoldedBackend(inventory, h, **opts) for h in a.hosts}
+    params = {"factors": a.factors, "hosts": a.hosts, "reps": a.reps, "seconds": a.seconds, "rate_rps": a.rate,
+              "image_kb": a.image_kb, "tolerance": a.tolerance, "metrics": a.metrics, "alpha": a.alpha,
+              "baseline": "1 host", "inventory": str(inventory)}
+    points = sweep_points(a.factors, a.reps, a.hosts)
+    if a.dry_run:
+        from edgelab.plan import make_plan
+
+        for f in a.factors:
+            plan = make_plan(folding_topology(f, name=TESTBED))
+            for h in a.hosts:
+                print(f"### factor {f} over {h} host(s)\n{backends[h].dry_run(plan)}")
+        return 0
+
+    def measure(point, run):
+        load = FoldLoad(seconds=a.seconds, rate_rps=a.rate, image_bytes=a.image_kb * 1000, seed=1 + point["rep"])
+        return folding_point(folding_topology(point["factor"], name=TESTBED), backend=backends[point["hosts"]],
+                             run=run, point=point, load=load)
+
+    sweep = dict(experiment="folding", param_names=["factor", "hosts", "rep"], measure=measure, params=params,
+                 results_root=a.results, backend="ssh", keep_going=a.keep_going, will_report=not a.no_report)
+    outcome = run_sweep(points=points, resume=a.resume, **sweep)
+    if outcome.status != "interrupted" and judgeable(outcome.run.path):
+        from analysis.folding_hosts import hosts_verdicts
+        from analysis.load import load_run
+
+        verdicts = hosts_verdicts(load_run(outcome.run.path).df, a.metrics, tolerance=a.tolerance, alpha=a.alpha)
+        print("Folding over hosts: each factor's virtual topology spread over M hosts, judged against all of it "
+              "on 1 host (the baseline)")
+        for v in verdicts.values():
+            console.print(f"  {v.describe()}", highlight=False, soft_wrap=True, markup=False)
+            for r in v.table[v.table["hosts"] != 1].itertuples():
+                console.print(f"    {r.hosts} hosts: {r.metric} {r.degradation:+.1%} ({r.decision})",
+                              highlight=False, soft_wrap=True, markup=False)
     return finish(outcome, a)
 
 
