@@ -212,10 +212,9 @@ def main_hosts(a: argparse.Namespace) -> int:
         print("Folding over hosts: each factor's virtual topology spread over M hosts, judged against all of it "
               "on 1 host (the baseline)")
         for v in verdicts.values():
-            console.print(f"  {v.describe()}", highlight=False, soft_wrap=True, markup=False)
+            print(f"  {v.describe()}")
             for r in v.table[v.table["hosts"] != 1].itertuples():
-                console.print(f"    {r.hosts} hosts: {r.metric} {r.degradation:+.1%} ({r.decision})",
-                              highlight=False, soft_wrap=True, markup=False)
+                print(f"    {r.hosts} hosts: {r.metric} {r.degradation:+.1%} ({r.decision})")
     return finish(outcome, a)
 
 

@@ -192,10 +192,14 @@ def test_up_without_grid5000_access_raises(tmp_path):
     assert "Grid'5000 API access" in str(err.value) and "`nxc` (NixOS-Compose) is not on PATH" in str(err.value)
 
 
-def test_up_refuses_folding_it_cannot_deploy(tmp_path):
-    backend = G5kBackend(max_per_host=3, flake_dir=str(tmp_path), access_check=lambda: [])
-    with pytest.raises(BackendError, match="folding 3 virtual nodes"):
+def test_folded_up_needs_grid5000_access_but_not_nxc(tmp_path):
+    """Above factor 1 each machine runs its share with the local backend (tests/test_multihost.py
+    brings one up over SSH-lab machines): no nxc needed, only the API."""
+    backend = G5kBackend(max_per_host=3, flake_dir=str(tmp_path), access_check=lambda: ["no API here"],
+                         which=lambda n: None)
+    with pytest.raises(BackendError) as err:
         backend.up(wifi_plan())
+    assert "no API here" in str(err.value) and "nxc" not in str(err.value)
 
 
 class FakeProvider:

@@ -59,9 +59,10 @@ def node_script(d: Device, info: Mapping[str, Any], argv: Union[str, Sequence[st
     """POSIX sh run as root on the node's host: join its cgroup, enter its namespace, exec ``argv``.
 
     The same two steps as the local backend's pre-exec (``_preexec``: cgroup.procs first, so
-    nothing the command forks escapes the quota, then the network namespace); ``ip netns exec``
-    also gives the command the namespace's /sys. ``confine=False``: on the host itself, for
-    stand-ins of outside equipment (a modelled power plug)."""
+    nothing the command forks escapes the quota, then only the network namespace, with
+    ``nsenter``: ``ip netns exec`` would also remount /sys, hiding the host's cgroups, which the
+    local backend's nodes see). ``confine=False``: on the host itself, for stand-ins of outside
+    equipment (a modelled power plug)."""
     if isinstance(argv, str):
         cmd = f"sh -c {shlex.quote(argv)}"
     else:
@@ -69,7 +70,7 @@ def node_script(d: Device, info: Mapping[str, Any], argv: Union[str, Sequence[st
     if not confine:
         return f"exec {cmd}"
     join = "".join(f"echo $$ > {shlex.quote(f)} && " for f in info["procs"])
-    return f"{join}exec ip netns exec {shlex.quote(info['netns'])} {cmd}"
+    return f"{join}exec nsenter --net={shlex.quote('/run/netns/' + info['netns'])} {cmd}"
 
 
 def delayer_check_script(state_dir: str) -> str:
@@ -254,12 +255,12 @@ def down_shares(transport: Transport, mp: mh.MultiHostPlan) -> list[str]:
 
 def bring_up(plan: Plan, transport: Transport, mp: mh.MultiHostPlan, *, engine: Optional[str] = None,
              backend: str = "ssh", extra_facts: Optional[Mapping[str, Any]] = None,
-             timeout: float = SHARE_UP_TIMEOUT) -> FoldedTestbed:
+             timeout: float = SHARE_UP_TIMEOUT, testbed_cls: type = None) -> FoldedTestbed:
     """Every share at once (edgelab already installed on the hosts); all rolled back if one fails."""
     from ..backends.local.share import share_document
     from ..wire import plan_digest
 
-    tb = FoldedTestbed(plan, transport, mp, backend=backend, extra_facts=extra_facts)
+    tb = (testbed_cls or FoldedTestbed)(plan, transport, mp, backend=backend, extra_facts=extra_facts)
     digest = plan_digest(plan)
     docs = {s.host: share_document(plan.topology, digest, mh.share_spec(mp, s.host), engine) for s in mp.shares}
     t0 = time.monotonic()

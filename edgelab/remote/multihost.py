@@ -108,6 +108,10 @@ def node_ns(testbed: str, index: int, node: str) -> str:
 def plan_hosts(plan: Plan, assignment: Mapping[str, str], addresses: Mapping[str, str]) -> MultiHostPlan:
     """Shares, tunnels and AP hosts for ``assignment`` (node -> host) over hosts at ``addresses``."""
     missing = [n.name for n in plan.nodes if n.name not in assignment]
+    private = [g.name for g in plan.topology.groups if g.private is not None]
+    if private and len(set(assignment.values())) > 1:
+        raise BackendError(f"group(s) {', '.join(private)} have private directories, which folding over several "
+                           "hosts does not set up yet: fold onto one host, or drop 'private:'")
     for net in plan.networks:
         if net.kind == "batman-mesh" and len({assignment.get(m) for m in net.members}) > 1:
             raise BackendError(f"mesh network {net.name!r} would span hosts: its links are veth pairs between "
