@@ -275,8 +275,12 @@ def bring_up(plan: Plan, transport: Transport, mp: mh.MultiHostPlan, *, engine: 
         except (ValueError, IndexError) as exc:
             return BackendError(f"host {host}: share-up answered no JSON ({exc})")
 
-    with ThreadPoolExecutor(max_workers=max(1, len(docs))) as ex:
-        results = dict(zip(docs, ex.map(one, list(docs))))
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, len(docs))) as ex:
+            results = dict(zip(docs, ex.map(one, list(docs))))
+    except BaseException:   # interrupted while hosts build: what got built goes too
+        down_shares(transport, mp)
+        raise
     errors = [f"host {h}: {r}" for h, r in results.items() if isinstance(r, BackendError)]
     tb.shares = {h: r for h, r in results.items() if isinstance(r, dict)}
     tb.timings["shares_up"] = time.monotonic() - t0
