@@ -261,7 +261,8 @@ def test_when_one_host_fails_every_share_is_rolled_back(lab):
 @root
 def test_folding_over_one_and_two_hosts_end_to_end(lab, tmp_path):
     r = subprocess.run([sys.executable, "experiments/folding.py", "--backend", "ssh", "--inventory", str(lab.inventory),
-                        "--hosts", "1,2", "--factors", "2", "--reps", "1", "--seconds", "1", "--results", str(tmp_path)],
+                        "--hosts", "1,2", "--factors", "2", "--reps", "1", "--seconds", "1", "--min-requests", "0",
+                        "--results", str(tmp_path)],
                        cwd=REPO, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "judged against all of it on 1 host" in r.stdout, r.stdout
