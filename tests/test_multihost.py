@@ -127,6 +127,29 @@ def test_a_mesh_cannot_span_hosts_and_bad_share_documents_are_refused():
         parse_document("{")
 
 
+def test_folding_dry_run_over_hosts_shows_each_points_placement_and_tunnels(tmp_path):
+    inv = tmp_path / "hosts.yaml"
+    inv.write_text("devices:\n" + "".join(f"  - {{node: h{i}, host: 192.0.2.{i}}}\n" for i in (1, 2, 3)))
+    r = subprocess.run([sys.executable, "experiments/folding.py", "--inventory", str(inv), "--hosts", "1,3",
+                        "--factors", "5", "--dry-run"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "### factor 5 over 1 host(s)" in r.stdout and "### factor 5 over 3 host(s)" in r.stdout
+    assert re.search(r"host 3 h3 \(192\.0\.2\.3\): local testbed fold-\d+-h3: ", r.stdout), r.stdout
+    assert r.stdout.count("tunnel lan on") == 3, r.stdout
+
+
+def test_a_node_command_joins_its_cgroup_before_entering_its_namespace():
+    from edgelab.remote.folded import node_script
+    from edgelab.remote.inventory import Device
+
+    d = Device(name="h1", node="h1", host="192.0.2.1", python="/opt/py")
+    info = {"procs": ["/sys/fs/cgroup/cpu/edgelab/x-h1/phone-1/cgroup.procs"], "netns": "el-x-h1.phone-1"}
+    s = node_script(d, info, ["python3", "-m", "edgelab.services.phone", "--port", "8080"])
+    assert s == ("echo $$ > /sys/fs/cgroup/cpu/edgelab/x-h1/phone-1/cgroup.procs && exec nsenter "
+                 "--net=/run/netns/el-x-h1.phone-1 /opt/py -m edgelab.services.phone --port 8080")
+    assert node_script(d, info, "echo $HOME", confine=False) == "exec sh -c 'echo $HOME'"
+
+
 def test_g5k_dry_run_of_a_folded_wifi_topology_shows_conf_placement_tunnels_and_the_ap_shaping():
     from edgelab.backends.g5k import dry_run
 
@@ -260,10 +283,20 @@ def test_when_one_host_fails_every_share_is_rolled_back(lab):
 
 @root
 def test_folding_over_one_and_two_hosts_end_to_end(lab, tmp_path):
-    r = subprocess.run([sys.executable, "experiments/folding.py", "--backend", "ssh", "--inventory", str(lab.inventory),
-                        "--hosts", "1,2", "--factors", "2", "--reps", "1", "--seconds", "1", "--min-requests", "0",
-                        "--results", str(tmp_path)],
-                       cwd=REPO, capture_output=True, text=True, timeout=240)
+    from edgelab.remote.folded import FoldedBackend
+
+    p = subprocess.Popen([sys.executable, "experiments/folding.py", "--backend", "ssh", "--inventory", str(lab.inventory),
+                          "--hosts", "1,2", "--factors", "2", "--reps", "1", "--seconds", "1", "--min-requests", "0",
+                          "--results", str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = p.communicate(timeout=240)
+    finally:
+        p.kill()
+        p.wait()
+        # what a killed run would leave, removed the way a user would (edgelab.experiment.testbed_name)
+        FoldedBackend(str(lab.inventory), 2).down(f"fold-{p.pid}")
+        assert leftovers(f"fold-{p.pid}") == []
+    r = subprocess.CompletedProcess(p.args, p.returncode, out, err)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "judged against all of it on 1 host" in r.stdout, r.stdout
     assert re.search(r"factor 2 \(2 phones \+ server\) spread over hosts vs all on 1 host .*: 2 hosts "
