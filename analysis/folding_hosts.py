@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 
 import pandas as pd
 
-from .folding import degradation_table
+from .folding import HOST_SIGNALS, degradation_table, host_signals
 from .load import ResultsError
 
 PARAM = "hosts"
@@ -36,6 +36,7 @@ class HostsVerdict:
     verdicts: dict[int, str] = field(default_factory=dict)       # hosts -> faithful|unfaithful|better|inconclusive
     violations: dict[int, list[tuple[str, float]]] = field(default_factory=dict)
     judged_on_mean: bool = False
+    signals: dict[int, dict[str, float]] = field(default_factory=dict)  # hosts -> mean signals of the busiest host
 
     def describe(self) -> str:
         per = ", ".join(f"{h} hosts {v.upper() if v == 'unfaithful' else v}" for h, v in sorted(self.verdicts.items()))
@@ -43,7 +44,12 @@ class HostsVerdict:
                f"two one-sided tests at α = {self.alpha:g}")
         s = (f"factor {self.factor} ({self.factor} phones + server) spread over hosts vs all on 1 host "
              f"(tolerance ±{self.tolerance:.1%}, {how}): {per or 'no other host count measured'}")
-        bad = [f"{h} hosts: " + ", ".join(f"{m} {d:+.1%}" for m, d in v) for h, v in sorted(self.violations.items())]
+        bad = []
+        for h, v in sorted(self.violations.items()):
+            sig = self.signals.get(h, {})
+            load = ", ".join(f"{HOST_SIGNALS[k]} {x:.2f}" for k, x in sig.items())
+            bad.append(f"{h} hosts: " + ", ".join(f"{m} {d:+.1%}" for m, d in v)
+                       + (f"; busiest host: {load}" if load else ""))
         return s + (f" ({'; '.join(bad)})" if bad else "") + "."
 
 
@@ -74,5 +80,5 @@ def hosts_verdicts(df: pd.DataFrame, metrics: Optional[Sequence[str]] = None, *,
             else:
                 verdicts[h] = "faithful"
         out[f] = HostsVerdict(f, tolerance, alpha, table, verdicts, violations,
-                              not bool(table["ci_defined"].all()))
+                              not bool(table["ci_defined"].all()), host_signals(sub, PARAM))
     return out

@@ -308,3 +308,22 @@ class HostWarmer:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def main() -> int:
+    """``python3 -m edgelab.hostload``: sample this host from now until a line (or EOF) arrives on
+    stdin, then print the window's :class:`HostLoad` as one JSON line. A testbed folded over several
+    hosts runs this on each of them around a measurement (:mod:`edgelab.remote.folded`)."""
+    import dataclasses
+    import json
+    import sys
+
+    sampler = HostLoadSampler().start()
+    print("READY", flush=True)
+    sys.stdin.readline()
+    print(json.dumps(dataclasses.asdict(sampler.stop())), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -150,6 +150,26 @@ def test_a_node_command_joins_its_cgroup_before_entering_its_namespace():
     assert node_script(d, info, "echo $HOME", confine=False) == "exec sh -c 'echo $HOME'"
 
 
+def test_the_hosts_verdict_judges_each_host_count_against_one_host_and_names_the_busiest_host():
+    import pandas as pd
+
+    from analysis.folding_hosts import hosts_verdicts
+
+    rows = []
+    for rep in range(3):
+        for hosts, lat, busy in ((1, 10.0, 0.3), (2, 10.05, 0.3), (3, 14.0, 0.97)):
+            point = f"factor=4,hosts={hosts},rep={rep}"
+            for metric, value in (("latency_ms_p50", lat + 0.02 * rep), ("host_cpu_busy", busy)):
+                rows.append({"point": point, "factor": 4, "hosts": hosts, "rep": rep, "metric": metric,
+                             "value": value, "unit": "", "node": "", "time": 0.0})
+    (v,) = hosts_verdicts(pd.DataFrame(rows), ["latency_ms_p50"]).values()
+    assert v.verdicts == {2: "faithful", 3: "unfaithful"}
+    text = v.describe()
+    assert "vs all on 1 host" in text and "3 hosts: latency_ms_p50 +39.9%; busiest host: CPU busy 0.97" in text, text
+    with pytest.raises(Exception, match="no 1-host baseline"):
+        hosts_verdicts(pd.DataFrame([r for r in rows if r["hosts"] != 1]), ["latency_ms_p50"])
+
+
 def test_g5k_dry_run_of_a_folded_wifi_topology_shows_conf_placement_tunnels_and_the_ap_shaping():
     from edgelab.backends.g5k import dry_run
 
@@ -309,9 +329,13 @@ def test_folding_over_one_and_two_hosts_end_to_end(lab, tmp_path):
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["params"]["hosts"] == [1, 2] and manifest["params"]["baseline"] == "1 host"
     assert "1 host" in (run / "report" / "summary.md").read_text()
-    rows = [json.loads(x) for x in (run / "measurements.jsonl").read_text().splitlines()] \
-        if (run / "measurements.jsonl").exists() else None
-    assert rows is None or any(x.get("metric") == "latency_ms_p50" for x in rows)
+    import csv
+
+    with open(run / "measurements.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    for hosts in ("1", "2"):   # every point: its latency, and the (most loaded) host's overload signals
+        at = {r["metric"] for r in rows if r["hosts"] == hosts}
+        assert {"latency_ms_p50", "cpu_time_ms_per_request", "host_cpu_busy", "host_runqueue"} <= at, (hosts, at)
 
 
 @root

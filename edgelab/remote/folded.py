@@ -82,6 +82,57 @@ def delayer_check_script(state_dir: str) -> str:
             "then echo alive $p; else echo dead $p; fi")
 
 
+class HostsLoadSampler:
+    """The hosts' own overload signals during a measurement window (``python3 -m edgelab.hostload``
+    on every host, unconfined): each host's :class:`~edgelab.hostload.HostLoad`, and as the point's
+    rows the most loaded host's (that host is what an unfaithful point would be blamed on).
+    A host whose sampler fails is left out (and named in :attr:`errors`), never the measurement."""
+
+    def __init__(self, transport: Transport, hosts: Sequence[str]) -> None:
+        self.transport, self.hosts = transport, list(hosts)
+        self._procs: dict[str, subprocess.Popen] = {}
+        self.results: dict[str, Any] = {}
+        self.errors: dict[str, str] = {}
+
+    def start(self) -> "HostsLoadSampler":
+        for h in self.hosts:
+            self._procs[h] = self.transport.popen(h, ["python3", "-m", "edgelab.hostload"], stdin=subprocess.PIPE,
+                                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        for h, p in list(self._procs.items()):
+            if p.stdout.readline().strip() != b"READY":
+                self.errors[h] = "the host's load sampler did not start"
+                self._procs.pop(h)
+                p.kill()
+        return self
+
+    def stop(self) -> dict[str, Any]:
+        from ..hostload import HostLoad
+
+        for h, p in self._procs.items():
+            try:
+                out, _ = p.communicate(b"stop\n", timeout=15)
+                self.results[h] = HostLoad(**json.loads(out.decode().strip().splitlines()[-1]))
+            except (subprocess.TimeoutExpired, ValueError, IndexError, TypeError) as exc:
+                self.errors[h] = f"no load figures: {type(exc).__name__}"
+                p.kill()
+        self._procs.clear()
+        return self.results
+
+    def measurements(self) -> list:
+        from ..results import Measurement
+
+        if not self.results:
+            return []
+        loads = list(self.results.values())
+        rows = [Measurement("host_cpu_busy", max(r.busy for r in loads), "fraction"),
+                Measurement("host_cpu_softirq", max(r.softirq for r in loads), "fraction"),
+                Measurement("host_runqueue", max(r.runqueue for r in loads), "tasks")]
+        psi = [r.pressure for r in loads if r.pressure is not None]
+        if psi:
+            rows.append(Measurement("host_cpu_pressure", max(psi), "fraction"))
+        return rows
+
+
 class FoldedTestbed(Testbed):
     """Plan nodes folded onto several hosts (see the module docstring)."""
 
@@ -150,6 +201,10 @@ class FoldedTestbed(Testbed):
         if r.returncode != 0 or not r.stdout.split():
             parse_cpu_read(d, r.stdout, r.stderr)
         return r.stdout.split()[0]
+
+    def host_load_sampler(self) -> HostsLoadSampler:
+        """Overload signals of every host of the testbed, for a measurement window."""
+        return HostsLoadSampler(self.transport, [s.host for s in self.multihost.shares])
 
     # -------------------------------------------------------------- health
     def health_checks(self) -> list:
