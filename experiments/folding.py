@@ -29,8 +29,9 @@ host builds its share with the local backend; VXLAN joins the hosts' bridges;
 placement by :func:`edgelab.folding.fold`, at most ⌈N/M⌉ nodes per host), and
 each host count is judged against the 1-host baseline per factor
 (:mod:`analysis.folding_hosts`). The placement and tunnels of every point are
-in its ``raw/<point>/facts.json``. This mode runs ``--reps`` repetitions (no
-adaptive rounds).
+in its ``raw/<point>/facts.json``. Adaptive rounds add one repetition of every
+host count of a factor whose verdict is still inconclusive, within
+``--max-reps`` and ``--budget``.
 
 ``--quick`` (the default) sweeps factors 1,2,4,8,16,32 with 3 repetitions, up to
 6 with the adaptive rounds, within a 300 s budget; ``--full`` goes to 64 with 5
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from typing import Optional
 
 import _common  # noqa: F401  (puts the repository on sys.path)
@@ -109,7 +111,6 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error(f"--hosts must list host counts >= 1 including 1, the baseline (got {a.hosts})")
         if not (a.backend == "ssh" or a.inventory):
             p.error("--hosts spreads the topology over an inventory's hosts: add --backend ssh --inventory FILE")
-        a.max_reps = a.reps   # no adaptive rounds over hosts (see the module docstring)
     elif a.reps < 2:
         p.error("--reps must be at least 2: the equivalence test needs an interval per factor")
     return a
@@ -202,7 +203,8 @@ def main_hosts(a: argparse.Namespace) -> int:
 
         raise EdgelabError("--hosts needs --inventory FILE: the hosts to fold over (scripts/ssh-devices writes one)")
     backends = {h: FoldedBackend(inventory, h, **opts) for h in a.hosts}
-    params = {"factors": a.factors, "hosts": a.hosts, "reps": a.reps, "seconds": a.seconds,
+    params = {"factors": a.factors, "hosts": a.hosts, "reps": a.reps, "max_reps": a.max_reps, "budget_s": a.budget,
+              "seconds": a.seconds,
               "min_requests": a.min_requests,
               "point_seconds": {str(f): point_seconds(a.seconds, a.min_requests, a.rate, f) for f in a.factors},
               "rate_rps": a.rate,
@@ -226,12 +228,38 @@ def main_hosts(a: argparse.Namespace) -> int:
 
     sweep = dict(experiment="folding", param_names=["factor", "hosts", "rep"], measure=measure, params=params,
                  results_root=a.results, backend="ssh", keep_going=a.keep_going, will_report=not a.no_report)
-    outcome = run_sweep(points=points, resume=a.resume, **sweep)
-    if outcome.status != "interrupted" and judgeable(outcome.run.path):
-        from analysis.folding_hosts import hosts_verdicts
-        from analysis.load import load_run
+    from analysis.folding_hosts import hosts_verdicts
+    from analysis.load import ResultsError, load_run
 
-        verdicts = hosts_verdicts(load_run(outcome.run.path).df, a.metrics, tolerance=a.tolerance, alpha=a.alpha)
+    def verdicts_of(path):
+        return hosts_verdicts(load_run(path).df, a.metrics, tolerance=a.tolerance, alpha=a.alpha)
+
+    t0 = time.monotonic()
+    outcome = run_sweep(points=points, resume=a.resume, **sweep)
+    reps = {f: a.reps for f in a.factors}
+    while outcome.status == "complete":   # adaptive rounds: factors whose verdict is undecided
+        try:
+            undecided = [f for f, v in verdicts_of(outcome.run.path).items()
+                         if "inconclusive" in v.verdicts.values() and reps[f] < a.max_reps]
+        except ResultsError:
+            break
+        if not undecided:
+            break
+        extra = [{"factor": f, "hosts": h, "rep": reps[f]} for f in undecided for h in a.hosts]
+        spent = time.monotonic() - t0
+        need = spent / max(1, len(points)) * len(extra)
+        if spent + need > a.budget:
+            console.print(f"adaptive repetitions stop: the next round ({len(extra)} points, about {need:.0f} s) would "
+                          f"exceed the {a.budget:g} s budget", highlight=False, soft_wrap=True)
+            break
+        console.print(f"adaptive round: factor(s) {', '.join(map(str, undecided))} undecided over hosts; one more "
+                      "repetition of every host count", highlight=False, soft_wrap=True)
+        for f in undecided:
+            reps[f] += 1
+        points = points + extra
+        outcome = run_sweep(points=points, resume=outcome.run.path, **sweep)
+    if outcome.status != "interrupted" and judgeable(outcome.run.path):
+        verdicts = verdicts_of(outcome.run.path)
         print("Folding over hosts: each factor's virtual topology spread over M hosts, judged against all of it "
               "on 1 host (the baseline)")
         for v in verdicts.values():
