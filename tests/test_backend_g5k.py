@@ -5,6 +5,7 @@ EnOSlib objects are built offline and inspected; the provider is injected."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from types import SimpleNamespace
 
@@ -22,6 +23,7 @@ from edgelab.backends.g5k_reservation import (
     plan_reservation,
 )
 from edgelab.errors import BackendError, FoldingError
+from edgelab.linkemu.commands import DEFAULT_CLASS_SHARE
 from edgelab.model import LinkParams
 from edgelab.plan import make_plan
 from edgelab.topology import load_topology, parse_topology
@@ -155,7 +157,25 @@ def test_dry_run_text():
     assert "phone-3      <default-route NIC> out delay 2ms 0.5ms loss 0.5% rate 65mbit" in text
     assert "<default-route NIC>: the device of each node's default route" in text
     assert "server-1     <default-route NIC> in  delay 0.05ms rate 1000mbit" in text
-    assert "not emulated" in text and "wlan/segment0" in text
+    # the Wi-Fi cell's access point as a node (the uplink server): budget, per-station classes, routes
+    assert "not emulated" not in text
+    cap = wifi_plan(4).network("wlan").segments[0].capacity_mbit
+    assert (f"Wi-Fi cell wlan/0: access point server-1 (10.77.0.1) [uplink node], airtime budget {cap:.1f} Mbit/s "
+            "(Bianchi, 4 stations)") in text
+    assert ("on server-1: sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.send_redirects=0 "
+            "net.ipv4.conf.<default-route NIC>.send_redirects=0") in text
+    assert (f"on server-1: python3 -m edgelab.linkemu shared --dev '<default-route NIC>' --name air0 "
+            f"--capacity-mbit {cap:.6g} --tag ") in text
+    assert text.count("--station-mac '<MAC of phone-") == 4
+    share = (cap * (1 - DEFAULT_CLASS_SHARE)) / 4
+    per = re.search(r"per station: (.*)", text).group(1)
+    assert per.count(f"Mbit/s (ceil {cap:.1f})") == 4 and f"phone-4 {share:.2f} Mbit/s" in per, (per, share)
+    # every station reaches every other plan address through the AP (3 peers each), no route on the AP
+    routes = re.findall(r"on (\S+): ip route replace (\S+) via 10\.77\.0\.1 dev <default-route NIC>", text)
+    assert len(routes) == 4 * 3 and {n for n, _ in routes} == {f"phone-{i}" for i in range(1, 5)}
+    assert "server-1     <default-route NIC> in  delay 0.05ms rate 1000mbit  [not applied: Wi-Fi access point" in text
+    off = dry_run(wifi_plan(4), {"composition": "k3s-phones", "airtime": False})
+    assert "not emulated (airtime=false" in off and "wlan/segment0" in off and "access point" not in off
 
 
 def test_oar_project_and_flake_dir_are_separate_options():
@@ -239,8 +259,10 @@ def test_up_reserves_deploys_with_real_nxc_and_reaches_the_job_nodes(shim_env, m
         providers.append(FakeProvider(conf, JOB_NODES))
         return providers[-1]
 
+    # airtime=False: these stand-in nodes serve SSH in this machine's own network namespace, where the
+    # AP's routes and forwarding must not go (tests/test_backend_nxc.py proves the AP on netns guests)
     backend = G5kBackend(provider_factory=provider_factory, access_check=lambda: [],
-                         flake_dir=str(shim_env.project), ready_timeout=60)
+                         flake_dir=str(shim_env.project), ready_timeout=60, airtime=False)
     plan = wifi_plan(2)
     tb = backend.up(plan)
     try:

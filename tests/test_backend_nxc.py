@@ -13,7 +13,9 @@ node and its commands go over real SSH.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -199,7 +201,8 @@ def test_up_vm_through_real_nxc_then_commands_over_ssh(shim_env, vm_ports, monke
     # the guests boot with a FaaS orchestrator unit the experiment would start itself, and k3s
     monkeypatch.setenv("EDGELAB_SHIM_GUEST_UNITS", "edgelab-beaglepaas-orchestrator,k3s")
     plan = wifi_plan(2)
-    backend = get_backend("nxc", flake_dir=str(shim_env.project), ready_timeout=60)
+    # airtime=False: these guests share this machine's network namespace (the AP test below gives them their own)
+    backend = get_backend("nxc", flake_dir=str(shim_env.project), ready_timeout=60, airtime=False)
     tb = backend.up(plan)
     try:
         deployment = json.loads((shim_env.project / "deploy" / "k3s-phones::vm.json").read_text())
@@ -339,3 +342,90 @@ def test_real_nxc_build_f_vm_then_start_runs_the_default_composition(shim_env, v
         if start.poll() is None:
             os.killpg(start.pid, signal.SIGTERM)
         start.wait(timeout=30)
+
+
+# -- the access point as a node, on guests with their own network ------------------------------
+
+@pytest.fixture
+def netns_guests(shim_env, vm_ports, monkeypatch):
+    """Each guest's SSH sessions run in a network namespace of its own (tests/nxc_shims/_shim.py):
+    eth1 on one bridge with the node's plan address -- what nxc's vde switch and the composition's
+    edgelab.netem give a booted VM -- so the AP's routes, sysctls and IFB stay off this machine."""
+    if not shutil.which("nsenter"):
+        pytest.skip("nsenter (util-linux) is not installed")
+    plan = wifi_plan(3)
+    prefix = f"elnx{os.getpid() % 100000}"
+    made = []
+
+    def sh(*argv):
+        subprocess.run(list(argv), check=True, capture_output=True, text=True)
+
+    try:
+        sw = f"{prefix}-sw"
+        made.append(sw)
+        sh("ip", "netns", "add", sw)
+        sh("ip", "-n", sw, "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", sw, "link", "set", "br0", "up")
+        for i, n in enumerate(plan.nodes):
+            ns = f"{prefix}-{n.name}"
+            made.append(ns)
+            sh("ip", "netns", "add", ns)
+            sh("ip", "link", "add", "eth1", "netns", ns, "type", "veth", "peer", "name", f"p{i}", "netns", sw)
+            sh("ip", "-n", sw, "link", "set", f"p{i}", "master", "br0", "up")
+            sh("ip", "-n", ns, "addr", "add", n.interfaces[0].address, "dev", "eth1")
+            sh("ip", "-n", ns, "link", "set", "eth1", "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        monkeypatch.setenv("EDGELAB_SHIM_GUEST_NETNS", prefix)
+        yield plan, prefix
+    finally:
+        for ns in reversed(made):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def in_ns(ns: str, cmd: str) -> str:
+    return subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", cmd], capture_output=True, text=True).stdout
+
+
+def test_nxc_access_point_routes_shapes_and_down_undoes_it(shim_env, netns_guests):
+    """The real nxc starts the composition; the backend then makes the uplink server the cell's AP
+    over SSH (the same apply_cells as the ssh backend): stations reach each other through it, its
+    budget caps the cell, and down() leaves nothing of it."""
+    import sys
+
+    from edgelab.measure import concurrent_goodput
+
+    plan, prefix = netns_guests
+    server = f"{prefix}-server-1"
+    backend = get_backend("nxc", flake_dir=str(shim_env.project), ready_timeout=60, node_python=sys.executable)
+    tb = backend.up(plan)
+    try:
+        (cell,) = tb.facts()["access_points"]
+        cap = plan.network("wlan").segments[0].capacity_mbit
+        assert (cell["ap"], cell["stations"], cell["capacity_mbit"]) == ("server-1", 3, pytest.approx(cap))
+        assert "airtime budget on the access point" in tb.facts()["link_emulation"]
+        ap_ip = tb.address("server-1")
+        # phone -> phone crosses the AP (a routed hop: ttl 63), the AP forwards and sends no redirects
+        assert f"via {ap_ip} dev eth1" in tb.run("phone-1", ["ip", "route", "get", tb.address("phone-3")]).stdout
+        assert "ttl=63" in tb.run("phone-1", ["ping", "-c", "1", "-W", "2", tb.address("phone-3")]).stdout
+        assert in_ns(server, "sysctl -n net.ipv4.ip_forward net.ipv4.conf.all.send_redirects "
+                             "net.ipv4.conf.eth1.send_redirects").split() == ["1", "0", "0"]
+        # the budget on the AP's IFB: root, default class and one class per station
+        classes = in_ns(server, "for i in $(ip -o link | awk -F': ' '/air0/{print $2}' | cut -d@ -f1); do "
+                                "tc class show dev $i; done")
+        assert classes.count("class htb a:") == 5, classes
+        # its undo script is on the device before anything changed (what a crash-time down runs)
+        undo = dict(tb.cell_state.undo_files)
+        assert set(undo) == {"server-1", "phone-1", "phone-2", "phone-3"}, undo
+        assert f"ip route del {tb.address('phone-3')}/32 via {ap_ip} dev eth1" in \
+            tb.run("phone-1", ["cat", undo["phone-1"]]).stdout
+        assert "sysctl -qw net.ipv4.ip_forward=0" in tb.run("server-1", ["cat", undo["server-1"]]).stdout
+        shares = concurrent_goodput(tb, ["phone-1", "phone-2"], "server-1", seconds=1.5, network="wlan")
+        total = sum(s["goodput_mbit"] for s in shares.values())
+        assert 0.5 * cap <= total <= cap, (total, cap, shares)
+    finally:
+        tb.down()
+    assert "air0" not in in_ns(server, "ip -o link")
+    assert in_ns(server, "sysctl -n net.ipv4.ip_forward net.ipv4.conf.all.send_redirects").split() == ["0", "1"]
+    assert "via" not in in_ns(f"{prefix}-phone-1", "ip route")
+    assert undo and not any(Path(p).exists() for p in undo.values()), undo
+    assert shim_env.kill_leftovers() == []

@@ -111,20 +111,45 @@ def dry_run(plan: Plan, options: Mapping[str, Any]) -> str:
                       "applies the plan's links at boot"]
         return "\n".join(lines) + "\n"
     lines += ["", "Network constraints (EnOSlib Netem, per plan interface, egress and ingress)"]
+    from ..remote import ap as apmod
+
+    aps = {c.ap for c in apmod.cells_for(plan, lambda n: False, nxc.opts.airtime)} if res.max_fold <= 1 else set()
     for node, cons in netem_constraints(plan, netem_devices(plan, settings, nxc.opts)).items():
         for c in cons:
             direction = "in " if type(c).__name__ == "NetemInConstraint" else "out"
-            lines.append(f"  {node:<12} {c.device:<8} {direction} {c.options}")
+            skip = "  [not applied: Wi-Fi access point, egress only]" if direction == "in " and node in aps else ""
+            lines.append(f"  {node:<12} {c.device:<8} {direction} {c.options}{skip}")
     if testbed_interface(nxc.opts) == DEFAULT_ROUTE_NIC:
         lines.append(f"  {DEFAULT_ROUTE_NIC}: the device of each node's default route, found at bring-up "
                      "(the composition's testbed NIC; iface= or devices= name it)")
     if res.max_fold > 1:
         lines += [""] + multihost_lines(plan, res)
     else:
-        shared = unemulated(plan)
-        if shared:
-            lines.append("  not emulated (per-machine netem has no shared airtime): " + "; ".join(shared))
+        lines += ap_lines(plan, nxc.opts, egress_only=True)
     return "\n".join(lines) + "\n"
+
+
+def ap_lines(plan: Plan, opts: NxcOptions, *, egress_only: bool = False) -> list[str]:
+    """The Wi-Fi cells' access point as a node (the nxc testbed's apply_cells after deployment),
+    with the exact commands; or what is left unemulated when ``airtime`` is off."""
+    from ..remote import ap as apmod
+    from ..remote.testbed import link_tag
+
+    cells = apmod.cells_for(plan, lambda n: False, opts.airtime)   # no AP devices here: the uplink node
+    if not cells:
+        shared = unemulated(plan)
+        return ["  not emulated (airtime=false: per-machine netem has no shared airtime): " + "; ".join(shared)] \
+            if shared else []
+    nic = testbed_interface(opts)
+    ip = {n.name: n.interfaces[0].ip for n in plan.nodes if n.interfaces}
+    lines = ["", "Wi-Fi access point as a node (edgelab.remote.ap, after deployment; same code as the ssh backend)"]
+    lines += apmod.shaping_lines(cells, lambda n: ip[n], lambda n: nic, lambda n: link_tag(plan.topology.name, n),
+                                 opts.node_python)
+    if egress_only:
+        aps = sorted({c.ap for c in cells})
+        lines.append(f"  EnOSlib netem on {', '.join(aps)}: egress only (its ingress qdisc would take the "
+                     "clsact hook the AP's station filters use; the wired uplink's ingress delay is left out)")
+    return lines
 
 
 def multihost_lines(plan: Plan, res: Reservation) -> list[str]:
@@ -178,7 +203,7 @@ class G5kTestbed(NxcTestbed):
             link_engine="enoslib-netem" if self.netem is not None else "composition",
             link_emulation=("enoslib-netem (per interface, egress+ingress)" if self.netem is not None else
                             "composition (edgelab.netem: per interface, applied on each NixOS node at boot)"),
-            unemulated=unemulated(self.plan),
+            unemulated=[] if self.cells else unemulated(self.plan),
             reservation=asdict(self.reservation) if self.reservation else None,
             jobs=[getattr(j, "uid", str(j)) for j in _jobs(self.provider)],
         )
@@ -254,7 +279,8 @@ class G5kBackend(Backend):
                 nics = {n: dict(tb.transport.device(n).interfaces) for n in tb.nodes}
                 netem = build_netem(plan, tb.enoslib_hosts(), netem_devices(plan, self.settings, tb.opts),
                                     per_node={n: {k: v for k, v in m.items() if k not in self.settings.devices}
-                                              for n, m in nics.items()})
+                                              for n, m in nics.items()},
+                                    egress_only={c.ap for c in tb.cells})
                 tb.netem = netem
                 netem.deploy()
         except BaseException:

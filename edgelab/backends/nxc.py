@@ -20,7 +20,11 @@ directory: nixos-compose 0.7.11 ``cli.py``):
 
 Link impairments are the composition's job here (its NixOS module applies the
 plan's per-interface parameters at boot); the ``g5k`` backend adds EnOSlib's
-netem on top. nxc itself runs through two injectable callables, ``runner``
+netem on top. Each Wi-Fi cell's access point is then made a node, as on the
+``ssh`` backend (:meth:`RemoteTestbed.apply_cells`: the uplink node forwards
+the stations' traffic and carries the airtime budget; ``airtime=false`` turns
+it off). The testbed's ``down()`` undoes it; after a crash, ``down(name)``
+stops the VMs, which takes the AP's state with them. nxc itself runs through two injectable callables, ``runner``
 (run to completion) and ``spawner`` (long-running), which default to
 :mod:`subprocess`.
 """
@@ -119,6 +123,11 @@ class NxcOptions:
     edgelab onto the nodes (the compositions carry their own, built by Nix).
     ``iface`` is the nodes' testbed NIC (default eth1 on VMs, eth0 on
     Grid'5000); ``node_python`` the nodes' interpreter with edgelab.
+    ``airtime``: each Wi-Fi cell's access point as a node after deployment
+    (:mod:`edgelab.remote.ap`, the same code as the ssh backend: the
+    network's uplink node forwards the stations' traffic and carries the
+    airtime budget); false where the composition does it at boot
+    (``edgelab.netem.accessPoint``) or the nodes' real radios are the medium.
     """
 
     composition: str = "k3s-phones"
@@ -136,6 +145,7 @@ class NxcOptions:
     ready_timeout: float = 600.0
     build_timeout: float = 3600.0
     max_vms: int = NXC_MAX_VMS
+    airtime: bool = True
 
     def __post_init__(self) -> None:
         if self.flavour not in FLAVOURS:
@@ -401,7 +411,7 @@ class NxcTestbed(RemoteTestbed):
     def __init__(self, plan: Plan, transport: Transport, opts: NxcOptions, nodes: Mapping[str, NxcNode], *,
                  start_process: Optional[subprocess.Popen] = None, params: Optional[Mapping] = None,
                  differences: Sequence[str] = (), backend: str = "nxc"):
-        super().__init__(plan, transport, backend=backend)
+        super().__init__(plan, transport, backend=backend, airtime=opts.airtime)
         self.opts = opts
         self.nodes = dict(nodes)
         self.params = dict(params or {})
@@ -433,7 +443,8 @@ class NxcTestbed(RemoteTestbed):
             setup_params=self.params,
             deployment_file=str(self.opts.deployment_file),
             link_engine="composition",
-            link_emulation="composition (edgelab.netem: per interface, applied on each NixOS node at boot)",
+            link_emulation="composition (edgelab.netem: per interface, applied on each NixOS node at boot)"
+                           + ("; Wi-Fi airtime budget on the access point node" if self.cells else ""),
             composition_differs=self.differences,
             stopped_composition_units=self.stopped_units,
             nxc_placement={name: {"host": n.host, "role": n.role, "address": n.address, "port": n.port,
@@ -597,6 +608,8 @@ class NxcBackend(Backend):
             testbed.stop_experiment_owned_units()
             if opts.install:
                 transport.install_edgelab(list(nodes))
+            # the Wi-Fi cells' access point as a node (after the NICs are known and edgelab is there)
+            testbed.apply_cells()
             testbed.collect_facts()
         except BaseException:
             if testbed is not None:

@@ -185,9 +185,7 @@ class SshBackend(Backend):
 
     def cells(self, plan: Plan) -> list[apmod.Cell]:
         """The Wi-Fi cells whose access point this backend makes a node (none with airtime off)."""
-        if not (self.airtime and self.linkemu):
-            return []
-        return apmod.ap_plan(plan, lambda n: n in self.inventory.placement)
+        return apmod.cells_for(plan, lambda n: n in self.inventory.placement, self.airtime and self.linkemu)
 
     def nodes_and_aps(self, plan: Plan) -> list[str]:
         """Plan nodes plus the dedicated access-point devices (infra elements) the cells use."""
@@ -222,7 +220,7 @@ class SshBackend(Backend):
         tr = Transport(inv, workers=self.workers)
         tb = RemoteTestbed(plan, tr, backend="ssh", engine=self.engine,
                            extra_facts={"inventory": self.inventory_path or self.inventory.source},
-                           cells=self.cells(plan))
+                           airtime=self.airtime and self.linkemu)
         t0 = time.monotonic()
         try:
             rows = preflight(tr, nodes)
@@ -268,9 +266,10 @@ class SshBackend(Backend):
                 cmds[d.node] = (kill + "for p in " + pp + "*; do [ -d \"$p\" ] && export PYTHONPATH=$p; done; "
                                 + "; ".join(f"{py} -m edgelab.linkemu clear --dev {shlex.quote(x)} --tag {tag} "
                                             f"--engine {self.engine} >/dev/null 2>&1" for x in devs)
-                                + "; " + "; ".join(f"{py} -m edgelab.linkemu unshared --dev {shlex.quote(x)} --name air0 "
-                                                   f"--tag {tag} >/dev/null 2>&1" for x in devs)
-                                + "; true")   # an AP's budget too; its routes and sysctls need the crashed run's state (not undone here)
+                                # what the Wi-Fi cells changed here (AP budget, routes, sysctls): the undo
+                                # script apply_cells wrote on this device before changing anything
+                                + "; " + apmod.undo_crashed_cmd(d.workdir, tag)
+                                + "; true")
             res = tr.run_many(cmds, timeout=30, check=False, sudo=True)
             errors = [str(r) for r in res.values() if isinstance(r, RemoteError)]
             if errors:
