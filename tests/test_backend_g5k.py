@@ -138,6 +138,13 @@ def test_build_netem_produces_tc_commands_on_mapped_devices():
     assert "tc qdisc add dev eno1 root netem delay 2ms 0.5ms loss 0.5% rate 65mbit" in add
     assert any(cmd.startswith("tc qdisc add dev ifb") and cmd.endswith("netem delay 2ms 0.5ms loss 0.5% rate 65mbit")
                for cmd in apply)
+    # the Wi-Fi access point's NIC gets no `tc qdisc add dev X ingress` (its station filters need that hook)
+    ap = build_netem(plan, hosts, devices={"wlan0": "eno1", "eth0": "eno1"}, egress_only={"server-1"})
+    _, add, apply = ap.sources[hosts["server-1"]].all_commands()
+    assert "tc qdisc add dev eno1 root netem delay 0.05ms rate 1000mbit" in add
+    assert not any("ingress" in c for c in add + apply), (add, apply)
+    _, add, _ = ap.sources[hosts["phone-1"]].all_commands()
+    assert "tc qdisc add dev eno1 ingress" in add
 
 
 # -- dry run ----------------------------------------------------------------------------------

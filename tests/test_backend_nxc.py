@@ -28,6 +28,7 @@ from edgelab.backends.nxc import (
     NxcBackend,
     NxcOptions,
     build_argv,
+    composition_ap_conflict,
     composition_plan,
     declared_params,
     missing_requirements,
@@ -429,3 +430,12 @@ def test_nxc_access_point_routes_shapes_and_down_undoes_it(shim_env, netns_guest
     assert "via" not in in_ns(f"{prefix}-phone-1", "ip route")
     assert undo and not any(Path(p).exists() for p in undo.values()), undo
     assert shim_env.kill_leftovers() == []
+
+
+def test_composition_ap_and_backend_ap_are_not_both_installed(tmp_path):
+    """wifi_ap=true (the composition's AP at boot) with the backend's airtime=true would be two budgets."""
+    with pytest.raises(BackendError, match="wifi_ap=true.*airtime=false"):
+        NxcBackend(flake_dir=str(ROOT), which=lambda n: "/bin/" + n, skip_build=True,
+                   setup_params={"wifi_ap": "true"}).up(wifi_plan(2))
+    assert composition_ap_conflict(NxcOptions(flake_dir=str(ROOT), airtime=False), {"wifi_ap": "true"}) == ""
+    assert composition_ap_conflict(NxcOptions(flake_dir=str(ROOT)), {}) == ""   # setup.toml: wifi_ap = false

@@ -274,6 +274,17 @@ def plan_differences(plan: Plan, built: Plan) -> tuple[list[str], list[str]]:
     return blocking, recorded
 
 
+def composition_ap_conflict(opts: NxcOptions, params: Mapping[str, ParamValue]) -> str:
+    """Why the backend must not make the access point itself, or "": the composition's own
+    AP (setup param ``wifi_ap``, modules/netem.nix accessPoint) would be a second budget."""
+    merged = {**(declared_params(opts.envdir) or {}), **params}
+    if opts.airtime and str(merged.get("wifi_ap", False)).lower() in ("true", "1", "yes", "on"):
+        return ("setup parameter wifi_ap=true makes the composition's server the Wi-Fi access point at boot, and "
+                "the backend's airtime=true would install a second airtime budget: pass airtime=false (keep the "
+                "composition's AP) or wifi_ap=false (the backend's)")
+    return ""
+
+
 def build_argv(opts: NxcOptions, params: Mapping[str, ParamValue]) -> list[str]:
     """``nxc build -C <c>::<f>`` (``cmd_build.py``: ``-C`` picks the flake
     output ``.#packages.x86_64-linux.<c>::<f>``), with the counts."""
@@ -565,6 +576,9 @@ class NxcBackend(Backend):
                 f"nix/flavours/shared/common.nix), so at most {opts.max_vms} VMs; use fewer nodes, a g5k flavour, "
                 "or max_vms= with an nxc whose script is fixed")
         params = self.params(plan)
+        conflict = composition_ap_conflict(opts, params)
+        if conflict:
+            raise BackendError(conflict)
         recorded: list[str] = []
         built = composition_plan(opts, params)
         if built is not None:
