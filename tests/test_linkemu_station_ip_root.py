@@ -61,6 +61,9 @@ def test_station_ip_is_resolved_to_its_mac_and_classified(pair):
     r = linkemu(ap, "unshared", "--dev", "eth1", "--name", "air0", "--tag", "elsi")
     assert r.returncode == 0, r.stderr
     assert "elsi-air0" not in subprocess.run(["ip", "-n", ap, "-o", "link"], capture_output=True, text=True).stdout
+    # the clsact hook `shared` added goes too (no other filter uses it here)
+    assert "clsact" not in subprocess.run(["ip", "netns", "exec", ap, "tc", "qdisc", "show", "dev", "eth1"],
+                                          capture_output=True, text=True).stdout
 
 
 def test_a_station_that_never_answers_is_named(pair):

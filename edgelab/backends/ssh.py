@@ -269,6 +269,9 @@ class SshBackend(Backend):
                                 # what the Wi-Fi cells changed here (AP budget, routes, sysctls): the undo
                                 # script apply_cells wrote on this device before changing anything
                                 + "; " + apmod.undo_crashed_cmd(d.workdir, tag)
+                                # an AP budget of a run older than undo scripts (by its tag: this testbed's only)
+                                + "; " + "; ".join(f"{py} -m edgelab.linkemu unshared --dev {shlex.quote(x)} --name air0 "
+                                                   f"--tag {tag} >/dev/null 2>&1" for x in devs)
                                 + "; true")
             res = tr.run_many(cmds, timeout=30, check=False, sudo=True)
             errors = [str(r) for r in res.values() if isinstance(r, RemoteError)]

@@ -47,6 +47,19 @@ def _dry_run(engine: str, tag: str, dev: str, link: LinkParams) -> list[list[str
     return cmds
 
 
+def _drop_empty_clsact(dev: str) -> None:
+    """Remove the clsact hook ``shared`` added to ``dev`` once no filter uses it any more
+    (``apply``'s ingress IFB redirect, on the same device, may still: then it stays)."""
+    import subprocess
+
+    def filters(direction: str) -> str:
+        return subprocess.run(["tc", "filter", "show", "dev", dev, direction], capture_output=True, text=True).stdout
+
+    qdiscs = subprocess.run(["tc", "qdisc", "show", "dev", dev], capture_output=True, text=True).stdout
+    if "clsact" in qdiscs and not filters("ingress").strip() and not filters("egress").strip():
+        subprocess.run(C.clear_clsact_cmds(dev)[0], capture_output=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m edgelab.linkemu", description="edgelab link emulation")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -118,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             emu = LinkEmulator("fallback", tag=ns.tag)
             run_all(None, C.station_redirect_clear_cmds(ns.dev) + C.ifb_delete_cmds(emu.ifb_name(ns.name)),
                     check=False)
+            _drop_empty_clsact(ns.dev)
             return 0
         if ns.cmd == "apply":
             link = LinkParams(rate_mbit=ns.rate_mbit, delay_ms=ns.delay_ms, jitter_ms=ns.jitter_ms,
