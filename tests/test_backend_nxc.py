@@ -387,10 +387,11 @@ def in_ns(ns: str, cmd: str) -> str:
     return subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", cmd], capture_output=True, text=True).stdout
 
 
-def test_nxc_access_point_routes_shapes_and_down_undoes_it(shim_env, netns_guests):
+def test_nxc_access_point_routes_shapes_and_crash_time_down_undoes_it(shim_env, netns_guests):
     """The real nxc starts the composition; the backend then makes the uplink server the cell's AP
-    over SSH (the same apply_cells as the ssh backend): stations reach each other through it, its
-    budget caps the cell, and down() leaves nothing of it."""
+    over SSH (the same apply_cells as the ssh backend): stations reach each other through it and its
+    budget caps the cell. Then the controller "crashes" (the testbed is abandoned, its memory of what
+    changed lost) and ``down(name)`` leaves nothing of the AP and stops the VMs."""
     import sys
 
     from edgelab.measure import concurrent_goodput
@@ -399,6 +400,7 @@ def test_nxc_access_point_routes_shapes_and_down_undoes_it(shim_env, netns_guest
     server = f"{prefix}-server-1"
     backend = get_backend("nxc", flake_dir=str(shim_env.project), ready_timeout=60, node_python=sys.executable)
     tb = backend.up(plan)
+    crashed = False
     try:
         (cell,) = tb.facts()["access_points"]
         cap = plan.network("wlan").segments[0].capacity_mbit
@@ -414,21 +416,31 @@ def test_nxc_access_point_routes_shapes_and_down_undoes_it(shim_env, netns_guest
         classes = in_ns(server, "for i in $(ip -o link | awk -F': ' '/air0/{print $2}' | cut -d@ -f1); do "
                                 "tc class show dev $i; done")
         assert classes.count("class htb a:") == 5, classes
-        # its undo script is on the device before anything changed (what a crash-time down runs)
+        # every device's undo script is there before anything changed (what a crash-time down runs)
         undo = dict(tb.cell_state.undo_files)
         assert set(undo) == {"server-1", "phone-1", "phone-2", "phone-3"}, undo
         assert f"ip route del {tb.address('phone-3')}/32 via {ap_ip} dev eth1" in \
             tb.run("phone-1", ["cat", undo["phone-1"]]).stdout
         assert "sysctl -qw net.ipv4.ip_forward=0" in tb.run("server-1", ["cat", undo["server-1"]]).stdout
-        shares = concurrent_goodput(tb, ["phone-1", "phone-2"], "server-1", seconds=1.5, network="wlan")
+        shares = concurrent_goodput(tb, ["phone-1", "phone-2"], "server-1", seconds=1.0, network="wlan")
         total = sum(s["goodput_mbit"] for s in shares.values())
         assert 0.5 * cap <= total <= cap, (total, cap, shares)
+        # the crash: connections dropped, nothing undone by the controller
+        tb.detach()
+        crashed = True
+        assert "air0" in in_ns(server, "ip -o link")
+        get_backend("nxc", flake_dir=str(shim_env.project)).down(plan.topology.name)
+        tb._start.wait(timeout=30)
     finally:
-        tb.down()
-    assert "air0" not in in_ns(server, "ip -o link")
-    assert in_ns(server, "sysctl -n net.ipv4.ip_forward net.ipv4.conf.all.send_redirects").split() == ["0", "1"]
-    assert "via" not in in_ns(f"{prefix}-phone-1", "ip route")
+        if not crashed:
+            tb.down()
+    assert "air0" not in in_ns(server, "ip -o link") and "clsact" not in in_ns(server, "tc qdisc show dev eth1")
+    assert in_ns(server, "sysctl -n net.ipv4.ip_forward net.ipv4.conf.all.send_redirects "
+                         "net.ipv4.conf.eth1.send_redirects").split() == ["0", "1", "1"]
+    for st in ("phone-1", "phone-2", "phone-3"):
+        assert "via" not in in_ns(f"{prefix}-{st}", "ip route"), st
     assert undo and not any(Path(p).exists() for p in undo.values()), undo
+    assert all(port_free("127.0.0.1", VM_SSH_BASE + i) for i in range(1, 5)), "down must stop the VMs"
     assert shim_env.kill_leftovers() == []
 
 

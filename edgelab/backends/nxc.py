@@ -638,14 +638,16 @@ class NxcBackend(Backend):
         return testbed
 
     def down(self, testbed_name: str) -> None:
-        """Stop what a (possibly crashed) run left: its ``nxc start -w`` process
-        group (the VMs). Grid'5000 nodes go with their job (``g5k`` backend)."""
+        """Stop what a (possibly crashed) run left: the access point's routes, sysctls and
+        budget (the undo scripts on the hosts), then its ``nxc start -w`` process group (the
+        VMs). Grid'5000 nodes go with their job (``g5k`` backend)."""
         from .local.naming import check_testbed_name
 
         path = self.opts.state_file(check_testbed_name(testbed_name))
         if not path.is_file():
             return
         state = json.loads(path.read_text())
+        self._undo_access_points(testbed_name, state)
         pid = state.get("pid")
         if pid and _is_nxc_start(pid):
             try:
@@ -653,6 +655,31 @@ class NxcBackend(Backend):
             except ProcessLookupError:
                 pass
         path.unlink(missing_ok=True)
+
+    def _undo_access_points(self, testbed_name: str, state: Mapping[str, Any], timeout: float = 20.0) -> None:
+        """Run the access point's undo scripts (:mod:`edgelab.remote.ap`) that a crashed run left on
+        the deployed hosts: Grid'5000 machines outlive the controller (VMs go with ``nxc start``
+        anyway). Unreachable hosts are skipped: nothing of the testbed is left on a host that is gone."""
+        from ..remote import ap as apmod
+        from ..remote.testbed import link_tag
+
+        try:
+            data = json.loads(Path(state.get("deployment_file") or self.opts.deployment_file).read_text())
+            nodes = parse_deployment(data, state.get("flavour", self.opts.flavour))
+        except (OSError, ValueError, BackendError):
+            return
+        if not self.opts.key_file.is_file():
+            return
+        devices = {h: Device(name=h, node=h, host=n.address, port=n.port, user="root",
+                             identity_file=str(self.opts.key_file), connect_timeout_s=5.0)
+                   for h, n in nodes.items()}
+        tr = Transport(Inventory(devices=devices, known_hosts="/dev/null", strict_host_keys="no",
+                                 source=str(self.opts.deployment_file)))
+        try:
+            tr.run_many({h: apmod.undo_crashed_cmd(d.workdir, link_tag(testbed_name, h)) for h, d in devices.items()},
+                        timeout=timeout, check=False)
+        finally:
+            tr.close()
 
     # -- helpers -----------------------------------------------------------------------------
 
