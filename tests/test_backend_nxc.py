@@ -381,6 +381,12 @@ def netns_guests(shim_env, vm_ports, monkeypatch):
     finally:
         for ns in reversed(made):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        # undo scripts a failed run left in the guests' workdir (this machine's /tmp/edgelab)
+        from edgelab.remote.ap import undo_path
+        from edgelab.remote.testbed import link_tag
+
+        for n in plan.nodes:
+            Path(undo_path("/tmp/edgelab", link_tag(plan.topology.name, n.name))).unlink(missing_ok=True)
 
 
 def in_ns(ns: str, cmd: str) -> str:

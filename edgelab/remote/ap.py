@@ -208,7 +208,10 @@ def apply_cells(transport, cells: Sequence[Cell], tag_of: Callable[[str], str], 
     for node, lines in undo.items():
         path = undo_path(transport.device(node).workdir, tag_of(node))
         state.undo_files[node] = path
-        writes[node] = _write_file_cmd(path, lines)
+        # Only where the change was made: a workdir may be seen from another network namespace
+        # (lab devices and test guests share this machine's file system), where it must do nothing.
+        guard = f"ip -o -4 addr show | grep -qF {shlex.quote(' ' + addr(node) + '/')} || exit 0"
+        writes[node] = _write_file_cmd(path, [guard] + lines)
     _raise_errors(transport.run_many(writes, timeout=timeout, check=True, sudo=True),
                   "recording the access points' undo scripts on the devices")
     # 4. the AP forwards, without redirects
