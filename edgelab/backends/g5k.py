@@ -34,7 +34,8 @@ from ..plan import Plan
 from .base import Backend
 from .g5k_netem import build_netem, netem_constraints, unemulated
 from .g5k_reservation import MACHINE_ROLE, G5kSettings, Reservation, build_g5k_conf, plan_reservation
-from .nxc import DEFAULT_ROUTE_NIC, G5K_FLAVOURS, NxcBackend, NxcOptions, NxcTestbed, testbed_interface
+from .nxc import (DEFAULT_ROUTE_NIC, G5K_FLAVOURS, NxcBackend, NxcOptions, NxcTestbed, access_point_lines,
+                  testbed_interface)
 
 _SETTINGS = {f.name for f in fields(G5kSettings)}
 _NXC = {f.name for f in fields(NxcOptions)}
@@ -125,31 +126,8 @@ def dry_run(plan: Plan, options: Mapping[str, Any]) -> str:
     if res.max_fold > 1:
         lines += [""] + multihost_lines(plan, res)
     else:
-        lines += ap_lines(plan, nxc.opts, egress_only=True)
+        lines += access_point_lines(plan, nxc.opts, egress_only=True)
     return "\n".join(lines) + "\n"
-
-
-def ap_lines(plan: Plan, opts: NxcOptions, *, egress_only: bool = False) -> list[str]:
-    """The Wi-Fi cells' access point as a node (the nxc testbed's apply_cells after deployment),
-    with the exact commands; or what is left unemulated when ``airtime`` is off."""
-    from ..remote import ap as apmod
-    from ..remote.testbed import link_tag
-
-    cells = apmod.cells_for(plan, lambda n: False, opts.airtime)   # no AP devices here: the uplink node
-    if not cells:
-        shared = unemulated(plan)
-        return ["  not emulated (airtime=false: per-machine netem has no shared airtime): " + "; ".join(shared)] \
-            if shared else []
-    nic = testbed_interface(opts)
-    ip = {n.name: n.interfaces[0].ip for n in plan.nodes if n.interfaces}
-    lines = ["", "Wi-Fi access point as a node (edgelab.remote.ap, after deployment; same code as the ssh backend)"]
-    lines += apmod.shaping_lines(cells, lambda n: ip[n], lambda n: nic, lambda n: link_tag(plan.topology.name, n),
-                                 opts.node_python)
-    if egress_only:
-        aps = sorted({c.ap for c in cells})
-        lines.append(f"  EnOSlib netem on {', '.join(aps)}: egress only (its ingress qdisc would take the "
-                     "clsact hook the AP's station filters use; the wired uplink's ingress delay is left out)")
-    return lines
 
 
 def multihost_lines(plan: Plan, res: Reservation) -> list[str]:

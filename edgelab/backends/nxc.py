@@ -397,6 +397,30 @@ def with_nics(inventory: Inventory, nics: Mapping[str, str]) -> Inventory:
     return dataclasses.replace(inventory, devices=devices)
 
 
+def access_point_lines(plan: Plan, opts: NxcOptions, *, egress_only: bool = False) -> list[str]:
+    """Dry-run lines: the Wi-Fi cells' access point as a node (what ``apply_cells`` runs after
+    deployment, exact commands), or the cells left without a shared budget when ``airtime`` is off."""
+    from ..remote import ap as apmod
+    from ..remote.testbed import link_tag
+    from .g5k_netem import unemulated
+
+    cells = apmod.cells_for(plan, lambda n: False, opts.airtime)   # nxc deploys plan nodes only: the uplink
+    if not cells:
+        shared = unemulated(plan)
+        return ["  not emulated (airtime=false: per-machine netem has no shared airtime): " + "; ".join(shared)] \
+            if shared else []
+    nic = testbed_interface(opts)
+    ip = {n.name: n.interfaces[0].ip for n in plan.nodes if n.interfaces}
+    lines = ["", "Wi-Fi access point as a node (edgelab.remote.ap, after deployment; same code as the ssh backend)"]
+    lines += apmod.shaping_lines(cells, lambda n: ip[n], lambda n: nic, lambda n: link_tag(plan.topology.name, n),
+                                 opts.node_python)
+    if egress_only:
+        aps = sorted({c.ap for c in cells})
+        lines.append(f"  EnOSlib netem on {', '.join(aps)}: egress only (its ingress qdisc would take the "
+                     "clsact hook the AP's station filters use; the wired uplink's ingress delay is left out)")
+    return lines
+
+
 def inventory_from_deployment(plan: Plan, nodes: Mapping[str, NxcNode], opts: NxcOptions, key: Path) -> Inventory:
     """The deployed hosts as the remote transport's inventory: one device per
     plan node, root with the backend's key, its data-plane addresses from the
@@ -559,6 +583,7 @@ class NxcBackend(Backend):
             shown = recorded[:2] + ([f"... and {len(recorded) - 2} more (recorded in the facts)"]
                                     if len(recorded) > 2 else [])
             lines += [f"# composition differs: {d}" for d in shown]
+        lines += [f"# {line.strip()}" for line in access_point_lines(plan, self.opts) if line.strip()]
         return "\n".join(lines) + "\n"
 
     def up(self, plan: Plan, testbed_cls: Optional[type] = None) -> NxcTestbed:

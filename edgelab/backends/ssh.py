@@ -205,7 +205,13 @@ class SshBackend(Backend):
                 for node, links in link_plan(plan, tr, plan.topology.name).items():
                     for dev, link in links:
                         lines.append(f"  on {node}: {' '.join(linkemu_argv('apply', dev, link_tag(plan.topology.name, node), link, self.engine))}")
-            lines += apmod.describe(self.cells(plan), lambda n: inv.device(n).data_address)
+            def ifname(n: str) -> str:   # as RemoteTestbed.data_ifname
+                d = inv.device(n)
+                itfs = plan.node(n).interfaces if n in {x.name for x in plan.nodes} else ()
+                return d.ifname(itfs[0].ifname if itfs else (d.interface or "eth0"))
+
+            lines += apmod.shaping_lines(self.cells(plan), lambda n: inv.device(n).data_address, ifname,
+                                         lambda n: link_tag(plan.topology.name, n), "python3")
             return "\n".join(lines) + "\n"
         finally:
             import shutil
