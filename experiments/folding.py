@@ -55,6 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="virtual nodes per host (quick 1,2,4,8,16,32; --full 1,2,4,8,16,32,48,64)")
     p.add_argument("--reps", type=int, default=None, help="repetitions per factor (quick 3, full 5)")
     p.add_argument("--seconds", type=float, default=None, help="load duration per point (quick 4, full 10)")
+    p.add_argument("--min-requests", type=int, default=None,
+                   help="requests a point sends at least, all nodes together: the least folded points run "
+                        "longer than --seconds to get them (quick 120, full 400; 0: off)")
     p.add_argument("--rate", type=float, default=10.0, help="requests per second per node (default %(default)s)")
     p.add_argument("--image-kb", type=int, default=20, help="request image size in KB (default %(default)s)")
     p.add_argument("--tolerance", type=float, default=0.05,
@@ -81,11 +84,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     a.factors = sorted(set(a.factors or ([1, 2, 4, 8, 16, 32, 48, 64] if a.full else [1, 2, 4, 8, 16, 32])))
     a.reps = a.reps or (5 if a.full else 3)
     a.seconds = a.seconds or (10.0 if a.full else 4.0)
+    a.min_requests = (400 if a.full else 120) if a.min_requests is None else a.min_requests
+    if a.min_requests < 0:
+        p.error(f"--min-requests must be >= 0, got {a.min_requests}")
     a.max_reps = max(a.reps, a.max_reps or (10 if a.full else 6))
     a.budget = a.budget or (3600.0 if a.full else 300.0)
     if a.reps < 2:
         p.error("--reps must be at least 2: the equivalence test needs an interval per factor")
     return a
+
+
+def point_seconds(seconds: float, min_requests: int, rate_rps: float, factor: int) -> float:
+    """Load duration of a point: ``seconds``, longer where ``factor`` nodes at ``rate_rps`` would send
+    fewer than ``min_requests``. Why: the baseline (one node) otherwise has the fewest requests of
+    all, so its median latency is the noisiest number of the sweep and every comparison inherits it;
+    equal information per point lets the equivalence test decide with fewer repetitions."""
+    if min_requests <= 0 or rate_rps <= 0:
+        return seconds
+    return max(seconds, min_requests / (rate_rps * factor))
 
 
 def sweep_points(factors: list[int], reps: int) -> list[dict]:
@@ -109,7 +125,9 @@ def main(argv=None) -> int:
 
         raise EdgelabError("folding measures N virtual nodes folded onto one host; real devices in an "
                            "inventory are one node each, so there is nothing to fold: use the local, nxc or g5k backend")
-    params = {"factors": a.factors, "reps": a.reps, "seconds": a.seconds, "rate_rps": a.rate,
+    params = {"factors": a.factors, "reps": a.reps, "seconds": a.seconds, "min_requests": a.min_requests,
+              "point_seconds": {str(f): point_seconds(a.seconds, a.min_requests, a.rate, f) for f in a.factors},
+              "rate_rps": a.rate,
               "image_kb": a.image_kb, "tolerance": a.tolerance, "metrics": a.metrics, "alpha": a.alpha,
               "max_reps": a.max_reps, "budget_s": a.budget, "warm_host": a.warm_host}
 
@@ -119,7 +137,7 @@ def main(argv=None) -> int:
     backend = backend_from_args(a, COMPOSITION)
 
     def measure(point, run):
-        load = FoldLoad(seconds=a.seconds, rate_rps=a.rate, image_bytes=a.image_kb * 1000, seed=1 + point["rep"])
+        load = FoldLoad(seconds=point_seconds(a.seconds, a.min_requests, a.rate, point["factor"]), rate_rps=a.rate, image_bytes=a.image_kb * 1000, seed=1 + point["rep"])
         return folding_point(folding_topology(point["factor"], name=TESTBED), backend=backend, run=run,
                              point=point, load=load)
 
@@ -139,6 +157,7 @@ def main(argv=None) -> int:
                              f"{r.degradation_ci_high:+.1%}] {r.decision}" for r in at.itertuples())
             sig = verdict.signals.get(int(f), {})
             host = (f"; host CPU {sig['host_cpu_busy']:.0%} busy, run queue {sig.get('host_runqueue', 0):.1f}"
+                    + (f", other work {sig['host_foreign_cpu']:.0%}" if "host_foreign_cpu" in sig else "")
                     if "host_cpu_busy" in sig else "")
             console.print(f"  factor {f} ({verdict.verdicts.get(int(f), 'baseline')}): {devs}{host}", highlight=False, soft_wrap=True)
         print(f"max faithful folding factor: {verdict.max_factor}")

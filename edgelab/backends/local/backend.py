@@ -166,6 +166,21 @@ class LocalTestbed(Testbed):
             self._cpu_readers[node] = reader
         return reader()
 
+    def testbed_cpu_seconds(self) -> float:
+        """Cumulative CPU seconds of the whole testbed: its cgroup subtree (every node and the
+        link-emulation delayer). What the host spent beyond this, another job did."""
+        reader = self._cpu_readers.get("")
+        if reader is None:
+            from ...services.power.sources import cgroup_cpu_seconds
+
+            for d in self.layout.dirs(cgroup_rel(self.name)):
+                if (d / "cpuacct.usage").exists() or (self.layout.version == 2 and (d / "cpu.stat").exists()):
+                    reader = self._cpu_readers[""] = cgroup_cpu_seconds(d)
+                    break
+            else:
+                raise BackendError(f"no CPU accounting directory for testbed {self.name!r}")
+        return reader()
+
     # -------------------------------------------------------------- health
     def health_checks(self) -> list:
         """One check per link-emulation delayer: it must still run (it carries its links' packets)."""
