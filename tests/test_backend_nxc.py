@@ -41,7 +41,7 @@ from edgelab.errors import BackendError
 from edgelab.plan import make_plan
 from edgelab.topology import load_topology
 
-from nxc_real import ROOT, port_free, shim_env, sshd_available  # noqa: F401  (shim_env is a fixture)
+from nxc_real import ROOT, guest_namespaces, in_ns, port_free, shim_env, sshd_available  # noqa: F401
 
 
 def wifi_plan(phones: int = 4):
@@ -349,48 +349,10 @@ def test_real_nxc_build_f_vm_then_start_runs_the_default_composition(shim_env, v
 
 @pytest.fixture
 def netns_guests(shim_env, vm_ports, monkeypatch):
-    """Each guest's SSH sessions run in a network namespace of its own (tests/nxc_shims/_shim.py):
-    eth1 on one bridge with the node's plan address -- what nxc's vde switch and the composition's
-    edgelab.netem give a booted VM -- so the AP's routes, sysctls and IFB stay off this machine."""
-    if not shutil.which("nsenter"):
-        pytest.skip("nsenter (util-linux) is not installed")
+    """Each guest's SSH sessions run in a network namespace of its own (nxc_real.guest_namespaces)."""
     plan = wifi_plan(3)
-    prefix = f"elnx{os.getpid() % 100000}"
-    made = []
-
-    def sh(*argv):
-        subprocess.run(list(argv), check=True, capture_output=True, text=True)
-
-    try:
-        sw = f"{prefix}-sw"
-        made.append(sw)
-        sh("ip", "netns", "add", sw)
-        sh("ip", "-n", sw, "link", "add", "br0", "type", "bridge")
-        sh("ip", "-n", sw, "link", "set", "br0", "up")
-        for i, n in enumerate(plan.nodes):
-            ns = f"{prefix}-{n.name}"
-            made.append(ns)
-            sh("ip", "netns", "add", ns)
-            sh("ip", "link", "add", "eth1", "netns", ns, "type", "veth", "peer", "name", f"p{i}", "netns", sw)
-            sh("ip", "-n", sw, "link", "set", f"p{i}", "master", "br0", "up")
-            sh("ip", "-n", ns, "addr", "add", n.interfaces[0].address, "dev", "eth1")
-            sh("ip", "-n", ns, "link", "set", "eth1", "up")
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-        monkeypatch.setenv("EDGELAB_SHIM_GUEST_NETNS", prefix)
+    with guest_namespaces(plan, monkeypatch) as prefix:
         yield plan, prefix
-    finally:
-        for ns in reversed(made):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        # undo scripts a failed run left in the guests' workdir (this machine's /tmp/edgelab)
-        from edgelab.remote.ap import undo_path
-        from edgelab.remote.testbed import link_tag
-
-        for n in plan.nodes:
-            Path(undo_path("/tmp/edgelab", link_tag(plan.topology.name, n.name))).unlink(missing_ok=True)
-
-
-def in_ns(ns: str, cmd: str) -> str:
-    return subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", cmd], capture_output=True, text=True).stdout
 
 
 def test_nxc_access_point_routes_shapes_and_crash_time_down_undoes_it(shim_env, netns_guests):
