@@ -35,6 +35,7 @@ IFBs and filters go even though the controller's memory is lost.
 
 from __future__ import annotations
 
+import ipaddress
 import shlex
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
@@ -121,6 +122,16 @@ def undo_crashed_cmd(workdir: str, tag: str) -> str:
     """Shell run by a crash-time ``down``: the testbed's undo script on this device, then gone."""
     f = shlex.quote(undo_path(workdir, tag))
     return f"if [ -f {f} ]; then sh {f} >/dev/null 2>&1; rm -f {f}; fi"
+
+
+def _guard(address: str) -> list[str]:
+    """First line of an undo script: do nothing unless this network namespace holds ``address``
+    (none when the device is known by a host name only)."""
+    try:
+        ipaddress.IPv4Address(address)
+    except ValueError:
+        return []
+    return [f"ip -o -4 addr show | grep -qF {shlex.quote(' ' + address + '/')} || exit 0"]
 
 
 def _write_file_cmd(path: str, lines: Sequence[str]) -> str:
@@ -210,8 +221,7 @@ def apply_cells(transport, cells: Sequence[Cell], tag_of: Callable[[str], str], 
         state.undo_files[node] = path
         # Only where the change was made: a workdir may be seen from another network namespace
         # (lab devices and test guests share this machine's file system), where it must do nothing.
-        guard = f"ip -o -4 addr show | grep -qF {shlex.quote(' ' + addr(node) + '/')} || exit 0"
-        writes[node] = _write_file_cmd(path, [guard] + lines)
+        writes[node] = _write_file_cmd(path, _guard(addr(node)) + lines)
     _raise_errors(transport.run_many(writes, timeout=timeout, check=True, sudo=True),
                   "recording the access points' undo scripts on the devices")
     # 4. the AP forwards, without redirects
