@@ -120,7 +120,13 @@ in
     };
   };
 
-  config = lib.mkIf cfg.enable (lib.mkMerge [{
+  config = lib.mkMerge [{
+    # Everything of the AP lives in edgelab-netem's boot script and after its unit.
+    assertions = [{
+      assertion = !(apCfg.enable || cfg.routeViaAccessPoint) || cfg.enable;
+      message = "edgelab.netem.accessPoint.enable / routeViaAccessPoint need edgelab.netem.enable = true.";
+    }];
+  } (lib.mkIf cfg.enable (lib.mkMerge [{
     assertions = [{
       assertion = top.planFile != null;
       message = "edgelab.netem needs edgelab.planFile (the plan JSON of the testbed).";
@@ -169,5 +175,5 @@ in
     systemd.services = lib.mkIf apCfg.enable (builtins.listToAttrs (map apUnit cells));
 
     boot.kernelModules = [ "sch_netem" "sch_htb" "ifb" ];
-  }]);
+  }]))];
 }

@@ -345,6 +345,9 @@ def test_bad_setup_param_names_the_parameter(tmp_path):
     ('{ edgelab.netem.accessPoint.resolveTimeot = 3; }', "The option `edgelab.netem.accessPoint.resolveTimeot' does not exist"),
     # Its type: a number of seconds, not a string.
     ('{ edgelab.netem.accessPoint = { enable = true; resolveTimeout = "5m"; }; }', "is not of type `positive integer"),
+    # The AP role without the netem unit it runs after.
+    ('{ edgelab.netem.enable = pkgs.lib.mkForce false; edgelab.netem.accessPoint.enable = true; }',
+     "edgelab.netem.accessPoint.enable / routeViaAccessPoint need edgelab.netem.enable = true"),
     # A bad systemd value, checked as nixpkgs checks it.
     ('{ systemd.services.edgelab-netem.serviceConfig.Type = pkgs.lib.mkForce "oneshoot"; }', "Systemd service field `Type' cannot have value `oneshoot'"),
 ])
