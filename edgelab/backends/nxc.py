@@ -24,7 +24,7 @@ netem on top. Each Wi-Fi cell's access point is then made a node, as on the
 ``ssh`` backend (:meth:`RemoteTestbed.apply_cells`: the uplink node forwards
 the stations' traffic and carries the airtime budget; ``airtime=false`` turns
 it off). The testbed's ``down()`` undoes it; after a crash, ``down(name)``
-stops the VMs, which takes the AP's state with them. nxc itself runs through two injectable callables, ``runner``
+runs the undo scripts it left on the hosts, then stops the VMs. nxc itself runs through two injectable callables, ``runner``
 (run to completion) and ``spawner`` (long-running), which default to
 :mod:`subprocess`.
 """
