@@ -34,7 +34,8 @@ from ..plan import Plan
 from .base import Backend
 from .g5k_netem import build_netem, netem_constraints, unemulated
 from .g5k_reservation import MACHINE_ROLE, G5kSettings, Reservation, build_g5k_conf, plan_reservation
-from .nxc import DEFAULT_ROUTE_NIC, G5K_FLAVOURS, NxcBackend, NxcOptions, NxcTestbed, testbed_interface
+from .nxc import (DEFAULT_ROUTE_NIC, G5K_FLAVOURS, NxcBackend, NxcOptions, NxcTestbed, access_point_lines,
+                  testbed_interface)
 
 _SETTINGS = {f.name for f in fields(G5kSettings)}
 _NXC = {f.name for f in fields(NxcOptions)}
@@ -118,16 +119,18 @@ def dry_run(plan: Plan, options: Mapping[str, Any]) -> str:
                       "applies the plan's links at boot"]
         return "\n".join(lines) + "\n"
     lines += ["", "Network constraints (EnOSlib Netem, per plan interface, egress and ingress)"]
+    from ..remote import ap as apmod
+
+    aps = {c.ap for c in apmod.cells_for(plan, lambda n: False, nxc.opts.airtime)} if res.max_fold <= 1 else set()
     for node, cons in netem_constraints(plan, netem_devices(plan, settings, nxc.opts)).items():
         for c in cons:
             direction = "in " if type(c).__name__ == "NetemInConstraint" else "out"
-            lines.append(f"  {node:<12} {c.device:<8} {direction} {c.options}")
+            skip = "  [not applied: Wi-Fi access point, egress only]" if direction == "in " and node in aps else ""
+            lines.append(f"  {node:<12} {c.device:<8} {direction} {c.options}{skip}")
     if testbed_interface(nxc.opts) == DEFAULT_ROUTE_NIC:
         lines.append(f"  {DEFAULT_ROUTE_NIC}: the device of each node's default route, found at bring-up "
                      "(the composition's testbed NIC; iface= or devices= name it)")
-    shared = unemulated(plan)
-    if shared:
-        lines.append("  not emulated (per-machine netem has no shared airtime): " + "; ".join(shared))
+    lines += access_point_lines(plan, nxc.opts, egress_only=True)   # factor 1 (folded returned above)
     return "\n".join(lines) + "\n"
 
 
@@ -210,7 +213,7 @@ class G5kTestbed(NxcTestbed):
             link_engine="enoslib-netem" if self.netem is not None else "composition",
             link_emulation=("enoslib-netem (per interface, egress+ingress)" if self.netem is not None else
                             "composition (edgelab.netem: per interface, applied on each NixOS node at boot)"),
-            unemulated=unemulated(self.plan),
+            unemulated=[] if self.cells else unemulated(self.plan),
             reservation=asdict(self.reservation) if self.reservation else None,
             jobs=[getattr(j, "uid", str(j)) for j in _jobs(self.provider)],
         )
@@ -284,7 +287,8 @@ class G5kBackend(Backend):
                 nics = {n: dict(tb.transport.device(n).interfaces) for n in tb.nodes}
                 netem = build_netem(plan, tb.enoslib_hosts(), netem_devices(plan, self.settings, tb.opts),
                                     per_node={n: {k: v for k, v in m.items() if k not in self.settings.devices}
-                                              for n, m in nics.items()})
+                                              for n, m in nics.items()},
+                                    egress_only={c.ap for c in tb.cells})
                 tb.netem = netem
                 netem.deploy()
         except BaseException:
