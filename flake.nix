@@ -137,6 +137,7 @@
                 inherit (n) name;
                 settings = elib.nodeSettings { inherit plan; inherit (n) name; };
                 commands = elib.linkCommands { inherit plan; inherit (n) name; };
+                ap_routes = elib.cellRouteCommands { inherit plan; inherit (n) name; };
               })
               plan.nodes;
           in

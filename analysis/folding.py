@@ -31,9 +31,10 @@ interval exists; the decision then falls back to the mean deviation and the
 result says so (``judged_on_mean``).
 
 Host overload signals recorded with each point (``host_cpu_busy``,
-``host_runqueue``, ``host_cpu_pressure``, ``host_cpu_softirq``; see
-:mod:`edgelab.hostload`) are averaged per factor and name the cause of an
-unfaithful factor.
+``host_runqueue``, ``host_cpu_pressure``, ``host_cpu_softirq``,
+``host_foreign_cpu``; see :mod:`edgelab.hostload`) are averaged per factor and
+name the cause of an unfaithful factor; where other work than the testbed used
+the host's CPU, the verdict says which factors it touched.
 """
 
 from __future__ import annotations
@@ -55,7 +56,11 @@ HIGHER_IS_BETTER_PREFIXES = ("requests_per_s", "goodput", "throughput", "invocat
 
 #: Host signals recorded by edgelab.hostload, with how each is shown.
 HOST_SIGNALS = {"host_cpu_busy": "CPU busy", "host_runqueue": "run queue", "host_cpu_pressure": "CPU pressure",
-                "host_cpu_softirq": "softirq"}
+                "host_cpu_softirq": "softirq", "host_foreign_cpu": "other work"}
+
+#: ``host_foreign_cpu`` from which a point's host counts as shared with other work
+#: (edgelab.hostload.FOREIGN_SHARED; repeated here so analysis needs no edgelab import).
+FOREIGN_SHARED = 0.15
 
 FACTOR_VERDICTS = ("faithful", "unfaithful", "better", "inconclusive")
 
@@ -144,6 +149,8 @@ def _overload_phrases(sig: dict[str, float], cpus: Optional[int]) -> list[str]:
         out.append(f"tasks waited for a CPU {sig['host_cpu_pressure']:.0%} of the time")
     if sig.get("host_cpu_softirq", 0) >= 0.1:
         out.append(f"softirq {sig['host_cpu_softirq']:.0%} of CPU time")
+    if sig.get("host_foreign_cpu", 0) >= FOREIGN_SHARED:
+        out.append(f"other work (not the testbed) used {sig['host_foreign_cpu']:.0%} of the host's CPU")
     return out
 
 
@@ -209,6 +216,13 @@ class FoldingResult:
                 + " (a lone node on an idle host pays CPU wake-up latency: keep --warm-host on, "
                   "or take the baseline under a fixed background load)")
 
+    def shared_host(self) -> dict[int, float]:
+        """Factors (up to the breaking point, baseline included) during which other work than the
+        testbed used a noticeable share of the host's CPU: factor -> that share."""
+        limit = self.first_unfaithful if self.first_unfaithful is not None else math.inf
+        return {f: sig["host_foreign_cpu"] for f, sig in sorted(self.signals.items())
+                if f <= limit and sig.get("host_foreign_cpu", 0) >= FOREIGN_SHARED}
+
     def describe(self) -> str:
         basis = (f"two one-sided tests at α = {self.alpha:g} ({self.confidence:.0%} interval of the deviation)"
                  if not self.judged_on_mean else
@@ -237,6 +251,12 @@ class FoldingResult:
         suspect = self.baseline_suspect()
         if suspect:
             s += f" Note: {suspect}."
+        shared = self.shared_host()
+        if shared:
+            s += (" Caution: the host was shared with other work during factor(s) "
+                  + ", ".join(f"{f} ({x:.0%} of its CPU)" for f, x in shared.items())
+                  + ": those points measure that work too; rerun on a quiet host before attributing "
+                    "their deviations to folding.")
         return s
 
 

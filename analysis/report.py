@@ -145,8 +145,25 @@ def _anomaly_blocks(run: Run, out: Path, stem: str) -> list[Block]:
     return [Para(res.describe()), Table(table), fig]
 
 
+def _folding_hosts(run: Run, tol: float) -> tuple[str, list[Block]]:
+    """experiments/folding.py --hosts: each factor's topology spread over M hosts vs 1 host."""
+    from .folding_hosts import hosts_verdicts
+
+    verdicts = hosts_verdicts(run.df, run.params.get("metrics"), tolerance=tol,
+                              alpha=float(run.params.get("alpha", 0.05)))
+    text = " ".join(v.describe() for v in verdicts.values())
+    rows = [{"factor": f, "hosts": r.hosts, "metric": r.metric, "mean": _num(r.mean),
+             "deviation vs 1 host": f"{r.degradation:+.2%}", "decision": r.decision, "reps": r.n}
+            for f, v in verdicts.items() for r in v.table.itertuples()]
+    return text, [Para("Folding over several hosts: the same virtual topology with every node on one host (the "
+                       "baseline) and spread over more hosts, VXLAN joining their bridges. " + text),
+                  Table(pd.DataFrame(rows))]
+
+
 def _folding(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
     tol = float(run.params.get("tolerance", DEFAULT_TOLERANCE))
+    if "hosts" in run.df.columns and run.params.get("hosts"):
+        return _folding_hosts(run, tol)
     res = folding_verdict(run.df, run.params.get("metrics"), tolerance=tol,
                           cpus=(run.manifest.get("host") or {}).get("cpus"))
     t = res.table

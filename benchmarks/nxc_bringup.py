@@ -39,7 +39,8 @@ def main(counts: list[int]) -> None:
             env = nxc_real.ShimEnv(Path(tmp), mp)
             try:
                 plan = make_plan(topo.scaled("phone", phones))
-                backend = get_backend("nxc", flake_dir=str(env.project), ready_timeout=120)
+                # guests in this machine's own network namespace: no AP routes or forwarding here
+                backend = get_backend("nxc", flake_dir=str(env.project), ready_timeout=120, airtime=False)
                 t0 = time.monotonic()
                 tb = backend.up(plan)
                 t1 = time.monotonic()

@@ -38,6 +38,7 @@ in
     import ./k3s-phones/composition.nix (args // {
       phones = count 1 setup "k3s_phones" 3;
       relays = count 0 setup "relays" 0;
+      wifiAp = flag setup "wifi_ap" false;
     });
   beaglepaas = args@{ setup ? { }, ... }:
     import ./beaglepaas/composition.nix (args // { workers = count 1 setup "workers" 2; });

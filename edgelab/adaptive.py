@@ -3,11 +3,16 @@
 Why: an equivalence verdict (:mod:`analysis.folding`) is only as decided as the
 data allow. A fixed number of repetitions either wastes time on factors that
 are already clear or stops before noisy ones are decided. So a folding sweep
-runs its initial points, then rounds of one more repetition of each factor
-still *inconclusive* up to the breaking point (with the baseline they are
-compared with), until every such factor is decided, a factor reaches
-``max_reps``, or the next round would not fit the time ``budget``. Each round
-is the same run (resumed), so an interruption loses nothing.
+runs its initial points one repetition at a time — a factor already decided
+*unfaithful* by two or more repetitions gets no more (its verdict cannot change
+sides, and past the breaking point it is the most expensive to measure) — then
+rounds of one more repetition of each factor still *inconclusive* up to the
+breaking point (with the baseline they are compared with), until every such
+factor is decided, a factor reaches ``max_reps``, or the budget is spent. A
+round that does not fit the remaining ``budget`` whole is cut to what fits,
+baseline first then the least folded factors (the breaking point is searched
+from below). Each round is the same run (resumed), so an interruption loses
+nothing.
 
 ``experiments/folding.py`` and ``experiments/fs_folding.py`` share this loop;
 they differ only in how a point is built and judged.
@@ -84,23 +89,62 @@ def run_adaptive(*, points: list[dict], resume: Any, sweep: dict, verdict_of: Ca
         return _rounds(points, resume, sweep, verdict_of, max_reps, budget, timer, make_point)
 
 
+def settled(verdict: Any) -> set[int]:
+    """Factors no repetition needs to be added to in the initial design: those decided
+    *unfaithful* on intervals (at least two repetitions on both sides)."""
+    if verdict is None or getattr(verdict, "judged_on_mean", False):
+        return set()
+    return {int(f) for f, v in getattr(verdict, "verdicts", {}).items() if v == "unfaithful"}
+
+
+def fitting(extra: list[dict], timer: PointTimer, left: float) -> list[dict]:
+    """The longest prefix of ``extra`` (baseline first, then ascending factors) that fits ``left`` s."""
+    ordered = sorted(extra, key=lambda p: p["factor"])
+    out: list[dict] = []
+    for p in ordered:
+        if timer.estimate(out + [p]) > left:
+            break
+        out.append(p)
+    return out
+
+
 def _rounds(points: list[dict], resume: Any, sweep: dict, verdict_of: Callable[[Path], Any], max_reps: int,
             budget: float, timer: PointTimer, make_point: Callable[[int, int], dict]) -> Outcome:
     t0 = time.monotonic()
-    outcome = run_sweep(points=points, resume=resume, **sweep)
+    by_rep: dict[int, list[dict]] = {}
+    for p in points:
+        by_rep.setdefault(p["rep"], []).append(p)
+    todo: list[dict] = []
+    outcome: Any = None
+    for rep in sorted(by_rep):
+        stage = by_rep[rep]
+        if outcome is not None and rep >= 2:
+            done_with = settled(verdict_of(outcome.run.path))
+            skipped = sorted({p["factor"] for p in stage if p["factor"] in done_with})
+            if skipped:
+                console.print(f"repetition {rep + 1}: factor(s) {', '.join(map(str, skipped))} already decided "
+                              "unfaithful, not repeated", highlight=False, soft_wrap=True)
+            stage = [p for p in stage if p["factor"] not in done_with]
+        todo += stage
+        outcome = run_sweep(points=todo, resume=resume if outcome is None else outcome.run.path, **sweep)
+        if outcome.status != "complete":
+            return outcome
+    points = todo
     while outcome.status == "complete":
         extra = more_points(verdict_of(outcome.run.path), planned(points), max_reps, make_point)
         if not extra:
             break
-        spent, need = time.monotonic() - t0, timer.estimate(extra)
-        if spent + need > budget:
-            console.print(f"adaptive repetitions stop: the next round ({len(extra)} points, about {need:.0f} s) "
-                          f"would exceed the {budget:g} s budget ({spent:.0f} s spent)",
+        spent = time.monotonic() - t0
+        fits = fitting(extra, timer, budget - spent)
+        if len(fits) < 2:   # the baseline alone decides nothing
+            console.print(f"adaptive repetitions stop: the next round ({len(extra)} points, about "
+                          f"{timer.estimate(extra):.0f} s) would exceed the {budget:g} s budget ({spent:.0f} s spent)",
                           highlight=False, soft_wrap=True)
             break
-        console.print(f"adaptive round: factors {', '.join(str(p['factor']) for p in extra)} undecided; "
-                      f"one more repetition each", highlight=False, soft_wrap=True)
-        points = points + extra
+        cut = "" if len(fits) == len(extra) else f" (of {len(extra)} undecided: what fits the budget)"
+        console.print(f"adaptive round: factors {', '.join(str(p['factor']) for p in fits)} undecided; "
+                      f"one more repetition each{cut}", highlight=False, soft_wrap=True)
+        points = points + fits
         outcome = run_sweep(points=points, resume=outcome.run.path, **sweep)
     return outcome
 

@@ -370,6 +370,17 @@ def kernel_check(config: str, as_json: bool, fragment_out: Optional[str]) -> Non
     sys.exit(0 if rep.ok else 1)
 
 
+@cli.command("share-up", hidden=True)
+def share_up_cmd() -> None:
+    """One host's share of a testbed folded over several hosts, from the JSON share document on
+    stdin (sent by edgelab.remote.folded); prints what the controller needs as JSON. ``edgelab
+    down <testbed>-h<i>`` removes it."""
+    from .backends.local.share import MAX_DOC_BYTES, share_up
+
+    _require_root("edgelab share-up")
+    click.echo(json.dumps(share_up(sys.stdin.read(MAX_DOC_BYTES + 1))))
+
+
 def main() -> None:
     cli(prog_name="edgelab")
 

@@ -16,7 +16,13 @@ counters, not in the nodes' cgroups:
 :class:`HostLoadSampler` reads them between :meth:`start` and :meth:`stop`
 (a thread samples the run queue); :meth:`HostLoadSampler.measurements` turns
 them into aggregate rows (``host_cpu_busy``, ``host_cpu_softirq``,
-``host_cpu_pressure``, ``host_runqueue``) kept with every point.
+``host_cpu_pressure``, ``host_runqueue``) kept with every point. Given the
+measured system's own CPU counter (the testbed's cgroup subtree, plus this
+controller process), it also records ``host_foreign_cpu``: the share of the
+host's CPU that went to *other* work during the window — another job on a
+shared machine. A folded point that degrades while 40 % of the host ran
+someone else's work measures that work too, and the verdict must say so
+rather than blame folding.
 
 :class:`HostWarmer` addresses a baseline that is itself unrepresentative: on
 an idle host, one lone node's requests each pay the CPU's wake-up from a deep
@@ -38,7 +44,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 from .results import Measurement
 
@@ -113,6 +119,7 @@ class HostLoad:
     pressure: Optional[float]  # fraction of the window some runnable task waited for a CPU
     runqueue: float      # mean runnable tasks (sampled)
     runqueue_samples: int = 0
+    foreign: Optional[float] = None  # fraction of all CPUs' time busy with work outside the measured system
 
     @property
     def overloaded(self) -> list[str]:
@@ -126,7 +133,25 @@ class HostLoad:
             out.append(f"tasks waited for a CPU {self.pressure:.0%} of the time")
         if self.softirq >= 0.1:
             out.append(f"softirq {self.softirq:.0%} of CPU time")
+        if self.foreign is not None and self.foreign >= FOREIGN_SHARED:
+            out.append(f"other work used {self.foreign:.0%} of the host's CPU")
         return out
+
+
+#: Share of the host's CPU used by work outside the testbed from which the host counts as shared.
+FOREIGN_SHARED = 0.15
+
+
+def own_process_cpu_seconds() -> float:
+    """CPU seconds of this (controller) process: it runs beside the testbed, it is not foreign."""
+    t = os.times()
+    return t.user + t.system
+
+
+def testbed_cpu_counter(tb: object) -> Optional[Callable[[], float]]:
+    """A testbed's own cumulative CPU counter (the local backend's ``testbed_cpu_seconds``), or
+    None where the backend has none: the sampler then records no ``host_foreign_cpu``."""
+    return getattr(tb, "testbed_cpu_seconds", None)
 
 
 @dataclass
@@ -136,6 +161,10 @@ class HostLoadSampler:
     interval: float = 0.1
     warmer: Optional["HostWarmer"] = None
     proc: str = PROC
+    #: Cumulative CPU seconds of the measured system (e.g. the testbed's cgroup subtree);
+    #: with it, ``host_foreign_cpu`` is recorded. This process's own CPU is added to it.
+    own_cpu: Optional[Callable[[], float]] = None
+    _own0: float = 0.0
     _t0: float = 0.0
     _cpu0: Optional[CpuTimes] = None
     _psi0: Optional[int] = None
@@ -152,9 +181,13 @@ class HostLoadSampler:
         self._cpu0 = read_cpu_times(self.proc)
         self._psi0 = read_pressure_us(self.proc)
         self._spin0 = self.warmer.cpu_seconds() if self.warmer else 0.0
+        self._own0 = self._own()
         self._thread = threading.Thread(target=self._sample_runqueue, name="hostload", daemon=True)
         self._thread.start()
         return self
+
+    def _own(self) -> float:
+        return (self.own_cpu() + own_process_cpu_seconds()) if self.own_cpu is not None else 0.0
 
     def _sample_runqueue(self) -> None:
         while not self._stop.wait(self.interval):
@@ -174,6 +207,14 @@ class HostLoadSampler:
         total = max(cpu1.total - self._cpu0.total, 1e-9)
         spin = (self.warmer.cpu_seconds() - self._spin0) if self.warmer else 0.0
         busy = max(0.0, (cpu1.busy - self._cpu0.busy - spin)) / total
+        foreign = None
+        if self.own_cpu is not None:
+            # Softirq time is left out: it is not charged to the task it interrupts (with
+            # IRQ time accounting), so the testbed's own packet processing lands there; it has
+            # its own signal. Jiffies and cgroup nanoseconds tick differently: clamp at 0.
+            own = self._own() - self._own0
+            other = (cpu1.busy - self._cpu0.busy) - (cpu1.softirq - self._cpu0.softirq) - spin - own
+            foreign = min(1.0, max(0.0, other) / total)
         # runnable counts include the warmer's spinners: they are not load
         spinners = self.warmer.spinners if self.warmer else 0
         rq = [max(0, r - spinners) for r in self._rq]
@@ -181,7 +222,8 @@ class HostLoadSampler:
             seconds=wall, cpus=os.cpu_count() or 1, busy=min(busy, 1.0),
             softirq=(cpu1.softirq - self._cpu0.softirq) / total,
             pressure=None if psi1 is None or self._psi0 is None else min(1.0, (psi1 - self._psi0) / 1e6 / wall),
-            runqueue=sum(rq) / len(rq) if rq else float(read_runnable(self.proc)), runqueue_samples=len(rq))
+            runqueue=sum(rq) / len(rq) if rq else float(read_runnable(self.proc)), runqueue_samples=len(rq),
+            foreign=foreign)
         return self.result
 
     def measurements(self) -> list[Measurement]:
@@ -194,6 +236,8 @@ class HostLoadSampler:
                 Measurement("host_runqueue", r.runqueue, "tasks")]
         if r.pressure is not None:
             rows.append(Measurement("host_cpu_pressure", r.pressure, "fraction"))
+        if r.foreign is not None:
+            rows.append(Measurement("host_foreign_cpu", r.foreign, "fraction"))
         return rows
 
 
@@ -264,3 +308,22 @@ class HostWarmer:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def main() -> int:
+    """``python3 -m edgelab.hostload``: sample this host from now until a line (or EOF) arrives on
+    stdin, then print the window's :class:`HostLoad` as one JSON line. A testbed folded over several
+    hosts runs this on each of them around a measurement (:mod:`edgelab.remote.folded`)."""
+    import dataclasses
+    import json
+    import sys
+
+    sampler = HostLoadSampler().start()
+    print("READY", flush=True)
+    sys.stdin.readline()
+    print(json.dumps(dataclasses.asdict(sampler.stop())), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -22,6 +22,17 @@ Judged metrics: median request latency, CPU time per request of the phones
 recorded and reported but not judged by default (it needs many more requests
 than a quick run sends to be stable to 5 %).
 
+Over several hosts (``--backend ssh --inventory FILE --hosts 1,2,3``): each
+virtual topology (``--factors`` phones and their server) runs with every node
+on the inventory's first host and spread over its first 2, 3... hosts (each
+host builds its share with the local backend; VXLAN joins the hosts' bridges;
+placement by :func:`edgelab.folding.fold`, at most ⌈N/M⌉ nodes per host), and
+each host count is judged against the 1-host baseline per factor
+(:mod:`analysis.folding_hosts`). The placement and tunnels of every point are
+in its ``raw/<point>/facts.json``. Adaptive rounds add one repetition of every
+host count of a factor whose verdict is still inconclusive, within
+``--max-reps`` and ``--budget``.
+
 ``--quick`` (the default) sweeps factors 1,2,4,8,16,32 with 3 repetitions, up to
 6 with the adaptive rounds, within a 300 s budget; ``--full`` goes to 64 with 5
 repetitions, up to 10.
@@ -31,12 +42,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
+from typing import Optional
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 
 from edgelab.adaptive import judgeable, run_adaptive
-from edgelab.experiment import (testbed_name, backend_from_args, common_arguments, console, dry_run, finish, int_list,
-                                main_guard)
+from edgelab.experiment import (testbed_name, backend_from_args, backend_options, common_arguments, console, dry_run,
+                                finish, int_list, main_guard, run_sweep)
 from edgelab.scenario_topologies import folding_topology
 from edgelab.scenarios import FoldLoad, folding_point
 
@@ -55,6 +68,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="virtual nodes per host (quick 1,2,4,8,16,32; --full 1,2,4,8,16,32,48,64)")
     p.add_argument("--reps", type=int, default=None, help="repetitions per factor (quick 3, full 5)")
     p.add_argument("--seconds", type=float, default=None, help="load duration per point (quick 4, full 10)")
+    p.add_argument("--min-requests", type=int, default=None,
+                   help="requests a point sends at least, all nodes together: the least folded points run "
+                        "longer than --seconds to get them (quick 120, full 400; 0: off)")
     p.add_argument("--rate", type=float, default=10.0, help="requests per second per node (default %(default)s)")
     p.add_argument("--image-kb", type=int, default=20, help="request image size in KB (default %(default)s)")
     p.add_argument("--tolerance", type=float, default=0.05,
@@ -67,6 +83,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="adaptive repetitions: at most this many per factor (quick 6, full 10; = --reps: none)")
     p.add_argument("--budget", type=float, default=None,
                    help="seconds the sweep may take with its adaptive rounds (quick 300, full 3600)")
+    p.add_argument("--hosts", type=int_list, default=None,
+                   help="--backend ssh: spread each virtual topology over this many of the inventory's hosts "
+                        "(e.g. 1,2,3; must include 1, the baseline)")
     p.add_argument("--warm-host", action=argparse.BooleanOptionalAction, default=True,
                    help="local backend: keep the CPUs out of idle states during the sweep (default on)")
     mode = p.add_mutually_exclusive_group()
@@ -81,16 +100,37 @@ def parse_args(argv=None) -> argparse.Namespace:
     a.factors = sorted(set(a.factors or ([1, 2, 4, 8, 16, 32, 48, 64] if a.full else [1, 2, 4, 8, 16, 32])))
     a.reps = a.reps or (5 if a.full else 3)
     a.seconds = a.seconds or (10.0 if a.full else 4.0)
+    a.min_requests = (400 if a.full else 120) if a.min_requests is None else a.min_requests
+    if a.min_requests < 0:
+        p.error(f"--min-requests must be >= 0, got {a.min_requests}")
     a.max_reps = max(a.reps, a.max_reps or (10 if a.full else 6))
     a.budget = a.budget or (3600.0 if a.full else 300.0)
-    if a.reps < 2:
+    if a.hosts is not None:
+        a.hosts = sorted(set(a.hosts))
+        if a.hosts[0] < 1 or 1 not in a.hosts:
+            p.error(f"--hosts must list host counts >= 1 including 1, the baseline (got {a.hosts})")
+        if not (a.backend == "ssh" or a.inventory):
+            p.error("--hosts spreads the topology over an inventory's hosts: add --backend ssh --inventory FILE")
+    elif a.reps < 2:
         p.error("--reps must be at least 2: the equivalence test needs an interval per factor")
     return a
 
 
-def sweep_points(factors: list[int], reps: int) -> list[dict]:
+def point_seconds(seconds: float, min_requests: int, rate_rps: float, factor: int) -> float:
+    """Load duration of a point: ``seconds``, longer where ``factor`` nodes at ``rate_rps`` would send
+    fewer than ``min_requests``. Why: the baseline (one node) otherwise has the fewest requests of
+    all, so its median latency is the noisiest number of the sweep and every comparison inherits it;
+    equal information per point lets the equivalence test decide with fewer repetitions."""
+    if min_requests <= 0 or rate_rps <= 0:
+        return seconds
+    return max(seconds, min_requests / (rate_rps * factor))
+
+
+def sweep_points(factors: list[int], reps: int, hosts: Optional[list[int]] = None) -> list[dict]:
     """Repetitions interleaved (all factors, then again) so slow drifts of the host
     (thermal, other load) spread over every factor instead of biasing one."""
+    if hosts is not None:
+        return [{"factor": f, "hosts": h, "rep": r} for r in range(reps) for f in factors for h in hosts]
     return [{"factor": f, "rep": r} for r in range(reps) for f in factors]
 
 
@@ -104,12 +144,16 @@ def verdict_of(run_path, a: argparse.Namespace):
 
 def main(argv=None) -> int:
     a = parse_args(argv)
-    if a.backend == "ssh" or a.inventory:
+    if (a.backend == "ssh" or a.inventory) and a.hosts is None:
         from edgelab.errors import EdgelabError
 
-        raise EdgelabError("folding measures N virtual nodes folded onto one host; real devices in an "
-                           "inventory are one node each, so there is nothing to fold: use the local, nxc or g5k backend")
-    params = {"factors": a.factors, "reps": a.reps, "seconds": a.seconds, "rate_rps": a.rate,
+        raise EdgelabError("folding with --backend ssh folds the topology onto the inventory's hosts: say over how "
+                           "many with --hosts (e.g. --hosts 1,2); each host then runs its share with the local backend")
+    if a.hosts is not None:
+        return main_hosts(a)
+    params = {"factors": a.factors, "reps": a.reps, "seconds": a.seconds, "min_requests": a.min_requests,
+              "point_seconds": {str(f): point_seconds(a.seconds, a.min_requests, a.rate, f) for f in a.factors},
+              "rate_rps": a.rate,
               "image_kb": a.image_kb, "tolerance": a.tolerance, "metrics": a.metrics, "alpha": a.alpha,
               "max_reps": a.max_reps, "budget_s": a.budget, "warm_host": a.warm_host}
 
@@ -119,7 +163,7 @@ def main(argv=None) -> int:
     backend = backend_from_args(a, COMPOSITION)
 
     def measure(point, run):
-        load = FoldLoad(seconds=a.seconds, rate_rps=a.rate, image_bytes=a.image_kb * 1000, seed=1 + point["rep"])
+        load = FoldLoad(seconds=point_seconds(a.seconds, a.min_requests, a.rate, point["factor"]), rate_rps=a.rate, image_bytes=a.image_kb * 1000, seed=1 + point["rep"])
         return folding_point(folding_topology(point["factor"], name=TESTBED), backend=backend, run=run,
                              point=point, load=load)
 
@@ -139,10 +183,89 @@ def main(argv=None) -> int:
                              f"{r.degradation_ci_high:+.1%}] {r.decision}" for r in at.itertuples())
             sig = verdict.signals.get(int(f), {})
             host = (f"; host CPU {sig['host_cpu_busy']:.0%} busy, run queue {sig.get('host_runqueue', 0):.1f}"
+                    + (f", other work {sig['host_foreign_cpu']:.0%}" if "host_foreign_cpu" in sig else "")
                     if "host_cpu_busy" in sig else "")
             console.print(f"  factor {f} ({verdict.verdicts.get(int(f), 'baseline')}): {devs}{host}", highlight=False, soft_wrap=True)
         print(f"max faithful folding factor: {verdict.max_factor}")
         print(f"breaking point: {verdict.breaking_point if verdict.breaking_point is not None else 'none'}")
+    return finish(outcome, a)
+
+
+def main_hosts(a: argparse.Namespace) -> int:
+    """The same virtual topologies on 1 host and spread over more (see the module docstring)."""
+    from edgelab.remote.folded import FoldedBackend
+
+    opts = backend_options(a.backend_opt)
+    inventory = a.inventory or opts.pop("inventory", None)
+    opts.pop("inventory", None)
+    if not inventory:
+        from edgelab.errors import EdgelabError
+
+        raise EdgelabError("--hosts needs --inventory FILE: the hosts to fold over (scripts/ssh-devices writes one)")
+    backends = {h: FoldedBackend(inventory, h, **opts) for h in a.hosts}
+    params = {"factors": a.factors, "hosts": a.hosts, "reps": a.reps, "max_reps": a.max_reps, "budget_s": a.budget,
+              "seconds": a.seconds,
+              "min_requests": a.min_requests,
+              "point_seconds": {str(f): point_seconds(a.seconds, a.min_requests, a.rate, f) for f in a.factors},
+              "rate_rps": a.rate,
+              "image_kb": a.image_kb, "tolerance": a.tolerance, "metrics": a.metrics, "alpha": a.alpha,
+              "baseline": "1 host", "inventory": str(inventory)}
+    points = sweep_points(a.factors, a.reps, a.hosts)
+    if a.dry_run:
+        from edgelab.plan import make_plan
+
+        for f in a.factors:
+            plan = make_plan(folding_topology(f, name=TESTBED))
+            for h in a.hosts:
+                print(f"### factor {f} over {h} host(s)\n{backends[h].dry_run(plan)}")
+        return 0
+
+    def measure(point, run):
+        load = FoldLoad(seconds=point_seconds(a.seconds, a.min_requests, a.rate, point["factor"]), rate_rps=a.rate,
+                        image_bytes=a.image_kb * 1000, seed=1 + point["rep"])
+        return folding_point(folding_topology(point["factor"], name=TESTBED), backend=backends[point["hosts"]],
+                             run=run, point=point, load=load)
+
+    sweep = dict(experiment="folding", param_names=["factor", "hosts", "rep"], measure=measure, params=params,
+                 results_root=a.results, backend="ssh", keep_going=a.keep_going, will_report=not a.no_report)
+    from analysis.folding_hosts import hosts_verdicts
+    from analysis.load import ResultsError, load_run
+
+    def verdicts_of(path):
+        return hosts_verdicts(load_run(path).df, a.metrics, tolerance=a.tolerance, alpha=a.alpha)
+
+    t0 = time.monotonic()
+    outcome = run_sweep(points=points, resume=a.resume, **sweep)
+    reps = {f: a.reps for f in a.factors}
+    while outcome.status == "complete":   # adaptive rounds: factors whose verdict is undecided
+        try:
+            undecided = [f for f, v in verdicts_of(outcome.run.path).items()
+                         if "inconclusive" in v.verdicts.values() and reps[f] < a.max_reps]
+        except ResultsError:
+            break
+        if not undecided:
+            break
+        extra = [{"factor": f, "hosts": h, "rep": reps[f]} for f in undecided for h in a.hosts]
+        spent = time.monotonic() - t0
+        need = spent / max(1, len(points)) * len(extra)
+        if spent + need > a.budget:
+            console.print(f"adaptive repetitions stop: the next round ({len(extra)} points, about {need:.0f} s) would "
+                          f"exceed the {a.budget:g} s budget", highlight=False, soft_wrap=True)
+            break
+        console.print(f"adaptive round: factor(s) {', '.join(map(str, undecided))} undecided over hosts; one more "
+                      "repetition of every host count", highlight=False, soft_wrap=True)
+        for f in undecided:
+            reps[f] += 1
+        points = points + extra
+        outcome = run_sweep(points=points, resume=outcome.run.path, **sweep)
+    if outcome.status != "interrupted" and judgeable(outcome.run.path):
+        verdicts = verdicts_of(outcome.run.path)
+        print("Folding over hosts: each factor's virtual topology spread over M hosts, judged against all of it "
+              "on 1 host (the baseline)")
+        for v in verdicts.values():
+            print(f"  {v.describe()}")
+            for r in v.table[v.table["hosts"] != 1].itertuples():
+                print(f"    {r.hosts} hosts: {r.metric} {r.degradation:+.1%} ({r.decision})")
     return finish(outcome, a)
 
 

@@ -52,7 +52,32 @@ def disagreements(topology_path: str, view: list[dict], counts: dict[str, int] |
                 ok = got == want if isinstance(want, str) else got is not None and abs(float(got) - want) < 1e-9
                 if not ok:
                     errors.append(f"{node.name}: {k} nix={got!r} python={want!r} in {cmd!r}")
+        # The Wi-Fi cells' routes through their AP (nix/lib.nix cellRouteCommands), where the view has
+        # them: the same as edgelab.remote.ap.route_cmds with the network's uplink as the AP.
+        if "ap_routes" in v:
+            want = [f"ip route replace {r}" for r in ap_routes(plan).get(node.name, [])]
+            if v["ap_routes"] != want:
+                errors.append(f"{node.name}: AP routes nix={v['ap_routes']} python={want}")
     return errors
+
+
+def ap_routes(plan) -> dict[str, list[str]]:
+    """node -> ``route_cmds`` of every Wi-Fi cell, its AP the network's uplink (plan addresses and
+    plan interface names); none when a cell has no uplink (Nix has no AP for it either)."""
+    from edgelab.errors import BackendError
+    from edgelab.remote import ap as apmod
+
+    try:
+        cells = apmod.ap_plan(plan, lambda n: False)
+    except BackendError:
+        return {}
+    out: dict[str, list[str]] = {}
+    for c in cells:
+        addr = {n.name: i.ip for n in plan.nodes for i in n.interfaces if i.network == c.network}
+        dev = {n.name: i.ifname for n in plan.nodes for i in n.interfaces if i.network == c.network}
+        for node, routes in apmod.route_cmds(c, addr.__getitem__, dev.__getitem__).items():
+            out.setdefault(node, []).extend(routes)
+    return out
 
 
 def main(argv: list[str]) -> int:

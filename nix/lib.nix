@@ -178,6 +178,51 @@ rec {
       ];
     in concatStringsSep "\n" lines + "\n";
 
+  # ------------------------------------------------- Wi-Fi access point as a node
+
+  # The plan's Wi-Fi cells (segments with an airtime capacity) and their access
+  # point, by the rule edgelab/remote/ap.py ap_plan applies when no dedicated AP
+  # device exists: the network's first uplink node; the other uplinks reach the
+  # stations through it. A cell on a network with no uplink has no AP here.
+  wifiCells = plan: concatLists (map
+    (net: map
+      (seg: {
+        network = net.name;
+        segment = seg.index;
+        name = "air${toString seg.index}";
+        stations = seg.stations;
+        capacity = seg.capacity_mbit;
+        ap = if net.uplinks == [ ] then
+          throw "edgelab: Wi-Fi network '${net.name}' of plan '${plan.name}' has no uplink node to be its access point"
+        else head net.uplinks;
+        uplinks = filter (u: u != head net.uplinks) net.uplinks;
+      })
+      (filter (seg: (seg.capacity_mbit or null) != null) net.segments))
+    plan.networks);
+
+  # The link tag the remote backends give a node (edgelab/remote/testbed.py link_tag):
+  # "el" + the first 6 hex digits of sha256("<testbed>/<node>"); names the AP's IFB.
+  linkTag = testbed: name: "el" + builtins.substring 0 6 (builtins.hashString "sha256" "${testbed}/${name}");
+
+  # `ip route replace` commands steering node `name`'s Wi-Fi traffic through
+  # each cell's AP, as edgelab/remote/ap.py route_cmds: a station reaches every
+  # other member (stations, other uplinks) via the AP; an uplink that is not
+  # the AP reaches every station via it. The AP itself gets none.
+  cellRouteCommands = { plan, name, ifmap ? { }, ip ? "ip" }:
+    let
+      forCell = c:
+        let
+          addr = n: addressOf plan n c.network;
+          gw = addr c.ap;
+          mine = filter (i: i.network == c.network) (node plan name).interfaces;
+          dev = realDev ifmap (head mine).ifname;
+          peers = if builtins.elem name c.stations then filter (p: p != name && p != c.ap) (c.stations ++ c.uplinks)
+            else if builtins.elem name c.uplinks then c.stations
+            else [ ];
+        in if mine == [ ] || name == c.ap then [ ]
+          else map (p: "${ip} route replace ${addr p}/32 via ${gw} dev ${dev}") peers;
+    in concatLists (map forCell (wifiCells plan));
+
   # The device name that stands for "the default route's device, at boot".
   defaultRouteDev = "$EDGELAB_DEV";
 

@@ -4,11 +4,13 @@ first on PATH (tests/nxc_shims). Shared by test_backend_nxc and test_backend_g5k
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -102,3 +104,54 @@ def shim_env(tmp_path, monkeypatch):
     env = ShimEnv(tmp_path, monkeypatch)
     yield env
     env.kill_leftovers()
+
+
+@contextlib.contextmanager
+def guest_namespaces(plan, monkeypatch, *, default_route: bool = False):
+    """Give each stand-in guest a network namespace of its own: ``<prefix>-<node>`` with ``eth1``
+    on one bridge and the node's plan address -- what nxc's vde switch (or a Grid'5000 job's
+    network) and the composition's edgelab.netem give a booted node. The shims' sshd then runs
+    every session there (tests/nxc_shims/_shim.py, ``EDGELAB_SHIM_GUEST_NETNS``), so what a test
+    changes on the guests (routes, sysctls, IFBs) stays off this machine. ``default_route``: the
+    guests' default route leaves by eth1 (a Grid'5000 node's testbed NIC is found that way).
+    Yields the prefix; removes the namespaces, and any AP undo script a failed run left, after."""
+    if not shutil.which("nsenter"):
+        pytest.skip("nsenter (util-linux) is not installed")
+    prefix = f"elnx{os.getpid() % 100000}"
+    made = []
+
+    def sh(*argv):
+        subprocess.run(list(argv), check=True, capture_output=True, text=True)
+
+    try:
+        sw = f"{prefix}-sw"
+        made.append(sw)
+        sh("ip", "netns", "add", sw)
+        sh("ip", "-n", sw, "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", sw, "link", "set", "br0", "up")
+        for i, n in enumerate(plan.nodes):
+            ns = f"{prefix}-{n.name}"
+            made.append(ns)
+            sh("ip", "netns", "add", ns)
+            sh("ip", "link", "add", "eth1", "netns", ns, "type", "veth", "peer", "name", f"p{i}", "netns", sw)
+            sh("ip", "-n", sw, "link", "set", f"p{i}", "master", "br0", "up")
+            sh("ip", "-n", ns, "addr", "add", n.interfaces[0].address, "dev", "eth1")
+            sh("ip", "-n", ns, "link", "set", "eth1", "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+            if default_route:
+                sh("ip", "-n", ns, "route", "add", "default", "dev", "eth1")
+        monkeypatch.setenv("EDGELAB_SHIM_GUEST_NETNS", prefix)
+        yield prefix
+    finally:
+        for ns in reversed(made):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        from edgelab.remote.ap import undo_path
+        from edgelab.remote.testbed import link_tag
+
+        for n in plan.nodes:   # the guests' workdir is this machine's /tmp/edgelab
+            Path(undo_path("/tmp/edgelab", link_tag(plan.topology.name, n.name))).unlink(missing_ok=True)
+
+
+def in_ns(ns: str, cmd: str) -> str:
+    """``cmd``'s output inside network namespace ``ns``."""
+    return subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", cmd], capture_output=True, text=True).stdout

@@ -3,7 +3,7 @@
 import pandas as pd
 
 from analysis.folding import folding_verdict
-from edgelab.adaptive import PointTimer, more_points, planned
+from edgelab.adaptive import PointTimer, fitting, more_points, planned, settled
 
 
 def folded(values: dict[int, list[float]], metric="latency_ms_p50") -> pd.DataFrame:
@@ -34,3 +34,47 @@ def test_rounds_are_planned_from_each_factors_own_duration():
     t.took = {1: [2.0, 4.0], 32: [30.0]}
     assert t.estimate([{"factor": 1}, {"factor": 32}]) == 3.0 + 30.0
     assert t.estimate([{"factor": 8}]) == (2.0 + 4.0 + 30.0) / 3   # unseen factor: the overall mean
+
+
+def test_only_factors_decided_unfaithful_on_intervals_are_settled():
+    v = folding_verdict(folded({1: [10, 9, 11], 2: [10, 8, 12], 4: [20, 20.1, 19.9], 8: [30, 31, 29]}))
+    assert settled(v) == {4, 8}
+    # one repetition: decisions on the mean only, nothing is settled by them
+    assert settled(folding_verdict(folded({1: [10], 4: [20]}))) == set()
+
+
+def test_a_round_that_does_not_fit_is_cut_to_the_baseline_and_least_folded_factors():
+    t = PointTimer()
+    t.took = {1: [10.0], 2: [5.0], 4: [6.0], 8: [8.0]}
+    extra = [{"factor": f, "rep": 3} for f in (8, 1, 4, 2)]
+    assert [p["factor"] for p in fitting(extra, t, 22.0)] == [1, 2, 4]
+    assert [p["factor"] for p in fitting(extra, t, 100.0)] == [1, 2, 4, 8]
+    assert fitting(extra, t, 9.0) == []
+
+
+def test_the_initial_design_stops_repeating_a_factor_once_it_is_decided_unfaithful(tmp_path, monkeypatch):
+    """The real run_sweep on a stand-in measurement: factor 4 is far worse from the start."""
+    from edgelab import adaptive
+
+    values = {1: [10, 10.2, 9.8, 10.1, 9.9], 2: [10.1, 9.9, 10.0, 10.05, 9.95], 4: [40, 41, 39, 40, 40]}
+    measured: list[tuple[int, int]] = []
+
+    def measure(point, run):
+        from edgelab.results import Measurement
+        measured.append((point["factor"], point["rep"]))
+        return [Measurement("latency_ms_p50", values[point["factor"]][point["rep"]], "ms")]
+
+    def verdict_of(path):
+        from analysis.load import load_run
+        return folding_verdict(load_run(path).df, ["latency_ms_p50"], tolerance=0.05)
+
+    points = [{"factor": f, "rep": r} for r in range(4) for f in (1, 2, 4)]
+    sweep = dict(experiment="adaptive-test", param_names=["factor", "rep"], measure=measure, params={},
+                 results_root=str(tmp_path), backend="local", keep_going=False, will_report=False)
+    out = adaptive.run_adaptive(points=points, resume=False, sweep=sweep, verdict_of=verdict_of, max_reps=5,
+                                budget=600.0)
+    assert out.status == "complete"
+    assert [r for f, r in measured if f == 4] == [0, 1]          # settled after two repetitions
+    assert [r for f, r in measured if f == 1] == [0, 1, 2, 3]    # the rest of the design still runs
+    v = verdict_of(out.run.path)
+    assert v.verdicts[4] == "unfaithful" and v.breaking_point == 4

@@ -91,3 +91,16 @@ def test_host_signals_name_the_cause_of_the_break():
     # without overload at the break, the verdict says that no signal explains it
     calm = folded({1: [0.2] * 3, 2: [0.2] * 3, 4: [0.25] * 3}, metric="host_cpu_busy")
     assert "no host overload signal" in folding_verdict(pd.concat([df, calm]), ["latency_ms_p95"]).describe()
+
+
+def test_other_work_on_the_host_is_named_and_the_touched_factors_are_flagged():
+    df = folded({1: [10.0, 10.01, 9.99], 2: [10.0, 10.02, 9.98], 4: [20.0, 20.1, 19.9], 8: [40.0, 41.0, 39.0]})
+    foreign = folded({1: [0.02] * 3, 2: [0.30, 0.35, 0.40], 4: [0.5] * 3, 8: [0.6] * 3}, metric="host_foreign_cpu")
+    res = folding_verdict(pd.concat([df, foreign]), ["latency_ms_p95"], tolerance=0.05, cpus=2)
+    assert res.breaking_point == 4
+    assert res.shared_host() == {2: pytest.approx(0.35), 4: pytest.approx(0.5)}   # not 8: past the break
+    text = res.describe()
+    assert "other work (not the testbed) used 50% of the host's CPU" in text
+    assert "Caution: the host was shared with other work during factor(s) 2 (35% of its CPU), 4 (50%" in text
+    quiet = folded({f: [0.01] * 3 for f in (1, 2, 4, 8)}, metric="host_foreign_cpu")
+    assert "Caution" not in folding_verdict(pd.concat([df, quiet]), ["latency_ms_p95"]).describe()

@@ -5,6 +5,7 @@ EnOSlib objects are built offline and inspected; the provider is injected."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from types import SimpleNamespace
 
@@ -22,11 +23,12 @@ from edgelab.backends.g5k_reservation import (
     plan_reservation,
 )
 from edgelab.errors import BackendError, FoldingError
+from edgelab.linkemu.commands import DEFAULT_CLASS_SHARE
 from edgelab.model import LinkParams
 from edgelab.plan import make_plan
 from edgelab.topology import load_topology, parse_topology
 
-from nxc_real import ROOT, port_free, shim_env, sshd_available  # noqa: F401  (shim_env is a fixture)
+from nxc_real import ROOT, guest_namespaces, in_ns, port_free, shim_env, sshd_available  # noqa: F401
 
 
 def wifi_plan(phones: int = 4):
@@ -136,6 +138,13 @@ def test_build_netem_produces_tc_commands_on_mapped_devices():
     assert "tc qdisc add dev eno1 root netem delay 2ms 0.5ms loss 0.5% rate 65mbit" in add
     assert any(cmd.startswith("tc qdisc add dev ifb") and cmd.endswith("netem delay 2ms 0.5ms loss 0.5% rate 65mbit")
                for cmd in apply)
+    # the Wi-Fi access point's NIC gets no `tc qdisc add dev X ingress` (its station filters need that hook)
+    ap = build_netem(plan, hosts, devices={"wlan0": "eno1", "eth0": "eno1"}, egress_only={"server-1"})
+    _, add, apply = ap.sources[hosts["server-1"]].all_commands()
+    assert "tc qdisc add dev eno1 root netem delay 0.05ms rate 1000mbit" in add
+    assert not any("ingress" in c for c in add + apply), (add, apply)
+    _, add, _ = ap.sources[hosts["phone-1"]].all_commands()
+    assert "tc qdisc add dev eno1 ingress" in add
 
 
 # -- dry run ----------------------------------------------------------------------------------
@@ -155,7 +164,25 @@ def test_dry_run_text():
     assert "phone-3      <default-route NIC> out delay 2ms 0.5ms loss 0.5% rate 65mbit" in text
     assert "<default-route NIC>: the device of each node's default route" in text
     assert "server-1     <default-route NIC> in  delay 0.05ms rate 1000mbit" in text
-    assert "not emulated" in text and "wlan/segment0" in text
+    # the Wi-Fi cell's access point as a node (the uplink server): budget, per-station classes, routes
+    assert "not emulated" not in text
+    cap = wifi_plan(4).network("wlan").segments[0].capacity_mbit
+    assert (f"Wi-Fi cell wlan/0: access point server-1 (10.77.0.1) [uplink node], airtime budget {cap:.1f} Mbit/s "
+            "(Bianchi, 4 stations)") in text
+    assert ("on server-1: sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.send_redirects=0 "
+            "net.ipv4.conf.<default-route NIC>.send_redirects=0") in text
+    assert (f"on server-1: python3 -m edgelab.linkemu shared --dev '<default-route NIC>' --name air0 "
+            f"--capacity-mbit {cap:.6g} --tag ") in text
+    assert text.count("--station-mac '<MAC of phone-") == 4
+    share = (cap * (1 - DEFAULT_CLASS_SHARE)) / 4
+    per = re.search(r"per station: (.*)", text).group(1)
+    assert per.count(f"Mbit/s (ceil {cap:.1f})") == 4 and f"phone-4 {share:.2f} Mbit/s" in per, (per, share)
+    # every station reaches every other plan address through the AP (3 peers each), no route on the AP
+    routes = re.findall(r"on (\S+): ip route replace (\S+) via 10\.77\.0\.1 dev <default-route NIC>", text)
+    assert len(routes) == 4 * 3 and {n for n, _ in routes} == {f"phone-{i}" for i in range(1, 5)}
+    assert "server-1     <default-route NIC> in  delay 0.05ms rate 1000mbit  [not applied: Wi-Fi access point" in text
+    off = dry_run(wifi_plan(4), {"composition": "k3s-phones", "airtime": False})
+    assert "not emulated (airtime=false" in off and "wlan/segment0" in off and "access point" not in off
 
 
 def test_oar_project_and_flake_dir_are_separate_options():
@@ -192,10 +219,14 @@ def test_up_without_grid5000_access_raises(tmp_path):
     assert "Grid'5000 API access" in str(err.value) and "`nxc` (NixOS-Compose) is not on PATH" in str(err.value)
 
 
-def test_up_refuses_folding_it_cannot_deploy(tmp_path):
-    backend = G5kBackend(max_per_host=3, flake_dir=str(tmp_path), access_check=lambda: [])
-    with pytest.raises(BackendError, match="folding 3 virtual nodes"):
+def test_folded_up_needs_grid5000_access_but_not_nxc(tmp_path):
+    """Above factor 1 each machine runs its share with the local backend (tests/test_multihost.py
+    brings one up over SSH-lab machines): no nxc needed, only the API."""
+    backend = G5kBackend(max_per_host=3, flake_dir=str(tmp_path), access_check=lambda: ["no API here"],
+                         which=lambda n: None)
+    with pytest.raises(BackendError) as err:
         backend.up(wifi_plan())
+    assert "no API here" in str(err.value) and "nxc" not in str(err.value)
 
 
 class FakeProvider:
@@ -223,13 +254,18 @@ JOB_NODES = ["127.0.0.3", "127.0.0.2", "127.0.0.4"]
 def test_up_reserves_deploys_with_real_nxc_and_reaches_the_job_nodes(shim_env, monkeypatch):
     """Reservation (injected provider) -> machine file -> the REAL `nxc build`/`nxc start -m`
     (kexec over the ssh shim, nmap shim probing port 22) -> nxc's deployment file -> the job's
-    nodes as a RemoteTestbed over SSH -> EnOSlib netem on them -> teardown releases the job."""
+    nodes as a RemoteTestbed over SSH -> the Wi-Fi cell's access point on the uplink machine ->
+    EnOSlib netem on them -> teardown undoes the AP and releases the job. Each stand-in node's
+    sessions run in a network namespace of its own (nxc_real.guest_namespaces: its NIC eth1,
+    carrying its default route and plan address), so the AP's routes and sysctls stay off this machine."""
     why = sshd_available()
     if why:
         pytest.skip(why)
     busy = [a for a in JOB_NODES if not port_free(a, 22)]
     if busy:
         pytest.skip(f"port 22 on {busy} is in use (the stand-in Grid'5000 nodes serve SSH there)")
+    import sys
+
     deployed = []
     monkeypatch.setattr(en.Netem, "deploy", lambda self, *a, **k: deployed.append(self))
     monkeypatch.setattr(en.Netem, "destroy", lambda self, *a, **k: deployed.append("destroyed"))
@@ -239,37 +275,49 @@ def test_up_reserves_deploys_with_real_nxc_and_reaches_the_job_nodes(shim_env, m
         providers.append(FakeProvider(conf, JOB_NODES))
         return providers[-1]
 
-    backend = G5kBackend(provider_factory=provider_factory, access_check=lambda: [],
-                         flake_dir=str(shim_env.project), ready_timeout=60)
     plan = wifi_plan(2)
-    tb = backend.up(plan)
-    try:
-        assert providers[0].conf.to_dict()["resources"]["machines"][0]["nodes"] == 3
-        machine_file = shim_env.project / ".edgelab" / "wifi.machines"
-        assert machine_file.read_text().split() == sorted(JOB_NODES)
-        kexecs = [c for c in shim_env.calls("ssh") if any("kexec.sh" in a for a in c)]
-        assert sorted(c[-2] for c in kexecs) == sorted(JOB_NODES)  # nxc kexec'ed every reserved node
-        assert [c[:2] for c in shim_env.calls("nmap")][0] == ["-p22", "-Pn"]
-        deployment = json.loads((shim_env.project / "deploy" / "k3s-phones::g5k-ramdisk.json").read_text())
-        assert {v["host"]: ip for ip, v in deployment["deployment"].items()} == \
-            {n: tb.transport.device(n).host for n in tb.nodes}
-        assert {tb.transport.device(n).port for n in tb.nodes} == {22}
-        assert tb.run("phone-1", ["id", "-un"]).stdout.strip() == "root"
-        [netem] = deployed
-        assert {h.address for h in netem.sources} == set(JOB_NODES)
-        # the NIC netem shapes is the one each node routes by default (found over SSH on the node)
-        route = subprocess.run(["ip", "-o", "-4", "route", "show", "default"], capture_output=True, text=True).stdout
-        nic = route.split()[route.split().index("dev") + 1]
-        assert {c.device for src in netem.sources.values() for c in src.outbounds} == {nic}
-        assert tb.transport.device("phone-1").ifname("wlan0") == nic
-        assert {h.keyfile for h in netem.sources} == {str(shim_env.project / ".edgelab" / "ssh" / "id_ed25519")}
-        facts = tb.facts()
-        assert facts["backend"] == "g5k" and facts["reservation"]["cluster"] == "paravance"
-        assert facts["link_engine"] == "enoslib-netem" and facts["devices"]["server-1"]["kernel"]
-    finally:
+    with guest_namespaces(plan, monkeypatch, default_route=True) as prefix:
+        backend = G5kBackend(provider_factory=provider_factory, access_check=lambda: [],
+                             flake_dir=str(shim_env.project), ready_timeout=60, node_python=sys.executable)
+        tb = backend.up(plan)
+        try:
+            assert providers[0].conf.to_dict()["resources"]["machines"][0]["nodes"] == 3
+            machine_file = shim_env.project / ".edgelab" / "wifi.machines"
+            assert machine_file.read_text().split() == sorted(JOB_NODES)
+            kexecs = [c for c in shim_env.calls("ssh") if any("kexec.sh" in a for a in c)]
+            assert sorted(c[-2] for c in kexecs) == sorted(JOB_NODES)  # nxc kexec'ed every reserved node
+            assert [c[:2] for c in shim_env.calls("nmap")][0] == ["-p22", "-Pn"]
+            deployment = json.loads((shim_env.project / "deploy" / "k3s-phones::g5k-ramdisk.json").read_text())
+            assert {v["host"]: ip for ip, v in deployment["deployment"].items()} == \
+                {n: tb.transport.device(n).host for n in tb.nodes}
+            assert {tb.transport.device(n).port for n in tb.nodes} == {22}
+            assert tb.run("phone-1", ["id", "-un"]).stdout.strip() == "root"
+            [netem] = deployed
+            assert {h.address for h in netem.sources} == set(JOB_NODES)
+            # the NIC netem shapes is the one each node routes by default (found over SSH on the node)
+            assert {c.device for src in netem.sources.values() for c in src.outbounds} == {"eth1"}
+            assert tb.transport.device("phone-1").ifname("wlan0") == "eth1"
+            assert {h.keyfile for h in netem.sources} == {str(shim_env.project / ".edgelab" / "ssh" / "id_ed25519")}
+            # the access point (the uplink machine) gets egress netem only; the phones both directions
+            by_alias = {h.alias: src for h, src in netem.sources.items()}
+            assert by_alias["server-1"].inbounds == [] and by_alias["server-1"].outbounds
+            assert by_alias["phone-1"].inbounds
+            # ... and the cell's budget, routes and forwarding (the nxc testbed's apply_cells)
+            ap_ip = tb.address("server-1")
+            assert f"via {ap_ip} dev eth1" in tb.run("phone-1", ["ip", "route", "get", tb.address("phone-2")]).stdout
+            assert "air0" in in_ns(f"{prefix}-server-1", "ip -o link")
+            assert in_ns(f"{prefix}-server-1", "sysctl -n net.ipv4.ip_forward").strip() == "1"
+            facts = tb.facts()
+            assert facts["backend"] == "g5k" and facts["reservation"]["cluster"] == "paravance"
+            assert facts["link_engine"] == "enoslib-netem" and facts["devices"]["server-1"]["kernel"]
+            assert facts["access_points"][0]["ap"] == "server-1" and facts["unemulated"] == []
+        finally:
+            tb.down()
         tb.down()
-    tb.down()
-    assert providers[0].calls == ["init", "destroy"] and deployed[-1] == "destroyed"
+        assert providers[0].calls == ["init", "destroy"] and deployed[-1] == "destroyed"
+        assert "air0" not in in_ns(f"{prefix}-server-1", "ip -o link")
+        assert in_ns(f"{prefix}-server-1", "sysctl -n net.ipv4.ip_forward").strip() == "0"
+        assert "via" not in in_ns(f"{prefix}-phone-1", "ip route")
     # the stand-in nodes keep running, as machines do until the job ends: the fixture stops them
 
 

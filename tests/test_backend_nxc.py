@@ -13,7 +13,9 @@ node and its commands go over real SSH.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -26,6 +28,7 @@ from edgelab.backends.nxc import (
     NxcBackend,
     NxcOptions,
     build_argv,
+    composition_ap_conflict,
     composition_plan,
     declared_params,
     missing_requirements,
@@ -38,7 +41,7 @@ from edgelab.errors import BackendError
 from edgelab.plan import make_plan
 from edgelab.topology import load_topology
 
-from nxc_real import ROOT, port_free, shim_env, sshd_available  # noqa: F401  (shim_env is a fixture)
+from nxc_real import ROOT, guest_namespaces, in_ns, port_free, shim_env, sshd_available  # noqa: F401
 
 
 def wifi_plan(phones: int = 4):
@@ -199,7 +202,8 @@ def test_up_vm_through_real_nxc_then_commands_over_ssh(shim_env, vm_ports, monke
     # the guests boot with a FaaS orchestrator unit the experiment would start itself, and k3s
     monkeypatch.setenv("EDGELAB_SHIM_GUEST_UNITS", "edgelab-beaglepaas-orchestrator,k3s")
     plan = wifi_plan(2)
-    backend = get_backend("nxc", flake_dir=str(shim_env.project), ready_timeout=60)
+    # airtime=False: these guests share this machine's network namespace (the AP test below gives them their own)
+    backend = get_backend("nxc", flake_dir=str(shim_env.project), ready_timeout=60, airtime=False)
     tb = backend.up(plan)
     try:
         deployment = json.loads((shim_env.project / "deploy" / "k3s-phones::vm.json").read_text())
@@ -339,3 +343,79 @@ def test_real_nxc_build_f_vm_then_start_runs_the_default_composition(shim_env, v
         if start.poll() is None:
             os.killpg(start.pid, signal.SIGTERM)
         start.wait(timeout=30)
+
+
+# -- the access point as a node, on guests with their own network ------------------------------
+
+@pytest.fixture
+def netns_guests(shim_env, vm_ports, monkeypatch):
+    """Each guest's SSH sessions run in a network namespace of its own (nxc_real.guest_namespaces)."""
+    plan = wifi_plan(3)
+    with guest_namespaces(plan, monkeypatch) as prefix:
+        yield plan, prefix
+
+
+def test_nxc_access_point_routes_shapes_and_crash_time_down_undoes_it(shim_env, netns_guests):
+    """The real nxc starts the composition; the backend then makes the uplink server the cell's AP
+    over SSH (the same apply_cells as the ssh backend): stations reach each other through it and its
+    budget caps the cell. Then the controller "crashes" (the testbed is abandoned, its memory of what
+    changed lost) and ``down(name)`` leaves nothing of the AP and stops the VMs."""
+    import sys
+
+    from edgelab.measure import concurrent_goodput
+
+    plan, prefix = netns_guests
+    server = f"{prefix}-server-1"
+    backend = get_backend("nxc", flake_dir=str(shim_env.project), ready_timeout=60, node_python=sys.executable)
+    tb = backend.up(plan)
+    crashed = False
+    try:
+        (cell,) = tb.facts()["access_points"]
+        cap = plan.network("wlan").segments[0].capacity_mbit
+        assert (cell["ap"], cell["stations"], cell["capacity_mbit"]) == ("server-1", 3, pytest.approx(cap))
+        assert "airtime budget on the access point" in tb.facts()["link_emulation"]
+        ap_ip = tb.address("server-1")
+        # phone -> phone crosses the AP (a routed hop: ttl 63), the AP forwards and sends no redirects
+        assert f"via {ap_ip} dev eth1" in tb.run("phone-1", ["ip", "route", "get", tb.address("phone-3")]).stdout
+        assert "ttl=63" in tb.run("phone-1", ["ping", "-c", "1", "-W", "2", tb.address("phone-3")]).stdout
+        assert in_ns(server, "sysctl -n net.ipv4.ip_forward net.ipv4.conf.all.send_redirects "
+                             "net.ipv4.conf.eth1.send_redirects").split() == ["1", "0", "0"]
+        # the budget on the AP's IFB: root, default class and one class per station
+        classes = in_ns(server, "for i in $(ip -o link | awk -F': ' '/air0/{print $2}' | cut -d@ -f1); do "
+                                "tc class show dev $i; done")
+        assert classes.count("class htb a:") == 5, classes
+        # every device's undo script is there before anything changed (what a crash-time down runs)
+        undo = dict(tb.cell_state.undo_files)
+        assert set(undo) == {"server-1", "phone-1", "phone-2", "phone-3"}, undo
+        assert f"ip route del {tb.address('phone-3')}/32 via {ap_ip} dev eth1" in \
+            tb.run("phone-1", ["cat", undo["phone-1"]]).stdout
+        assert "sysctl -qw net.ipv4.ip_forward=0" in tb.run("server-1", ["cat", undo["server-1"]]).stdout
+        shares = concurrent_goodput(tb, ["phone-1", "phone-2"], "server-1", seconds=1.0, network="wlan")
+        total = sum(s["goodput_mbit"] for s in shares.values())
+        assert 0.5 * cap <= total <= cap, (total, cap, shares)
+        # the crash: connections dropped, nothing undone by the controller
+        tb.detach()
+        crashed = True
+        assert "air0" in in_ns(server, "ip -o link")
+        get_backend("nxc", flake_dir=str(shim_env.project)).down(plan.topology.name)
+        tb._start.wait(timeout=30)
+    finally:
+        if not crashed:
+            tb.down()
+    assert "air0" not in in_ns(server, "ip -o link") and "clsact" not in in_ns(server, "tc qdisc show dev eth1")
+    assert in_ns(server, "sysctl -n net.ipv4.ip_forward net.ipv4.conf.all.send_redirects "
+                         "net.ipv4.conf.eth1.send_redirects").split() == ["0", "1", "1"]
+    for st in ("phone-1", "phone-2", "phone-3"):
+        assert "via" not in in_ns(f"{prefix}-{st}", "ip route"), st
+    assert undo and not any(Path(p).exists() for p in undo.values()), undo
+    assert all(port_free("127.0.0.1", VM_SSH_BASE + i) for i in range(1, 5)), "down must stop the VMs"
+    assert shim_env.kill_leftovers() == []
+
+
+def test_composition_ap_and_backend_ap_are_not_both_installed(tmp_path):
+    """wifi_ap=true (the composition's AP at boot) with the backend's airtime=true would be two budgets."""
+    with pytest.raises(BackendError, match="wifi_ap=true.*airtime=false"):
+        NxcBackend(flake_dir=str(ROOT), which=lambda n: "/bin/" + n, skip_build=True,
+                   setup_params={"wifi_ap": "true"}).up(wifi_plan(2))
+    assert composition_ap_conflict(NxcOptions(flake_dir=str(ROOT), airtime=False), {"wifi_ap": "true"}) == ""
+    assert composition_ap_conflict(NxcOptions(flake_dir=str(ROOT)), {}) == ""   # setup.toml: wifi_ap = false

@@ -63,6 +63,14 @@ def test_folding_interleaves_repetitions_and_checks_the_tolerance(capsys):
     assert "--tolerance must be a fraction" in capsys.readouterr().err
 
 
+def test_folding_gives_the_least_folded_points_as_many_requests_as_asked():
+    a = folding.parse_args([])
+    assert (a.seconds, a.min_requests, a.rate) == (4.0, 120, 10.0)
+    # 1 node at 10/s needs 12 s for 120 requests, 2 nodes 6 s; from 3 nodes on, 4 s already send more
+    assert [folding.point_seconds(4.0, 120, 10.0, f) for f in (1, 2, 3, 8)] == [12.0, 6.0, 4.0, 4.0]
+    assert folding.point_seconds(4.0, 0, 10.0, 1) == 4.0
+
+
 def test_faas_energy_rejects_an_unknown_function(capsys):
     assert faas_energy.sweep_points([1, 2], 1) == [{"n_workers": 1, "rep": 0}, {"n_workers": 2, "rep": 0}]
     with pytest.raises(SystemExit):
@@ -204,7 +212,7 @@ def test_network_topologies_mesh_hops_add_latency(tmp_path):
 @root
 def test_folding_decides_each_factor_adaptively_and_records_host_signals(tmp_path):
     r = run_script("folding", "--factors", "1,2", "--reps", "2", "--max-reps", "3", "--seconds", "2",
-                   "--no-report", results=tmp_path)
+                   "--min-requests", "0", "--no-report", results=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     line = [l for l in r.stdout.splitlines() if l.startswith("max faithful folding factor:")]
     assert line and int(line[0].split(":")[1]) in (1, 2)
@@ -219,6 +227,7 @@ def test_folding_decides_each_factor_adaptively_and_records_host_signals(tmp_pat
     assert agg[("factor=2,rep=1", "requests_per_s_per_node")] == pytest.approx(10.0, rel=0.1)
     for p in points:
         assert 0.0 <= agg[(p, "host_cpu_busy")] <= 1.0 and agg[(p, "host_runqueue")] >= 0.0
+        assert 0.0 <= agg[(p, "host_foreign_cpu")] <= agg[(p, "host_cpu_busy")] + 0.05
     manifest = json.loads((run / "manifest.json").read_text())
     assert "SCHED_IDLE spinner" in manifest["facts"]["host_warmer"]
     no_testbed_left("fold")

@@ -341,6 +341,13 @@ def test_bad_setup_param_names_the_parameter(tmp_path):
     ('{ services.k3s.extraFlags = [ "--x" ]; }', "is not of type `string'"),
     # A failed assertion: an agent that cannot join.
     ('{ edgelab.k3s.serverAddr = pkgs.lib.mkForce ""; }', "edgelab.k3s.serverAddr must be set on an agent"),
+    # A misspelt option of the access point role.
+    ('{ edgelab.netem.accessPoint.resolveTimeot = 3; }', "The option `edgelab.netem.accessPoint.resolveTimeot' does not exist"),
+    # Its type: a number of seconds, not a string.
+    ('{ edgelab.netem.accessPoint = { enable = true; resolveTimeout = "5m"; }; }', "is not of type `positive integer"),
+    # The AP role without the netem unit it runs after.
+    ('{ edgelab.netem.enable = pkgs.lib.mkForce false; edgelab.netem.accessPoint.enable = true; }',
+     "edgelab.netem.accessPoint.enable / routeViaAccessPoint need edgelab.netem.enable = true"),
     # A bad systemd value, checked as nixpkgs checks it.
     ('{ systemd.services.edgelab-netem.serviceConfig.Type = pkgs.lib.mkForce "oneshoot"; }', "Systemd service field `Type' cannot have value `oneshoot'"),
 ])
@@ -572,3 +579,101 @@ def test_dfs_setup_params_scale_and_name_the_disk(tmp_path):
     err = nix_eval(f'planDir = {plans}; setupFile = {setup}; flavours = [ "g5k-ramdisk" ]; only = "nfs";',
                    expect_ok=False)
     assert "setup parameter dfs_disk must be a device path under /dev/" in err
+
+
+# -- the Wi-Fi access point as a node (modules/netem.nix accessPoint, setup param wifi_ap) ----------
+
+def node_branch(script: str, node: str) -> list[str]:
+    """The commands of ``node``'s branch in a role's per-node boot script (nix/lib.nix perNodeScript)."""
+    lines = script.splitlines()
+    start = lines.index(f"  '{node}')")
+    end = lines.index("    ;;", start)
+    return [line.strip() for line in lines[start + 1:end]]
+
+
+@pytest.fixture(scope="module")
+def ap_eval(tmp_path_factory):
+    """k3s-phones (3 phones: one 3-station cell) with `--setup-param wifi_ap=true`, both flavours."""
+    tmp = tmp_path_factory.mktemp("ap")
+    setup = nxc_setup(tmp, ["wifi_ap=true"])
+    plans = tmp / "plans"
+    plans.mkdir()
+    write_plans(plans, {})
+    got = nix_eval(f'planDir = {plans}; setupFile = {setup}; only = "k3s-phones";')
+    plan = make_plan(scaled_topology(str(ROOT / COMPOSITIONS["k3s-phones"][0]), {"phone": 3, "relay": 0}))
+    return got["compositions"]["k3s-phones"], plan
+
+
+def test_ap_role_unit_runs_the_backends_linkemu_argv(ap_eval):
+    """The server (the cell's uplink) is the AP: its unit's ExecStart is edgelab.remote.ap's
+    shared_argv for the 3-station cell (stations by address, resolved at boot), with the remote
+    backends' link tag; it forwards without redirects; ExecStop removes the budget."""
+    from edgelab.remote import ap as apmod
+    from edgelab.remote.testbed import link_tag
+
+    comp, plan = ap_eval
+    (cell,) = apmod.ap_plan(plan, lambda n: False)
+    assert (cell.ap, len(cell.stations)) == ("server-1", 3)
+    ips = [plan.node(s).interfaces[0].ip for s in cell.stations]
+    for flavour, dev in (("vm", "eth1"), ("g5k-ramdisk", "${EDGELAB_DEV}")):
+        server = comp[flavour]["roles"]["server"]
+        unit = server["services"]["edgelab-ap-wlan-0"]
+        argv = unit["serviceConfig"]["ExecStart"].split()
+        assert argv[0].startswith("/nix/store/") and argv[0].endswith("/bin/python"), argv
+        want = apmod.shared_argv(argv[0], dev, cell, [], link_tag(plan.topology.name, "server-1"))
+        want += [w for ip in ips for w in ("--station-ip", ip)] + ["--resolve-timeout", "300"]
+        assert argv == want, (argv, want)
+        assert unit["serviceConfig"]["ExecStop"].split() == [
+            argv[0], "-m", "edgelab.linkemu", "unshared", "--dev", dev, "--name", "air0", "--tag", want[want.index("--tag") + 1]]
+        assert unit["serviceConfig"]["ExecStartPre"].endswith(f"sysctl -qw net.ipv4.conf.{dev}.send_redirects=0")
+        assert unit["serviceConfig"]["EnvironmentFile"] == "/run/edgelab/testbed-dev.env"
+        assert unit["unitConfig"]["ConditionHost"] == "server-1"
+        assert unit["requires"] == ["edgelab-netem.service"] and "multi-user.target" in unit["wantedBy"]
+        assert "k3s.service" in unit["before"]
+        assert {k: server["sysctl"].get(k) for k in ("net.ipv4.ip_forward", "net.ipv4.conf.all.send_redirects",
+                                                   "net.ipv4.conf.default.send_redirects")} == \
+            {"net.ipv4.ip_forward": 1, "net.ipv4.conf.all.send_redirects": 0, "net.ipv4.conf.default.send_redirects": 0}
+        # the netem unit hands the AP unit its testbed device (found at boot on Grid'5000)
+        shown = "$EDGELAB_DEV" if flavour == "g5k-ramdisk" else "eth1"
+        assert f'mkdir -p /run/edgelab && echo "EDGELAB_DEV={shown}" > /run/edgelab/testbed-dev.env' in \
+            node_branch(server["services"]["edgelab-netem"]["script"], "server-1")
+        # phones are no AP: no unit, redirects untouched (k3s itself turns forwarding on everywhere)
+        phone = comp[flavour]["roles"]["phone"]
+        assert not any(u.startswith("edgelab-ap-") for u in phone["services"])
+        assert "net.ipv4.conf.all.send_redirects" not in phone["sysctl"]
+    # the argv is one linkemu accepts (its dry run prints the budget's tc commands)
+    dry = subprocess.run([sys.executable, *[w.replace("${EDGELAB_DEV}", "eth1") for w in want[1:]], "--dry-run"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=30)
+    assert dry.returncode == 0 and "htb" in dry.stdout, dry.stderr
+    # per station: its class (classified by source MAC) and the redirect of its frames into the budget
+    assert all(dry.stdout.count(f"match ether src <MAC of {ip}>") == 2 for ip in ips), dry.stdout
+
+
+def test_ap_role_station_routes_match_the_remote_backends(ap_eval):
+    """Each phone's boot script routes its cell peers via the AP exactly as
+    edgelab.remote.ap.route_cmds does on remote backends; the AP itself adds none."""
+    from edgelab.remote import ap as apmod
+
+    comp, plan = ap_eval
+    (cell,) = apmod.ap_plan(plan, lambda n: False)
+    addr = lambda n: plan.node(n).interfaces[0].ip  # noqa: E731
+    want = apmod.route_cmds(cell, addr, lambda n: "eth1")
+    script = comp["vm"]["roles"]["phone"]["services"]["edgelab-netem"]["script"]
+    for st in cell.stations:
+        got = [c.removeprefix("ip route replace ") for c in node_branch(script, st) if c.startswith("ip route replace")]
+        assert got == want[st] and len(got) == 2, (st, got, want[st])
+    server = node_branch(comp["vm"]["roles"]["server"]["services"]["edgelab-netem"]["script"], "server-1")
+    assert not [c for c in server if c.startswith("ip route replace")]
+    g5k = comp["g5k-ramdisk"]["roles"]["phone"]["services"]["edgelab-netem"]["script"]
+    assert f"ip route replace {addr('phone-2')}/32 via {addr('server-1')} dev $EDGELAB_DEV" in node_branch(g5k, "phone-1")
+
+
+def test_ap_role_is_off_by_default(default_eval):
+    """Without wifi_ap the compositions leave the AP to the nxc/g5k backends (no double budget)."""
+    got, _ = default_eval
+    for flavour in FLAVOURS:
+        roles = got["compositions"]["k3s-phones"][flavour]["roles"]
+        assert not any(u.startswith("edgelab-ap-") for r in roles.values() for u in r["services"])
+        assert "net.ipv4.conf.all.send_redirects" not in roles["server"]["sysctl"]
+        assert not [c for c in node_branch(roles["phone"]["services"]["edgelab-netem"]["script"], "phone-1")
+                    if " via " in c]

@@ -59,7 +59,8 @@ def write_plan(tmp_path: Path, topology: Path, **counts: int) -> tuple[Path, obj
 def nix_view(plan_path: Path) -> list[dict]:
     """What nix/lib.nix derives for every node (the flake check's view)."""
     return lib_call('map (n: { inherit (n) name; settings = l.nodeSettings { plan = p; inherit (n) name; }; '
-                    'commands = l.linkCommands { plan = p; inherit (n) name; }; }) p.nodes', plan_path)
+                    'commands = l.linkCommands { plan = p; inherit (n) name; }; '
+                    'ap_routes = l.cellRouteCommands { plan = p; inherit (n) name; }; }) p.nodes', plan_path)
 
 
 # ------------------------------------------------------------------ parsing
@@ -199,8 +200,10 @@ def test_agreement_checker_detects_a_difference(tmp_path):
     view = nix_view(path)
     view[1]["commands"][0] = view[1]["commands"][0].replace("--delay-ms 2", "--delay-ms 3")
     view[2]["settings"]["addresses"][0]["ip"] = "10.9.9.9"
+    view[3]["ap_routes"] = view[3]["ap_routes"][:-1]
     errs = disagreements(str(ROOT / "topologies/wifi-phones.yaml"), view)
     assert any("--delay-ms" in e for e in errs) and any("addresses" in e for e in errs), errs
+    assert any(e.startswith(f"{view[3]['name']}: AP routes") for e in errs), errs
 
 
 # ------------------------------------------------------------ compositions

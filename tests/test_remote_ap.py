@@ -133,3 +133,66 @@ def test_wifi_scaling_over_ssh_finds_the_local_saturation_point_under_the_capaci
             assert "airtime budget on the access point" in facts["link_emulation"]
     assert found["local"] is not None, found
     assert found["ssh"] is not None and abs(found["ssh"] - found["local"]) <= 1, found
+
+
+SNAPSHOT = ("ip -o link | cut -d: -f2 | cut -d@ -f1; ip route; for d in $(ls /sys/class/net 2>/dev/null; "
+            "ip -o link | cut -d: -f2 | cut -d@ -f1); do tc qdisc show dev $d 2>/dev/null; "
+            "tc filter show dev $d ingress 2>/dev/null; tc filter show dev $d egress 2>/dev/null; done | sort -u; "
+            "sysctl -n net.ipv4.ip_forward net.ipv4.conf.all.send_redirects net.ipv4.conf.eth0.send_redirects; "
+            "ls {workdir} 2>/dev/null | grep ap-undo || true")
+
+
+def snapshot(lab) -> dict[str, str]:
+    """What the cells change on every device (links, routes, qdiscs, filters, sysctls, undo scripts)."""
+    from edgelab.remote import Transport, load_inventory
+
+    inv = load_inventory(lab.inventory)
+    tr = Transport(inv)
+    try:
+        return {n: tr.run(n, SNAPSHOT.format(workdir=inv.device(n).workdir)).stdout for n in NODES}
+    finally:
+        tr.close()
+
+
+CONTROLLER = """
+import sys, time
+from edgelab.backends.ssh import SshBackend
+from edgelab.plan import make_plan
+from edgelab.topology import load_topology
+plan = make_plan(load_topology(sys.argv[2]).scaled("phone", 3))
+SshBackend(sys.argv[1]).up(plan)
+print("UP", flush=True)
+time.sleep(600)
+"""
+
+
+def test_crash_time_down_undoes_the_access_point(lab, tmp_path):
+    """Bring up, SIGKILL the controller (its memory of what changed is gone), then
+    ``edgelab down NAME --inventory FILE``: every device is as before, AP routes, sysctls,
+    IFB, qdiscs and filters included (the undo scripts apply_cells left on the devices)."""
+    import signal
+
+    topo = tmp_path / "apcrash.yaml"
+    name = f"apc{os.getpid() % 10000}"
+    topo.write_text((REPO / "topologies" / "wifi-phones.yaml").read_text().replace("name: wifi", f"name: {name}", 1))
+    before = snapshot(lab)
+    ctl = subprocess.Popen([sys.executable, "-c", CONTROLLER, str(lab.inventory), str(topo)], cwd=REPO,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = ctl.stdout.readline()
+        assert line.strip() == "UP", ctl.stderr.read()[-3000:] if ctl.poll() is not None else line
+        os.kill(ctl.pid, signal.SIGKILL)
+        ctl.wait(timeout=10)
+        during = snapshot(lab)
+        assert "air0" in during["wlan-ap"] and during["wlan-ap"].split()[-4:-1] == ["1", "0", "0"], during["wlan-ap"]
+        assert "ap-undo-" in during["phone-1"] and "via" in during["phone-1"]
+    finally:
+        if ctl.poll() is None:
+            ctl.kill()
+            ctl.wait()
+        r = subprocess.run([sys.executable, "-m", "edgelab", "down", name, "--inventory", str(lab.inventory)],
+                           capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert r.returncode == 0, r.stdout + r.stderr
+    after = snapshot(lab)
+    for n in NODES:
+        assert after[n] == before[n], (n, before[n], after[n])

@@ -125,6 +125,11 @@ def test_ssh_dry_run_shows_devices_and_the_linkemu_commands(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "phone-2        -> phone-2 (root@10.9.9.3:22)" in out
     assert "on phone-1: python3 -m edgelab.linkemu apply --dev wlan0" in out and "--rate-mbit 65" in out
+    # the cell's access point: the uplink server (no wlan-ap device listed), its budget and the routes
+    assert "Wi-Fi cell wlan/0: access point server-1 (10.9.9.1) [uplink node]" in out
+    assert "on server-1: python3 -m edgelab.linkemu shared --dev wlan0 --name air0" in out
+    assert "--station-mac '<MAC of phone-1>' --station-mac '<MAC of phone-2>'" in out
+    assert "on phone-1: ip route replace 10.9.9.3/32 via 10.9.9.1 dev wlan0" in out
 
 
 def test_ssh_backend_without_inventory_is_a_clear_error():

@@ -6,8 +6,9 @@
 # NixOS-Compose composition: one image per group (`roles`), the plan's node
 # names as hostnames (`rolesDistribution`), links applied at boot by
 # edgelab.netem, each node's k3s node-ip chosen at boot from the plan.
-# `phones` and `relays` are parameters (setup.toml k3s_phones, relays).
-{ pkgs, lib, flavour ? { name = "vm"; }, phones ? 3, relays ? 0, iface ? null, ... }:
+# `phones` and `relays` are parameters (setup.toml k3s_phones, relays);
+# `wifiAp` (setup.toml wifi_ap) makes the server the cell's access point at boot.
+{ pkgs, lib, flavour ? { name = "vm"; }, phones ? 3, relays ? 0, wifiAp ? false, iface ? null, ... }:
 let
   c = import ../common.nix { inherit pkgs flavour iface; };
   planFile = c.mkPlan { topology = ./topology.yaml; counts = { phone = phones; relay = relays; }; name = "k3s-phones"; };
@@ -82,6 +83,10 @@ let
   k3sBase = {
     imports = [ (c.base planFile plan) ];
     environment.etc."edgelab/k3s-services.json".text = builtins.toJSON serviceInfo;
+    # wifi_ap=true: the Wi-Fi cell's access point as a node at boot (the server, the
+    # network's uplink): every node routes its cell peers through it (modules/netem.nix).
+    # Leave it false under the nxc/g5k backends, which make the AP themselves after deployment.
+    edgelab.netem.routeViaAccessPoint = wifiAp;
   };
 
   k3sNode = role: group: {
@@ -113,6 +118,7 @@ in
     server = { ... }: {
       imports = [ k3sBase ];
       edgelab.netem.enable = true;
+      edgelab.netem.accessPoint.enable = wifiAp;
       edgelab.k3s = k3sNode "server" "server" // {
         manifests.edgelab-phone = workloadManifest;
       };

@@ -34,7 +34,8 @@ from ..plan import Plan
 from .base import Backend
 from .g5k_netem import build_netem, netem_constraints, unemulated
 from .g5k_reservation import MACHINE_ROLE, G5kSettings, Reservation, build_g5k_conf, plan_reservation
-from .nxc import DEFAULT_ROUTE_NIC, G5K_FLAVOURS, NxcBackend, NxcOptions, NxcTestbed, testbed_interface
+from .nxc import (DEFAULT_ROUTE_NIC, G5K_FLAVOURS, NxcBackend, NxcOptions, NxcTestbed, access_point_lines,
+                  testbed_interface)
 
 _SETTINGS = {f.name for f in fields(G5kSettings)}
 _NXC = {f.name for f in fields(NxcOptions)}
@@ -105,26 +106,60 @@ def dry_run(plan: Plan, options: Mapping[str, Any]) -> str:
         cpu = sum(resources[m].host_cpu for m in members)
         mem = sum(resources[m].memory_mib for m in members)
         lines.append(f"  physical {i}: {', '.join(members)}  ({cpu:g} cores, {mem} MiB)")
+    if res.max_fold > 1:
+        setup = host_setup_script(settings)
+        lines += ["", f"Folded: no nxc image; each machine (deploy env {res.env_name}, root over SSH) is prepared, "
+                      "gets this edgelab from the transport and builds its share with the local backend "
+                      "(link emulation: edgelab.linkemu per node interface, as on the local backend)",
+                  f"  host setup on every machine: {setup or '(none)'}", ""] + multihost_lines(plan, res)
+        return "\n".join(lines) + "\n"
     lines += ["", f"nxc (in the project directory {nxc.opts.envdir})"] + [f"  $ {shlex.join(c)}" for c in cmds]
     if not settings.netem:
         lines += ["", "Network constraints: none from EnOSlib (netem=false); the composition's edgelab.netem "
                       "applies the plan's links at boot"]
         return "\n".join(lines) + "\n"
     lines += ["", "Network constraints (EnOSlib Netem, per plan interface, egress and ingress)"]
+    from ..remote import ap as apmod
+
+    aps = {c.ap for c in apmod.cells_for(plan, lambda n: False, nxc.opts.airtime)} if res.max_fold <= 1 else set()
     for node, cons in netem_constraints(plan, netem_devices(plan, settings, nxc.opts)).items():
         for c in cons:
             direction = "in " if type(c).__name__ == "NetemInConstraint" else "out"
-            lines.append(f"  {node:<12} {c.device:<8} {direction} {c.options}")
+            skip = "  [not applied: Wi-Fi access point, egress only]" if direction == "in " and node in aps else ""
+            lines.append(f"  {node:<12} {c.device:<8} {direction} {c.options}{skip}")
     if testbed_interface(nxc.opts) == DEFAULT_ROUTE_NIC:
         lines.append(f"  {DEFAULT_ROUTE_NIC}: the device of each node's default route, found at bring-up "
                      "(the composition's testbed NIC; iface= or devices= name it)")
-    if res.max_fold > 1:
-        lines += [""] + multihost_lines(plan, res)
-    else:
-        shared = unemulated(plan)
-        if shared:
-            lines.append("  not emulated (per-machine netem has no shared airtime): " + "; ".join(shared))
+    lines += access_point_lines(plan, nxc.opts, egress_only=True)   # factor 1 (folded returned above)
     return "\n".join(lines) + "\n"
+
+
+#: Node-side Python packages a folded machine needs (share-up, link emulation, the phone workload).
+FOLDED_PIP = ("pyyaml", "click", "rich", "pyroute2", "NetfilterQueue", "numpy", "pillow", "opencv-python-headless",
+              "waitress", "requests")
+FOLDED_VENV = "/opt/edgelab-venv"
+
+
+def pinned(names: tuple[str, ...]) -> list[str]:
+    """``name==version`` from this checkout's requirements.txt (the versions the tests ran)."""
+    req = Path(__file__).resolve().parents[2] / "requirements.txt"
+    pins = {}
+    if req.is_file():
+        for line in req.read_text().splitlines():
+            spec = line.split("#", 1)[0].strip()
+            if "==" in spec:
+                pins[spec.split("==")[0].lower()] = spec
+    return [pins.get(n.lower(), n) for n in names]
+
+
+def host_setup_script(settings: G5kSettings) -> str:
+    """What every machine of a folded job runs first, as root (a Debian deploy env): the tools the
+    local backend drives and a venv with edgelab's node-side packages (``python`` = its interpreter)."""
+    if settings.host_setup is not None:
+        return settings.host_setup
+    return ("export DEBIAN_FRONTEND=noninteractive; apt-get update -q && apt-get install -y -q python3-venv "
+            "python3-dev build-essential libnetfilter-queue-dev iproute2 iptables nftables iperf3 && "
+            f"python3 -m venv {FOLDED_VENV} && {FOLDED_VENV}/bin/pip install -q " + " ".join(pinned(FOLDED_PIP)))
 
 
 def multihost_lines(plan: Plan, res: Reservation) -> list[str]:
@@ -141,7 +176,7 @@ def multihost_lines(plan: Plan, res: Reservation) -> list[str]:
         for s in net.segments:
             if s.capacity_mbit:
                 lines.append(f"  AP shaping on {mp.ap_hosts[net.name]} (bridge namespace "
-                             f"{mh.bridge_ns(mp.testbed, mp.share(mp.ap_hosts[net.name]).index, net.name)}): "
+                             f"{mh.bridge_ns(mp, mp.share(mp.ap_hosts[net.name]).index, net.name)}): "
                              f"airtime budget {s.capacity_mbit:.1f} Mbit/s (Bianchi, {len(s.stations)} stations), "
                              "one HTB class per station (edgelab.linkemu apply_shared_medium)")
     for h in hosts[:2]:
@@ -178,7 +213,7 @@ class G5kTestbed(NxcTestbed):
             link_engine="enoslib-netem" if self.netem is not None else "composition",
             link_emulation=("enoslib-netem (per interface, egress+ingress)" if self.netem is not None else
                             "composition (edgelab.netem: per interface, applied on each NixOS node at boot)"),
-            unemulated=unemulated(self.plan),
+            unemulated=[] if self.cells else unemulated(self.plan),
             reservation=asdict(self.reservation) if self.reservation else None,
             jobs=[getattr(j, "uid", str(j)) for j in _jobs(self.provider)],
         )
@@ -223,12 +258,10 @@ class G5kBackend(Backend):
     def dry_run(self, plan: Plan) -> str:
         return dry_run(plan, self.options)
 
-    def up(self, plan: Plan) -> G5kTestbed:
+    def up(self, plan: Plan):
         res = plan_reservation(plan, self.settings, self.nxc_options["flavour"])
         if res.max_fold > 1:
-            raise BackendError(f"folding {res.max_fold} virtual nodes per Grid'5000 node is not supported by the nxc "
-                               "deployment (one NixOS host per machine); use max_per_host=1, or run the local "
-                               "backend on one reserved node")
+            return self._up_folded(plan, res)
         probe = NxcOptions(**{**self.nxc_options, "machines": None})
         problems = self._access_check() + [p for p in _nxc_problems(probe, self._which)]
         if problems:
@@ -254,12 +287,61 @@ class G5kBackend(Backend):
                 nics = {n: dict(tb.transport.device(n).interfaces) for n in tb.nodes}
                 netem = build_netem(plan, tb.enoslib_hosts(), netem_devices(plan, self.settings, tb.opts),
                                     per_node={n: {k: v for k, v in m.items() if k not in self.settings.devices}
-                                              for n, m in nics.items()})
+                                              for n, m in nics.items()},
+                                    egress_only={c.ap for c in tb.cells})
                 tb.netem = netem
                 netem.deploy()
         except BaseException:
             tb.down()
             raise
+        return tb
+
+    def _up_folded(self, plan: Plan, res: Reservation):
+        """Several virtual nodes per machine: reserve (deploy env), prepare each machine, then the
+        same folded testbed as over SSH hosts (:mod:`edgelab.remote.folded`) on the job's machines."""
+        from ..remote import multihost as mh
+        from ..remote.folded import bring_up
+        from .g5k_folded import G5kFoldedTestbed
+        from ..remote.inventory import Device, Inventory
+        from ..remote.transport import RemoteError, Transport
+
+        problems = self._access_check()
+        if problems:
+            raise BackendError("cannot use Grid'5000 from here:\n  - " + "\n  - ".join(problems))
+        provider = self._provider_factory(build_g5k_conf(res))
+        tr = None
+        try:
+            roles, _networks = provider.init()
+            hosts = sorted(roles[MACHINE_ROLE], key=lambda h: h.address)
+            if len(hosts) < res.nodes:
+                raise BackendError(f"Grid'5000 gave {len(hosts)} nodes, {res.nodes} were asked for")
+            hosts = hosts[:res.nodes]
+            st = self.settings
+            python = st.python if st.python != "python3" or st.host_setup is not None else f"{FOLDED_VENV}/bin/python"
+            devices = {h.address: Device(name=h.address, node=h.address, host=h.address, port=int(h.port or 22),
+                                         user=h.user or "root", identity_file=h.keyfile or st.identity_file,
+                                         address=socket.gethostbyname(h.address), python=python)
+                       for h in hosts}
+            tr = Transport(Inventory(devices, known_hosts=st.known_hosts, source=f"Grid'5000 job {res.job_name}"))
+            setup = host_setup_script(st)
+            if setup:
+                failed = [str(r) for r in tr.run_many({h: setup for h in devices}, timeout=1800, sudo=True).values()
+                          if isinstance(r, RemoteError)]
+                if failed:
+                    raise BackendError("preparing the machines failed:\n  " + "\n  ".join(failed))
+            tr.install_edgelab(list(devices))
+            where = {n: hosts[i].address for i, members in enumerate(res.placement) for n in members}
+            mp = mh.plan_hosts(plan, where, {a: d.data_address for a, d in devices.items()})
+            tb = bring_up(plan, tr, mp, backend="g5k", extra_facts={"reservation": asdict(res)},
+                          testbed_cls=G5kFoldedTestbed)
+        except BaseException:
+            try:
+                if tr is not None:
+                    tr.close()
+            finally:
+                provider.destroy()
+            raise
+        tb.provider = provider
         return tb
 
     def down(self, testbed_name: str) -> None:

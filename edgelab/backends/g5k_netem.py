@@ -15,7 +15,7 @@ those segments so the results manifest says so.
 
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Collection, Mapping, Optional
 
 from ..model import LinkParams
 from ..plan import Plan
@@ -68,14 +68,18 @@ def netem_constraints(plan: Plan, devices: Mapping[str, str] | None = None,
 
 
 def build_netem(plan: Plan, hosts: Mapping[str, object], devices: Optional[Mapping[str, str]] = None,
-                per_node: Optional[Mapping[str, Mapping[str, str]]] = None):
+                per_node: Optional[Mapping[str, Mapping[str, str]]] = None, egress_only: Collection[str] = ()):
     """An ``enoslib.Netem`` service holding the plan's constraints for ``hosts``
     (plan node -> ``enoslib.Host``); ``.deploy()`` applies them, ``.destroy()``
-    removes them."""
+    removes them. ``egress_only``: nodes without ingress constraints -- a Wi-Fi
+    access point, whose station filters need the clsact hook that EnOSlib's
+    ``tc qdisc add dev X ingress`` (service/emul/netem.py NetemInConstraint) would take."""
     from enoslib import Netem, NetemInOutSource
 
     netem = Netem()
     for name, cons in netem_constraints(plan, devices, per_node).items():
+        if name in egress_only:
+            cons = [c for c in cons if type(c).__name__ != "NetemInConstraint"]
         if cons and name in hosts:
             source = NetemInOutSource(hosts[name])
             source.add_constraints(cons)

@@ -122,13 +122,28 @@ class G5kSettings:
     placement: Optional[Mapping[str, int]] = None
     devices: Mapping[str, str] = field(default_factory=dict)  # plan ifname -> NIC (default: the nodes' testbed NIC)
     netem: bool = True  # False: leave link emulation to the composition (edgelab.netem at boot)
+    # Folded jobs (max_per_host > 1: each machine runs its share with the local backend, see g5k.py):
+    folded_env: str = "debian12-min"   # deployed on every machine (job type deploy), root over SSH
+    python: str = "python3"            # the machines' interpreter with edgelab's node-side deps
+    host_setup: Optional[str] = None   # shell run as root on each machine first (None: FOLDED_HOST_SETUP)
+    identity_file: Optional[str] = None  # the key root on the deployed machines accepts (default: ssh's)
+    known_hosts: Optional[str] = None
 
 
 def plan_reservation(plan: Plan, settings: G5kSettings, flavour: str) -> Reservation:
+    """The job and the placement. Folded (several virtual nodes on a machine): a ``deploy`` job of
+    ``folded_env`` (each machine then runs its share with the local backend, no nxc image)."""
     if settings.placement is not None:
         placement = placement_from_mapping(plan, settings.placement)
     else:
         placement = fold_nodes(plan.nodes, settings.host_cpu, settings.host_memory_mib, settings.max_per_host)
+    if max((len(p) for p in placement), default=0) > 1:
+        return Reservation(
+            site=settings.site, cluster=settings.cluster, walltime=settings.walltime,
+            job_name=settings.job_name or f"edgelab-{plan.topology.name}",
+            job_type=("deploy",) + (("exotic",) if settings.exotic else ()),
+            placement=tuple(tuple(p) for p in placement), queue=settings.queue, project=settings.project,
+            env_name=settings.folded_env, host_cpu=settings.host_cpu, host_memory_mib=settings.host_memory_mib)
     types = job_types(flavour, settings.exotic)
     return Reservation(
         site=settings.site, cluster=settings.cluster, walltime=settings.walltime,

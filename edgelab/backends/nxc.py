@@ -20,7 +20,11 @@ directory: nixos-compose 0.7.11 ``cli.py``):
 
 Link impairments are the composition's job here (its NixOS module applies the
 plan's per-interface parameters at boot); the ``g5k`` backend adds EnOSlib's
-netem on top. nxc itself runs through two injectable callables, ``runner``
+netem on top. Each Wi-Fi cell's access point is then made a node, as on the
+``ssh`` backend (:meth:`RemoteTestbed.apply_cells`: the uplink node forwards
+the stations' traffic and carries the airtime budget; ``airtime=false`` turns
+it off). The testbed's ``down()`` undoes it; after a crash, ``down(name)``
+runs the undo scripts it left on the hosts, then stops the VMs. nxc itself runs through two injectable callables, ``runner``
 (run to completion) and ``spawner`` (long-running), which default to
 :mod:`subprocess`.
 """
@@ -119,6 +123,11 @@ class NxcOptions:
     edgelab onto the nodes (the compositions carry their own, built by Nix).
     ``iface`` is the nodes' testbed NIC (default eth1 on VMs, eth0 on
     Grid'5000); ``node_python`` the nodes' interpreter with edgelab.
+    ``airtime``: each Wi-Fi cell's access point as a node after deployment
+    (:mod:`edgelab.remote.ap`, the same code as the ssh backend: the
+    network's uplink node forwards the stations' traffic and carries the
+    airtime budget); false where the composition does it at boot
+    (``edgelab.netem.accessPoint``) or the nodes' real radios are the medium.
     """
 
     composition: str = "k3s-phones"
@@ -136,6 +145,7 @@ class NxcOptions:
     ready_timeout: float = 600.0
     build_timeout: float = 3600.0
     max_vms: int = NXC_MAX_VMS
+    airtime: bool = True
 
     def __post_init__(self) -> None:
         if self.flavour not in FLAVOURS:
@@ -264,6 +274,17 @@ def plan_differences(plan: Plan, built: Plan) -> tuple[list[str], list[str]]:
     return blocking, recorded
 
 
+def composition_ap_conflict(opts: NxcOptions, params: Mapping[str, ParamValue]) -> str:
+    """Why the backend must not make the access point itself, or "": the composition's own
+    AP (setup param ``wifi_ap``, modules/netem.nix accessPoint) would be a second budget."""
+    merged = {**(declared_params(opts.envdir) or {}), **params}
+    if opts.airtime and str(merged.get("wifi_ap", False)).lower() in ("true", "1", "yes", "on"):
+        return ("setup parameter wifi_ap=true makes the composition's server the Wi-Fi access point at boot, and "
+                "the backend's airtime=true would install a second airtime budget: pass airtime=false (keep the "
+                "composition's AP) or wifi_ap=false (the backend's)")
+    return ""
+
+
 def build_argv(opts: NxcOptions, params: Mapping[str, ParamValue]) -> list[str]:
     """``nxc build -C <c>::<f>`` (``cmd_build.py``: ``-C`` picks the flake
     output ``.#packages.x86_64-linux.<c>::<f>``), with the counts."""
@@ -376,6 +397,30 @@ def with_nics(inventory: Inventory, nics: Mapping[str, str]) -> Inventory:
     return dataclasses.replace(inventory, devices=devices)
 
 
+def access_point_lines(plan: Plan, opts: NxcOptions, *, egress_only: bool = False) -> list[str]:
+    """Dry-run lines: the Wi-Fi cells' access point as a node (what ``apply_cells`` runs after
+    deployment, exact commands), or the cells left without a shared budget when ``airtime`` is off."""
+    from ..remote import ap as apmod
+    from ..remote.testbed import link_tag
+    from .g5k_netem import unemulated
+
+    cells = apmod.cells_for(plan, lambda n: False, opts.airtime)   # nxc deploys plan nodes only: the uplink
+    if not cells:
+        shared = unemulated(plan)
+        return ["  not emulated (airtime=false: per-machine netem has no shared airtime): " + "; ".join(shared)] \
+            if shared else []
+    nic = testbed_interface(opts)
+    ip = {n.name: n.interfaces[0].ip for n in plan.nodes if n.interfaces}
+    lines = ["", "Wi-Fi access point as a node (edgelab.remote.ap, after deployment; same code as the ssh backend)"]
+    lines += apmod.shaping_lines(cells, lambda n: ip[n], lambda n: nic, lambda n: link_tag(plan.topology.name, n),
+                                 opts.node_python)
+    if egress_only:
+        aps = sorted({c.ap for c in cells})
+        lines.append(f"  EnOSlib netem on {', '.join(aps)}: egress only (its ingress qdisc would take the "
+                     "clsact hook the AP's station filters use; the wired uplink's ingress delay is left out)")
+    return lines
+
+
 def inventory_from_deployment(plan: Plan, nodes: Mapping[str, NxcNode], opts: NxcOptions, key: Path) -> Inventory:
     """The deployed hosts as the remote transport's inventory: one device per
     plan node, root with the backend's key, its data-plane addresses from the
@@ -401,7 +446,7 @@ class NxcTestbed(RemoteTestbed):
     def __init__(self, plan: Plan, transport: Transport, opts: NxcOptions, nodes: Mapping[str, NxcNode], *,
                  start_process: Optional[subprocess.Popen] = None, params: Optional[Mapping] = None,
                  differences: Sequence[str] = (), backend: str = "nxc"):
-        super().__init__(plan, transport, backend=backend)
+        super().__init__(plan, transport, backend=backend, airtime=opts.airtime)
         self.opts = opts
         self.nodes = dict(nodes)
         self.params = dict(params or {})
@@ -433,7 +478,8 @@ class NxcTestbed(RemoteTestbed):
             setup_params=self.params,
             deployment_file=str(self.opts.deployment_file),
             link_engine="composition",
-            link_emulation="composition (edgelab.netem: per interface, applied on each NixOS node at boot)",
+            link_emulation="composition (edgelab.netem: per interface, applied on each NixOS node at boot)"
+                           + ("; Wi-Fi airtime budget on the access point node" if self.cells else ""),
             composition_differs=self.differences,
             stopped_composition_units=self.stopped_units,
             nxc_placement={name: {"host": n.host, "role": n.role, "address": n.address, "port": n.port,
@@ -537,6 +583,7 @@ class NxcBackend(Backend):
             shown = recorded[:2] + ([f"... and {len(recorded) - 2} more (recorded in the facts)"]
                                     if len(recorded) > 2 else [])
             lines += [f"# composition differs: {d}" for d in shown]
+        lines += [f"# {line.strip()}" for line in access_point_lines(plan, self.opts) if line.strip()]
         return "\n".join(lines) + "\n"
 
     def up(self, plan: Plan, testbed_cls: Optional[type] = None) -> NxcTestbed:
@@ -554,6 +601,9 @@ class NxcBackend(Backend):
                 f"nix/flavours/shared/common.nix), so at most {opts.max_vms} VMs; use fewer nodes, a g5k flavour, "
                 "or max_vms= with an nxc whose script is fixed")
         params = self.params(plan)
+        conflict = composition_ap_conflict(opts, params)
+        if conflict:
+            raise BackendError(conflict)
         recorded: list[str] = []
         built = composition_plan(opts, params)
         if built is not None:
@@ -597,6 +647,8 @@ class NxcBackend(Backend):
             testbed.stop_experiment_owned_units()
             if opts.install:
                 transport.install_edgelab(list(nodes))
+            # the Wi-Fi cells' access point as a node (after the NICs are known and edgelab is there)
+            testbed.apply_cells()
             testbed.collect_facts()
         except BaseException:
             if testbed is not None:
@@ -611,14 +663,16 @@ class NxcBackend(Backend):
         return testbed
 
     def down(self, testbed_name: str) -> None:
-        """Stop what a (possibly crashed) run left: its ``nxc start -w`` process
-        group (the VMs). Grid'5000 nodes go with their job (``g5k`` backend)."""
+        """Stop what a (possibly crashed) run left: the access point's routes, sysctls and
+        budget (the undo scripts on the hosts), then its ``nxc start -w`` process group (the
+        VMs). Grid'5000 nodes go with their job (``g5k`` backend)."""
         from .local.naming import check_testbed_name
 
         path = self.opts.state_file(check_testbed_name(testbed_name))
         if not path.is_file():
             return
         state = json.loads(path.read_text())
+        self._undo_access_points(testbed_name, state)
         pid = state.get("pid")
         if pid and _is_nxc_start(pid):
             try:
@@ -626,6 +680,31 @@ class NxcBackend(Backend):
             except ProcessLookupError:
                 pass
         path.unlink(missing_ok=True)
+
+    def _undo_access_points(self, testbed_name: str, state: Mapping[str, Any], timeout: float = 20.0) -> None:
+        """Run the access point's undo scripts (:mod:`edgelab.remote.ap`) that a crashed run left on
+        the deployed hosts: Grid'5000 machines outlive the controller (VMs go with ``nxc start``
+        anyway). Unreachable hosts are skipped: nothing of the testbed is left on a host that is gone."""
+        from ..remote import ap as apmod
+        from ..remote.testbed import link_tag
+
+        try:
+            data = json.loads(Path(state.get("deployment_file") or self.opts.deployment_file).read_text())
+            nodes = parse_deployment(data, state.get("flavour", self.opts.flavour))
+        except (OSError, ValueError, BackendError):
+            return
+        if not self.opts.key_file.is_file():
+            return
+        devices = {h: Device(name=h, node=h, host=n.address, port=n.port, user="root",
+                             identity_file=str(self.opts.key_file), connect_timeout_s=5.0)
+                   for h, n in nodes.items()}
+        tr = Transport(Inventory(devices=devices, known_hosts="/dev/null", strict_host_keys="no",
+                                 source=str(self.opts.deployment_file)))
+        try:
+            tr.run_many({h: apmod.undo_crashed_cmd(d.workdir, link_tag(testbed_name, h)) for h, d in devices.items()},
+                        timeout=timeout, check=False)
+        finally:
+            tr.close()
 
     # -- helpers -----------------------------------------------------------------------------
 

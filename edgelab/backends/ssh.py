@@ -185,9 +185,7 @@ class SshBackend(Backend):
 
     def cells(self, plan: Plan) -> list[apmod.Cell]:
         """The Wi-Fi cells whose access point this backend makes a node (none with airtime off)."""
-        if not (self.airtime and self.linkemu):
-            return []
-        return apmod.ap_plan(plan, lambda n: n in self.inventory.placement)
+        return apmod.cells_for(plan, lambda n: n in self.inventory.placement, self.airtime and self.linkemu)
 
     def nodes_and_aps(self, plan: Plan) -> list[str]:
         """Plan nodes plus the dedicated access-point devices (infra elements) the cells use."""
@@ -207,7 +205,13 @@ class SshBackend(Backend):
                 for node, links in link_plan(plan, tr, plan.topology.name).items():
                     for dev, link in links:
                         lines.append(f"  on {node}: {' '.join(linkemu_argv('apply', dev, link_tag(plan.topology.name, node), link, self.engine))}")
-            lines += apmod.describe(self.cells(plan), lambda n: inv.device(n).data_address)
+            def ifname(n: str) -> str:   # as RemoteTestbed.data_ifname
+                d = inv.device(n)
+                itfs = plan.node(n).interfaces if n in {x.name for x in plan.nodes} else ()
+                return d.ifname(itfs[0].ifname if itfs else (d.interface or "eth0"))
+
+            lines += apmod.shaping_lines(self.cells(plan), lambda n: inv.device(n).data_address, ifname,
+                                         lambda n: link_tag(plan.topology.name, n), "python3")
             return "\n".join(lines) + "\n"
         finally:
             import shutil
@@ -222,7 +226,7 @@ class SshBackend(Backend):
         tr = Transport(inv, workers=self.workers)
         tb = RemoteTestbed(plan, tr, backend="ssh", engine=self.engine,
                            extra_facts={"inventory": self.inventory_path or self.inventory.source},
-                           cells=self.cells(plan))
+                           airtime=self.airtime and self.linkemu)
         t0 = time.monotonic()
         try:
             rows = preflight(tr, nodes)
@@ -268,9 +272,13 @@ class SshBackend(Backend):
                 cmds[d.node] = (kill + "for p in " + pp + "*; do [ -d \"$p\" ] && export PYTHONPATH=$p; done; "
                                 + "; ".join(f"{py} -m edgelab.linkemu clear --dev {shlex.quote(x)} --tag {tag} "
                                             f"--engine {self.engine} >/dev/null 2>&1" for x in devs)
+                                # what the Wi-Fi cells changed here (AP budget, routes, sysctls): the undo
+                                # script apply_cells wrote on this device before changing anything
+                                + "; " + apmod.undo_crashed_cmd(d.workdir, tag)
+                                # an AP budget of a run older than undo scripts (by its tag: this testbed's only)
                                 + "; " + "; ".join(f"{py} -m edgelab.linkemu unshared --dev {shlex.quote(x)} --name air0 "
                                                    f"--tag {tag} >/dev/null 2>&1" for x in devs)
-                                + "; true")   # an AP's budget too; its routes and sysctls need the crashed run's state (not undone here)
+                                + "; true")
             res = tr.run_many(cmds, timeout=30, check=False, sudo=True)
             errors = [str(r) for r in res.values() if isinstance(r, RemoteError)]
             if errors:

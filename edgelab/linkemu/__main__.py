@@ -7,6 +7,8 @@
     python -m edgelab.linkemu detect
     python -m edgelab.linkemu shared --dev eth0 --name air0 --capacity-mbit 29.3 \
         --station-mac 02:..:01 --station-mac 02:..:02 [--tag T] [--dry-run]
+    python -m edgelab.linkemu shared ... --station-ip 10.77.0.2 --station-ip 10.77.0.3 \
+        [--resolve-timeout 300]      # MACs resolved at start (a NixOS AP at boot)
     python -m edgelab.linkemu unshared --dev eth0 --name air0 [--tag T]
 
 ``shared`` makes this node the access point of a Wi-Fi cell on a remote
@@ -45,6 +47,19 @@ def _dry_run(engine: str, tag: str, dev: str, link: LinkParams) -> list[list[str
     return cmds
 
 
+def _drop_empty_clsact(dev: str) -> None:
+    """Remove the clsact hook ``shared`` added to ``dev`` once no filter uses it any more
+    (``apply``'s ingress IFB redirect, on the same device, may still: then it stays)."""
+    import subprocess
+
+    def filters(direction: str) -> str:
+        return subprocess.run(["tc", "filter", "show", "dev", dev, direction], capture_output=True, text=True).stdout
+
+    qdiscs = subprocess.run(["tc", "qdisc", "show", "dev", dev], capture_output=True, text=True).stdout
+    if "clsact" in qdiscs and not filters("ingress").strip() and not filters("egress").strip():
+        subprocess.run(C.clear_clsact_cmds(dev)[0], capture_output=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m edgelab.linkemu", description="edgelab link emulation")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -74,7 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     sh.add_argument("--dev", required=True)
     sh.add_argument("--name", required=True, help="cell name, unique on this node (e.g. air0)")
     sh.add_argument("--capacity-mbit", type=float, required=True)
-    sh.add_argument("--station-mac", action="append", required=True, help="one per station, in order")
+    who = sh.add_mutually_exclusive_group(required=True)
+    who.add_argument("--station-mac", action="append", help="one per station, in order")
+    who.add_argument("--station-ip", action="append",
+                     help="one per station, in order: its MAC is resolved on --dev (ARP) at start, "
+                          "waiting up to --resolve-timeout for stations that boot later")
+    sh.add_argument("--resolve-timeout", type=float, default=300.0)
     sh.add_argument("--tag", default="edgelab")
     sh.add_argument("--dry-run", action="store_true")
     us = sub.add_parser("unshared", help="remove what shared installed")
@@ -87,6 +107,13 @@ def main(argv: list[str] | None = None) -> int:
             print(detect_engine())
             return 0
         if ns.cmd == "shared":
+            if ns.station_ip:
+                if ns.dry_run:   # nothing is resolved in a dry run: the MACs are shown by address
+                    ns.station_mac = [f"<MAC of {ip}>" for ip in ns.station_ip]
+                else:
+                    from .neigh import resolve_macs
+
+                    ns.station_mac = resolve_macs(ns.station_ip, ns.dev, ns.resolve_timeout)
             if ns.dry_run:
                 from .engine import shared_leaf
 
@@ -104,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             emu = LinkEmulator("fallback", tag=ns.tag)
             run_all(None, C.station_redirect_clear_cmds(ns.dev) + C.ifb_delete_cmds(emu.ifb_name(ns.name)),
                     check=False)
+            _drop_empty_clsact(ns.dev)
             return 0
         if ns.cmd == "apply":
             link = LinkParams(rate_mbit=ns.rate_mbit, delay_ms=ns.delay_ms, jitter_ms=ns.jitter_ms,

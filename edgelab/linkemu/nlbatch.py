@@ -86,7 +86,7 @@ def _mac(mac: str) -> bytes:
     return bytes(int(x, 16) for x in mac.split(":"))
 
 
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_NET_NS_FD = 1, 3, 10, 18, 28
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO, IFLA_NET_NS_FD = 1, 3, 4, 10, 18, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFLA_BR_FORWARD_DELAY, IFLA_BR_STP_STATE = 1, 5
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST = 1, 2, 4
@@ -116,14 +116,16 @@ def ifb_add(ifname: str, index: int) -> bytes:
 
 
 def veth_add(ifname: str, index: int, peer: str, peer_ns_fd: int, peer_index: int,
-             mac: Optional[str] = None) -> bytes:
+             mac: Optional[str] = None, *, mtu: Optional[int] = None, peer_mtu: Optional[int] = None) -> bytes:
     """A veth pair, this end up with a fixed index (and MAC), the peer created directly in
     the namespace of ``peer_ns_fd`` with index ``peer_index`` (veth_newlink takes the peer's
     ``ifinfomsg``; linux drivers/net/veth.c), left down until it is configured there."""
-    peer_msg = _ifinfo(peer_index, False) + _str(IFLA_IFNAME, peer) + _u32(IFLA_NET_NS_FD, peer_ns_fd)
+    peer_msg = (_ifinfo(peer_index, False) + _str(IFLA_IFNAME, peer)
+                + (_u32(IFLA_MTU, peer_mtu) if peer_mtu else b"") + _u32(IFLA_NET_NS_FD, peer_ns_fd))
     info = _str(IFLA_INFO_KIND, "veth") + _nla(IFLA_INFO_DATA, _nla(VETH_INFO_PEER, peer_msg))
     return _msg(RTM_NEWLINK, _NEW, _ifinfo(index, True) + _str(IFLA_IFNAME, ifname)
-                + (_nla(IFLA_ADDRESS, _mac(mac)) if mac else b"") + _nla(IFLA_LINKINFO, info))
+                + (_nla(IFLA_ADDRESS, _mac(mac)) if mac else b"") + (_u32(IFLA_MTU, mtu) if mtu else b"")
+                + _nla(IFLA_LINKINFO, info))
 
 
 def addr_add(index: int, address: str, prefixlen: int) -> bytes:
@@ -173,13 +175,16 @@ def reference(kind: str, *args, **kw) -> bytes:
     if kind == "veth_add":
         ifname, index, peer, fd, pindex = args[:5]
         mac = args[5] if len(args) > 5 else kw.get("mac")
+        mtu, peer_mtu = kw.get("mtu"), kw.get("peer_mtu")
         m = ifinfmsg()
         m["index"], m["flags"], m["change"] = index, IFF_UP, IFF_UP
-        attrs: list = [("IFLA_IFNAME", ifname)] + ([("IFLA_ADDRESS", mac)] if mac else [])
+        attrs: list = [("IFLA_IFNAME", ifname)] + ([("IFLA_ADDRESS", mac)] if mac else []) + (
+            [("IFLA_MTU", mtu)] if mtu else [])
         attrs.append(("IFLA_LINKINFO", {"attrs": [
             ("IFLA_INFO_KIND", "veth"),
             ("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", {"index": pindex, "attrs": [
-                ("IFLA_IFNAME", peer), ("IFLA_NET_NS_FD", fd)]})]})]}))
+                ("IFLA_IFNAME", peer)] + ([("IFLA_MTU", peer_mtu)] if peer_mtu else []) + [
+                ("IFLA_NET_NS_FD", fd)]})]})]}))
         m["attrs"] = attrs
         return _encode(m, RTM_NEWLINK, _NEW)
     if kind == "addr_add":

@@ -16,10 +16,13 @@ through the tunnel; their frames enter the budget at the AP host's VXLAN
 port, classified by their MACs (``linkemu shared``'s station-only form).
 
 Placement comes from :func:`edgelab.folding.fold`. Everything here is a pure
-function from the plan and the placement to names and commands, so the g5k
-``--dry-run`` prints exactly what would run on each machine. Names carry the
-testbed and the host index, so several shares sharing one kernel (lab
-devices are namespaces of one machine) never collide.
+function from the plan and the placement to names, tunnels and share specs;
+each host builds its share with the local backend itself
+(:mod:`edgelab.backends.local.share`, ``python3 -m edgelab share-up``), and
+:mod:`edgelab.remote.folded` drives the hosts. The g5k ``--dry-run`` prints
+:func:`describe`. Each share is a local testbed named ``<testbed>-h<index>``
+(namespaces ``el-<testbed>-h<index>.<element>``), so several shares on one
+kernel (lab devices are namespaces of one machine) never collide.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ class MultiHostPlan:
     tunnels: list[Tunnel]
     ap_hosts: dict[str, str] = field(default_factory=dict)        # wifi network -> AP host
     remote_stations: dict[str, list[str]] = field(default_factory=dict)  # wifi network -> stations off the AP host
+    infra: dict[str, str] = field(default_factory=dict)  # network -> its infrastructure element (bridge namespace)
 
     def share(self, host: str) -> HostShare:
         return next(s for s in self.shares if s.host == host)
@@ -86,17 +90,32 @@ class MultiHostPlan:
         return any(t.network == network for t in self.tunnels)
 
 
-def bridge_ns(testbed: str, index: int, network: str) -> str:
-    return f"el-{testbed}.h{index}-{network}"
+def bridge_ns(mp: "MultiHostPlan", index: int, network: str) -> str:
+    """The namespace of ``network``'s bridge on host ``index`` (the share's local testbed's)."""
+    from ..backends.local.naming import netns_name
+    from ..backends.local.share import share_name
+
+    return netns_name(share_name(mp.testbed, index), mp.infra[network])
 
 
 def node_ns(testbed: str, index: int, node: str) -> str:
-    return f"el-{testbed}.h{index}-{node}"
+    from ..backends.local.naming import netns_name
+    from ..backends.local.share import share_name
+
+    return netns_name(share_name(testbed, index), node)
 
 
 def plan_hosts(plan: Plan, assignment: Mapping[str, str], addresses: Mapping[str, str]) -> MultiHostPlan:
     """Shares, tunnels and AP hosts for ``assignment`` (node -> host) over hosts at ``addresses``."""
     missing = [n.name for n in plan.nodes if n.name not in assignment]
+    private = [g.name for g in plan.topology.groups if g.private is not None]
+    if private and len(set(assignment.values())) > 1:
+        raise BackendError(f"group(s) {', '.join(private)} have private directories, which folding over several "
+                           "hosts does not set up yet: fold onto one host, or drop 'private:'")
+    for net in plan.networks:
+        if net.kind == "batman-mesh" and len({assignment.get(m) for m in net.members}) > 1:
+            raise BackendError(f"mesh network {net.name!r} would span hosts: its links are veth pairs between "
+                               "nodes, so place all its members on one host")
     if missing:
         raise BackendError(f"placement leaves node(s) {', '.join(missing[:5])} without a host")
     hosts = list(dict.fromkeys(assignment[n.name] for n in plan.nodes))
@@ -123,91 +142,55 @@ def plan_hosts(plan: Plan, assignment: Mapping[str, str], addresses: Mapping[str
                                       tuple(addresses[p] for p in on if p != h)))
     shares = [HostShare(h, i, addresses[h], tuple(n.name for n in plan.nodes if assignment[n.name] == h),
                         tuple(bridges[h])) for i, h in enumerate(hosts, 1)]
-    return MultiHostPlan(tb, shares, tunnels, ap_hosts, remote)
+    from ..backends.local.share import share_name
+
+    for s in shares:
+        share_name(tb, s.index)   # fits a testbed name, else a clear error now
+    return MultiHostPlan(tb, shares, tunnels, ap_hosts, remote, {n.name: n.infra for n in plan.networks})
 
 
 def mtu(mp: MultiHostPlan, network: str) -> int:
     return UNDERLAY_MTU - VXLAN_OVERHEAD if mp.spanned(network) else UNDERLAY_MTU
 
 
-def tunnel_cmds(mp: MultiHostPlan, host: str, underlay_dev: str = "eth0") -> list[str]:
-    """Shell commands (run as root on ``host``, in its own namespace) creating its tunnels."""
+def share_spec(mp: MultiHostPlan, host: str):
+    """What ``host`` builds with the local backend (:class:`~edgelab.backends.local.share.ShareSpec`)."""
+    from ..backends.local.blueprint import TunnelSpec
+    from ..backends.local.share import ShareSpec
+
+    s = mp.share(host)
+    return ShareSpec(testbed=mp.testbed, index=s.index, nodes=s.nodes,
+                     tunnels=tuple(TunnelSpec(t.network, "", t.dev, t.vni, t.local, t.peers,
+                                              UNDERLAY_MTU - VXLAN_OVERHEAD, VXLAN_PORT)
+                                   for t in mp.tunnels if t.host == host),
+                     ap_networks=tuple(n for n, h in mp.ap_hosts.items() if h == host))
+
+
+def tunnel_cmds(mp: MultiHostPlan, host: str) -> list[str]:
+    """The iproute2 equivalent of what the local backend does over netlink for ``host``'s tunnels
+    (``wiring.create_tunnels``), for dry runs and for a human debugging a share."""
     share = mp.share(host)
     out = []
     for t in (t for t in mp.tunnels if t.host == host):
-        ns = bridge_ns(mp.testbed, share.index, t.network)
-        out += [f"ip link add {t.dev} type vxlan id {t.vni} local {t.local} dstport {VXLAN_PORT} "
-                f"dev {shlex.quote(underlay_dev)}",
-                *(f"bridge fdb append 00:00:00:00:00:00 dev {t.dev} dst {p}" for p in t.peers),
-                f"ip link set {t.dev} mtu {UNDERLAY_MTU - VXLAN_OVERHEAD} netns {shlex.quote(ns)}",
-                f"ip -n {shlex.quote(ns)} link set {t.dev} master br0 up"]
+        ns = shlex.quote(bridge_ns(mp, share.index, t.network))
+        out += [f"ip link add {t.dev} netns {ns} mtu {UNDERLAY_MTU - VXLAN_OVERHEAD} type vxlan id {t.vni} "
+                f"local {t.local} dstport {VXLAN_PORT}",
+                *(f"ip netns exec {ns} bridge fdb append 00:00:00:00:00:00 dev {t.dev} dst {p}" for p in t.peers),
+                f"ip -n {ns} link set {t.dev} master br0 up"]
     return out
-
-
-def share_cmds(mp: MultiHostPlan, plan: Plan, host: str) -> list[str]:
-    """Shell commands building ``host``'s share: a bridge namespace per network it touches, a
-    namespace per node with its plan address on a veth into that bridge, then the tunnels.
-
-    This is the local backend's wiring (without cgroups and link emulation, which
-    :func:`link_cmds` adds) for one host of a folded testbed.
-    """
-    share = mp.share(host)
-    cmds = []
-    for net in share.bridges:
-        ns = shlex.quote(bridge_ns(mp.testbed, share.index, net))
-        cmds += [f"ip netns add {ns}", f"ip -n {ns} link add br0 type bridge",
-                 f"ip -n {ns} link set br0 up", f"ip -n {ns} link set lo up"]
-    for name in share.nodes:
-        node = plan.node(name)
-        ns = shlex.quote(node_ns(mp.testbed, share.index, name))
-        cmds += [f"ip netns add {ns}", f"ip -n {ns} link set lo up"]
-        for i, itf in enumerate(node.interfaces):
-            bns = shlex.quote(bridge_ns(mp.testbed, share.index, itf.network))
-            port = f"p{short(mp.testbed, name, itf.ifname)}"
-            m = mtu(mp, itf.network)
-            cmds += [f"ip -n {ns} link add {itf.ifname} mtu {m} type veth peer name {port} mtu {m} netns {bns}",
-                     f"ip -n {ns} addr add {itf.address} dev {itf.ifname}",
-                     f"ip -n {ns} link set {itf.ifname} up",
-                     f"ip -n {bns} link set {port} master br0 up"]
-    return cmds + tunnel_cmds(mp, host)
-
-
-def link_cmds(mp: MultiHostPlan, plan: Plan, host: str, python: str = "python3",
-              engine: str = "fallback") -> list[str]:
-    """``edgelab.linkemu apply`` inside each node namespace of the share (the same code every
-    backend runs), for every impaired interface."""
-    share = mp.share(host)
-    out = []
-    for name in share.nodes:
-        for itf in plan.node(name).interfaces:
-            lk = itf.link
-            if not any((lk.rate_mbit, lk.delay_ms, lk.jitter_ms, lk.loss_pct)):
-                continue
-            ns = shlex.quote(node_ns(mp.testbed, share.index, name))
-            out.append(f"ip netns exec {ns} {python} -m edgelab.linkemu apply --dev {itf.ifname} "
-                       f"--tag el{short(mp.testbed, name)} --engine {engine} --rate-mbit {lk.rate_mbit:g} "
-                       f"--delay-ms {lk.delay_ms:g} --jitter-ms {lk.jitter_ms:g} --loss-pct {lk.loss_pct:g}")
-    return out
-
-
-def teardown_cmds(mp: MultiHostPlan, host: str) -> list[str]:
-    """Remove exactly what :func:`share_cmds` made on ``host`` (deleting a namespace deletes its
-    veths, bridge and the VXLAN moved into it); never fails on what is already gone."""
-    share = mp.share(host)
-    names = [node_ns(mp.testbed, share.index, n) for n in share.nodes]
-    names += [bridge_ns(mp.testbed, share.index, b) for b in share.bridges]
-    out = [f"ip netns pids {shlex.quote(n)} 2>/dev/null | xargs -r kill -9" for n in names]
-    out += [f"ip netns del {shlex.quote(n)} 2>/dev/null" for n in names]
-    out += [f"ip link del {t.dev} 2>/dev/null" for t in mp.tunnels if t.host == host]
-    return [c + " || true" for c in out]
 
 
 def describe(mp: MultiHostPlan, plan: Optional[Plan] = None) -> list[str]:
     """Dry-run lines: the placement per host, the tunnels, the Wi-Fi cells' AP host."""
+    from ..backends.local.share import share_name
+
     lines = [f"Multi-host folding: {sum(len(s.nodes) for s in mp.shares)} virtual nodes on {len(mp.shares)} hosts "
-             "(namespaces per node, a bridge namespace per network, VXLAN between the hosts' bridges)"]
+             "(each host: `python3 -m edgelab share-up` builds its share with the local backend — a namespace "
+             "and cgroup per node, a bridge namespace per network, link emulation — and VXLAN joins the "
+             "hosts' bridges)"]
     for s in mp.shares:
-        lines.append(f"  host {s.index} {s.host} ({s.address}): {', '.join(s.nodes)}")
+        lines.append(f"  host {s.index} {s.host} ({s.address}): local testbed {share_name(mp.testbed, s.index)}: "
+                     f"{', '.join(s.nodes)}")
     for t in mp.tunnels:
         lines.append(f"  tunnel {t.network} on {t.host}: {t.dev} vxlan id {t.vni} local {t.local} "
                      f"dstport {VXLAN_PORT} -> {', '.join(t.peers)} (mtu {UNDERLAY_MTU - VXLAN_OVERHEAD})")

@@ -70,8 +70,9 @@ class RemoteTestbed(Testbed):
     """Plan nodes on devices reached through one :class:`Transport`.
 
     ``backend`` names the backend in the facts; ``extra_facts`` are merged in.
-    Use :meth:`apply_links` during bring-up (it rolls back on failure) and
-    :meth:`down` (or a ``with`` block) to undo everything.
+    Use :meth:`apply_links` and :meth:`apply_cells` during bring-up (they roll back on
+    failure) and :meth:`down` (or a ``with`` block) to undo everything. ``airtime``:
+    whether Wi-Fi cells get their access point as a node (false for real radios).
     """
 
     #: Nodes run the device's own interpreter ("python3" is rewritten to :attr:`Device.python`).
@@ -81,7 +82,7 @@ class RemoteTestbed(Testbed):
 
     def __init__(self, plan: Plan, transport: Transport, *, backend: str, name: Optional[str] = None,
                  engine: str = "auto", extra_facts: Optional[Mapping[str, Any]] = None,
-                 cells: Sequence[apmod.Cell] = ()) -> None:
+                 airtime: bool = True) -> None:
         self.plan = plan
         self.transport = transport
         self.backend = backend
@@ -94,7 +95,9 @@ class RemoteTestbed(Testbed):
         self.timings: dict[str, float] = {}
         self._lock = threading.Lock()
         self._down = False
-        self.cells = list(cells)
+        # Every remote backend's Wi-Fi cells: the AP is the infra element's device where the
+        # inventory has one, else the network's uplink node (edgelab.remote.ap.ap_plan).
+        self.cells = apmod.cells_for(plan, lambda n: n in transport.inventory.placement, airtime)
         self.cell_state = apmod.CellState()
 
     # ------------------------------------------------------------ commands
@@ -180,6 +183,8 @@ class RemoteTestbed(Testbed):
         """Each Wi-Fi cell through its access point (see :mod:`edgelab.remote.ap`); on failure
         everything the cells changed is undone and one error says what failed."""
         t0 = time.monotonic()
+        if self._down:
+            raise BackendError(f"testbed {self.name!r} is down")
         try:
             apmod.apply_cells(self.transport, self.cells, lambda n: link_tag(self.name, n), self.cell_state,
                               self.data_ifname, timeout=timeout)

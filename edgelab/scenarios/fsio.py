@@ -24,7 +24,7 @@ from typing import Any
 
 from ..backends import Testbed
 from ..dfs import bench, glusterfs
-from ..hostload import HostLoadSampler, active_warmer
+from ..hostload import HostLoadSampler, active_warmer, testbed_cpu_counter
 from ..model import Topology
 from ..results import Measurement
 from ..topology import parse_topology
@@ -83,7 +83,7 @@ def run_fsio(tb: Testbed, load: bench.IOLoad, raw: Path) -> list[Measurement]:
     try:
         glusterfs.check(tb, fs)
         (raw / "fs.json").write_text(json.dumps({**fs.describe(), "load": bench.describe(load)}, indent=1))
-        host = HostLoadSampler(warmer=active_warmer()).start() if tb.facts().get("backend") == "local" else None
+        host = HostLoadSampler(warmer=active_warmer(), own_cpu=testbed_cpu_counter(tb)).start() if tb.facts().get("backend") == "local" else None
         results: dict[str, dict[str, dict[str, float]]] = {}
         for phase, metric, key, unit in (("write", "throughput_write_mib_s", "mib_per_s", "MiB/s"),
                                          ("read", "throughput_read_mib_s", "mib_per_s", "MiB/s"),

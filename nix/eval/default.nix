@@ -57,7 +57,8 @@ let
       toplevel = cfg.system.build.toplevel.outPath;
       services = lib.mapAttrs
         (_: u: {
-          inherit (u) wantedBy requiredBy after before requires bindsTo script preStop environment;
+          inherit (u) wantedBy requiredBy after before requires bindsTo script preStop environment description;
+          unitConfig = lib.mapAttrs (_: toString) u.unitConfig;
           serviceConfig = lib.mapAttrs (_: v: if builtins.isList v then map toString v else toString v) u.serviceConfig;
           path = map toString u.path;
         })

@@ -32,8 +32,14 @@ def state_dir() -> Path:
     return d
 
 
-def start_sshd(address: str, port: int, authorized_key: str, tag: str) -> subprocess.Popen:
-    """A real sshd on address:port letting root in with authorized_key only."""
+def start_sshd(address: str, port: int, authorized_key: str, tag: str,
+               netns: str | None = None) -> subprocess.Popen:
+    """A real sshd on address:port letting root in with authorized_key only.
+
+    ``netns``: every session runs inside that network namespace (``nsenter``,
+    the mount namespace untouched), so the "guest" has its own interfaces,
+    routes and sysctls -- what a booted VM has -- while sshd itself listens
+    where nxc's hostfwd would (tests/test_backend_nxc.py makes the namespaces)."""
     d = state_dir() / f"sshd-{tag}"
     d.mkdir(parents=True, exist_ok=True)
     host_key = d / "host_key"
@@ -48,7 +54,11 @@ def start_sshd(address: str, port: int, authorized_key: str, tag: str) -> subpro
         f"ListenAddress {address}:{port}\nHostKey {host_key}\nAuthorizedKeysFile {d}/authorized_keys\n"
         "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
         f"UsePAM no\nStrictModes no\nPidFile {d}/sshd.pid\nLogLevel ERROR\n"
-        f"SetEnv PATH={guest_path} EDGELAB_GUEST_STATE={d}\n")
+        f"SetEnv PATH={guest_path} EDGELAB_GUEST_STATE={d}"
+        # the guest's edgelab: on a NixOS node the composition's; here this checkout
+        + (f" PYTHONPATH={os.environ['PYTHONPATH']}" if netns and os.environ.get("PYTHONPATH") else "") + "\n"
+        + (f'ForceCommand exec nsenter --net=/run/netns/{netns} -- /bin/sh -c "$SSH_ORIGINAL_COMMAND"\n'
+           if netns else ""))
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
     proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -166,6 +166,21 @@ class LocalTestbed(Testbed):
             self._cpu_readers[node] = reader
         return reader()
 
+    def testbed_cpu_seconds(self) -> float:
+        """Cumulative CPU seconds of the whole testbed: its cgroup subtree (every node and the
+        link-emulation delayer). What the host spent beyond this, another job did."""
+        reader = self._cpu_readers.get("")
+        if reader is None:
+            from ...services.power.sources import cgroup_cpu_seconds
+
+            for d in self.layout.dirs(cgroup_rel(self.name)):
+                if (d / "cpuacct.usage").exists() or (self.layout.version == 2 and (d / "cpu.stat").exists()):
+                    reader = self._cpu_readers[""] = cgroup_cpu_seconds(d)
+                    break
+            else:
+                raise BackendError(f"no CPU accounting directory for testbed {self.name!r}")
+        return reader()
+
     # -------------------------------------------------------------- health
     def health_checks(self) -> list:
         """One check per link-emulation delayer: it must still run (it carries its links' packets)."""
@@ -378,7 +393,10 @@ class LocalBackend(Backend):
         #: link with a tc/nft/iptables process each (the reference the root tests compare with).
         self.inprocess = inprocess
 
-    def up(self, plan: Plan) -> LocalTestbed:
+    def up(self, plan: Plan, share: Any = None) -> LocalTestbed:
+        """Build ``plan``; with ``share`` (a :class:`~.share.ShareSpec`), only one host's share of
+        a testbed folded over several hosts: its nodes, the bridges they use, the VXLAN ports to
+        the other hosts and the Wi-Fi budgets whose access point is here."""
         from ...linkemu import LinkEmulator
 
         if os.geteuid() != 0:
@@ -387,6 +405,8 @@ class LocalBackend(Backend):
         name = plan.topology.name
         state = StateFile(name, self.state_dir)
         bp = bpmod.build(plan)
+        if share is not None:
+            bp = share.restrict(bp, plan)
         layout = cgroups.detect_layout()
         leftovers = netns.list_owned(name)
         if leftovers and not state.exists():
@@ -423,6 +443,7 @@ class LocalBackend(Backend):
             wiring.create_namespaces(bp, handles)
             wiring.create_bridges(bp, handles)
             wiring.create_veths(bp, handles)
+            wiring.create_tunnels(bp, handles)
             wiring.install_routes(bp, handles)
             tb.private = privdirs.setup(plan)
             t2 = time.monotonic()
@@ -462,7 +483,7 @@ class LocalBackend(Backend):
                 emulator.apply_shared_medium(s.ns, s.name, list(s.ports), s.capacity_mbit,
                                              list(s.station_macs) or None,
                                              list(s.station_rates) if s.station_rates and s.station_macs else None,
-                                             netlink=handles)
+                                             s.station_only, netlink=handles)
             return
         groups: dict[str, list[bpmod.Veth]] = {}
         for v in links:
@@ -481,7 +502,8 @@ class LocalBackend(Backend):
             state.update(linkemu=emulator.state())
             for fut in [ex.submit(emulator.apply_shared_medium, s.ns, s.name, list(s.ports), s.capacity_mbit,
                                   list(s.station_macs) or None,
-                                  list(s.station_rates) if s.station_rates and s.station_macs else None)
+                                  list(s.station_rates) if s.station_rates and s.station_macs else None,
+                                  s.station_only)
                         for s in bp.shared]:
                 fut.result()
 

@@ -8,9 +8,10 @@ them exists.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Optional
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Optional
 
+from ...errors import BackendError
 from ...model import LinkParams
 from ...plan import Plan, SegmentPlan
 from .naming import BRIDGE, cgroup_rel, netns_name, port_name, shared_medium_name
@@ -23,6 +24,7 @@ class End:
     address: Optional[str] = None  # "10.77.0.5/24"
     master: Optional[str] = None   # bridge to enslave to (infra side)
     mac: Optional[str] = None      # fixed MAC (node side), see ``node_mac``
+    mtu: Optional[int] = None      # set on a network that spans hosts (room for the VXLAN header)
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,9 @@ class Shared:
     #: aligned with ports: each station's node and its (share, ceil) Mbit/s from the airtime model
     stations: tuple[str, ...] = ()
     station_rates: tuple[tuple[float, float], ...] = ()
+    #: One of ``ports`` (a VXLAN port to other hosts) also carries frames that are no station's:
+    #: only frames from or to ``station_macs`` are charged (``apply_shared_medium``'s station-only form).
+    station_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,21 @@ class RouteSpec:
     destination: str
     via: str
     dev: str
+
+
+@dataclass(frozen=True)
+class TunnelSpec:
+    """A VXLAN port of a spanned network's bridge: its UDP socket in the namespace that builds
+    the testbed (the host's, where ``local`` is an address), the device itself in ``ns``."""
+
+    network: str
+    ns: str
+    dev: str
+    vni: int
+    local: str
+    peers: tuple[str, ...]
+    mtu: int
+    port: int = 4789
 
 
 @dataclass(frozen=True)
@@ -74,6 +94,7 @@ class Blueprint:
     routes: list[RouteSpec] = field(default_factory=list)
     forwarding: set[str] = field(default_factory=set)  # namespaces that route (mesh nodes)
     cgroups: list[CgroupSpec] = field(default_factory=list)
+    tunnels: list[TunnelSpec] = field(default_factory=list)
 
     @property
     def namespaces(self) -> list[str]:
@@ -160,3 +181,58 @@ def _mesh(plan: Plan, net, bp: Blueprint) -> None:
                              link=ia.link if _impairs(ia.link) else None,
                              label=f"{net.name}:{a}-{b}"))
         bp.forwarding.update({bp.node_ns[a], bp.node_ns[b]})
+
+
+def restrict(full: Blueprint, plan: Plan, nodes: Iterable[str], tunnels: Iterable[TunnelSpec] = (),
+             ap_networks: Iterable[str] = ()) -> Blueprint:
+    """The share of ``full`` (built from the WHOLE plan) that one host of a folded testbed builds.
+
+    Only ``nodes`` get namespaces, cgroups and veths, but their addresses and MACs are the whole
+    plan's (``node_mac`` counts every veth of the plan), so frames stay distinct across hosts.
+    A network gets a bridge namespace here when one of its members is here; ``tunnels`` add a
+    VXLAN port to a spanned network's bridge and MTU ``tunnel.mtu`` on its veths. A Wi-Fi
+    segment's airtime budget is built only where its network is in ``ap_networks``; stations on
+    other hosts reach it through the VXLAN port and are charged there by MAC (station-only form).
+    """
+    local = set(nodes)
+    unknown = local - set(full.node_ns)
+    if unknown:
+        raise BackendError(f"share names node(s) {sorted(unknown)[:5]} the plan does not have")
+    tunnels = list(tunnels)
+    ap_networks = set(ap_networks)
+    infra_of = {net.name: net.infra for net in plan.networks}
+    mtu_of = {t.network: t.mtu for t in tunnels}
+    local_ns = {full.node_ns[n] for n in local}
+    bp = Blueprint(testbed=full.testbed, node_ns={n: ns for n, ns in full.node_ns.items() if n in local},
+                   cgroups=[c for c in full.cgroups if c.node in local],
+                   forwarding={ns for ns in full.forwarding if ns in local_ns},
+                   routes=[r for r in full.routes if r.ns in local_ns])
+    for v in full.veths:
+        a_here, b_here = v.a.ns in local_ns, v.b.ns in local_ns
+        if a_here and v.b.ns in full.node_ns.values() and not b_here:
+            raise BackendError(f"link {v.label} joins two nodes placed on different hosts; a mesh link cannot "
+                               "span hosts (place both ends on one host)")
+        if not a_here:
+            continue
+        mtu = mtu_of.get(v.label.split(":", 1)[0])
+        bp.veths.append(replace(v, a=replace(v.a, mtu=mtu), b=replace(v.b, mtu=mtu)) if mtu else v)
+    used_infra = {v.b.ns for v in bp.veths} & set(full.infra_ns.values())
+    bp.infra_ns = {k: ns for k, ns in full.infra_ns.items() if ns in used_infra}
+    bp.bridges = [(ns, br) for ns, br in full.bridges if ns in used_infra]
+    for t in tunnels:
+        ns = full.infra_ns.get(infra_of.get(t.network, ""))
+        if ns is None or ns not in used_infra:
+            raise BackendError(f"tunnel for network {t.network!r}: no member of it is on this host")
+        bp.tunnels.append(replace(t, ns=ns))
+    dev_of = {t.network: t.dev for t in bp.tunnels}
+    for s in full.shared:
+        if s.ns not in used_infra or s.network not in ap_networks:
+            continue
+        here = [p for p, st in zip(s.ports, s.stations) if st in local]
+        if len(here) == len(s.stations):
+            bp.shared.append(s)
+            continue
+        if s.network not in dev_of:
+            raise BackendError(f"Wi-Fi cell {s.network}: stations on other hosts but no tunnel to them")
+        bp.shared.append(replace(s, ports=tuple(here) + (dev_of[s.network],), station_only=True))
+    return bp

@@ -20,6 +20,7 @@ from ...errors import BackendError
 from ...linkemu import nlbatch
 from . import netns
 from .blueprint import Blueprint
+from .naming import BRIDGE
 
 BASE_SYSCTLS = {
     # No IPv6: router/neighbour solicitations would be background traffic on
@@ -91,6 +92,9 @@ class Handles:
         self._ensure_raw(ns)
         if ifname in self._index[ns]:
             raise BackendError(f"interface {ifname} already exists in namespace {ns}")
+        used = set(self._index[ns].values())
+        while self._next[ns] in used:   # taken by a device the kernel numbered (a VXLAN port)
+            self._next[ns] += 1
         i = self._index[ns][ifname] = self._next[ns]
         self._next[ns] += 1
         return i
@@ -170,7 +174,10 @@ def create_veths(bp: Blueprint, handles: Handles) -> None:
         b = handles.batch(v.a.ns)
         ia = handles.new_index(v.a.ns, v.a.ifname)
         ib = handles.new_index(v.b.ns, v.b.ifname)
-        b.add(nlbatch.veth_add(v.a.ifname, ia, v.b.ifname, handles.ns_fd(v.b.ns), ib, v.a.mac),
+        # a network spanning hosts: both ends leave room for the VXLAN header
+        mtu, peer_mtu = (v.a.mtu, v.b.mtu or v.a.mtu) if v.a.mtu else (None, None)
+        b.add(nlbatch.veth_add(v.a.ifname, ia, v.b.ifname, handles.ns_fd(v.b.ns), ib, v.a.mac,
+                               mtu=mtu, peer_mtu=peer_mtu),
               f"create veth {v.a.ns}/{v.a.ifname} <-> {v.b.ns}/{v.b.ifname} ({v.label})")
         if v.a.address:
             ip, plen = v.a.address.split("/")
@@ -198,3 +205,35 @@ def install_routes(bp: Blueprint, handles: Handles) -> None:
 
 def veth_names(bp: Blueprint) -> Iterable[str]:
     return (f"{v.a.ns}/{v.a.ifname}" for v in bp.veths)
+
+
+def create_tunnels(bp: Blueprint, handles: Handles) -> None:
+    """Each spanned network's VXLAN port, enslaved to its bridge.
+
+    The device is created from this (the host's) namespace straight into the bridge's
+    namespace (``IFLA_NET_NS_FD`` on RTM_NEWLINK): the kernel binds its UDP socket in the
+    namespace of the netlink request (drivers/net/vxlan: ``vxlan_newlink`` gets the
+    requester's ``src_net``), so it talks to the other hosts over the host's own network while
+    only the bridge sees it, and it never exists in the host's namespace, where nothing would
+    remove it after a crash. One all-zero FDB entry per peer host: head-end replication of
+    broadcasts and unknown unicast, no multicast needed on the underlay.
+    """
+    if not bp.tunnels:
+        return
+    with IPRoute() as here:
+        for t in bp.tunnels:
+            try:
+                here.link("add", ifname=t.dev, kind="vxlan", vxlan_id=t.vni, vxlan_local=t.local,
+                          vxlan_port=t.port, vxlan_learning=1, mtu=t.mtu, net_ns_fd=t.ns)
+            except Exception as e:
+                raise BackendError(f"cannot create VXLAN {t.dev} (id {t.vni}, local {t.local}) for network "
+                                   f"{t.network} in {t.ns}: {e}") from e
+    for t in bp.tunnels:
+        h = handles[t.ns]
+        idx = handles.index(t.ns, t.dev)   # recorded: no later new_index() takes it
+        for peer in t.peers:
+            try:
+                h.fdb("append", ifindex=idx, lladdr="00:00:00:00:00:00", dst=peer)
+            except Exception as e:
+                raise BackendError(f"cannot add peer {peer} to VXLAN {t.dev} of network {t.network}: {e}") from e
+        h.link("set", index=idx, master=handles.index(t.ns, BRIDGE), state="up")

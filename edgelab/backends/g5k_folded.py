@@ -1,0 +1,30 @@
+"""The folded testbed on a Grid'5000 job's machines: :class:`~edgelab.remote.folded.FoldedTestbed`
+(each machine runs its share with the local backend, VXLAN between them) that also releases the
+job when it goes down."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..remote.folded import FoldedTestbed
+
+
+class G5kFoldedTestbed(FoldedTestbed):
+    provider: Any = None
+
+    def facts(self) -> dict:
+        facts = super().facts()
+        try:
+            facts["jobs"] = [getattr(j, "uid", str(j)) for j in list(self.provider.jobs)] if self.provider else []
+        except Exception:  # facts must not fail because the API hiccups
+            facts["jobs"] = []
+        return facts
+
+    def down(self) -> None:
+        """Every share down, then the job destroyed, whatever fails on the way."""
+        try:
+            super().down()
+        finally:
+            if self.provider is not None:
+                provider, self.provider = self.provider, None
+                provider.destroy()

@@ -1,0 +1,437 @@
+"""A testbed folded over several hosts: each host runs its share with the local backend.
+
+:class:`FoldedBackend` places the plan's nodes on M hosts of an inventory
+(:func:`edgelab.folding.fold`), plans the VXLAN tunnels that join the hosts'
+bridges (:mod:`edgelab.remote.multihost`), installs edgelab on every host and
+runs ``python3 -m edgelab share-up`` on all of them at once through the one
+:class:`~edgelab.remote.transport.Transport`; each host builds its share with
+the local backend (namespaces, per-node cgroups, link emulation, VXLAN ports,
+the Wi-Fi budget on the AP host: :mod:`edgelab.backends.local.share`). If any
+host fails, every share is taken down again and one error names each failure.
+
+:class:`FoldedTestbed` is the Testbed experiments use: a command for a node
+goes to the node's host, joins the node's cgroup (its ``cgroup.procs``, as the
+local backend's pre-exec does) and enters its namespace (``ip netns exec``),
+so CPU time, quotas and addresses are exactly those of the local backend;
+``cpu_seconds`` reads the node's cgroup on its host; ``down`` stops what was
+started and runs ``edgelab down <testbed>-h<i>`` on every host.
+
+The hosts are any machines reachable over SSH with root: the SSH lab's
+devices here, a Grid'5000 job's machines (:mod:`edgelab.backends.g5k`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Mapping, Optional, Sequence, Union
+
+from ..backends.base import Backend, Testbed
+from ..errors import BackendError
+from ..model import Host
+from ..plan import Plan
+from . import multihost as mh
+from .inventory import Device, Inventory, load_inventory
+from .transport import PYTHON_WORDS, RemoteError, Transport, cpu_read_script, parse_cpu_read
+
+#: How long one host may take to build its share (a 100-node share takes seconds on a laptop).
+SHARE_UP_TIMEOUT = 300.0
+
+
+def host_resources(transport: Transport, hosts: Sequence[str]) -> list[Host]:
+    """Each host's cores and memory, read on it (what :func:`edgelab.folding.fold` places by)."""
+    facts = transport.facts(list(hosts))
+    out = []
+    for h in hosts:
+        f = facts[h]
+        if "error" in f:
+            raise BackendError(f"cannot read host {h}'s resources: {f['error']}")
+        out.append(Host(h, float(f.get("cores") or 1), int(f.get("memory_mib") or 0)))
+    return out
+
+
+def node_script(d: Device, info: Mapping[str, Any], argv: Union[str, Sequence[str]], confine: bool = True) -> str:
+    """POSIX sh run as root on the node's host: join its cgroup, enter its namespace, exec ``argv``.
+
+    The same two steps as the local backend's pre-exec (``_preexec``: cgroup.procs first, so
+    nothing the command forks escapes the quota, then only the network namespace, with
+    ``nsenter``: ``ip netns exec`` would also remount /sys, hiding the host's cgroups, which the
+    local backend's nodes see). ``confine=False``: on the host itself, for stand-ins of outside
+    equipment (a modelled power plug)."""
+    if isinstance(argv, str):
+        cmd = f"sh -c {shlex.quote(argv)}"
+    else:
+        cmd = shlex.join([d.python if i == 0 and a in PYTHON_WORDS else str(a) for i, a in enumerate(argv)])
+    if not confine:
+        return f"exec {cmd}"
+    join = "".join(f"echo $$ > {shlex.quote(f)} && " for f in info["procs"])
+    return f"{join}exec nsenter --net={shlex.quote('/run/netns/' + info['netns'])} {cmd}"
+
+
+def delayer_check_script(state_dir: str) -> str:
+    """``alive PID`` / ``dead PID`` / ``none`` for the share's link-emulation delayer."""
+    f = shlex.quote(f"{state_dir}/delayer.json")
+    return (f"f={f}; [ -f $f ] || {{ echo none; exit 0; }}; "
+            "p=$(sed -n 's/.*\"pid\": *\\([0-9][0-9]*\\).*/\\1/p' $f | head -n1); "
+            "if [ -z \"$p\" ]; then echo none; elif grep -q \"$f\" /proc/$p/cmdline 2>/dev/null; "
+            "then echo alive $p; else echo dead $p; fi")
+
+
+class HostsLoadSampler:
+    """The hosts' own overload signals during a measurement window (``python3 -m edgelab.hostload``
+    on every host, unconfined): each host's :class:`~edgelab.hostload.HostLoad`, and as the point's
+    rows the most loaded host's (that host is what an unfaithful point would be blamed on).
+    A host whose sampler fails is left out (and named in :attr:`errors`), never the measurement."""
+
+    def __init__(self, transport: Transport, hosts: Sequence[str]) -> None:
+        self.transport, self.hosts = transport, list(hosts)
+        self._procs: dict[str, subprocess.Popen] = {}
+        self.results: dict[str, Any] = {}
+        self.errors: dict[str, str] = {}
+
+    def start(self) -> "HostsLoadSampler":
+        for h in self.hosts:
+            self._procs[h] = self.transport.popen(h, ["python3", "-m", "edgelab.hostload"], stdin=subprocess.PIPE,
+                                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        for h, p in list(self._procs.items()):
+            if p.stdout.readline().strip() != b"READY":
+                self.errors[h] = "the host's load sampler did not start"
+                self._procs.pop(h)
+                p.kill()
+        return self
+
+    def stop(self) -> dict[str, Any]:
+        from ..hostload import HostLoad
+
+        for h, p in self._procs.items():
+            try:
+                out, _ = p.communicate(b"stop\n", timeout=15)
+                self.results[h] = HostLoad(**json.loads(out.decode().strip().splitlines()[-1]))
+            except (subprocess.TimeoutExpired, ValueError, IndexError, TypeError) as exc:
+                self.errors[h] = f"no load figures: {type(exc).__name__}"
+                p.kill()
+        self._procs.clear()
+        return self.results
+
+    def measurements(self) -> list:
+        from ..results import Measurement
+
+        if not self.results:
+            return []
+        loads = list(self.results.values())
+        rows = [Measurement("host_cpu_busy", max(r.busy for r in loads), "fraction"),
+                Measurement("host_cpu_softirq", max(r.softirq for r in loads), "fraction"),
+                Measurement("host_runqueue", max(r.runqueue for r in loads), "tasks")]
+        psi = [r.pressure for r in loads if r.pressure is not None]
+        if psi:
+            rows.append(Measurement("host_cpu_pressure", max(psi), "fraction"))
+        return rows
+
+
+class FoldedTestbed(Testbed):
+    """Plan nodes folded onto several hosts (see the module docstring)."""
+
+    #: "python3" means the host's interpreter (rewritten per host).
+    python = "python3"
+    #: A node's cgroup is only readable on its own host.
+    cgroups_visible_from_all_nodes = False
+
+    def __init__(self, plan: Plan, transport: Transport, mp: mh.MultiHostPlan, *, backend: str,
+                 extra_facts: Optional[Mapping[str, Any]] = None) -> None:
+        self.plan = plan
+        self.name = plan.topology.name
+        self.transport = transport
+        self.multihost = mp
+        self.backend = backend
+        self.extra_facts = dict(extra_facts or {})
+        self.shares: dict[str, dict] = {}       # host -> share-up's answer
+        self.host_facts: dict[str, dict] = {}
+        self.timings: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._down = False
+
+    # ----------------------------------------------------------- placement
+    def host_of(self, node: str) -> str:
+        try:
+            return self.multihost.host_of(node)
+        except StopIteration:
+            raise BackendError(f"testbed {self.name!r} has no node {node!r}") from None
+
+    def _node(self, node: str) -> tuple[Device, dict]:
+        if self._down:
+            raise BackendError(f"testbed {self.name!r} is down")
+        host = self.host_of(node)
+        return self.transport.device(host), self.shares[host]["nodes"][node]
+
+    # ------------------------------------------------------------ commands
+    def run(self, node: str, argv: Sequence[str], *, timeout: Optional[float] = None, check: bool = True,
+            **kw: Any) -> subprocess.CompletedProcess:
+        d, info = self._node(node)
+        r = self.transport.run_device(d, node_script(d, info, argv, kw.pop("confine", True)), timeout=timeout,
+                                      check=False, sudo=True, env=kw.pop("env", None), input=kw.pop("input", None))
+        if check and r.returncode != 0:
+            from .transport import RemoteCommandError
+
+            shown = argv if isinstance(argv, str) else list(map(str, argv))
+            raise RemoteCommandError(d, [f"[{node}]", *([shown] if isinstance(shown, str) else shown)],
+                                     r.returncode, r.stdout, r.stderr)
+        return subprocess.CompletedProcess(argv, r.returncode, r.stdout, r.stderr)
+
+    def popen(self, node: str, argv: Sequence[str], **kw: Any) -> subprocess.Popen:
+        """Start ``argv`` in ``node``'s namespace and cgroup on its host; stopped at :meth:`down`."""
+        d, info = self._node(node)
+        script = node_script(d, info, argv, kw.pop("confine", True))
+        return self.transport.popen(self.host_of(node), ["sh", "-c", script], sudo=True, env=kw.pop("env", None),
+                                    **kw)
+
+    def cpu_seconds(self, node: str) -> Optional[float]:
+        d, info = self._node(node)
+        r = self.transport.run_device(d, cpu_read_script(info["cgroup"]), timeout=10, check=False)
+        return parse_cpu_read(d, r.stdout, r.stderr)
+
+    def cpu_accounting_dir(self, node: str) -> str:
+        """The directory on the node's host holding its CPU counter (for a plug modelled there)."""
+        d, info = self._node(node)
+        r = self.transport.run_device(d, cpu_read_script(info["cgroup"], print_dir=True), timeout=10, check=False)
+        if r.returncode != 0 or not r.stdout.split():
+            parse_cpu_read(d, r.stdout, r.stderr)
+        return r.stdout.split()[0]
+
+    def host_load_sampler(self) -> HostsLoadSampler:
+        """Overload signals of every host of the testbed, for a measurement window."""
+        return HostsLoadSampler(self.transport, [s.host for s in self.multihost.shares])
+
+    # -------------------------------------------------------------- health
+    def health_checks(self) -> list:
+        """Each share's link-emulation delayer must still run (it carries its links' packets)."""
+        from ..backends.local.naming import linkemu_state_dir
+        from ..health import Check
+
+        if self._down:
+            return []
+        todo = {h: delayer_check_script(linkemu_state_dir(s["share"])) for h, s in self.shares.items()
+                if s["facts"].get("link_engine") == "fallback"}
+        if not todo:
+            return []
+        res = self.transport.run_many(todo, timeout=15, check=False, sudo=True)
+        checks = []
+        for h, r in res.items():
+            what = f"alive: link-emulation delayer of {self.shares[h]['share']} on host {h}"
+            if isinstance(r, RemoteError):
+                checks.append(Check(what, False, f"could not be checked: {r}"))
+                continue
+            words = r.stdout.split()
+            if words[:1] == ["alive"]:
+                checks.append(Check(what, True, f"running (pid {words[1]})"))
+            else:
+                checks.append(Check(what, False, f"{' '.join(words) or 'no answer'}: the links of "
+                                                 f"{', '.join(self.multihost.share(h).nodes)} carried nothing after that"))
+        return checks
+
+    # --------------------------------------------------------------- facts
+    def facts(self) -> dict:
+        mp = self.multihost
+        share_facts = {h: s["facts"] for h, s in self.shares.items()}
+        engines = sorted({f.get("link_engine") for f in share_facts.values() if f.get("link_engine")})
+        kernels = sorted({f.get("kernel") for f in share_facts.values() if f.get("kernel")})
+        nodes = {}
+        for h, f in share_facts.items():
+            for n, q in (f.get("nodes") or {}).items():
+                nodes[n] = {**q, "host": h}
+        out = {
+            "backend": self.backend,
+            "link_engine": ",".join(engines) or "none",
+            "link_emulation": "edgelab.linkemu by the local backend on each host (per node interface); "
+                              "Wi-Fi airtime budget on the AP host",
+            "kernel": kernels[0] if len(kernels) == 1 else kernels,
+            "cgroup_version": next(iter({f.get("cgroup_version") for f in share_facts.values()}), None),
+            "folding": {"hosts": len(mp.shares), "virtual_nodes": len(self.plan.nodes),
+                        "factor": len(self.plan.nodes) / len(mp.shares)},
+            "placement": {n: mp.host_of(n) for n in (x.name for x in self.plan.nodes)},
+            "hosts": {s.host: {"index": s.index, "address": s.address, "share": self.shares.get(s.host, {}).get("share"),
+                               "nodes": list(s.nodes), **self.host_facts.get(s.host, {})} for s in mp.shares},
+            "tunnels": [{"network": t.network, "host": t.host, "dev": t.dev, "vni": t.vni, "local": t.local,
+                         "peers": list(t.peers), "mtu": mh.UNDERLAY_MTU - mh.VXLAN_OVERHEAD} for t in mp.tunnels],
+            "access_points": [{"network": n, "ap_host": h, "remote_stations": mp.remote_stations.get(n, [])}
+                              for n, h in mp.ap_hosts.items()],
+            "airtime_budgets": {h: f.get("airtime_budgets", []) for h, f in share_facts.items()},
+            "nodes": nodes,
+            "segments": [s for f in share_facts.values() for s in f.get("segments", [])],
+            "link_delayers": {h: f.get("link_delayer") for h, f in share_facts.items()},
+            "edgelab_installed": dict(self.transport.installed),
+            "timings_s": {**self.timings, "shares": {h: f.get("timings_s") for h, f in share_facts.items()}},
+        }
+        out.update(self.extra_facts)
+        return out
+
+    # ------------------------------------------------------------ teardown
+    def down(self) -> None:
+        """Stop what was started on the nodes, then every share (``edgelab down``). Idempotent."""
+        with self._lock:
+            if self._down:
+                return
+            self._down = True
+        t0 = time.monotonic()
+        problems: list[str] = []
+        try:
+            self.transport.kill_all()
+        except BackendError as exc:
+            problems.append(str(exc))
+        problems += down_shares(self.transport, self.multihost)
+        self.transport.close()
+        self.timings["down"] = time.monotonic() - t0
+        if problems:
+            raise BackendError(f"teardown of testbed {self.name!r} left: " + "; ".join(problems))
+
+
+def down_script(python: str, names: Sequence[str]) -> str:
+    """``edgelab down`` for each of ``names`` that exists on the host (state file or namespaces)."""
+    py = shlex.quote(python)
+    return "s=0; " + " ".join(
+        f"if [ -e /run/edgelab/{n}.json ] || ls /run/netns/el-{n}.* >/dev/null 2>&1; then "
+        f"{py} -m edgelab down {shlex.quote(n)} || s=1; fi;" for n in names) + " exit $s"
+
+
+def down_shares(transport: Transport, mp: mh.MultiHostPlan) -> list[str]:
+    """``edgelab down <testbed>-h<i>`` on every host that has its share, at once (a host whose
+    share-up failed rolled itself back); returns problems (nothing raised)."""
+    from ..backends.local.share import share_name
+
+    cmds = {s.host: down_script(transport.device(s.host).python, [share_name(mp.testbed, s.index)])
+            for s in mp.shares}
+    res = transport.run_many(cmds, timeout=120, check=True, sudo=True)
+    return [str(r) for r in res.values() if isinstance(r, RemoteError)]
+
+
+def bring_up(plan: Plan, transport: Transport, mp: mh.MultiHostPlan, *, engine: Optional[str] = None,
+             backend: str = "ssh", extra_facts: Optional[Mapping[str, Any]] = None,
+             timeout: float = SHARE_UP_TIMEOUT, testbed_cls: type = None) -> FoldedTestbed:
+    """Every share at once (edgelab already installed on the hosts); all rolled back if one fails."""
+    from ..backends.local.share import share_document
+    from ..wire import plan_digest
+
+    tb = (testbed_cls or FoldedTestbed)(plan, transport, mp, backend=backend, extra_facts=extra_facts)
+    digest = plan_digest(plan)
+    docs = {s.host: share_document(plan.topology, digest, mh.share_spec(mp, s.host), engine) for s in mp.shares}
+    t0 = time.monotonic()
+
+    def one(host: str) -> Union[dict, BackendError]:
+        try:
+            r = transport.run(host, ["python3", "-m", "edgelab", "share-up"], input=docs[host], sudo=True,
+                              timeout=timeout)
+            return json.loads(r.stdout.strip().splitlines()[-1])
+        except BackendError as exc:
+            return exc
+        except (ValueError, IndexError) as exc:
+            return BackendError(f"host {host}: share-up answered no JSON ({exc})")
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, len(docs))) as ex:
+            results = dict(zip(docs, ex.map(one, list(docs))))
+    except BaseException:   # interrupted while hosts build: what got built goes too
+        down_shares(transport, mp)
+        raise
+    errors = [f"host {h}: {r}" for h, r in results.items() if isinstance(r, BackendError)]
+    tb.shares = {h: r for h, r in results.items() if isinstance(r, dict)}
+    tb.timings["shares_up"] = time.monotonic() - t0
+    if errors:
+        problems = down_shares(transport, mp)
+        raise BackendError(f"{len(errors)} of {len(docs)} hosts could not build their share; every share was "
+                           "taken down again:\n  " + "\n  ".join(errors)
+                           + ("".join(f"\n  (teardown: {p})" for p in problems)))
+    return tb
+
+
+class FoldedBackend(Backend):
+    """N virtual nodes folded onto M hosts of an inventory (see the module docstring).
+
+    ``inventory``: the hosts (one device each; its ``node`` names the host). ``hosts``: how many
+    of them to use (the first M), or their names; default all. ``max_per_host``, ``strategy``,
+    ``cpu_overcommit``: :func:`edgelab.folding.fold`'s (default: at most ⌈N/M⌉ nodes per host,
+    spread). ``engine``: the local backend's link-emulation engine on the hosts.
+    """
+
+    name = "ssh"
+
+    def __init__(self, inventory: Union[str, Inventory], hosts: Union[int, Sequence[str], None] = None, *,
+                 engine: Optional[str] = None, install: bool = True, max_per_host: Optional[int] = None,
+                 strategy: str = "spread", cpu_overcommit: float = 8.0, backend_name: str = "ssh") -> None:
+        self.inventory = inventory if isinstance(inventory, Inventory) else load_inventory(inventory)
+        names = [d.node for d in self.inventory.devices.values()]
+        if hosts is None:
+            chosen = names
+        elif isinstance(hosts, int):
+            if not 1 <= hosts <= len(names):
+                raise BackendError(f"{hosts} hosts asked for; the inventory {self.inventory.source} has "
+                                   f"{len(names)}: {', '.join(names)}")
+            chosen = names[:hosts]
+        else:
+            chosen = list(hosts)
+            self.inventory.check_covers(chosen)
+        self.hosts = chosen
+        self.engine, self.install = engine, install
+        self.max_per_host, self.strategy, self.cpu_overcommit = max_per_host, strategy, cpu_overcommit
+        self.name = backend_name
+
+    def placement(self, plan: Plan, resources: Sequence[Host]) -> mh.MultiHostPlan:
+        """Nodes onto hosts (:func:`edgelab.folding.fold`) and the tunnels that follow from it."""
+        from ..folding import fold
+
+        cap = self.max_per_host or math.ceil(len(plan.nodes) / len(resources))
+        pl = fold(plan.nodes, resources, strategy=self.strategy, max_per_host=cap,
+                  cpu_overcommit=self.cpu_overcommit)
+        addrs = {h.name: self.inventory.device(h.name).data_address for h in resources}
+        mh.check_underlay(list(addrs.values()))
+        return mh.plan_hosts(plan, pl.assignment, addrs)
+
+    def dry_run(self, plan: Plan) -> str:
+        res = [Host(h, 1e9, 1 << 40) for h in self.hosts]   # resources are read at bring-up
+        mp = self.placement(plan, res)
+        return "\n".join([f"ssh backend, folded: {len(plan.nodes)} nodes on {len(self.hosts)} hosts of "
+                          f"{self.inventory.source} (at most ⌈N/M⌉ per host; CPU read on the hosts at bring-up)"]
+                         + mh.describe(mp)) + "\n"
+
+    def up(self, plan: Plan) -> FoldedTestbed:
+        from ..backends.ssh import preflight
+
+        tr = Transport(self.inventory.subset(self.hosts))
+        try:
+            t0 = time.monotonic()
+            rows = preflight(tr, self.hosts)
+            bad = [r for r in rows if r.missing]
+            if bad:
+                raise BackendError(f"{len(bad)} of {len(rows)} hosts are not ready (nothing was built):\n"
+                                   + "\n".join(r.line() for r in bad))
+            if self.install:
+                tr.install_edgelab(self.hosts)
+            t1 = time.monotonic()
+            resources = host_resources(tr, self.hosts)
+            mp = self.placement(plan, resources)
+            tb = bring_up(plan, tr, mp, engine=self.engine, backend=self.name,
+                          extra_facts={"inventory": self.inventory.source})
+            tb.host_facts = {h.name: {"cores": h.cpu, "memory_mib": h.memory_mib} for h in resources}
+            tb.timings.update(preflight_install=t1 - t0, up=time.monotonic() - t0)
+            return tb
+        except BaseException:
+            tr.close()
+            raise
+
+    def down(self, testbed_name: str) -> None:
+        """After a crash: ``edgelab down <testbed>-h<i>`` wherever such a share is left."""
+        from ..backends.local.share import share_name
+
+        tr = Transport(self.inventory.subset(self.hosts))
+        try:
+            names = [share_name(testbed_name, i) for i in range(1, len(self.hosts) + 1)]
+            cmds = {h: down_script(tr.device(h).python, names) for h in self.hosts}
+            res = tr.run_many(cmds, timeout=120, check=True, sudo=True)
+            errors = [str(r) for r in res.values() if isinstance(r, RemoteError)]
+            if errors:
+                raise BackendError("; ".join(errors))
+        finally:
+            tr.close()
