@@ -2,9 +2,10 @@
 
 pyroute2's ``IPRoute`` costs ~1 ms of Python (its asyncio request machinery) per
 request: 1,200 requests for 100 stations were most of bring-up's network time.
-Here the messages are encoded with pyroute2's own message classes (``ifinfmsg``,
-``ifaddrmsg``, ``rtmsg``, ``tcmsg``: no hand-written attribute layouts) and then
-written many to one ``sendto`` on a plain ``NETLINK_ROUTE`` socket opened inside
+Here the few message shapes bring-up needs are packed with ``struct`` (byte for byte
+what pyroute2's ``ifinfmsg``/``ifaddrmsg``/``rtmsg`` encode: :func:`reference` and
+tests/test_nlbatch.py compare them) and written many to one ``sendto`` on a plain
+``NETLINK_ROUTE`` socket opened inside
 the namespace; the kernel processes every message of a buffer in order
 (``netlink_rcv_skb``) and acknowledges each one, so one system call carries a whole
 namespace's objects and every failure still comes back with its own message.
