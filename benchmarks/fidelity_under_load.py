@@ -57,13 +57,15 @@ def main() -> None:
     ap.add_argument("--stream-bytes", type=int, default=1000)
     ap.add_argument("--per-process", action="store_true",
                     help="bring the cell up link by link, a tc/nft/iptables process each (the old path)")
+    ap.add_argument("--bridge-delay", action="store_true",
+                    help="delay each station's incoming frames on the access point's port (LocalBackend(bridge_delay=True))")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root")
     topo = dataclasses.replace(load_topology(ROOT / "topologies/wifi-phones.yaml").scaled("phone", args.stations),
                                name=NAME)
     plan = make_plan(topo)
-    tb = LocalBackend(inprocess=not args.per_process).up(plan)
+    tb = LocalBackend(inprocess=not args.per_process, bridge_delay=args.bridge_delay).up(plan)
     try:
         server = tb.address("server-1")
         phones = [f"phone-{i}" for i in range(1, args.stations + 1)]
@@ -73,10 +75,13 @@ def main() -> None:
         probes, streams = [], []
         t0 = time.monotonic()
         for p in phones:
-            probes.append(tb.popen(p, ["ping", "-q", "-n", "-i", f"{1 / args.probe_pps:.3f}", "-w", deadline,
+            # -U: the RTT measured when ping reads the reply, not when the kernel timestamps it on
+            # arrival in the namespace, before a delay applied there (a mesh link's; before the
+            # in-process path, every station's incoming delay): without it that delay is unseen.
+            probes.append(tb.popen(p, ["ping", "-q", "-n", "-U", "-i", f"{1 / args.probe_pps:.3f}", "-w", deadline,
                                        server], stdout=-1, stderr=-1, text=True))
             if args.stream_pps:
-                streams.append(tb.popen(p, ["ping", "-q", "-n", "-i", f"{1 / args.stream_pps:.3f}", "-s",
+                streams.append(tb.popen(p, ["ping", "-q", "-n", "-U", "-i", f"{1 / args.stream_pps:.3f}", "-s",
                                             str(args.stream_bytes), "-w", deadline, server],
                                         stdout=-1, stderr=-1, text=True))
         outs = [pr.communicate(timeout=args.seconds + 60)[0] for pr in probes]

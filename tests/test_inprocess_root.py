@@ -1,11 +1,10 @@
-"""The in-process bring-up path (netlink batches, libnftables, one iptables-restore per access
-point) creates exactly the kernel objects it should, the same tc and nft objects as the
+"""The in-process bring-up path (netlink batches, libnftables, batched iptables-restore) creates exactly the kernel objects it should, the same tc and nft objects as the
 per-process path, and removes them all.
 
-Each topology is built twice with the same name, once per path (``LocalBackend(inprocess=...)``),
-and every namespace's qdiscs, classes, filters and nftables rules are compared; the NFQUEUE rules,
-which the in-process path moves (a station's incoming delay is applied on the access point's
-bridge port), are checked against what each link asks for.
+Each topology is built with the same name once per path (``LocalBackend(inprocess=...)``),
+and every namespace's qdiscs, classes, filters, nftables rules and NFQUEUE rules (with the
+delays their queues get) are compared; with ``bridge_delay`` (a station's incoming delay on the
+access point's port) the moved NFQUEUE rules are checked against what each link asks for.
 """
 
 from __future__ import annotations
@@ -95,8 +94,22 @@ def _snapshot(tb) -> dict:
     return snap
 
 
-def _up(inprocess: bool):
-    return LocalBackend(inprocess=inprocess).up(plan_of(WIFI_MESH))
+def _up(inprocess: bool, bridge_delay: bool = False):
+    return LocalBackend(inprocess=inprocess, bridge_delay=bridge_delay).up(plan_of(WIFI_MESH))
+
+
+def _built(inprocess: bool, bridge_delay: bool = False) -> tuple[dict, object]:
+    tb = _up(inprocess, bridge_delay)
+    try:
+        snap = _snapshot(tb)
+        ping = probes.ping(tb, "phone-1", tb.address("server-1"), count=20, interval=0.01)
+        assert ping.received >= 17 and ping.rtt_min >= 2 * (2.0 - 0.5), ping   # delayed both ways
+        mping = probes.ping(tb, "m-1", tb.address("m-2"), count=10, interval=0.01)
+        assert mping.received >= 8 and mping.rtt_min >= 3.9, mping
+    finally:
+        tb.down()
+    assert leftovers(plan_of(WIFI_MESH).topology.name) == {}
+    return snap, tb.blueprint
 
 
 def _root_rules() -> tuple[str, str]:
@@ -111,25 +124,28 @@ def _q(rule: str) -> int:
 
 def test_inprocess_path_builds_the_same_objects_and_removes_them():
     before = _root_rules()
-    tb = _up(False)
-    try:
-        ref = _snapshot(tb)
-    finally:
-        tb.down()
-    tb = _up(True)
-    try:
-        got = _snapshot(tb)
-        bp = tb.blueprint
-        ping = probes.ping(tb, "phone-1", tb.address("server-1"), count=20, interval=0.01)
-        assert ping.received >= 17 and ping.rtt_min >= 2 * (2.0 - 0.5), ping   # delayed both ways
-        mping = probes.ping(tb, "m-1", tb.address("m-2"), count=10, interval=0.01)
-        assert mping.received >= 8 and mping.rtt_min >= 3.9, mping
-    finally:
-        tb.down()
-    name = plan_of(WIFI_MESH).topology.name
-    assert leftovers(name) == {}
+    ref, _ = _built(False)
+    got, bp = _built(True)
     assert _root_rules() == before   # nothing outside the testbed's namespaces was touched
+    for ns in bp.namespaces:
+        assert got[ns]["tc"] == ref[ns]["tc"], ns     # tc: object for object
+        assert got[ns]["nft"] == ref[ns]["nft"], ns   # loss: the same tables and rules
+        # NFQUEUE: the same rules, each on a queue the delayer serves with the same delay
+        # (queue numbers may be allocated in another order)
+        assert _nfq_delays(got, ns) == _nfq_delays(ref, ns), ns
 
+
+def _nfq_delays(snap: dict, ns: str) -> list[str]:
+    qs = snap["_queues"].get(ns, {})
+    return sorted(re.sub(r"--queue-num (\d+)", lambda m: "delay {delay_ms}/{jitter_ms}".format(**qs[m.group(1)]), r)
+                  for r in snap[ns]["nfqueue"])
+
+
+def test_bridge_delay_moves_a_stations_incoming_delay_onto_its_port():
+    before = _root_rules()
+    ref, _ = _built(False)
+    got, bp = _built(True, bridge_delay=True)
+    assert _root_rules() == before
     for ns in bp.namespaces:
         assert got[ns]["tc"] == ref[ns]["tc"], ns            # tc: object for object
         assert got[ns]["nft"] == ref[ns]["nft"], ns          # loss: the same tables and rules

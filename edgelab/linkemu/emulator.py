@@ -31,6 +31,8 @@ from .engine import ENGINES, detect_engine, shared_leaf
 from .nsexec import in_ns, run, run_all, run_batched, write_sysctl
 
 QUEUE_BASE = 1000
+#: Threads running apply_links' iptables-restore processes (one per namespace with NFQUEUE rules).
+RESTORE_WORKERS = 8
 DELAYER_KEY = "_delayer"   # its Popen in LinkEmulator._procs
 READY_TIMEOUT_S = 10.0
 _PKG_ROOT = str(Path(__file__).resolve().parents[2])
@@ -106,7 +108,7 @@ class LinkEmulator:
 
     def __init__(self, engine: Optional[str] = None, *, tag: str = "edgelab",
                  state_dir: Optional[str] = None, delayer_cgroup_procs: tuple[str, ...] = (),
-                 ipv6: bool = True) -> None:
+                 ipv6: bool = True, bridge_delay: bool = False) -> None:
         if engine in (None, "auto"):
             engine = detect_engine()
         if engine not in ENGINES:
@@ -139,6 +141,12 @@ class LinkEmulator:
         self.delayer_cgroup_procs = tuple(delayer_cgroup_procs)
         self._dl_lock = threading.Lock()
         self._dl_started = False
+        #: apply_links: delay a bridge port's node's *incoming* frames on the port too (in the
+        #: bridge's namespace, --physdev-out on POSTROUTING), so a cell's NFQUEUE rules are one
+        #: iptables-restore. Off by default: under heavy load (benchmarks/fidelity_under_load.py,
+        #: 100 stations x 100 pings/s on 2 cores) it measured a larger delay error than delaying
+        #: them in the node's namespace (65 vs 22 ms mean RTT for 4.1 configured).
+        self.bridge_delay = bridge_delay
 
     def _lock(self, ns: Optional[str]) -> threading.RLock:
         with self._locks_guard:
@@ -445,12 +453,13 @@ class LinkEmulator:
         link the kernel objects are those of :meth:`apply_link` with ``defer_peer``: the
         HTB rate on both ends (netlink), the loss of arriving frames in the node's
         namespace and of leaving frames where they arrive (nftables, in-process through
-        libnftables), the delays through the shared delayer. One difference, for links
-        whose peer is a bridge port: the delay of frames *to* the node is applied in the
-        bridge's namespace (``--physdev-out`` on POSTROUTING) rather than in the node's, so
-        an access point's NFQUEUE rules, both directions of every station, are one
-        ``iptables-restore`` and no station namespace needs one. (This kernel has no
-        ``nft_queue``, CONFIG_NFT_QUEUE; iptables' NFQUEUE target is what redirects.)
+        libnftables), the delays through the shared delayer (one reload for all namespaces),
+        and the NFQUEUE rules by one ``iptables-restore`` per namespace that has any (this
+        kernel has no ``nft_queue``, CONFIG_NFT_QUEUE, so iptables' NFQUEUE target is what
+        redirects: the only processes left, run from a few threads). With ``bridge_delay``
+        the delay of frames *to* a bridge port's node is applied on the port, in the bridge's
+        namespace (``--physdev-out`` on POSTROUTING), so a cell needs one ``iptables-restore``
+        in all; see the attribute for why it is off by default.
         Every namespace's record is written once, before anything is installed.
         """
         if self.engine != "fallback":
@@ -529,13 +538,14 @@ class LinkEmulator:
                     fams = self._families(pns)
                     q_from = queue(pns, link, pdev, "from-peer", of=f"{ns}/{dev}")
                     peer_side["queue"], peer_side["families"] = q_from, fams
-                    if peer_side["bridge"]:   # both directions in the bridge's namespace
+                    if peer_side["bridge"] and self.bridge_delay:   # both directions in the bridge's namespace
                         q_to = queue(pns, link, pdev, "to-peer", of=f"{ns}/{dev}")
                         peer_side["queue_to"] = q_to
                         specs.setdefault(_ns_key(pns), []).extend(
                             C.nfqueue_rule_specs(pdev, q_from, q_to, bridge_port=True))
                     else:
-                        specs.setdefault(_ns_key(pns), []).extend(C.nfqueue_rule_specs(pdev, q_from, None))
+                        specs.setdefault(_ns_key(pns), []).extend(
+                            C.nfqueue_rule_specs(pdev, q_from, None, bridge_port=peer_side["bridge"]))
                         q_in = queue(ns, link, dev, "in")
                         rec["queues"], rec["families"] = [q_in, None], self._families(ns)
                         specs.setdefault(_ns_key(ns), []).extend(C.nfqueue_rule_specs(dev, q_in, None))
@@ -555,10 +565,20 @@ class LinkEmulator:
         if specs:
             # The delayer binds every queue (one reload for all namespaces) before rules point at them.
             self._delayer_sync_many([None if k == "_root" else k for k in specs], cfgs)
-            for key, sp in specs.items():
-                ns = None if key == "_root" else key
-                for tool in self._families(ns):
-                    _run_input(ns, [f"{tool}-restore", "-w", "--noflush"], C.iptables_restore_text(sp))
+            # One iptables-restore per namespace (this kernel has no nft_queue: iptables' NFQUEUE
+            # target is what redirects), run from a few threads: each mostly waits on its process.
+            jobs = [(None if key == "_root" else key, tool, C.iptables_restore_text(sp))
+                    for key, sp in specs.items() for tool in self._families(None if key == "_root" else key)]
+            if len(jobs) > 1:
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(max_workers=RESTORE_WORKERS) as ex:
+                    for fut in [ex.submit(_run_input, ns, [f"{tool}-restore", "-w", "--noflush"], text)
+                                for ns, tool, text in jobs]:
+                        fut.result()
+            else:
+                for ns, tool, text in jobs:
+                    _run_input(ns, [f"{tool}-restore", "-w", "--noflush"], text)
         in_process = nftlib.available()
         for key, cmds in nft.items():
             ns = None if key == "_root" else key

@@ -385,13 +385,15 @@ class LocalBackend(Backend):
     name = "local"
 
     def __init__(self, engine: Optional[str] = None, state_dir: str = STATE_DIR, workers: int = EMU_WORKERS,
-                 inprocess: bool = True) -> None:
+                 inprocess: bool = True, bridge_delay: bool = False) -> None:
         self.engine = engine
         self.state_dir = state_dir
         self.workers = workers
         #: Link emulation in bulk and in-process (LinkEmulator.apply_links); False: link by
         #: link with a tc/nft/iptables process each (the reference the root tests compare with).
         self.inprocess = inprocess
+        #: Delay a station's incoming frames on its access point's port (LinkEmulator.bridge_delay).
+        self.bridge_delay = bridge_delay
 
     def up(self, plan: Plan, share: Any = None) -> LocalTestbed:
         """Build ``plan``; with ``share`` (a :class:`~.share.ShareSpec`), only one host's share of
@@ -416,7 +418,8 @@ class LocalBackend(Backend):
         dl_rel = f"{cgroup_rel(name)}/{DELAYER_CGROUP}"
         emulator = LinkEmulator(self.engine, tag=tag, state_dir=linkemu_state_dir(name),
                                 delayer_cgroup_procs=tuple(cgroups.procs_files(layout, dl_rel)),
-                                ipv6=False)   # wiring disables IPv6 in every namespace (BASE_SYSCTLS)
+                                ipv6=False,   # wiring disables IPv6 in every namespace (BASE_SYSCTLS)
+                                bridge_delay=self.bridge_delay)
         fallback = emulator.engine == "fallback"
         # Claim the name and record every object *before* creating any of them.
         state.create({
