@@ -78,11 +78,11 @@ def _pss_kib(pid) -> int:
     return 0
 
 
-def edgelab_once(n: int) -> dict:
+def edgelab_once(n: int, bridge_delay: bool = False) -> dict:
     plan = make_plan(topology(n))
     k0 = _kernel_kib()
     t0 = time.monotonic()
-    tb = LocalBackend().up(plan)
+    tb = LocalBackend(bridge_delay=bridge_delay).up(plan)
     up = time.monotonic() - t0
     try:
         ok = tb.run("phone-1", ["ping", "-c1", "-W2", tb.address("server-1")], check=False).returncode == 0
@@ -135,6 +135,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=1, help="repetitions per size (alternating); medians printed")
     ap.add_argument("--no-mininet", action="store_true")
     ap.add_argument("--json", help="also write the rows to this file")
+    ap.add_argument("--bridge-delay", action="store_true",
+                    help="stations' incoming delay on the access point's port (LocalBackend(bridge_delay=True))")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root")
@@ -142,7 +144,7 @@ def main() -> None:
     for n in [int(x) for x in args.sizes.split(",")]:
         es, ms = [], []
         for _ in range(args.reps):
-            es.append(edgelab_once(n))
+            es.append(edgelab_once(n, args.bridge_delay))
             ms.append({} if args.no_mininet else mininet_once(n))
         e = _median_row(es)
         m = _median_row(ms)
