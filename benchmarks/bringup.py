@@ -78,7 +78,7 @@ def _pss_kib(pid) -> int:
     return 0
 
 
-def edgelab_once(n: int, bridge_delay: bool = False) -> dict:
+def edgelab_once(n: int, bridge_delay: bool = True) -> dict:
     plan = make_plan(topology(n))
     k0 = _kernel_kib()
     t0 = time.monotonic()
@@ -135,8 +135,9 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=1, help="repetitions per size (alternating); medians printed")
     ap.add_argument("--no-mininet", action="store_true")
     ap.add_argument("--json", help="also write the rows to this file")
-    ap.add_argument("--bridge-delay", action="store_true",
-                    help="stations' incoming delay on the access point's port (LocalBackend(bridge_delay=True))")
+    ap.add_argument("--station-delay", action="store_true",
+                    help="stations' incoming delay in their namespaces (LocalBackend(bridge_delay=False)): "
+                         "an iptables-restore per station")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root")
@@ -144,7 +145,7 @@ def main() -> None:
     for n in [int(x) for x in args.sizes.split(",")]:
         es, ms = [], []
         for _ in range(args.reps):
-            es.append(edgelab_once(n, args.bridge_delay))
+            es.append(edgelab_once(n, not args.station_delay))
             ms.append({} if args.no_mininet else mininet_once(n))
         e = _median_row(es)
         m = _median_row(ms)

@@ -57,15 +57,15 @@ def main() -> None:
     ap.add_argument("--stream-bytes", type=int, default=1000)
     ap.add_argument("--per-process", action="store_true",
                     help="bring the cell up link by link, a tc/nft/iptables process each (the old path)")
-    ap.add_argument("--bridge-delay", action="store_true",
-                    help="delay each station's incoming frames on the access point's port (LocalBackend(bridge_delay=True))")
+    ap.add_argument("--station-delay", action="store_true",
+                    help="delay each station's incoming frames in its namespace (LocalBackend(bridge_delay=False))")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root")
     topo = dataclasses.replace(load_topology(ROOT / "topologies/wifi-phones.yaml").scaled("phone", args.stations),
                                name=NAME)
     plan = make_plan(topo)
-    tb = LocalBackend(inprocess=not args.per_process, bridge_delay=args.bridge_delay).up(plan)
+    tb = LocalBackend(inprocess=not args.per_process, bridge_delay=not args.station_delay).up(plan)
     try:
         server = tb.address("server-1")
         phones = [f"phone-{i}" for i in range(1, args.stations + 1)]

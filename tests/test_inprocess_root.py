@@ -94,11 +94,11 @@ def _snapshot(tb) -> dict:
     return snap
 
 
-def _up(inprocess: bool, bridge_delay: bool = False):
+def _up(inprocess: bool, bridge_delay: bool = True):
     return LocalBackend(inprocess=inprocess, bridge_delay=bridge_delay).up(plan_of(WIFI_MESH))
 
 
-def _built(inprocess: bool, bridge_delay: bool = False) -> tuple[dict, object]:
+def _built(inprocess: bool, bridge_delay: bool = True) -> tuple[dict, object]:
     tb = _up(inprocess, bridge_delay)
     try:
         snap = _snapshot(tb)
@@ -125,7 +125,7 @@ def _q(rule: str) -> int:
 def test_inprocess_path_builds_the_same_objects_and_removes_them():
     before = _root_rules()
     ref, _ = _built(False)
-    got, bp = _built(True)
+    got, bp = _built(True, bridge_delay=False)
     assert _root_rules() == before   # nothing outside the testbed's namespaces was touched
     for ns in bp.namespaces:
         assert got[ns]["tc"] == ref[ns]["tc"], ns     # tc: object for object

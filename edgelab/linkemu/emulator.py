@@ -142,10 +142,11 @@ class LinkEmulator:
         self._dl_lock = threading.Lock()
         self._dl_started = False
         #: apply_links: delay a bridge port's node's *incoming* frames on the port too (in the
-        #: bridge's namespace, --physdev-out on POSTROUTING), so a cell's NFQUEUE rules are one
-        #: iptables-restore. Off by default: under heavy load (benchmarks/fidelity_under_load.py,
-        #: 100 stations x 100 pings/s on 2 cores) it measured a larger delay error than delaying
-        #: them in the node's namespace (65 vs 22 ms mean RTT for 4.1 configured).
+        #: bridge's namespace, --physdev-out on POSTROUTING, before the airtime budget's IFB),
+        #: so a cell's NFQUEUE rules are one iptables-restore instead of one per station. The
+        #: local backend turns it on (LocalBackend(bridge_delay=...)); the delay a ping -U sees
+        #: is the same (tests/test_inprocess_root.py), and so was the error at 100 stations x 20
+        #: pings/s (benchmarks/fidelity_under_load.py, README).
         self.bridge_delay = bridge_delay
 
     def _lock(self, ns: Optional[str]) -> threading.RLock:
@@ -459,7 +460,7 @@ class LinkEmulator:
         redirects: the only processes left, run from a few threads). With ``bridge_delay``
         the delay of frames *to* a bridge port's node is applied on the port, in the bridge's
         namespace (``--physdev-out`` on POSTROUTING), so a cell needs one ``iptables-restore``
-        in all; see the attribute for why it is off by default.
+        in all (the local backend's default).
         Every namespace's record is written once, before anything is installed.
         """
         if self.engine != "fallback":

@@ -385,14 +385,16 @@ class LocalBackend(Backend):
     name = "local"
 
     def __init__(self, engine: Optional[str] = None, state_dir: str = STATE_DIR, workers: int = EMU_WORKERS,
-                 inprocess: bool = True, bridge_delay: bool = False) -> None:
+                 inprocess: bool = True, bridge_delay: bool = True) -> None:
         self.engine = engine
         self.state_dir = state_dir
         self.workers = workers
         #: Link emulation in bulk and in-process (LinkEmulator.apply_links); False: link by
         #: link with a tc/nft/iptables process each (the reference the root tests compare with).
         self.inprocess = inprocess
-        #: Delay a station's incoming frames on its access point's port (LinkEmulator.bridge_delay).
+        #: Delay a station's incoming frames on its access point's port (LinkEmulator.bridge_delay):
+        #: a cell's NFQUEUE rules are then one iptables-restore, not one per station (no nft_queue
+        #: here). False: in the station's namespace, as the per-process path does.
         self.bridge_delay = bridge_delay
 
     def up(self, plan: Plan, share: Any = None) -> LocalTestbed:
