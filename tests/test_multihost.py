@@ -379,3 +379,114 @@ def test_g5k_above_factor_one_runs_the_same_folded_testbed_on_the_jobs_machines(
         tb.down()
     assert calls[0][0] == "conf" and calls[-1] == ("destroy",)
     assert leftovers(plan.topology.name) == []
+
+
+# ------------------------------------------------------------------ crash-time teardown
+CRASHER = """\
+import sys, textwrap
+from edgelab.plan import make_plan
+from edgelab.remote.folded import FoldedBackend
+from edgelab.topology import parse_topology
+plan = make_plan(parse_topology(sys.stdin.read()))
+tb = FoldedBackend(sys.argv[1], 2).up(plan)
+# something the controller started on a node of each host (killed by `down` from the pid files)
+procs = [tb.popen(n, ["sleep", "300"]) for n in (plan.nodes[0].name, plan.nodes[-1].name)]
+print("UP", " ".join(s["share"] for s in tb.shares.values()), flush=True)
+import time; time.sleep(300)
+"""
+
+
+def kernel_leftovers(testbed: str) -> list[str]:
+    """``leftovers`` plus VXLAN devices of the testbed in the root namespace and the controller's record."""
+    out = leftovers(testbed)
+    vx = subprocess.run(["ip", "-o", "link", "show", "type", "vxlan"], capture_output=True, text=True).stdout
+    out += [line for line in vx.splitlines() if any(f"vx{mh.short(testbed, 'lan', h)}" in line for h in ("h1", "h2"))]
+    from edgelab.remote.foldedstate import FoldedRecord
+
+    if FoldedRecord(testbed).exists():
+        out.append("controller record")
+    return out
+
+
+@root
+def test_after_the_controller_is_sigkilled_down_with_the_inventory_removes_every_hosts_share(lab):
+    """A folded run whose controller dies leaves a share on each host; `edgelab down <tb> --inventory`
+    finds them from the controller's record and removes them (namespaces, VXLAN ports, cgroups, state,
+    the processes the controller started), idempotently, leaving a same-named plain testbed alone."""
+    tbname = name("mk")
+    topo = textwrap.dedent(LAN.format(name=tbname, phones=3))
+    child = subprocess.Popen([sys.executable, "-c", CRASHER, str(lab.inventory)], cwd=REPO, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        child.stdin.write(topo)
+        child.stdin.close()
+        line = child.stdout.readline()
+        assert line.startswith("UP "), line + child.stderr.read()
+        shares = line.split()[1:]
+        assert sorted(shares) == [f"{tbname}-h1", f"{tbname}-h2"]
+        import glob
+
+        def sleepers():
+            out = set()
+            for f in glob.glob(f"/sys/fs/cgroup/**/edgelab/{tbname}-h*/*/cgroup.procs", recursive=True):
+                for pid in Path(f).read_text().split():
+                    try:
+                        if b"sleep\x00300" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                            out.add(pid)
+                    except OSError:
+                        pass
+            return out
+
+        deadline = time.monotonic() + 10
+        while len(sleepers()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        started = sleepers()
+        assert len(started) == 2, started
+        child.kill()   # SIGKILL: no teardown runs
+        child.wait(timeout=10)
+        assert len(leftovers(tbname)) >= 4, leftovers(tbname)   # both shares are still up
+        from edgelab.remote.foldedstate import FoldedRecord
+
+        rec = FoldedRecord(tbname).load()   # written before any host was touched: hosts, shares, run
+        assert rec["shares"] == {"h1": 1, "h2": 2} and rec["run"] and rec["status"] == "up", rec
+        r = subprocess.run([sys.executable, "-m", "edgelab", "down", tbname, "--inventory", str(lab.inventory)],
+                           cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"{tbname}-h1: removed" in r.stdout and f"{tbname}-h2: removed" in r.stdout, r.stdout
+        assert kernel_leftovers(tbname) == []
+        alive = [p for p in started if os.path.exists(f"/proc/{p}")]
+        assert alive == [], alive
+        again = subprocess.run([sys.executable, "-m", "edgelab", "down", tbname, "--inventory", str(lab.inventory)],
+                               cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert again.returncode == 0, again.stdout + again.stderr   # idempotent
+    finally:
+        if child.poll() is None:
+            child.kill()
+        from edgelab.remote.folded import FoldedBackend
+
+        try:
+            FoldedBackend(str(lab.inventory), 2).down(tbname)
+        except BackendError:
+            pass
+
+
+@root
+def test_share_down_leaves_a_plain_testbed_or_another_run_with_the_shares_name_alone():
+    from edgelab.backends.local.share import share_down
+
+    tb = name("mq")
+    os.makedirs("/run/edgelab", exist_ok=True)
+    f = Path(f"/run/edgelab/{tb}-h1.json")
+    try:
+        f.write_text(json.dumps({"testbed": f"{tb}-h1", "backend": "local", "netns": [], "cgroups": []}))
+        with pytest.raises(BackendError, match="plain local testbed"):
+            share_down(tb, 1)
+        f.write_text(json.dumps({"testbed": f"{tb}-h1", "backend": "local", "netns": [], "cgroups": [],
+                                 "share": {"folded": tb, "index": 1, "run": "aaaa"}}))
+        with pytest.raises(BackendError, match="another run"):
+            share_down(tb, 1, run="bbbb")
+        assert f.exists()
+        assert share_down(tb, 1, run="aaaa") == f"{tb}-h1: removed" and not f.exists()
+        assert share_down(tb, 1) == f"{tb}-h1: nothing left"
+    finally:
+        f.unlink(missing_ok=True)

@@ -153,8 +153,9 @@ def mtu(mp: MultiHostPlan, network: str) -> int:
     return UNDERLAY_MTU - VXLAN_OVERHEAD if mp.spanned(network) else UNDERLAY_MTU
 
 
-def share_spec(mp: MultiHostPlan, host: str):
-    """What ``host`` builds with the local backend (:class:`~edgelab.backends.local.share.ShareSpec`)."""
+def share_spec(mp: MultiHostPlan, host: str, run: str = ""):
+    """What ``host`` builds with the local backend (:class:`~edgelab.backends.local.share.ShareSpec`);
+    ``run``: the folded run's id, recorded in the share's state file (``share-down`` checks it)."""
     from ..backends.local.blueprint import TunnelSpec
     from ..backends.local.share import ShareSpec
 
@@ -163,7 +164,7 @@ def share_spec(mp: MultiHostPlan, host: str):
                      tunnels=tuple(TunnelSpec(t.network, "", t.dev, t.vni, t.local, t.peers,
                                               UNDERLAY_MTU - VXLAN_OVERHEAD, VXLAN_PORT)
                                    for t in mp.tunnels if t.host == host),
-                     ap_networks=tuple(n for n, h in mp.ap_hosts.items() if h == host))
+                     ap_networks=tuple(n for n, h in mp.ap_hosts.items() if h == host), run=run)
 
 
 def tunnel_cmds(mp: MultiHostPlan, host: str) -> list[str]:
