@@ -490,3 +490,84 @@ def test_share_down_leaves_a_plain_testbed_or_another_run_with_the_shares_name_a
         assert share_down(tb, 1) == f"{tb}-h1: nothing left"
     finally:
         f.unlink(missing_ok=True)
+
+
+@root
+def test_two_stations_on_a_host_other_than_the_aps_talk_through_the_ap_and_its_budget(lab):
+    """Infrastructure mode across hosts: two stations folded onto the same non-AP host reach each
+    other only through the AP host's bridge (their ports are isolated, the AP's VXLAN port reflects),
+    so their exchange is charged to the cell's budget there — on both legs, as on the local backend."""
+    from edgelab.remote.folded import FoldedBackend
+
+    plan = plan_of(WIFI, name=name("ms"))
+    cap = plan.network("wlan").segments[0].capacity_mbit
+    rate = plan.node("phone-1").interfaces[0].link.rate_mbit
+    tb = FoldedBackend(str(lab.inventory), 2, max_per_host=3).up(plan)
+    try:
+        facts = tb.facts()
+        ap = facts["access_points"][0]["ap_host"]
+        a, b = facts["access_points"][0]["remote_stations"][:2]
+        assert facts["placement"][a] == facts["placement"][b] != ap
+        bridge_ns = mh.bridge_ns(tb.multihost, tb.multihost.share(ap).index, "wlan")
+
+        def ap_bytes() -> int:   # what the AP host's budget charged so far (all its classes)
+            # on the AP host itself (its namespaces are mounted there), unconfined
+            st = tb.run("server-1", f"ifb=$(ip -n {bridge_ns} -o link show type ifb | cut -d: -f2 | cut -d@ -f1); "
+                                    f"tc -n {bridge_ns} -s class show dev $ifb classid a:1", confine=False).stdout
+            return int(re.search(r"Sent (\d+) bytes", st).group(1))
+
+        dst = plan.node(b).address("wlan")
+        assert " 0% packet loss" in tb.run(a, ["ping", "-c", "3", "-i", "0.2", "-W", "2", dst]).stdout
+        before = ap_bytes()
+        server = tb.popen(b, ["iperf3", "-s", "-1", "-p", "5303"], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+        time.sleep(0.8)
+        out = tb.run(a, ["iperf3", "-c", dst, "-p", "5303", "-u", "-b", f"{1.5 * rate:g}M", "-t", "3", "-J"],
+                     timeout=30).stdout
+        end = json.loads(out)["end"]
+        mbit = end.get("sum_received", end["sum"])["bits_per_second"] / 1e6
+        got = end.get("sum_received", end["sum"])["bytes"]
+        charged = ap_bytes() - before
+        print(f"station to station on the non-AP host: {mbit:.1f} Mbit/s (budget {cap:.1f}, PHY {rate:g}); "
+              f"AP budget charged {charged / max(got, 1):.2f}x the bytes received")
+        # every frame crossed the AP's budget twice (up and back down), so at most half of it arrives
+        assert 0.3 * cap <= mbit <= 0.55 * cap, (mbit, cap, rate)
+        assert charged >= 1.8 * got, (charged, got)
+        server.wait(timeout=10)
+    finally:
+        tb.down()
+    assert leftovers(plan.topology.name) == []
+
+
+def test_a_wifi_cell_spanning_three_hosts_is_a_star_around_its_ap_host():
+    """Other hosts peer only with the AP host (no frame of the cell goes around it); there the VXLAN
+    port reflects (hairpin), elsewhere every member's port is isolated, named with its member's MAC."""
+    from edgelab.backends.local import blueprint as bpmod
+
+    plan = plan_of(WIFI, name="ws")
+    where = {"server-1": "a", "phone-1": "a", "phone-2": "b", "phone-3": "b", "phone-4": "c"}
+    addr = {"a": "10.0.0.1", "b": "10.0.0.2", "c": "10.0.0.3"}
+    mp = mh.plan_hosts(plan, where, addr)
+    assert mp.ap_hosts == {"wlan": "a"}
+    peers = {t.host: set(t.peers) for t in mp.tunnels}
+    assert peers == {"a": {"10.0.0.2", "10.0.0.3"}, "b": {"10.0.0.1"}, "c": {"10.0.0.1"}}
+    full = bpmod.build(plan)
+    mac = {v.label: v.a.mac for v in full.veths}
+    shares = {s.host: mh.share_spec(mp, s.host).restrict(full, plan) for s in mp.shares}
+    (ta,), (tb_,) = shares["a"].tunnels, shares["b"].tunnels
+    assert ta.hairpin and not ta.spokes
+    assert not tb_.hairpin and sorted(m for _, m in tb_.spokes) == sorted([mac["wlan:phone-2"], mac["wlan:phone-3"]])
+    assert {p for p, _ in tb_.spokes} == {v.b.ifname for v in shares["b"].veths}
+    from edgelab.backends.local.wiring import spoke_ruleset
+
+    rules = spoke_ruleset(tb_)
+    assert rules.count("drop") == 2 and f"ether daddr != {mac['wlan:phone-2']} drop" in rules
+    text = "\n".join(mh.tunnel_cmds(mp, "a") + mh.tunnel_cmds(mp, "b"))
+    assert "hairpin on" in text and "isolated on learning off" in text
+    # a wired network spanning the same hosts stays a full mesh of tunnels, with no port flags
+    lan = plan_of(LAN, name="wl", phones=2)
+    mpl = mh.plan_hosts(lan, {"server-1": "a", "phone-1": "b", "phone-2": "c"}, addr)
+    assert all(len(t.peers) == 2 for t in mpl.tunnels)
+    fl = bpmod.build(lan)
+    assert all(not t.hairpin and not t.spokes for s in mpl.shares
+               for t in mh.share_spec(mpl, s.host).restrict(fl, lan).tunnels)

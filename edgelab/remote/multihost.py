@@ -137,9 +137,13 @@ def plan_hosts(plan: Plan, assignment: Mapping[str, str], addresses: Mapping[str
             remote[net.name] = [s for seg in net.segments for s in seg.stations if assignment[s] != ap]
         if len(on) > 1:
             v = vni(tb, net.name)
+            hub = ap_hosts.get(net.name)
             for h in on:
+                # A Wi-Fi cell is a star around its AP host (infrastructure mode): the other hosts
+                # peer with the AP host only, so no frame of the cell goes host to host around it.
+                peers = [p for p in on if p != h] if hub is None or h == hub else [hub]
                 tunnels.append(Tunnel(net.name, h, v, f"vx{short(tb, net.name, h)}", addresses[h],
-                                      tuple(addresses[p] for p in on if p != h)))
+                                      tuple(addresses[p] for p in peers)))
     shares = [HostShare(h, i, addresses[h], tuple(n.name for n in plan.nodes if assignment[n.name] == h),
                         tuple(bridges[h])) for i, h in enumerate(hosts, 1)]
     from ..backends.local.share import share_name
@@ -178,6 +182,13 @@ def tunnel_cmds(mp: MultiHostPlan, host: str) -> list[str]:
                 f"local {t.local} dstport {VXLAN_PORT}",
                 *(f"ip netns exec {ns} bridge fdb append 00:00:00:00:00:00 dev {t.dev} dst {p}" for p in t.peers),
                 f"ip -n {ns} link set {t.dev} master br0 up"]
+        if mp.ap_hosts.get(t.network) == host:     # the cell's AP host reflects remote stations' frames
+            out.append(f"ip netns exec {ns} bridge link set dev {t.dev} hairpin on")
+        elif t.network in mp.ap_hosts:             # another host of the cell: members talk via the AP host
+            out += [f"ip netns exec {ns} bridge link set dev {t.dev} learning off",
+                    f"ip netns exec {ns} bridge link set dev <each member port of {t.network}> isolated on learning off",
+                    f"ip netns exec {ns} nft -f - <<< 'table bridge el_spokes {{ ... oifname <port> unicast not to "
+                    "its member drop }}'"]
     return out
 
 
@@ -199,7 +210,9 @@ def describe(mp: MultiHostPlan, plan: Optional[Plan] = None) -> list[str]:
         far = mp.remote_stations.get(net, [])
         lines.append(f"  Wi-Fi cell {net}: AP on {ap}" + (
             f"; stations {', '.join(far[:6])}{'…' if len(far) > 6 else ''} cross the tunnel and are charged "
-            "at the AP's VXLAN port by MAC" if far else "; the whole cell is on that host"))
+            "at the AP's VXLAN port by MAC; on their hosts their bridge ports are isolated, so they reach "
+            "each other only through the AP host (its VXLAN port in hairpin mode)" if far
+            else "; the whole cell is on that host"))
     return lines
 
 

@@ -127,7 +127,8 @@ def share_up(text: str, state_dir: Optional[str] = None) -> dict:
              for n in spec.nodes}
     facts = tb.facts()
     facts["tunnels"] = [{"network": t.network, "dev": t.dev, "vni": t.vni, "bridge_netns": t.ns,
-                         "peers": list(t.peers), "mtu": t.mtu} for t in tb.blueprint.tunnels]
+                         "peers": list(t.peers), "mtu": t.mtu, "hairpin": t.hairpin,
+                         "isolated_ports": [p for p, _ in t.spokes]} for t in tb.blueprint.tunnels]
     facts["airtime_budgets"] = [{"network": s.network, "segment": s.segment, "ports": list(s.ports),
                                  "station_only": s.station_only} for s in tb.blueprint.shared]
     return {"share": spec.name, "nodes": nodes, "facts": facts}
