@@ -522,7 +522,7 @@ def share_down_script(d: Device, testbed: str, indices: Optional[Sequence[int]],
     out.append("s=0")
     if indices is None:   # every share of the testbed found here by name (no record to say which)
         out.append(f"if ls /run/edgelab/{testbed}-h*.json /run/netns/el-{testbed}-h* >/dev/null 2>&1; then "
-                   f"{py} -m edgelab share-down {shlex.quote(testbed)} || s=1; else echo 'no share of {testbed} here'; fi")
+                   f"{py} -m edgelab share-down {shlex.quote(testbed)} || s=1; fi")
     for i in indices or ():
         n = share_name(testbed, i)
         out.append(f"if [ -e /run/edgelab/{n}.json ] || ls /run/netns/el-{n}.* >/dev/null 2>&1; then "
