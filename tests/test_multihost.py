@@ -571,3 +571,29 @@ def test_a_wifi_cell_spanning_three_hosts_is_a_star_around_its_ap_host():
     fl = bpmod.build(lan)
     assert all(not t.hairpin and not t.spokes for s in mpl.shares
                for t in mh.share_spec(mpl, s.host).restrict(fl, lan).tunnels)
+
+
+def test_down_names_each_host_it_could_not_clean_and_keeps_the_record(tmp_path, monkeypatch):
+    """A record naming a host the inventory lacks: one line for that host, the record kept for a retry;
+    a record of another testbed or with a non-numeric index is refused, not acted on."""
+    from edgelab.remote import foldedstate
+    from edgelab.remote.folded import FoldedBackend
+    from edgelab.remote.foldedstate import FoldedRecord
+
+    monkeypatch.setattr(foldedstate, "record_dir", lambda: tmp_path / "records")
+    inv = tmp_path / "hosts.yaml"
+    inv.write_text("devices:\n  - {node: h1, host: 192.0.2.1}\n")
+    tb = name("mr")
+    rec = FoldedRecord(tb)
+    rec.create({"run": "abc", "controller_pid": 1, "shares": {"h9": 2}})
+    with pytest.raises(BackendError, match=rf"1 host\(s\) of folded testbed '{tb}' could not be cleaned .*kept"
+                                           rf"[\s\S]*host h9: not in inventory .*edgelab down {tb}-h2"):
+        FoldedBackend(str(inv)).down(tb)
+    assert rec.exists()
+    with pytest.raises(BackendError, match="up or was not torn down"):
+        FoldedRecord(tb).create({})
+    rec.path.write_text(json.dumps({"testbed": tb, "shares": {"h1": "1; rm -rf /"}}))
+    with pytest.raises(BackendError, match="does not describe"):
+        FoldedBackend(str(inv)).down(tb)
+    rec.remove()
+    assert not rec.exists()
