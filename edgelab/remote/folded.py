@@ -428,7 +428,10 @@ class FoldedBackend(Backend):
             t1 = time.monotonic()
             resources = host_resources(tr, self.hosts)
             mp = self.placement(plan, resources)
+            from ..backends.local.share import share_name
+
             record.update(shares={s.host: s.index for s in mp.shares}, status="building",
+                          share_names={s.host: share_name(mp.testbed, s.index) for s in mp.shares},
                           pythonpath={h: tr._pythonpath[h] for h in self.hosts if h in tr._pythonpath})
             tb = bring_up(plan, tr, mp, engine=self.engine, backend=self.name,
                           extra_facts={"inventory": self.inventory.source}, run=run)
