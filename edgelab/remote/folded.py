@@ -16,6 +16,12 @@ so CPU time, quotas and addresses are exactly those of the local backend;
 ``cpu_seconds`` reads the node's cgroup on its host; ``down`` stops what was
 started and runs ``edgelab down <testbed>-h<i>`` on every host.
 
+Before touching any host, :meth:`FoldedBackend.up` claims a record of the run
+on the controller (:mod:`.foldedstate`); after a crash, ``edgelab down
+<testbed> --inventory FILE`` (:meth:`FoldedBackend.down`) reads it and has
+each host remove its share (``edgelab share-down``, checked against the
+share's own state file).
+
 The hosts are any machines reachable over SSH with root: the SSH lab's
 devices here, a Grid'5000 job's machines (:mod:`edgelab.backends.g5k`).
 """

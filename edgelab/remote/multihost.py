@@ -13,7 +13,10 @@ A Wi-Fi cell stays on one host or crosses the *AP host*: the host of the
 network's first uplink (where the cell's bridge and airtime budget live, as
 on the local backend). Stations folded onto other hosts reach the AP bridge
 through the tunnel; their frames enter the budget at the AP host's VXLAN
-port, classified by their MACs (``linkemu shared``'s station-only form).
+port, classified by their MACs (``linkemu shared``'s station-only form). As in
+802.11 infrastructure mode, they never reach each other directly: a cell's
+tunnels are a star around the AP host, their bridge ports are isolated and the
+AP host's VXLAN port reflects (hairpin), see ``wiring._make_spokes``.
 
 Placement comes from :func:`edgelab.folding.fold`. Everything here is a pure
 function from the plan and the placement to names, tunnels and share specs;
