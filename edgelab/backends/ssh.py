@@ -266,7 +266,11 @@ class SshBackend(Backend):
         if FoldedRecord(testbed_name).exists():
             self.report = folded.down(testbed_name)
             return
-        self.report = folded.down(testbed_name)
+        sweep_error: Optional[BackendError] = None
+        try:   # shares of a folded run whose record is gone (checked on each host)
+            self.report = folded.down(testbed_name)
+        except BackendError as exc:
+            sweep_error = exc
         tr = Transport(self.inventory, workers=self.workers)
         try:
             cmds = {}
@@ -293,6 +297,8 @@ class SshBackend(Backend):
                                 + "; true")
             res = tr.run_many(cmds, timeout=30, check=False, sudo=True)
             errors = [str(r) for r in res.values() if isinstance(r, RemoteError)]
+            if sweep_error is not None:
+                errors.append(str(sweep_error))
             if errors:
                 raise BackendError("; ".join(errors))
         finally:
