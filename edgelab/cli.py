@@ -254,7 +254,10 @@ def down(name_or_topo: str, backend: str, inventory: Optional[str]) -> None:
         _require_root("edgelab down --backend local")
     if inventory:
         backend = "ssh" if backend == "local" else backend
-    get_backend(backend, **({"inventory": inventory} if inventory else {})).down(name)
+    be = get_backend(backend, **({"inventory": inventory} if inventory else {}))
+    be.down(name)
+    for line in getattr(be, "report", None) or []:   # a folded testbed: what each host removed
+        console.print(f"  {line}")
     console.print(f"[green]down[/] testbed [bold]{name}[/]")
 
 
@@ -379,6 +382,29 @@ def share_up_cmd() -> None:
 
     _require_root("edgelab share-up")
     click.echo(json.dumps(share_up(sys.stdin.read(MAX_DOC_BYTES + 1))))
+
+
+@cli.command("share-down", hidden=True)
+@click.argument("testbed")
+@click.option("--index", type=click.IntRange(1, 9999), default=None,
+              help="The host's index in the folded run (default: every share of TESTBED found here by name).")
+@click.option("--run", "run_id", default="", help="The folded run's id (from the controller's record).")
+def share_down_cmd(testbed: str, index: int, run_id: str) -> None:
+    """Remove this host's share of a folded testbed, only if its state file says it is that share
+    (sent by ``edgelab down <testbed> --inventory FILE``; edgelab.backends.local.share)."""
+    from .backends.local.share import share_down
+
+    from .backends.local.share import shares_here
+
+    _require_root("edgelab share-down")
+    problems = []
+    for i in [index] if index else shares_here(testbed):
+        try:
+            click.echo(share_down(testbed, i, run_id))
+        except EdgelabError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise EdgelabError("; ".join(problems))
 
 
 def main() -> None:

@@ -258,7 +258,11 @@ def test_dry_run_prints_the_g5k_reservation_without_touching_anything(capsys):
     # the experiment's composition of the top-level flake, with the point's phone count
     assert "build -C k3s-phones::g5k-ramdisk --setup-param k3s_phones=2" in out
     assert "start -C k3s-phones::g5k-ramdisk -r server=server-1 -r phone=phone-1,phone-2,phone-3 -i " in out
-    assert "not emulated (per-machine netem has no shared airtime)" in out
+    # the Wi-Fi cell is emulated on the access point (the uplink server): its budget for 2 and 3 phones
+    assert "not emulated" not in out
+    assert "Wi-Fi cell wlan/0: access point server-1 (10.77.0.1) [uplink node], airtime budget 53.8 Mbit/s " \
+           "(Bianchi, 2 stations)" in out
+    assert "python3 -m edgelab.linkemu shared --dev '<default-route NIC>' --name air0 --capacity-mbit" in out
     assert not os.path.exists("/nonexistent/never-written")
 
 

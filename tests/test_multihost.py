@@ -379,3 +379,221 @@ def test_g5k_above_factor_one_runs_the_same_folded_testbed_on_the_jobs_machines(
         tb.down()
     assert calls[0][0] == "conf" and calls[-1] == ("destroy",)
     assert leftovers(plan.topology.name) == []
+
+
+# ------------------------------------------------------------------ crash-time teardown
+CRASHER = """\
+import sys, textwrap
+from edgelab.plan import make_plan
+from edgelab.remote.folded import FoldedBackend
+from edgelab.topology import parse_topology
+plan = make_plan(parse_topology(sys.stdin.read()))
+tb = FoldedBackend(sys.argv[1], 2).up(plan)
+# something the controller started on a node of each host (killed by `down` from the pid files)
+procs = [tb.popen(n, ["sleep", "300"]) for n in (plan.nodes[0].name, plan.nodes[-1].name)]
+print("UP", " ".join(s["share"] for s in tb.shares.values()), flush=True)
+import time; time.sleep(300)
+"""
+
+
+def kernel_leftovers(testbed: str) -> list[str]:
+    """``leftovers`` plus VXLAN devices of the testbed in the root namespace and the controller's record."""
+    out = leftovers(testbed)
+    vx = subprocess.run(["ip", "-o", "link", "show", "type", "vxlan"], capture_output=True, text=True).stdout
+    out += [line for line in vx.splitlines() if any(f"vx{mh.short(testbed, 'lan', h)}" in line for h in ("h1", "h2"))]
+    from edgelab.remote.foldedstate import FoldedRecord
+
+    if FoldedRecord(testbed).exists():
+        out.append("controller record")
+    return out
+
+
+@root
+def test_after_the_controller_is_sigkilled_down_with_the_inventory_removes_every_hosts_share(lab):
+    """A folded run whose controller dies leaves a share on each host; `edgelab down <tb> --inventory`
+    finds them from the controller's record and removes them (namespaces, VXLAN ports, cgroups, state,
+    the processes the controller started), idempotently, leaving a same-named plain testbed alone."""
+    tbname = name("mk")
+    topo = textwrap.dedent(LAN.format(name=tbname, phones=3))
+    child = subprocess.Popen([sys.executable, "-c", CRASHER, str(lab.inventory)], cwd=REPO, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        child.stdin.write(topo)
+        child.stdin.close()
+        line = child.stdout.readline()
+        assert line.startswith("UP "), line + child.stderr.read()
+        shares = line.split()[1:]
+        assert sorted(shares) == [f"{tbname}-h1", f"{tbname}-h2"]
+        import glob
+
+        def sleepers():
+            out = set()
+            for f in glob.glob(f"/sys/fs/cgroup/**/edgelab/{tbname}-h*/*/cgroup.procs", recursive=True):
+                for pid in Path(f).read_text().split():
+                    try:
+                        if b"sleep\x00300" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                            out.add(pid)
+                    except OSError:
+                        pass
+            return out
+
+        deadline = time.monotonic() + 10
+        while len(sleepers()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        started = sleepers()
+        assert len(started) == 2, started
+        child.kill()   # SIGKILL: no teardown runs
+        child.wait(timeout=10)
+        assert len(leftovers(tbname)) >= 4, leftovers(tbname)   # both shares are still up
+        from edgelab.remote.foldedstate import FoldedRecord
+
+        rec = FoldedRecord(tbname).load()   # written before any host was touched: hosts, shares, run
+        assert rec["shares"] == {"h1": 1, "h2": 2} and rec["run"] and rec["status"] == "up", rec
+        r = subprocess.run([sys.executable, "-m", "edgelab", "down", tbname, "--inventory", str(lab.inventory)],
+                           cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"{tbname}-h1: removed" in r.stdout and f"{tbname}-h2: removed" in r.stdout, r.stdout
+        assert kernel_leftovers(tbname) == []
+        alive = [p for p in started if os.path.exists(f"/proc/{p}")]
+        assert alive == [], alive
+        again = subprocess.run([sys.executable, "-m", "edgelab", "down", tbname, "--inventory", str(lab.inventory)],
+                               cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert again.returncode == 0, again.stdout + again.stderr   # idempotent
+    finally:
+        if child.poll() is None:
+            child.kill()
+        from edgelab.remote.folded import FoldedBackend
+
+        try:
+            FoldedBackend(str(lab.inventory), 2).down(tbname)
+        except BackendError:
+            pass
+
+
+@root
+def test_share_down_leaves_a_plain_testbed_or_another_run_with_the_shares_name_alone():
+    from edgelab.backends.local.share import share_down
+
+    tb = name("mq")
+    os.makedirs("/run/edgelab", exist_ok=True)
+    f = Path(f"/run/edgelab/{tb}-h1.json")
+    try:
+        f.write_text(json.dumps({"testbed": f"{tb}-h1", "backend": "local", "netns": [], "cgroups": []}))
+        with pytest.raises(BackendError, match="plain local testbed"):
+            share_down(tb, 1)
+        f.write_text(json.dumps({"testbed": f"{tb}-h1", "backend": "local", "netns": [], "cgroups": [],
+                                 "share": {"folded": tb, "index": 1, "run": "aaaa"}}))
+        with pytest.raises(BackendError, match="another run"):
+            share_down(tb, 1, run="bbbb")
+        assert f.exists()
+        assert share_down(tb, 1, run="aaaa") == f"{tb}-h1: removed" and not f.exists()
+        assert share_down(tb, 1) == f"{tb}-h1: nothing left"
+    finally:
+        f.unlink(missing_ok=True)
+
+
+@root
+def test_two_stations_on_a_host_other_than_the_aps_talk_through_the_ap_and_its_budget(lab):
+    """Infrastructure mode across hosts: two stations folded onto the same non-AP host reach each
+    other only through the AP host's bridge (their ports are isolated, the AP's VXLAN port reflects),
+    so their exchange is charged to the cell's budget there — on both legs, as on the local backend."""
+    from edgelab.remote.folded import FoldedBackend
+
+    plan = plan_of(WIFI, name=name("ms"))
+    cap = plan.network("wlan").segments[0].capacity_mbit
+    rate = plan.node("phone-1").interfaces[0].link.rate_mbit
+    tb = FoldedBackend(str(lab.inventory), 2, max_per_host=3).up(plan)
+    try:
+        facts = tb.facts()
+        ap = facts["access_points"][0]["ap_host"]
+        a, b = facts["access_points"][0]["remote_stations"][:2]
+        assert facts["placement"][a] == facts["placement"][b] != ap
+        bridge_ns = mh.bridge_ns(tb.multihost, tb.multihost.share(ap).index, "wlan")
+
+        def ap_bytes() -> int:   # what the AP host's budget charged so far (all its classes)
+            # on the AP host itself (its namespaces are mounted there), unconfined
+            st = tb.run("server-1", f"ifb=$(ip -n {bridge_ns} -o link show type ifb | cut -d: -f2 | cut -d@ -f1); "
+                                    f"tc -n {bridge_ns} -s class show dev $ifb classid a:1", confine=False).stdout
+            return int(re.search(r"Sent (\d+) bytes", st).group(1))
+
+        dst = plan.node(b).address("wlan")
+        assert " 0% packet loss" in tb.run(a, ["ping", "-c", "3", "-i", "0.2", "-W", "2", dst]).stdout
+        before = ap_bytes()
+        server = tb.popen(b, ["iperf3", "-s", "-1", "-p", "5303"], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+        time.sleep(0.8)
+        out = tb.run(a, ["iperf3", "-c", dst, "-p", "5303", "-u", "-b", f"{1.5 * rate:g}M", "-t", "3", "-J"],
+                     timeout=30).stdout
+        end = json.loads(out)["end"]
+        mbit = end.get("sum_received", end["sum"])["bits_per_second"] / 1e6
+        got = end.get("sum_received", end["sum"])["bytes"]
+        charged = ap_bytes() - before
+        print(f"station to station on the non-AP host: {mbit:.1f} Mbit/s (budget {cap:.1f}, PHY {rate:g}); "
+              f"AP budget charged {charged / max(got, 1):.2f}x the bytes received")
+        # every frame crossed the AP's budget twice (up and back down), so at most half of it arrives
+        assert 0.3 * cap <= mbit <= 0.55 * cap, (mbit, cap, rate)
+        assert charged >= 1.8 * got, (charged, got)
+        server.wait(timeout=10)
+    finally:
+        tb.down()
+    assert leftovers(plan.topology.name) == []
+
+
+def test_a_wifi_cell_spanning_three_hosts_is_a_star_around_its_ap_host():
+    """Other hosts peer only with the AP host (no frame of the cell goes around it); there the VXLAN
+    port reflects (hairpin), elsewhere every member's port is isolated, named with its member's MAC."""
+    from edgelab.backends.local import blueprint as bpmod
+
+    plan = plan_of(WIFI, name="ws")
+    where = {"server-1": "a", "phone-1": "a", "phone-2": "b", "phone-3": "b", "phone-4": "c"}
+    addr = {"a": "10.0.0.1", "b": "10.0.0.2", "c": "10.0.0.3"}
+    mp = mh.plan_hosts(plan, where, addr)
+    assert mp.ap_hosts == {"wlan": "a"}
+    peers = {t.host: set(t.peers) for t in mp.tunnels}
+    assert peers == {"a": {"10.0.0.2", "10.0.0.3"}, "b": {"10.0.0.1"}, "c": {"10.0.0.1"}}
+    full = bpmod.build(plan)
+    mac = {v.label: v.a.mac for v in full.veths}
+    shares = {s.host: mh.share_spec(mp, s.host).restrict(full, plan) for s in mp.shares}
+    (ta,), (tb_,) = shares["a"].tunnels, shares["b"].tunnels
+    assert ta.hairpin and not ta.spokes
+    assert not tb_.hairpin and sorted(m for _, m in tb_.spokes) == sorted([mac["wlan:phone-2"], mac["wlan:phone-3"]])
+    assert {p for p, _ in tb_.spokes} == {v.b.ifname for v in shares["b"].veths}
+    from edgelab.backends.local.wiring import spoke_ruleset
+
+    rules = spoke_ruleset(tb_)
+    assert rules.count("drop") == 2 and f"ether daddr != {mac['wlan:phone-2']} drop" in rules
+    text = "\n".join(mh.tunnel_cmds(mp, "a") + mh.tunnel_cmds(mp, "b"))
+    assert "hairpin on" in text and "isolated on learning off" in text
+    # a wired network spanning the same hosts stays a full mesh of tunnels, with no port flags
+    lan = plan_of(LAN, name="wl", phones=2)
+    mpl = mh.plan_hosts(lan, {"server-1": "a", "phone-1": "b", "phone-2": "c"}, addr)
+    assert all(len(t.peers) == 2 for t in mpl.tunnels)
+    fl = bpmod.build(lan)
+    assert all(not t.hairpin and not t.spokes for s in mpl.shares
+               for t in mh.share_spec(mpl, s.host).restrict(fl, lan).tunnels)
+
+
+def test_down_names_each_host_it_could_not_clean_and_keeps_the_record(tmp_path, monkeypatch):
+    """A record naming a host the inventory lacks: one line for that host, the record kept for a retry;
+    a record of another testbed or with a non-numeric index is refused, not acted on."""
+    from edgelab.remote import foldedstate
+    from edgelab.remote.folded import FoldedBackend
+    from edgelab.remote.foldedstate import FoldedRecord
+
+    monkeypatch.setattr(foldedstate, "record_dir", lambda: tmp_path / "records")
+    inv = tmp_path / "hosts.yaml"
+    inv.write_text("devices:\n  - {node: h1, host: 192.0.2.1}\n")
+    tb = name("mr")
+    rec = FoldedRecord(tb)
+    rec.create({"run": "abc", "controller_pid": 1, "shares": {"h9": 2}})
+    with pytest.raises(BackendError, match=rf"1 host\(s\) of folded testbed '{tb}' could not be cleaned .*kept"
+                                           rf"[\s\S]*host h9: not in inventory .*edgelab down {tb}-h2"):
+        FoldedBackend(str(inv)).down(tb)
+    assert rec.exists()
+    with pytest.raises(BackendError, match="up or was not torn down"):
+        FoldedRecord(tb).create({})
+    rec.path.write_text(json.dumps({"testbed": tb, "shares": {"h1": "1; rm -rf /"}}))
+    with pytest.raises(BackendError, match="does not describe"):
+        FoldedBackend(str(inv)).down(tb)
+    rec.remove()
+    assert not rec.exists()

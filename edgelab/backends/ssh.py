@@ -254,7 +254,23 @@ class SshBackend(Backend):
     def down(self, testbed_name: str) -> None:
         """Clear what a crashed run of ``testbed_name`` left on the inventory's devices:
         its link emulation (tags are derived from the names) and the processes edgelab
-        started there (every pid recorded under each device's ``workdir``)."""
+        started there (every pid recorded under each device's ``workdir``).
+
+        A testbed folded over the inventory's hosts (:mod:`edgelab.remote.folded`) is found by
+        this controller's record of it and each host's share removed; without a record, the
+        devices are also swept for shares of that name (each checked on its host)."""
+        from ..remote.folded import FoldedBackend
+        from ..remote.foldedstate import FoldedRecord
+
+        folded = FoldedBackend(self.inventory)
+        if FoldedRecord(testbed_name).exists():
+            self.report = folded.down(testbed_name)
+            return
+        sweep_error: Optional[BackendError] = None
+        try:   # shares of a folded run whose record is gone (checked on each host)
+            self.report = folded.down(testbed_name)
+        except BackendError as exc:
+            sweep_error = exc
         tr = Transport(self.inventory, workers=self.workers)
         try:
             cmds = {}
@@ -281,6 +297,8 @@ class SshBackend(Backend):
                                 + "; true")
             res = tr.run_many(cmds, timeout=30, check=False, sudo=True)
             errors = [str(r) for r in res.values() if isinstance(r, RemoteError)]
+            if sweep_error is not None:
+                errors.append(str(sweep_error))
             if errors:
                 raise BackendError("; ".join(errors))
         finally:

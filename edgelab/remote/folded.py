@@ -16,6 +16,12 @@ so CPU time, quotas and addresses are exactly those of the local backend;
 ``cpu_seconds`` reads the node's cgroup on its host; ``down`` stops what was
 started and runs ``edgelab down <testbed>-h<i>`` on every host.
 
+Before touching any host, :meth:`FoldedBackend.up` claims a record of the run
+on the controller (:mod:`.foldedstate`); after a crash, ``edgelab down
+<testbed> --inventory FILE`` (:meth:`FoldedBackend.down`) reads it and has
+each host remove its share (``edgelab share-down``, checked against the
+share's own state file).
+
 The hosts are any machines reachable over SSH with root: the SSH lab's
 devices here, a Grid'5000 job's machines (:mod:`edgelab.backends.g5k`).
 """
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
 import subprocess
 import threading
@@ -154,6 +161,8 @@ class FoldedTestbed(Testbed):
         self.timings: dict[str, float] = {}
         self._lock = threading.Lock()
         self._down = False
+        #: The controller's record of this run (FoldedBackend.up writes it), removed after a clean down.
+        self.record = None
 
     # ----------------------------------------------------------- placement
     def host_of(self, node: str) -> str:
@@ -286,7 +295,11 @@ class FoldedTestbed(Testbed):
         self.transport.close()
         self.timings["down"] = time.monotonic() - t0
         if problems:
-            raise BackendError(f"teardown of testbed {self.name!r} left: " + "; ".join(problems))
+            raise BackendError(f"teardown of testbed {self.name!r} left: " + "; ".join(problems)
+                               + (f"; record kept, retry with `edgelab down {self.name} --inventory FILE`"
+                                  if self.record is not None else ""))
+        if self.record is not None:
+            self.record.remove()
 
 
 def down_script(python: str, names: Sequence[str]) -> str:
@@ -310,14 +323,14 @@ def down_shares(transport: Transport, mp: mh.MultiHostPlan) -> list[str]:
 
 def bring_up(plan: Plan, transport: Transport, mp: mh.MultiHostPlan, *, engine: Optional[str] = None,
              backend: str = "ssh", extra_facts: Optional[Mapping[str, Any]] = None,
-             timeout: float = SHARE_UP_TIMEOUT, testbed_cls: type = None) -> FoldedTestbed:
+             timeout: float = SHARE_UP_TIMEOUT, testbed_cls: type = None, run: str = "") -> FoldedTestbed:
     """Every share at once (edgelab already installed on the hosts); all rolled back if one fails."""
     from ..backends.local.share import share_document
     from ..wire import plan_digest
 
     tb = (testbed_cls or FoldedTestbed)(plan, transport, mp, backend=backend, extra_facts=extra_facts)
     digest = plan_digest(plan)
-    docs = {s.host: share_document(plan.topology, digest, mh.share_spec(mp, s.host), engine) for s in mp.shares}
+    docs = {s.host: share_document(plan.topology, digest, mh.share_spec(mp, s.host, run), engine) for s in mp.shares}
     t0 = time.monotonic()
 
     def one(host: str) -> Union[dict, BackendError]:
@@ -398,7 +411,16 @@ class FoldedBackend(Backend):
 
     def up(self, plan: Plan) -> FoldedTestbed:
         from ..backends.ssh import preflight
+        from .foldedstate import FoldedRecord, new_run_id
 
+        # The record first, before any host is touched: `edgelab down <testbed> --inventory FILE`
+        # finds every host's share from it after a crash (foldedstate.py).
+        record = FoldedRecord(plan.topology.name)
+        run = new_run_id()
+        record.create({"run": run, "controller_pid": os.getpid(), "inventory": self.inventory.source,
+                       "hosts": {h: {"address": self.inventory.device(h).data_address,
+                                     "workdir": self.inventory.device(h).workdir} for h in self.hosts},
+                       "shares": {}, "pythonpath": {}, "status": "preparing"})
         tr = Transport(self.inventory.subset(self.hosts))
         try:
             t0 = time.monotonic()
@@ -412,26 +434,108 @@ class FoldedBackend(Backend):
             t1 = time.monotonic()
             resources = host_resources(tr, self.hosts)
             mp = self.placement(plan, resources)
+            from ..backends.local.share import share_name
+
+            record.update(shares={s.host: s.index for s in mp.shares}, status="building",
+                          share_names={s.host: share_name(mp.testbed, s.index) for s in mp.shares},
+                          pythonpath={h: tr._pythonpath[h] for h in self.hosts if h in tr._pythonpath})
             tb = bring_up(plan, tr, mp, engine=self.engine, backend=self.name,
-                          extra_facts={"inventory": self.inventory.source})
+                          extra_facts={"inventory": self.inventory.source}, run=run)
+            tb.record = record
+            record.update(status="up")
             tb.host_facts = {h.name: {"cores": h.cpu, "memory_mib": h.memory_mib} for h in resources}
             tb.timings.update(preflight_install=t1 - t0, up=time.monotonic() - t0)
             return tb
         except BaseException:
             tr.close()
+            try:   # bring_up rolled the shares back; this checks that from the record and drops it
+                self.down(plan.topology.name)
+            except BackendError:
+                pass   # the record stays for `edgelab down`; the original error matters more
             raise
 
-    def down(self, testbed_name: str) -> None:
-        """After a crash: ``edgelab down <testbed>-h<i>`` wherever such a share is left."""
-        from ..backends.local.share import share_name
+    def down(self, testbed_name: str) -> list[str]:
+        """After a crash: every host's share of ``testbed_name`` removed, from this controller's record
+        (:mod:`.foldedstate`: which host has which share, the run's id), or, without a record (another
+        controller, a reboot), by name on every host of the inventory, one host after the other.
 
-        tr = Transport(self.inventory.subset(self.hosts))
-        try:
-            names = [share_name(testbed_name, i) for i in range(1, len(self.hosts) + 1)]
-            cmds = {h: down_script(tr.device(h).python, names) for h in self.hosts}
-            res = tr.run_many(cmds, timeout=120, check=True, sudo=True)
-            errors = [str(r) for r in res.values() if isinstance(r, RemoteError)]
-            if errors:
-                raise BackendError("; ".join(errors))
-        finally:
-            tr.close()
+        Each host removes a share only if its state file says it is that share of this folded run
+        (``edgelab share-down``), and kills what the crashed controller started there (its pid files).
+        Idempotent. Returns one line per host; raises one BackendError with one line per host that
+        could not be cleaned (the record is then kept, so the same command can be run again).
+        """
+        from ..backends.local.share import share_name
+        from .foldedstate import FoldedRecord
+
+        record = FoldedRecord(testbed_name)
+        if record.exists():
+            data = record.load()
+            plan = {h: [i] for h, i in data["shares"].items()}
+            run, pid = str(data.get("run", "")), data.get("controller_pid")
+            paths = data.get("pythonpath") or {}
+            parallel = True
+        else:   # no record: any index on any host, checked there; serial (lab hosts share one kernel)
+            plan = {h: None for h in self.hosts}
+            run, pid, paths, parallel = "", None, {}, False
+        known = {d.node for d in self.inventory.devices.values()}
+        lines, problems = [], []
+        for h in [h for h in plan if h not in known]:
+            problems.append(f"host {h}: not in inventory {self.inventory.source}; on it, run "
+                            f"`edgelab down {share_name(testbed_name, (plan.pop(h) or [1])[0])}`")
+        if plan:
+            tr = Transport(self.inventory.subset(list(plan)))
+            try:
+                cmds = {h: share_down_script(tr.device(h), testbed_name, idx, run, pid, paths.get(h))
+                        for h, idx in plan.items()}
+                if parallel:
+                    res = tr.run_many(cmds, timeout=120, check=False, sudo=True)
+                else:
+                    res = {h: tr.run_many({h: c}, timeout=120, check=False, sudo=True)[h] for h, c in cmds.items()}
+            finally:
+                tr.close()
+            for h, r in res.items():
+                where = f"host {h} ({self.inventory.device(h).where()})"
+                if isinstance(r, RemoteError):
+                    problems.append(f"{where}: could not be cleaned: {str(r).splitlines()[0]}")
+                elif r.returncode != 0:
+                    why = (r.stderr.strip() or r.stdout.strip() or f"exit status {r.returncode}").splitlines()[-1]
+                    problems.append(f"{where}: could not be cleaned: {why}")
+                else:
+                    lines += [f"{where}: {x}" for x in r.stdout.splitlines() if x.strip()]
+        if problems:
+            raise BackendError(f"{len(problems)} host(s) of folded testbed {testbed_name!r} could not be cleaned"
+                               + (f" (record {record.path} kept: run the same command again)" if record.exists() else "")
+                               + ":\n  " + "\n  ".join(problems))
+        record.remove()
+        return lines
+
+
+def share_down_script(d: Device, testbed: str, indices: Optional[Sequence[int]], run: str, controller_pid: Optional[int],
+                      pythonpath: Optional[str]) -> str:
+    """POSIX sh run as root on one host after a crash: kill what the dead controller started there
+    (its pid files, :meth:`Transport.popen`), then ``edgelab share-down`` for each of ``indices``
+    whose share has a state file or namespaces here. Prints one line per share; fails if one does."""
+    from ..backends.local.share import share_name
+
+    py = shlex.quote(d.python)
+    out = []
+    if controller_pid:
+        pids = shlex.quote(f"{d.workdir}/pids")
+        out.append(f"for f in {pids}/{int(controller_pid)}-*; do [ -f \"$f\" ] || continue; p=$(cat \"$f\"); "
+                   "kill -9 -- -$p 2>/dev/null || kill -9 $p 2>/dev/null; rm -f \"$f\"; done")
+    if pythonpath:
+        out.append(f"[ -f {shlex.quote(pythonpath)}/.complete ] && export PYTHONPATH={shlex.quote(pythonpath)}")
+    else:   # an edgelab this controller installed there (any version has share-down since it has shares)
+        out.append(f"for p in {shlex.quote(d.workdir + '/edgelab-')}*; do [ -f \"$p/.complete\" ] && "
+                   "export PYTHONPATH=$p; done")
+    out.append("s=0")
+    if indices is None:   # every share of the testbed found here by name (no record to say which)
+        out.append(f"if ls /run/edgelab/{testbed}-h*.json /run/netns/el-{testbed}-h* >/dev/null 2>&1; then "
+                   f"{py} -m edgelab share-down {shlex.quote(testbed)} || s=1; fi")
+    for i in indices or ():
+        n = share_name(testbed, i)
+        out.append(f"if [ -e /run/edgelab/{n}.json ] || ls /run/netns/el-{n}.* >/dev/null 2>&1; then "
+                   f"{py} -m edgelab share-down {shlex.quote(testbed)} --index {int(i)}"
+                   + (f" --run {shlex.quote(run)}" if run else "") + " || s=1; "
+                   f"else echo '{n}: nothing left'; fi")
+    return "; ".join(out) + "; exit $s"

@@ -13,7 +13,10 @@ A Wi-Fi cell stays on one host or crosses the *AP host*: the host of the
 network's first uplink (where the cell's bridge and airtime budget live, as
 on the local backend). Stations folded onto other hosts reach the AP bridge
 through the tunnel; their frames enter the budget at the AP host's VXLAN
-port, classified by their MACs (``linkemu shared``'s station-only form).
+port, classified by their MACs (``linkemu shared``'s station-only form). As in
+802.11 infrastructure mode, they never reach each other directly: a cell's
+tunnels are a star around the AP host, their bridge ports are isolated and the
+AP host's VXLAN port reflects (hairpin), see ``wiring._make_spokes``.
 
 Placement comes from :func:`edgelab.folding.fold`. Everything here is a pure
 function from the plan and the placement to names, tunnels and share specs;
@@ -137,9 +140,13 @@ def plan_hosts(plan: Plan, assignment: Mapping[str, str], addresses: Mapping[str
             remote[net.name] = [s for seg in net.segments for s in seg.stations if assignment[s] != ap]
         if len(on) > 1:
             v = vni(tb, net.name)
+            hub = ap_hosts.get(net.name)
             for h in on:
+                # A Wi-Fi cell is a star around its AP host (infrastructure mode): the other hosts
+                # peer with the AP host only, so no frame of the cell goes host to host around it.
+                peers = [p for p in on if p != h] if hub is None or h == hub else [hub]
                 tunnels.append(Tunnel(net.name, h, v, f"vx{short(tb, net.name, h)}", addresses[h],
-                                      tuple(addresses[p] for p in on if p != h)))
+                                      tuple(addresses[p] for p in peers)))
     shares = [HostShare(h, i, addresses[h], tuple(n.name for n in plan.nodes if assignment[n.name] == h),
                         tuple(bridges[h])) for i, h in enumerate(hosts, 1)]
     from ..backends.local.share import share_name
@@ -153,8 +160,9 @@ def mtu(mp: MultiHostPlan, network: str) -> int:
     return UNDERLAY_MTU - VXLAN_OVERHEAD if mp.spanned(network) else UNDERLAY_MTU
 
 
-def share_spec(mp: MultiHostPlan, host: str):
-    """What ``host`` builds with the local backend (:class:`~edgelab.backends.local.share.ShareSpec`)."""
+def share_spec(mp: MultiHostPlan, host: str, run: str = ""):
+    """What ``host`` builds with the local backend (:class:`~edgelab.backends.local.share.ShareSpec`);
+    ``run``: the folded run's id, recorded in the share's state file (``share-down`` checks it)."""
     from ..backends.local.blueprint import TunnelSpec
     from ..backends.local.share import ShareSpec
 
@@ -163,7 +171,7 @@ def share_spec(mp: MultiHostPlan, host: str):
                      tunnels=tuple(TunnelSpec(t.network, "", t.dev, t.vni, t.local, t.peers,
                                               UNDERLAY_MTU - VXLAN_OVERHEAD, VXLAN_PORT)
                                    for t in mp.tunnels if t.host == host),
-                     ap_networks=tuple(n for n, h in mp.ap_hosts.items() if h == host))
+                     ap_networks=tuple(n for n, h in mp.ap_hosts.items() if h == host), run=run)
 
 
 def tunnel_cmds(mp: MultiHostPlan, host: str) -> list[str]:
@@ -177,6 +185,13 @@ def tunnel_cmds(mp: MultiHostPlan, host: str) -> list[str]:
                 f"local {t.local} dstport {VXLAN_PORT}",
                 *(f"ip netns exec {ns} bridge fdb append 00:00:00:00:00:00 dev {t.dev} dst {p}" for p in t.peers),
                 f"ip -n {ns} link set {t.dev} master br0 up"]
+        if mp.ap_hosts.get(t.network) == host:     # the cell's AP host reflects remote stations' frames
+            out.append(f"ip netns exec {ns} bridge link set dev {t.dev} hairpin on")
+        elif t.network in mp.ap_hosts:             # another host of the cell: members talk via the AP host
+            out += [f"ip netns exec {ns} bridge link set dev {t.dev} learning off",
+                    f"ip netns exec {ns} bridge link set dev <each member port of {t.network}> isolated on learning off",
+                    f"ip netns exec {ns} nft -f - <<< 'table bridge el_spokes {{ ... oifname <port> unicast not to "
+                    "its member drop }}'"]
     return out
 
 
@@ -198,7 +213,9 @@ def describe(mp: MultiHostPlan, plan: Optional[Plan] = None) -> list[str]:
         far = mp.remote_stations.get(net, [])
         lines.append(f"  Wi-Fi cell {net}: AP on {ap}" + (
             f"; stations {', '.join(far[:6])}{'…' if len(far) > 6 else ''} cross the tunnel and are charged "
-            "at the AP's VXLAN port by MAC" if far else "; the whole cell is on that host"))
+            "at the AP's VXLAN port by MAC; on their hosts their bridge ports are isolated, so they reach "
+            "each other only through the AP host (its VXLAN port in hairpin mode)" if far
+            else "; the whole cell is on that host"))
     return lines
 
 

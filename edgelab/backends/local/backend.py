@@ -431,6 +431,8 @@ class LocalBackend(Backend):
             "cgroup_version": layout.version,
             "cgroup_roots": layout.roots, "linkemu": emulator.state(), "processes": [],
             "privdirs": privdirs.state_record(plan),
+            # a share of a folded run: what `share-down` checks before removing it (local/share.py)
+            **({"share": {"folded": share.testbed, "index": share.index, "run": share.run}} if share else {}),
         })
         tb = LocalTestbed(plan, self, bp, layout, state, emulator)
         tb._install_signal_handlers()

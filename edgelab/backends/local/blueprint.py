@@ -73,6 +73,12 @@ class TunnelSpec:
     peers: tuple[str, ...]
     mtu: int
     port: int = 4789
+    #: A Wi-Fi cell's AP host: the VXLAN port reflects frames between two remote stations
+    #: (hairpin mode), after the cell's budget charged them (``wiring.create_tunnels``).
+    hairpin: bool = False
+    #: Another host of a Wi-Fi cell: (bridge port, MAC of the member behind it) of every member
+    #: here; they talk to each other only through the AP host (``wiring.create_tunnels``).
+    spokes: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -219,10 +225,16 @@ def restrict(full: Blueprint, plan: Plan, nodes: Iterable[str], tunnels: Iterabl
     used_infra = {v.b.ns for v in bp.veths} & set(full.infra_ns.values())
     bp.infra_ns = {k: ns for k, ns in full.infra_ns.items() if ns in used_infra}
     bp.bridges = [(ns, br) for ns, br in full.bridges if ns in used_infra]
+    cells = {net.name for net in plan.networks if any(s.capacity_mbit for s in net.segments)}
     for t in tunnels:
         ns = full.infra_ns.get(infra_of.get(t.network, ""))
         if ns is None or ns not in used_infra:
             raise BackendError(f"tunnel for network {t.network!r}: no member of it is on this host")
+        if t.network in cells and t.network in ap_networks:
+            t = replace(t, hairpin=True)
+        elif t.network in cells:
+            t = replace(t, spokes=tuple((v.b.ifname, v.a.mac) for v in bp.veths
+                                        if v.label.split(":", 1)[0] == t.network))
         bp.tunnels.append(replace(t, ns=ns))
     dev_of = {t.network: t.dev for t in bp.tunnels}
     for s in full.shared:

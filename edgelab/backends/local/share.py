@@ -48,6 +48,8 @@ class ShareSpec:
     nodes: tuple[str, ...]
     tunnels: tuple[TunnelSpec, ...] = ()
     ap_networks: tuple[str, ...] = ()
+    #: The folded run's id (the controller's record has it too): ``share-down`` checks it.
+    run: str = ""
 
     @property
     def name(self) -> str:
@@ -64,6 +66,7 @@ def share_document(topology: Any, digest: str, spec: ShareSpec, engine: Optional
     return json.dumps({
         "version": VERSION, "testbed": spec.testbed, "index": spec.index, "digest": digest, "engine": engine,
         "topology": to_wire(topology), "nodes": list(spec.nodes), "ap_networks": list(spec.ap_networks),
+        "run": spec.run,
         "tunnels": [{"network": t.network, "dev": t.dev, "vni": t.vni, "local": t.local, "peers": list(t.peers),
                      "mtu": t.mtu, "port": t.port} for t in spec.tunnels],
     })
@@ -88,11 +91,13 @@ def parse_document(text: str) -> tuple[Any, ShareSpec, str, Optional[str]]:
                                    port=int(t.get("port", 4789))) for t in doc["tunnels"])
         spec = ShareSpec(testbed=check_testbed_name(doc["testbed"]), index=int(doc["index"]),
                          nodes=tuple(map(str, doc["nodes"])), tunnels=tunnels,
-                         ap_networks=tuple(map(str, doc["ap_networks"])))
+                         ap_networks=tuple(map(str, doc["ap_networks"])), run=str(doc.get("run", "")))
         topology = from_wire(doc["topology"])
         digest, engine = str(doc["digest"]), doc.get("engine")
     except (KeyError, TypeError, ValueError) as exc:
         raise BackendError(f"malformed share document: {type(exc).__name__}: {exc}") from None
+    if spec.run and (len(spec.run) > 64 or not spec.run.isalnum()):
+        raise BackendError(f"malformed run id in share document: {spec.run[:80]!r}")
     for t in tunnels:
         if not (0 < t.vni < 1 << 24 and 576 <= t.mtu <= 9000 and len(t.dev) <= 15 and t.dev.isalnum()):
             raise BackendError(f"malformed tunnel in share document: {t}")
@@ -122,7 +127,65 @@ def share_up(text: str, state_dir: Optional[str] = None) -> dict:
              for n in spec.nodes}
     facts = tb.facts()
     facts["tunnels"] = [{"network": t.network, "dev": t.dev, "vni": t.vni, "bridge_netns": t.ns,
-                         "peers": list(t.peers), "mtu": t.mtu} for t in tb.blueprint.tunnels]
+                         "peers": list(t.peers), "mtu": t.mtu, "hairpin": t.hairpin,
+                         "isolated_ports": [p for p, _ in t.spokes]} for t in tb.blueprint.tunnels]
     facts["airtime_budgets"] = [{"network": s.network, "segment": s.segment, "ports": list(s.ports),
                                  "station_only": s.station_only} for s in tb.blueprint.shared]
     return {"share": spec.name, "nodes": nodes, "facts": facts}
+
+
+def share_down(testbed: str, index: int, run: str = "", state_dir: Optional[str] = None) -> str:
+    """Remove this host's share ``<testbed>-h<index>`` of a folded run, only if it is one.
+
+    The share's own state file must say it is share ``index`` of folded testbed ``testbed``
+    (and of run ``run``, when given): a local testbed that merely has that name, or a share of
+    a later run of the same name, is left alone with a BackendError saying so. Idempotent:
+    nothing left is not an error. Returns one line saying what was done.
+    """
+    from . import netns
+    from .backend import LocalBackend
+    from .naming import STATE_DIR
+    from .state import StateFile
+
+    name = share_name(check_testbed_name(testbed), index)
+    st = StateFile(name, state_dir or STATE_DIR)
+    if not st.exists():
+        left = netns.list_owned(name)
+        if left:
+            raise BackendError(f"{name}: namespaces {left[:3]} exist without a state file, so nothing says they "
+                               f"are this run's; left in place (inspect, then `edgelab down {name}` on this host)")
+        return f"{name}: nothing left"
+    data = st.load()
+    mark = data.get("share")
+    claimed_only = set(data) == {"testbed"}   # killed between claiming the name and recording anything
+    if not claimed_only:
+        if not isinstance(mark, dict) or mark.get("folded") != testbed or mark.get("index") != index:
+            raise BackendError(f"{name}: its state file {st.path} is not share {index} of folded testbed "
+                               f"{testbed!r} ({'a plain local testbed' if not isinstance(mark, dict) else mark}); "
+                               "left alone")
+        if run and mark.get("run") != run:
+            raise BackendError(f"{name}: share of another run of {testbed!r} (run {mark.get('run')!r}, not {run!r}); "
+                               "left alone")
+    LocalBackend(**({"state_dir": state_dir} if state_dir else {})).down(name)
+    return f"{name}: removed"
+
+
+def shares_here(testbed: str, state_dir: Optional[str] = None) -> list[int]:
+    """Indices of ``<testbed>-h<i>`` shares that have a state file or namespaces on this host
+    (``share-down`` without ``--index``: a controller that lost its record sweeps by name)."""
+    import os
+    import re
+
+    from .naming import NETNS_DIR, STATE_DIR
+
+    pat = re.compile(rf"{re.escape(check_testbed_name(testbed))}-h([1-9][0-9]{{0,3}})")
+    found = set()
+    for f in os.listdir(state_dir or STATE_DIR) if os.path.isdir(state_dir or STATE_DIR) else []:
+        m = pat.fullmatch(f[:-5]) if f.endswith(".json") else None
+        if m:
+            found.add(int(m.group(1)))
+    for ns in os.listdir(NETNS_DIR) if os.path.isdir(NETNS_DIR) else []:
+        m = pat.fullmatch(ns[3:].split(".", 1)[0]) if ns.startswith("el-") and "." in ns else None
+        if m:
+            found.add(int(m.group(1)))
+    return sorted(found)

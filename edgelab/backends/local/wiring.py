@@ -237,3 +237,65 @@ def create_tunnels(bp: Blueprint, handles: Handles) -> None:
             except Exception as e:
                 raise BackendError(f"cannot add peer {peer} to VXLAN {t.dev} of network {t.network}: {e}") from e
         h.link("set", index=idx, master=handles.index(t.ns, BRIDGE), state="up")
+        try:
+            if t.hairpin:
+                h.brport("set", index=idx, mode=1)   # IFLA_BRPORT_MODE = BRIDGE_MODE_HAIRPIN
+            if t.spokes:
+                _make_spokes(h, t, idx)
+        except BackendError:
+            raise
+        except Exception as e:
+            raise BackendError(f"cannot set the Wi-Fi cell's bridge ports for VXLAN {t.dev} of network "
+                               f"{t.network} in {t.ns}: {e}") from e
+
+
+#: ndmsg state and flag bits (include/uapi/linux/neighbour.h).
+NUD_PERMANENT, NTF_SELF, NTF_MASTER = 0x80, 0x02, 0x04
+
+
+def spoke_ruleset(t) -> str:
+    """The nft ruleset of :func:`_make_spokes`: on each member's port, drop unicast frames that are
+    not addressed to that member (flood copies), before they reach the port's queue."""
+    rules = "".join(f'    oifname "{port}" ether daddr & 01:00:00:00:00:00 == 00:00:00:00:00:00 '
+                    f"ether daddr != {mac} drop\n" for port, mac in t.spokes)
+    return ("table bridge el_spokes {\n  chain forward {\n    type filter hook forward priority -300; policy accept;\n"
+            + rules + "  }\n}\n")
+
+
+def _make_spokes(h: IPRoute, t, vx: int) -> None:
+    """A Wi-Fi cell's bridge on a host other than its AP's: members reach each other only through
+    the AP host, as 802.11 stations in infrastructure mode do, so the cell's budget there sees
+    every frame between two of them.
+
+    Kernel semantics relied on (net/bridge/br_forward.c, ``should_deliver``/``br_skb_isolated``,
+    Linux >= 4.18): a frame that came in on an isolated port (``IFLA_BRPORT_ISOLATED``) is never
+    delivered to another isolated port, only to non-isolated ones, here the VXLAN port. But a
+    unicast frame whose FDB entry names an isolated port is *dropped* (``br_forward`` does not fall
+    back to flooding), so the members' ports must never be in the FDB: learning is off on them and
+    on the VXLAN port (else the AP host's reflection of a member's broadcast would move that
+    member's entry onto the tunnel), and what was learned before is flushed. Every unicast frame is
+    therefore flooded: from a member only to the tunnel; from the tunnel to every member's port,
+    where one nftables bridge rule per port drops the copies not addressed to that member
+    (``spoke_ruleset``), before the port's queue, so no member's link carries another's frames.
+    (Bridge VLAN filtering could split the FDB per direction instead, but kernels without
+    CONFIG_BRIDGE_VLAN_FILTERING, like this project's CI, refuse it.)
+    """
+    import subprocess
+
+    from ...linkemu.nsexec import in_ns
+
+    ports = {_ifindex(h, port) for port, _ in t.spokes}
+    h.brport("set", index=vx, learning=0)
+    for idx in ports:
+        h.brport("set", index=idx, learning=0, isolated=1)
+    for e in h.fdb("dump"):
+        if (e["ifindex"] in ports | {vx} and not e["state"] & NUD_PERMANENT and not e["flags"] & NTF_SELF):
+            try:
+                h.fdb("del", ifindex=e["ifindex"], lladdr=e.get_attr("NDA_LLADDR"), flags=NTF_MASTER,
+                      state=e["state"])
+            except Exception:  # noqa: BLE001 - aged out in between
+                pass
+    r = subprocess.run(in_ns(t.ns, ["nft", "-f", "-"]), input=spoke_ruleset(t), capture_output=True, text=True,
+                       timeout=30)
+    if r.returncode != 0:
+        raise BackendError(f"cannot install the Wi-Fi cell's port rules in {t.ns}: {r.stderr.strip()}")
