@@ -39,10 +39,21 @@ def planned(points: Iterable[dict]) -> dict[int, int]:
 
 
 def more_points(verdict: Any, reps: dict[int, int], max_reps: int,
-                make_point: Callable[[int, int], dict] = lambda f, r: {"factor": f, "rep": r}) -> list[dict]:
+                make_point: Callable[[int, int], dict] = lambda f, r: {"factor": f, "rep": r},
+                baseline_weight: int = 1) -> list[dict]:
     """The next adaptive round: one more repetition of every factor ``verdict.needs_more()``
-    names (undecided up to the breaking point, and the baseline), within ``max_reps``."""
-    return [make_point(f, reps.get(f, 0)) for f in verdict.needs_more() if reps.get(f, 0) < max_reps]
+    names (undecided up to the breaking point, and the baseline — ``baseline_weight`` more of
+    it), within ``max_reps`` (the baseline's cap scaled by its weight)."""
+    todo = verdict.needs_more()
+    if not todo:
+        return []
+    base = min(todo)
+    out = []
+    for f in todo:
+        n, cap = (baseline_weight, max_reps * baseline_weight) if f == base else (1, max_reps)
+        have = reps.get(f, 0)
+        out += [make_point(f, have + k) for k in range(n) if have + k < cap]
+    return out
 
 
 @dataclass
@@ -70,11 +81,14 @@ class PointTimer:
 
 def run_adaptive(*, points: list[dict], resume: Any, sweep: dict, verdict_of: Callable[[Path], Any],
                  max_reps: int, budget: float, warm: bool = False,
-                 make_point: Callable[[int, int], dict] = lambda f, r: {"factor": f, "rep": r}) -> Outcome:
+                 make_point: Callable[[int, int], dict] = lambda f, r: {"factor": f, "rep": r},
+                 baseline_weight: int = 1) -> Outcome:
     """Run ``points`` (``run_sweep(**sweep)``), then adaptive rounds; returns the last outcome.
 
     ``warm``: keep the host out of idle states for the whole sweep
     (:class:`~edgelab.hostload.HostWarmer`, local backend) and record what it did in the run's facts.
+    ``baseline_weight``: the least folded factor has that many repetitions per round (its
+    repetition numbers ``r*w .. r*w+w-1`` belong to round ``r``), initially and in adaptive rounds.
     """
     timer = PointTimer()
     warmer = HostWarmer() if warm else contextlib.nullcontext()
@@ -86,7 +100,7 @@ def run_adaptive(*, points: list[dict], resume: Any, sweep: dict, verdict_of: Ca
 
     sweep = {**sweep, "measure": timer.wrap(recorded if warm else measure)}
     with warmer:
-        return _rounds(points, resume, sweep, verdict_of, max_reps, budget, timer, make_point)
+        return _rounds(points, resume, sweep, verdict_of, max_reps, budget, timer, make_point, baseline_weight)
 
 
 def settled(verdict: Any) -> set[int]:
@@ -98,22 +112,29 @@ def settled(verdict: Any) -> set[int]:
 
 
 def fitting(extra: list[dict], timer: PointTimer, left: float) -> list[dict]:
-    """The longest prefix of ``extra`` (baseline first, then ascending factors) that fits ``left`` s."""
-    ordered = sorted(extra, key=lambda p: p["factor"])
+    """The longest prefix of ``extra`` that fits ``left`` s, in measuring order: one baseline
+    point, the other factors ascending (the breaking point is searched from below), then the
+    baseline's other points (bracketing the round). Empty when no folded factor fits."""
+    base = min(p["factor"] for p in extra)
+    bases = [p for p in extra if p["factor"] == base]
+    ordered = bases[:1] + sorted((p for p in extra if p["factor"] != base), key=lambda p: p["factor"]) + bases[1:]
     out: list[dict] = []
     for p in ordered:
         if timer.estimate(out + [p]) > left:
             break
         out.append(p)
-    return out
+    return out if any(p["factor"] != base for p in out) else []
 
 
 def _rounds(points: list[dict], resume: Any, sweep: dict, verdict_of: Callable[[Path], Any], max_reps: int,
-            budget: float, timer: PointTimer, make_point: Callable[[int, int], dict]) -> Outcome:
+            budget: float, timer: PointTimer, make_point: Callable[[int, int], dict],
+            baseline_weight: int = 1) -> Outcome:
     t0 = time.monotonic()
+    base = min(p["factor"] for p in points)
     by_rep: dict[int, list[dict]] = {}
-    for p in points:
-        by_rep.setdefault(p["rep"], []).append(p)
+    for p in points:   # in the given order: a round keeps its own interleaving
+        stage = p["rep"] // baseline_weight if p["factor"] == base else p["rep"]
+        by_rep.setdefault(stage, []).append(p)
     todo: list[dict] = []
     outcome: Any = None
     for rep in sorted(by_rep):
@@ -131,19 +152,21 @@ def _rounds(points: list[dict], resume: Any, sweep: dict, verdict_of: Callable[[
             return outcome
     points = todo
     while outcome.status == "complete":
-        extra = more_points(verdict_of(outcome.run.path), planned(points), max_reps, make_point)
+        extra = more_points(verdict_of(outcome.run.path), planned(points), max_reps, make_point, baseline_weight)
         if not extra:
             break
         spent = time.monotonic() - t0
         fits = fitting(extra, timer, budget - spent)
-        if len(fits) < 2:   # the baseline alone decides nothing
+        if not fits:   # the baseline alone decides nothing
             console.print(f"adaptive repetitions stop: the next round ({len(extra)} points, about "
                           f"{timer.estimate(extra):.0f} s) would exceed the {budget:g} s budget ({spent:.0f} s spent)",
                           highlight=False, soft_wrap=True)
             break
-        cut = "" if len(fits) == len(extra) else f" (of {len(extra)} undecided: what fits the budget)"
-        console.print(f"adaptive round: factors {', '.join(str(p['factor']) for p in fits)} undecided; "
-                      f"one more repetition each{cut}", highlight=False, soft_wrap=True)
+        cut = "" if len(fits) == len(extra) else f" ({len(fits)} of {len(extra)} points: what fits the budget)"
+        factors = sorted({p["factor"] for p in fits})
+        console.print(f"adaptive round: factors {', '.join(map(str, factors))} undecided; one more repetition each"
+                      + (f" ({baseline_weight} of the baseline)" if baseline_weight > 1 else "") + cut,
+                      highlight=False, soft_wrap=True)
         points = points + fits
         outcome = run_sweep(points=points, resume=outcome.run.path, **sweep)
     return outcome

@@ -68,9 +68,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="virtual nodes per host (quick 1,2,4,8,16,32; --full 1,2,4,8,16,32,48,64)")
     p.add_argument("--reps", type=int, default=None, help="repetitions per factor (quick 3, full 5)")
     p.add_argument("--seconds", type=float, default=None, help="load duration per point (quick 4, full 10)")
-    p.add_argument("--min-requests", type=int, default=None,
-                   help="requests a point sends at least, all nodes together: the least folded points run "
-                        "longer than --seconds to get them (quick 120, full 400; 0: off)")
+    p.add_argument("--baseline-weight", type=int, default=2,
+                   help="the baseline is measured this many times per repetition round, before and after the "
+                        "other factors (it is in every comparison, and with one node it has the fewest requests "
+                        "of all: its noise weighs on every verdict; default %(default)s)")
     p.add_argument("--rate", type=float, default=10.0, help="requests per second per node (default %(default)s)")
     p.add_argument("--image-kb", type=int, default=20, help="request image size in KB (default %(default)s)")
     p.add_argument("--tolerance", type=float, default=0.05,
@@ -100,9 +101,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     a.factors = sorted(set(a.factors or ([1, 2, 4, 8, 16, 32, 48, 64] if a.full else [1, 2, 4, 8, 16, 32])))
     a.reps = a.reps or (5 if a.full else 3)
     a.seconds = a.seconds or (10.0 if a.full else 4.0)
-    a.min_requests = (400 if a.full else 120) if a.min_requests is None else a.min_requests
-    if a.min_requests < 0:
-        p.error(f"--min-requests must be >= 0, got {a.min_requests}")
+    if a.baseline_weight < 1:
+        p.error(f"--baseline-weight must be >= 1, got {a.baseline_weight}")
     a.max_reps = max(a.reps, a.max_reps or (10 if a.full else 6))
     a.budget = a.budget or (3600.0 if a.full else 300.0)
     if a.hosts is not None:
@@ -116,22 +116,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     return a
 
 
-def point_seconds(seconds: float, min_requests: int, rate_rps: float, factor: int) -> float:
-    """Load duration of a point: ``seconds``, longer where ``factor`` nodes at ``rate_rps`` would send
-    fewer than ``min_requests``. Why: the baseline (one node) otherwise has the fewest requests of
-    all, so its median latency is the noisiest number of the sweep and every comparison inherits it;
-    equal information per point lets the equivalence test decide with fewer repetitions."""
-    if min_requests <= 0 or rate_rps <= 0:
-        return seconds
-    return max(seconds, min_requests / (rate_rps * factor))
-
-
-def sweep_points(factors: list[int], reps: int, hosts: Optional[list[int]] = None) -> list[dict]:
+def sweep_points(factors: list[int], reps: int, hosts: Optional[list[int]] = None,
+                 baseline_weight: int = 1) -> list[dict]:
     """Repetitions interleaved (all factors, then again) so slow drifts of the host
-    (thermal, other load) spread over every factor instead of biasing one."""
+    (thermal, other load) spread over every factor instead of biasing one.
+
+    ``baseline_weight`` w > 1: the least folded factor is measured w times per round, once
+    before the others and w - 1 times after them (bracketing the round's drift), with
+    repetitions ``r*w .. r*w+w-1``. Every point keeps the same per-node workload (more points,
+    not longer ones: a longer baseline would amortise per-run warm-up costs over more requests
+    and bias CPU time per request)."""
     if hosts is not None:
         return [{"factor": f, "hosts": h, "rep": r} for r in range(reps) for f in factors for h in hosts]
-    return [{"factor": f, "rep": r} for r in range(reps) for f in factors]
+    base, rest = factors[0], factors[1:]
+    out: list[dict] = []
+    for r in range(reps):
+        out.append({"factor": base, "rep": r * baseline_weight})
+        out += [{"factor": f, "rep": r} for f in rest]
+        out += [{"factor": base, "rep": r * baseline_weight + k} for k in range(1, baseline_weight)]
+    return out
 
 
 def verdict_of(run_path, a: argparse.Namespace):
@@ -151,26 +154,26 @@ def main(argv=None) -> int:
                            "many with --hosts (e.g. --hosts 1,2); each host then runs its share with the local backend")
     if a.hosts is not None:
         return main_hosts(a)
-    params = {"factors": a.factors, "reps": a.reps, "seconds": a.seconds, "min_requests": a.min_requests,
-              "point_seconds": {str(f): point_seconds(a.seconds, a.min_requests, a.rate, f) for f in a.factors},
+    params = {"factors": a.factors, "reps": a.reps, "seconds": a.seconds, "baseline_weight": a.baseline_weight,
               "rate_rps": a.rate,
               "image_kb": a.image_kb, "tolerance": a.tolerance, "metrics": a.metrics, "alpha": a.alpha,
               "max_reps": a.max_reps, "budget_s": a.budget, "warm_host": a.warm_host}
 
-    points = sweep_points(a.factors, a.reps)
+    points = sweep_points(a.factors, a.reps, baseline_weight=a.baseline_weight)
     if a.dry_run:
         return dry_run(a, [folding_topology(p["factor"], name=TESTBED) for p in points], COMPOSITION)
     backend = backend_from_args(a, COMPOSITION)
 
     def measure(point, run):
-        load = FoldLoad(seconds=point_seconds(a.seconds, a.min_requests, a.rate, point["factor"]), rate_rps=a.rate, image_bytes=a.image_kb * 1000, seed=1 + point["rep"])
+        load = FoldLoad(seconds=a.seconds, rate_rps=a.rate, image_bytes=a.image_kb * 1000, seed=1 + point["rep"])
         return folding_point(folding_topology(point["factor"], name=TESTBED), backend=backend, run=run,
                              point=point, load=load)
 
     sweep = dict(experiment="folding", param_names=["factor", "rep"], measure=measure, params=params,
                  results_root=a.results, backend=a.backend, keep_going=a.keep_going, will_report=not a.no_report)
     outcome = run_adaptive(points=points, resume=a.resume, sweep=sweep, verdict_of=lambda p: verdict_of(p, a),
-                           max_reps=a.max_reps, budget=a.budget, warm=a.warm_host and a.backend == "local")
+                           max_reps=a.max_reps, budget=a.budget, warm=a.warm_host and a.backend == "local",
+                           baseline_weight=a.baseline_weight)
     if outcome.status != "interrupted":
         if not judgeable(outcome.run.path):   # unhealthy or incomplete points are left out, and named
             return finish(outcome, a)
@@ -204,10 +207,7 @@ def main_hosts(a: argparse.Namespace) -> int:
         raise EdgelabError("--hosts needs --inventory FILE: the hosts to fold over (scripts/ssh-devices writes one)")
     backends = {h: FoldedBackend(inventory, h, **opts) for h in a.hosts}
     params = {"factors": a.factors, "hosts": a.hosts, "reps": a.reps, "max_reps": a.max_reps, "budget_s": a.budget,
-              "seconds": a.seconds,
-              "min_requests": a.min_requests,
-              "point_seconds": {str(f): point_seconds(a.seconds, a.min_requests, a.rate, f) for f in a.factors},
-              "rate_rps": a.rate,
+              "seconds": a.seconds, "rate_rps": a.rate,
               "image_kb": a.image_kb, "tolerance": a.tolerance, "metrics": a.metrics, "alpha": a.alpha,
               "baseline": "1 host", "inventory": str(inventory)}
     points = sweep_points(a.factors, a.reps, a.hosts)
@@ -221,7 +221,7 @@ def main_hosts(a: argparse.Namespace) -> int:
         return 0
 
     def measure(point, run):
-        load = FoldLoad(seconds=point_seconds(a.seconds, a.min_requests, a.rate, point["factor"]), rate_rps=a.rate,
+        load = FoldLoad(seconds=a.seconds, rate_rps=a.rate,
                         image_bytes=a.image_kb * 1000, seed=1 + point["rep"])
         return folding_point(folding_topology(point["factor"], name=TESTBED), backend=backends[point["hosts"]],
                              run=run, point=point, load=load)

@@ -50,6 +50,19 @@ def test_a_round_that_does_not_fit_is_cut_to_the_baseline_and_least_folded_facto
     assert [p["factor"] for p in fitting(extra, t, 22.0)] == [1, 2, 4]
     assert [p["factor"] for p in fitting(extra, t, 100.0)] == [1, 2, 4, 8]
     assert fitting(extra, t, 9.0) == []
+    assert fitting(extra, t, 12.0) == []      # the baseline alone decides nothing
+    # a weighted baseline brackets the round: one point first, the others last
+    two = extra + [{"factor": 1, "rep": 4}]
+    assert [p["factor"] for p in fitting(two, t, 100.0)] == [1, 2, 4, 8, 1]
+    assert [p["factor"] for p in fitting(two, t, 30.0)] == [1, 2, 4, 8]
+
+
+def test_a_weighted_baseline_gets_its_weight_of_points_per_round_within_its_scaled_cap():
+    v = folding_verdict(folded({1: [10, 9, 11, 10, 9, 11], 2: [10, 8, 12], 4: [20, 20.1, 19.9]}))
+    assert more_points(v, {1: 6, 2: 3, 4: 3}, max_reps=6, baseline_weight=2) == [
+        {"factor": 1, "rep": 6}, {"factor": 1, "rep": 7}, {"factor": 2, "rep": 3}]
+    assert more_points(v, {1: 11, 2: 3, 4: 3}, max_reps=6, baseline_weight=2) == [
+        {"factor": 1, "rep": 11}, {"factor": 2, "rep": 3}]
 
 
 def test_the_initial_design_stops_repeating_a_factor_once_it_is_decided_unfaithful(tmp_path, monkeypatch):
@@ -68,13 +81,19 @@ def test_the_initial_design_stops_repeating_a_factor_once_it_is_decided_unfaithf
         from analysis.load import load_run
         return folding_verdict(load_run(path).df, ["latency_ms_p50"], tolerance=0.05)
 
-    points = [{"factor": f, "rep": r} for r in range(4) for f in (1, 2, 4)]
+    # the layout of experiments/folding.py's sweep_points(..., baseline_weight=2)
+    points = [p for r in range(4) for p in ({"factor": 1, "rep": 2 * r}, {"factor": 2, "rep": r},
+                                            {"factor": 4, "rep": r}, {"factor": 1, "rep": 2 * r + 1})]
+    values[1] += [10.0, 10.1, 9.9]
     sweep = dict(experiment="adaptive-test", param_names=["factor", "rep"], measure=measure, params={},
                  results_root=str(tmp_path), backend="local", keep_going=False, will_report=False)
     out = adaptive.run_adaptive(points=points, resume=False, sweep=sweep, verdict_of=verdict_of, max_reps=5,
-                                budget=600.0)
+                                budget=600.0, baseline_weight=2)
     assert out.status == "complete"
     assert [r for f, r in measured if f == 4] == [0, 1]          # settled after two repetitions
-    assert [r for f, r in measured if f == 1] == [0, 1, 2, 3]    # the rest of the design still runs
+    assert [r for f, r in measured if f == 2] == [0, 1, 2, 3]    # the rest of the design still runs
+    assert [r for f, r in measured if f == 1] == list(range(8))  # twice per round
+    # each round bracketed by the baseline: 1, 2, (4,) 1
+    assert measured[:6] == [(1, 0), (2, 0), (4, 0), (1, 1), (1, 2), (2, 1)]
     v = verdict_of(out.run.path)
     assert v.verdicts[4] == "unfaithful" and v.breaking_point == 4

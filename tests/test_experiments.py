@@ -63,12 +63,14 @@ def test_folding_interleaves_repetitions_and_checks_the_tolerance(capsys):
     assert "--tolerance must be a fraction" in capsys.readouterr().err
 
 
-def test_folding_gives_the_least_folded_points_as_many_requests_as_asked():
+def test_folding_measures_the_baseline_twice_per_round_bracketing_the_others():
     a = folding.parse_args([])
-    assert (a.seconds, a.min_requests, a.rate) == (4.0, 120, 10.0)
-    # 1 node at 10/s needs 12 s for 120 requests, 2 nodes 6 s; from 3 nodes on, 4 s already send more
-    assert [folding.point_seconds(4.0, 120, 10.0, f) for f in (1, 2, 3, 8)] == [12.0, 6.0, 4.0, 4.0]
-    assert folding.point_seconds(4.0, 0, 10.0, 1) == 4.0
+    assert a.baseline_weight == 2
+    assert folding.sweep_points([1, 2, 4], 2, baseline_weight=2) == [
+        {"factor": 1, "rep": 0}, {"factor": 2, "rep": 0}, {"factor": 4, "rep": 0}, {"factor": 1, "rep": 1},
+        {"factor": 1, "rep": 2}, {"factor": 2, "rep": 1}, {"factor": 4, "rep": 1}, {"factor": 1, "rep": 3}]
+    with pytest.raises(SystemExit):
+        folding.parse_args(["--baseline-weight", "0"])
 
 
 def test_faas_energy_rejects_an_unknown_function(capsys):
@@ -212,7 +214,7 @@ def test_network_topologies_mesh_hops_add_latency(tmp_path):
 @root
 def test_folding_decides_each_factor_adaptively_and_records_host_signals(tmp_path):
     r = run_script("folding", "--factors", "1,2", "--reps", "2", "--max-reps", "3", "--seconds", "2",
-                   "--min-requests", "0", "--no-report", results=tmp_path)
+                   "--baseline-weight", "1", "--no-report", results=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     line = [l for l in r.stdout.splitlines() if l.startswith("max faithful folding factor:")]
     assert line and int(line[0].split(":")[1]) in (1, 2)

@@ -306,7 +306,7 @@ def test_folding_over_one_and_two_hosts_end_to_end(lab, tmp_path):
     from edgelab.remote.folded import FoldedBackend
 
     p = subprocess.Popen([sys.executable, "experiments/folding.py", "--backend", "ssh", "--inventory", str(lab.inventory),
-                          "--hosts", "1,2", "--factors", "2", "--reps", "1", "--seconds", "1", "--min-requests", "0",
+                          "--hosts", "1,2", "--factors", "2", "--reps", "1", "--seconds", "1",
                           "--results", str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, err = p.communicate(timeout=240)
