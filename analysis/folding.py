@@ -191,9 +191,15 @@ class FoldingResult:
 
     def needs_more(self) -> list[int]:
         """Factors whose verdict more repetitions could decide: the inconclusive ones up to the
-        breaking point, with the baseline (every comparison uses it)."""
+        breaking point, the breaking point itself while a larger factor is not unfaithful, with
+        the baseline (every comparison uses it)."""
         limit = self.first_unfaithful if self.first_unfaithful is not None else math.inf
         todo = [f for f, v in self.verdicts.items() if v == "inconclusive" and f <= limit]
+        if self.first_unfaithful is not None and not all(
+                v == "unfaithful" for f, v in self.verdicts.items() if f > self.first_unfaithful):
+            # A break the larger factors do not confirm may be a fluke of few repetitions
+            # (folding more should not measure better): measure it again too.
+            todo.append(self.first_unfaithful)
         return sorted({self.baseline, *todo}) if todo else []
 
     def baseline_suspect(self) -> Optional[str]:

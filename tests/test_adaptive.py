@@ -36,6 +36,17 @@ def test_rounds_are_planned_from_each_factors_own_duration():
     assert t.estimate([{"factor": 8}]) == (2.0 + 4.0 + 30.0) / 3   # unseen factor: the overall mean
 
 
+def test_a_break_that_larger_factors_do_not_confirm_is_measured_again():
+    # factor 4 "worse" on three close values, factor 8 back within the tolerance: a fluke or not?
+    v = folding_verdict(folded({1: [10, 10.1, 9.9], 2: [10, 10.05, 9.95], 4: [12, 12.05, 11.95],
+                                8: [10, 10.05, 9.95]}))
+    assert v.breaking_point == 4 and v.verdicts[8] == "faithful"
+    assert more_points(v, {1: 3, 2: 3, 4: 3, 8: 3}, max_reps=6) == [{"factor": 1, "rep": 3}, {"factor": 4, "rep": 3}]
+    # confirmed by every larger factor: nothing to add
+    v = folding_verdict(folded({1: [10, 10.1, 9.9], 2: [10, 10.05, 9.95], 4: [12, 12.05, 11.95], 8: [15, 15.1, 14.9]}))
+    assert more_points(v, {1: 3, 2: 3, 4: 3, 8: 3}, max_reps=6) == []
+
+
 def test_only_factors_decided_unfaithful_on_intervals_are_settled():
     v = folding_verdict(folded({1: [10, 9, 11], 2: [10, 8, 12], 4: [20, 20.1, 19.9], 8: [30, 31, 29]}))
     assert settled(v) == {4, 8}
@@ -90,7 +101,7 @@ def test_the_initial_design_stops_repeating_a_factor_once_it_is_decided_unfaithf
     out = adaptive.run_adaptive(points=points, resume=False, sweep=sweep, verdict_of=verdict_of, max_reps=5,
                                 budget=600.0, baseline_weight=2)
     assert out.status == "complete"
-    assert [r for f, r in measured if f == 4] == [0, 1]          # settled after two repetitions
+    assert [r for f, r in measured if f == 4] == [0, 1, 2]       # settled after three repetitions
     assert [r for f, r in measured if f == 2] == [0, 1, 2, 3]    # the rest of the design still runs
     assert [r for f, r in measured if f == 1] == list(range(8))  # twice per round
     # each round bracketed by the baseline: 1, 2, (4,) 1

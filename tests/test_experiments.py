@@ -58,6 +58,8 @@ def test_folding_interleaves_repetitions_and_checks_the_tolerance(capsys):
     assert folding.sweep_points([1, 2, 4], 2) == [{"factor": f, "rep": r} for r in (0, 1) for f in (1, 2, 4)]
     a = folding.parse_args(["--factors", "4,1,2,2"])
     assert a.factors == [1, 2, 4] and a.reps == 3
+    assert a.tolerance == 0.10 and folding.parse_args(["--full"]).tolerance == 0.05
+    assert folding.parse_args(["--tolerance", "0.05"]).tolerance == 0.05
     with pytest.raises(SystemExit):
         folding.parse_args(["--tolerance", "5"])
     assert "--tolerance must be a fraction" in capsys.readouterr().err
