@@ -230,23 +230,23 @@ def _overlap(a: list[float], b: list[float]) -> tuple:
 
 
 def test_wifi_scaling_over_ssh_agrees_with_local(lab, tmp_path):
-    """1, 2, 4 phones; per-phone goodput and error rate agree (95 % CIs of the per-phone samples overlap).
-    Latency is not compared: the local backend adds the access point's shared airtime budget, which
-    per-device link emulation does not (docs/backends.md)."""
-    args = ["--phones", "1,2,4", "--seconds", "3"]
+    """1 and 4 phones; per-phone goodput and error rate agree (95 % CIs of the per-phone samples overlap).
+    Latency and the saturation point are compared by tests/test_remote_ap.py (the access point's
+    airtime budget on both backends)."""
+    args = ["--phones", "1,4", "--seconds", "3"]
     r = _run("wifi_scaling", *args, "--inventory", str(lab.inventory), "--results", str(tmp_path / "ssh"))
     assert r.returncode == 0, r.stderr[-3000:]
     r = _run("wifi_scaling", *args, "--results", str(tmp_path / "local"))
     assert r.returncode == 0, r.stderr[-3000:]
     ssh, local = _rows(tmp_path / "ssh", "wifi_scaling"), _rows(tmp_path / "local", "wifi_scaling")
     per_phone = lambda rows: [float(x["value"]) for x in rows if x["metric"] == "goodput_mbit" and x["node"]]  # noqa: E731
-    assert len(per_phone(ssh)) == len(per_phone(local)) == 7
+    assert len(per_phone(ssh)) == len(per_phone(local)) == 5
     ca, cb, ok = _overlap(per_phone(ssh), per_phone(local))
     assert ok, (ca, cb)
     for rows in (ssh, local):
         assert all(float(x["value"]) == 0 for x in rows if x["metric"] == "error_rate")
         # modelled phone power is there on both backends (remote CPU time of each phone's cgroup)
-        assert sum(1 for x in rows if x["metric"] == "power_w" and x["node"].startswith("phone")) == 7
+        assert sum(1 for x in rows if x["metric"] == "power_w" and x["node"].startswith("phone")) == 5
     (run,) = (tmp_path / "ssh" / "wifi_scaling").iterdir()
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["facts"]["backend"] == "ssh"
