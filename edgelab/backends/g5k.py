@@ -229,9 +229,14 @@ class G5kTestbed(NxcTestbed):
             try:
                 super().down()
             finally:
-                if self.provider is not None:
-                    provider, self.provider = self.provider, None
-                    provider.destroy()
+                release_job(self)
+
+
+def release_job(holder: Any) -> None:
+    """Destroy the Grid'5000 job a testbed holds (once: the provider is dropped first)."""
+    if holder.provider is not None:
+        provider, holder.provider = holder.provider, None
+        provider.destroy()
 
 
 def _jobs(provider: Any) -> list:

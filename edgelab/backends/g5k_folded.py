@@ -21,9 +21,9 @@ class G5kFoldedTestbed(FoldedTestbed):
 
     def down(self) -> None:
         """Every share down, then the job destroyed, whatever fails on the way."""
+        from .g5k import release_job
+
         try:
             super().down()
         finally:
-            if self.provider is not None:
-                provider, self.provider = self.provider, None
-                provider.destroy()
+            release_job(self)
