@@ -104,7 +104,13 @@ def teardown(state: dict[str, Any]) -> list[str]:
     # 1b. per-node private directories: mount namespaces, scratch loop devices, files
     from . import privdirs
 
-    problems += privdirs.teardown(state.get("privdirs") or privdirs.discover(tb))
+    priv = state.get("privdirs") or privdirs.discover(tb)
+    if priv and priv.get("nodes"):
+        # A node's mount namespace (and the scratch file system on its loop device) lives as
+        # long as a process in it: wait until the killed processes are gone, or the loop device
+        # stays attached (seen in CI with GlusterFS bricks on scratch disks).
+        cg_thread.join()
+    problems += privdirs.teardown(priv)
 
     # 2. namespaces (their interfaces, qdiscs and firewall rules go with them)
     for ns in namespaces:
