@@ -103,7 +103,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_wifi_scaling_over_ssh_finds_the_local_saturation_point_under_the_capacity(lab, tmp_path):
-    """1-3 phones offering 20 Mbit/s each into one cell: the goodput plateau at the same number of
+    """1-3 phones offering 28 Mbit/s each into a ~52-56 Mbit/s cell: the goodput plateau at the same number of
     phones on both backends (± one step), and the aggregate goodput never above the Bianchi capacity."""
     from analysis.load import load_run
     from analysis.saturation import saturation_for_run
@@ -114,7 +114,7 @@ def test_wifi_scaling_over_ssh_finds_the_local_saturation_point_under_the_capaci
     # The plateau is judged on goodput: with 3 s points, the first point of a sweep sometimes has a
     # p95 latency above the default 500 ms threshold (a cold start; seen once in CI on the local
     # backend at 1 phone), which would call saturation at 1 whatever the goodput does.
-    args = ["--topology", str(topo), "--phones", "1,2,3", "--seconds", "3", "--rate", "5", "--image-kb", "500",
+    args = ["--topology", str(topo), "--phones", "1,2,3", "--seconds", "3", "--rate", "7", "--image-kb", "500",
             "--latency-threshold-ms", "5000"]
     r = _run(*args, "--inventory", str(lab.inventory), "--results", str(tmp_path / "ssh"))
     assert r.returncode == 0, r.stderr[-3000:]
