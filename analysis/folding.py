@@ -266,6 +266,16 @@ class FoldingResult:
         return s
 
 
+def factor_verdict(decisions: set[str]) -> str:
+    """A factor's verdict from its metrics' decisions (see the module docstring): one worse
+    metric makes it unfaithful, then one inconclusive undecided, then one better suspect."""
+    if "worse" in decisions:
+        return "unfaithful"
+    if "inconclusive" in decisions:
+        return "inconclusive"
+    return "better" if "better" in decisions else "faithful"
+
+
 def folding_verdict(df: pd.DataFrame, metrics: Optional[Sequence[str]] = None, *, tolerance: float = 0.05,
                     alpha: float = 0.05, param: str = PARAM, cpus: Optional[int] = None) -> FoldingResult:
     """Per-factor verdicts, the breaking point and the maximum faithful factor, with the table."""
@@ -279,18 +289,10 @@ def folding_verdict(df: pd.DataFrame, metrics: Optional[Sequence[str]] = None, *
     violations: list[tuple[str, int, float]] = []
     for f in factors[1:]:
         at = table[table[param] == f]
-        d = set(at["decision"])
-        if "worse" in d:
-            verdicts[f] = "unfaithful"
-            if first_bad is None:
-                first_bad = f
-                violations = [(r.metric, f, float(r.degradation)) for r in at.itertuples() if r.decision == "worse"]
-        elif "inconclusive" in d:
-            verdicts[f] = "inconclusive"
-        elif "better" in d:
-            verdicts[f] = "better"
-        else:
-            verdicts[f] = "faithful"
+        verdicts[f] = factor_verdict(set(at["decision"]))
+        if verdicts[f] == "unfaithful" and first_bad is None:
+            first_bad = f
+            violations = [(r.metric, f, float(r.degradation)) for r in at.itertuples() if r.decision == "worse"]
     best = factors[0]
     for f in factors[1:]:
         if verdicts[f] != "faithful":

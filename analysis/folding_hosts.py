@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 
 import pandas as pd
 
-from .folding import HOST_SIGNALS, degradation_table, host_signals
+from .folding import HOST_SIGNALS, degradation_table, factor_verdict, host_signals
 from .load import ResultsError
 
 PARAM = "hosts"
@@ -69,16 +69,9 @@ def hosts_verdicts(df: pd.DataFrame, metrics: Optional[Sequence[str]] = None, *,
         violations: dict[int, list[tuple[str, float]]] = {}
         for h in sorted(int(x) for x in table[PARAM].unique() if int(x) != 1):
             at = table[table[PARAM] == h]
-            d = set(at["decision"])
-            if "worse" in d:
-                verdicts[h] = "unfaithful"
+            verdicts[h] = factor_verdict(set(at["decision"]))
+            if verdicts[h] == "unfaithful":
                 violations[h] = [(r.metric, float(r.degradation)) for r in at.itertuples() if r.decision == "worse"]
-            elif "inconclusive" in d:
-                verdicts[h] = "inconclusive"
-            elif "better" in d:
-                verdicts[h] = "better"
-            else:
-                verdicts[h] = "faithful"
         out[f] = HostsVerdict(f, tolerance, alpha, table, verdicts, violations,
                               not bool(table["ci_defined"].all()), host_signals(sub, PARAM))
     return out
