@@ -44,7 +44,7 @@ from ..model import Host
 from ..plan import Plan
 from . import multihost as mh
 from .inventory import Device, Inventory, load_inventory
-from .transport import PYTHON_WORDS, RemoteError, Transport, cpu_read_script, parse_cpu_read
+from .transport import PYTHON_WORDS, RemoteError, Transport, cpu_read_script, parse_cpu_read, teardown
 
 #: How long one host may take to build its share (a 100-node share takes seconds on a laptop).
 SHARE_UP_TIMEOUT = 300.0
@@ -286,13 +286,7 @@ class FoldedTestbed(Testbed):
                 return
             self._down = True
         t0 = time.monotonic()
-        problems: list[str] = []
-        try:
-            self.transport.kill_all()
-        except BackendError as exc:
-            problems.append(str(exc))
-        problems += down_shares(self.transport, self.multihost)
-        self.transport.close()
+        problems = teardown(self.transport, lambda: down_shares(self.transport, self.multihost))
         self.timings["down"] = time.monotonic() - t0
         if problems:
             raise BackendError(f"teardown of testbed {self.name!r} left: " + "; ".join(problems)

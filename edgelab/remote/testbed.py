@@ -32,7 +32,7 @@ from ..errors import BackendError
 from ..model import LinkParams
 from ..plan import Plan
 from . import ap as apmod
-from .transport import RemoteError, Transport
+from .transport import RemoteError, Transport, teardown
 
 
 def link_tag(testbed: str, node: str) -> str:
@@ -280,14 +280,8 @@ class RemoteTestbed(Testbed):
                 return
             self._down = True
         t0 = time.monotonic()
-        problems: list[str] = []
-        try:
-            self.transport.kill_all()
-        except BackendError as exc:
-            problems.append(str(exc))
-        problems += apmod.clear_cells(self.transport, self.cell_state)
-        problems += self.clear_links()
-        self.transport.close()
+        problems = teardown(self.transport, lambda: apmod.clear_cells(self.transport, self.cell_state)
+                            + self.clear_links())
         self.timings["down"] = time.monotonic() - t0
         if problems:
             raise BackendError(f"teardown of testbed {self.name!r} left: " + "; ".join(problems))
