@@ -41,9 +41,9 @@ cannot make them a breaking point at this tolerance and level. The breaking
 point is the smallest unfaithful factor; the maximum faithful factor is the
 largest one such that it and every smaller factor are faithful, and the
 maximum factor without degradation the largest such that it and every smaller
-factor are faithful, not worse or better. When a factor or the baseline has a single repetition no
-interval exists; the decision then falls back to the mean deviation and the
-result says so (``judged_on_mean``).
+factor are faithful, not worse or better. When a factor or the baseline has a
+single repetition no interval exists; the decision then falls back to the mean
+deviation and the result says so (``judged_on_mean``).
 
 Host overload signals recorded with each point (``host_cpu_busy``,
 ``host_runqueue``, ``host_cpu_pressure``, ``host_cpu_softirq``,
