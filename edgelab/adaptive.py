@@ -175,9 +175,11 @@ def _rounds(points: list[dict], resume: Any, sweep: dict, verdict_of: Callable[[
                           highlight=False, soft_wrap=True)
             break
         cut = "" if len(fits) == len(extra) else f" ({len(fits)} of {len(extra)} points: what fits the budget)"
-        factors = sorted({p["factor"] for p in fits})
-        console.print(f"adaptive round: factors {', '.join(map(str, factors))} undecided; one more repetition each"
-                      + (f" ({baseline_weight} of the baseline)" if baseline_weight > 1 else "") + cut,
+        factors = sorted({p["factor"] for p in fits} - {base})
+        nbase = sum(p["factor"] == base for p in fits)
+        console.print(f"adaptive round: factors {', '.join(map(str, factors))} undecided; one more repetition each, "
+                      + (f"with {nbase} of the baseline" if nbase else
+                         "not the baseline (Dunnett's allocation: it is precise enough)") + cut,
                       highlight=False, soft_wrap=True)
         points = points + fits
         outcome = run_sweep(points=points, resume=outcome.run.path, **sweep)
