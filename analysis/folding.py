@@ -47,7 +47,9 @@ deviation and the result says so (``judged_on_mean``).
 
 Host overload signals recorded with each point (``host_cpu_busy``,
 ``host_runqueue``, ``host_cpu_pressure``, ``host_cpu_softirq``,
-``host_foreign_cpu``; see :mod:`edgelab.hostload`) are averaged per factor and
+``host_foreign_cpu``, and with the fallback link engine the delayer's release
+lateness ``host_delayer_late_ms`` / ``host_delayer_late_share``; see
+:mod:`edgelab.hostload`) are averaged per factor and
 name the cause of an unfaithful factor; where other work than the testbed used
 the host's CPU, the verdict says which factors it touched.
 """
@@ -72,11 +74,15 @@ HIGHER_IS_BETTER_PREFIXES = ("requests_per_s", "goodput", "throughput", "invocat
 
 #: Host signals recorded by edgelab.hostload, with how each is shown.
 HOST_SIGNALS = {"host_cpu_busy": "CPU busy", "host_runqueue": "run queue", "host_cpu_pressure": "CPU pressure",
-                "host_cpu_softirq": "softirq", "host_foreign_cpu": "other work"}
+                "host_cpu_softirq": "softirq", "host_foreign_cpu": "other work",
+                "host_delayer_late_ms": "delayer lateness (ms)", "host_delayer_late_share": "packets > 1 ms late"}
 
 #: ``host_foreign_cpu`` from which a point's host counts as shared with other work
 #: (edgelab.hostload.FOREIGN_SHARED; repeated here so analysis needs no edgelab import).
 FOREIGN_SHARED = 0.15
+
+#: ``host_delayer_late_ms`` from which the link emulation could not keep up (edgelab.hostload.DELAYER_LATE_MS).
+DELAYER_LATE_MS = 1.0
 
 FACTOR_VERDICTS = ("faithful", "unfaithful", "better", "not worse", "inconclusive")
 
@@ -181,6 +187,9 @@ def _overload_phrases(sig: dict[str, float], cpus: Optional[int]) -> list[str]:
         out.append(f"softirq {sig['host_cpu_softirq']:.0%} of CPU time")
     if sig.get("host_foreign_cpu", 0) >= FOREIGN_SHARED:
         out.append(f"other work (not the testbed) used {sig['host_foreign_cpu']:.0%} of the host's CPU")
+    if sig.get("host_delayer_late_ms", 0) >= DELAYER_LATE_MS:
+        out.append(f"the link delayer released packets {sig['host_delayer_late_ms']:.1f} ms late on average "
+                   f"({sig.get('host_delayer_late_share', 0):.0%} more than 1 ms late)")
     return out
 
 

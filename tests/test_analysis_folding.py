@@ -120,6 +120,12 @@ def test_host_signals_name_the_cause_of_the_break():
     assert res.breaking_point == 4
     text = res.describe()
     assert "host CPU 98% busy" in text and "run queue 6.0 on 2 CPUs" in text
+    # the link delayer falling behind is named too, and its signals are not judged as metrics
+    late = folded({1: [0.02] * 3, 2: [0.03] * 3, 4: [2.5, 2.6, 2.4]}, metric="host_delayer_late_ms")
+    share = folded({1: [0.0] * 3, 2: [0.0] * 3, 4: [0.4] * 3}, metric="host_delayer_late_share")
+    res = folding_verdict(pd.concat([df, late, share]), tolerance=0.05)
+    assert set(res.table["metric"]) == {"latency_ms_p95"}
+    assert "the link delayer released packets 2.5 ms late on average (40% more than 1 ms late)" in res.describe()
     # without overload at the break, the verdict says that no signal explains it
     calm = folded({1: [0.2] * 3, 2: [0.2] * 3, 4: [0.25] * 3}, metric="host_cpu_busy")
     assert "no host overload signal" in folding_verdict(pd.concat([df, calm]), ["latency_ms_p95"]).describe()

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..backends import Testbed
-from ..hostload import HostLoadSampler, active_warmer, testbed_cpu_counter
+from ..hostload import HostLoadSampler, active_warmer, testbed_cpu_counter, testbed_delayer_counters
 from ..measure import percentile
 from ..results import Measurement
 from ..health import Measured, process_alive, service_errors
@@ -65,7 +65,8 @@ def run_fold(tb: Testbed, load: FoldLoad, raw: Path) -> list[Measurement]:
         cpu = CpuMeter(tb, phones).start()
         remote_hosts = getattr(tb, "host_load_sampler", None)   # a testbed folded over several hosts
         host = (remote_hosts().start() if remote_hosts is not None else
-                HostLoadSampler(warmer=active_warmer(), own_cpu=testbed_cpu_counter(tb)).start() if _host_is_here(tb)
+                HostLoadSampler(warmer=active_warmer(), own_cpu=testbed_cpu_counter(tb),
+                                delayer=testbed_delayer_counters(tb)).start() if _host_is_here(tb)
                 else None)
         summary = json.loads(gate.collect(timeout=load.seconds + 60)[server])
         cpu.stop()

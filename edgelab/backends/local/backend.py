@@ -250,6 +250,16 @@ class LocalTestbed(Testbed):
             "link_delayer": self.delayer_facts(),
         }
 
+    def delayer_lateness(self) -> Optional[Any]:
+        """The shared delayer's cumulative release-lateness counters
+        (:class:`edgelab.linkemu.lateness.Lateness`), or None without a fallback delayer."""
+        emu = self.emulator
+        if emu is None or getattr(emu, "engine", None) != "fallback":
+            return None
+        from ...linkemu import lateness
+
+        return lateness.read(emu.state_dir)
+
     def delayer_facts(self) -> Optional[dict]:
         """The shared link-emulation delayer: pid, queues, its cgroup and the CPU it used so far
         (its packets' cost is not charged to any node; this is where it went)."""
