@@ -261,6 +261,19 @@ def test_peer_side_delay_matches_the_bridge_port_with_physdev():
                      "phone-1", "-j", "NFQUEUE", "--queue-num", "1001"]]
 
 
+def test_a_control_port_returns_before_the_queue_in_both_directions():
+    specs = C.nfqueue_rule_specs("eth0", 7, 8, control_port=8022)
+    assert specs == [
+        ["PREROUTING", "-i", "eth0", "-p", "tcp", "--dport", "8022", "-j", "RETURN"],
+        ["PREROUTING", "-i", "eth0", "-j", "NFQUEUE", "--queue-num", "7"],
+        ["POSTROUTING", "-o", "eth0", "-p", "tcp", "--sport", "8022", "-j", "RETURN"],
+        ["POSTROUTING", "-o", "eth0", "-j", "NFQUEUE", "--queue-num", "8"]]
+    # deleted with the same port, or the RETURN rules would stay behind
+    dels = C.iptables_nfqueue_cmds("eth0", 7, 8, delete=True, families=("iptables",), control_port=8022)
+    assert [c[5:] for c in dels] == specs and all(c[4] == "-D" for c in dels)
+    assert C.nfqueue_rule_specs("eth0", 7, 8) == [specs[1], specs[3]]
+
+
 def test_batched_peer_side_rules_are_one_restore_and_one_nft_transaction():
     specs = C.nfqueue_rule_specs("phone-1", 1000, None, bridge_port=True) + \
         C.nfqueue_rule_specs("phone-2", 1001, None, bridge_port=True)

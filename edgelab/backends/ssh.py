@@ -204,7 +204,9 @@ class SshBackend(Backend):
             if self.linkemu:
                 for node, links in link_plan(plan, tr, plan.topology.name).items():
                     for dev, link in links:
-                        lines.append(f"  on {node}: {' '.join(linkemu_argv('apply', dev, link_tag(plan.topology.name, node), link, self.engine))}")
+                        argv = linkemu_argv('apply', dev, link_tag(plan.topology.name, node), link, self.engine,
+                                            keep_tcp_port=inv.device(node).port)
+                        lines.append(f"  on {node}: {' '.join(argv)}")
             def ifname(n: str) -> str:   # as RemoteTestbed.data_ifname
                 d = inv.device(n)
                 itfs = plan.node(n).interfaces if n in {x.name for x in plan.nodes} else ()

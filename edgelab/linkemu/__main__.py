@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--loss-pct", type=float, default=0.0)
     a.add_argument("--engine", choices=["auto", "netem", "fallback"], default="auto")
     a.add_argument("--tag", default="edgelab")
+    a.add_argument("--keep-tcp-port", type=int, default=None, metavar="PORT",
+                   help="TCP to and from this port (the controller's SSH) skips the userspace delayer, so a "
+                        "delayer that dies does not cut the device off from whoever must clear it")
     a.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
     a.add_argument("--report-engine", action="store_true",
                    help="print the engine used (netem or fallback) on stdout once applied")
@@ -142,7 +145,10 @@ def main(argv: list[str] | None = None) -> int:
                     print(" ".join(cmd))
                 return 0
             emu = LinkEmulator(None if ns.engine == "auto" else ns.engine, tag=ns.tag)
-            emu.apply_link(None, ns.dev, None, None, link)
+            if ns.keep_tcp_port is not None and not 0 < ns.keep_tcp_port < 65536:
+                print(f"error: --keep-tcp-port must be a TCP port (1-65535), got {ns.keep_tcp_port}", file=sys.stderr)
+                return 2
+            emu.apply_link(None, ns.dev, None, None, link, control_port=ns.keep_tcp_port)
             if ns.report_engine:
                 print(emu.engine)
         elif ns.cmd == "rate":

@@ -403,7 +403,7 @@ def nft_loss_clear_cmds(tag: str, dev: str, family: str = "inet") -> list[list[s
 # ------------------------------------------------------- iptables (NFQUEUE)
 
 def nfqueue_rule_specs(dev: str, q_in: int, q_out: Optional[int] = None, *,
-                       bridge_port: bool = False) -> list[list[str]]:
+                       bridge_port: bool = False, control_port: Optional[int] = None) -> list[list[str]]:
     """The mangle rules (without -A/-D) sending ``dev``'s traffic to the delayer.
 
     ``q_out`` None: arriving traffic only. ``bridge_port``: ``dev`` is a port of
@@ -411,24 +411,33 @@ def nfqueue_rule_specs(dev: str, q_in: int, q_out: Optional[int] = None, *,
     br_netfilter). No ``--queue-bypass``: if the delayer is not running,
     packets are dropped, which shows up at once, instead of silently passing
     undelayed.
+
+    ``control_port``: a device's own interface also carries its controller's SSH session
+    (``edgelab.remote``); TCP to and from that port returns before the queue, so a delayer
+    that dies leaves the device reachable — to be reported and cleared — instead of cut off
+    until someone reboots it. Only that port's traffic skips the delay; rate and loss still apply.
     """
     match = ["-m", "physdev", "--physdev-in", dev] if bridge_port else ["-i", dev]
-    specs = [["PREROUTING", *match, "-j", "NFQUEUE", "--queue-num", str(q_in)]]
+    keep_in = ([["PREROUTING", *match, "-p", "tcp", "--dport", str(control_port), "-j", "RETURN"]]
+               if control_port else [])
+    specs = keep_in + [["PREROUTING", *match, "-j", "NFQUEUE", "--queue-num", str(q_in)]]
     if q_out is not None:
         # A bridge port: frames the bridge forwards out of it (br_netfilter runs POSTROUTING
         # for them), i.e. the delay of frames to the node behind the port.
         out = ["-m", "physdev", "--physdev-out", dev] if bridge_port else ["-o", dev]
+        if control_port:
+            specs.append(["POSTROUTING", *out, "-p", "tcp", "--sport", str(control_port), "-j", "RETURN"])
         specs.append(["POSTROUTING", *out, "-j", "NFQUEUE", "--queue-num", str(q_out)])
     return specs
 
 
 def iptables_nfqueue_cmds(dev: str, q_in: int, q_out: Optional[int] = None, *, delete: bool = False,
                           families: tuple[str, ...] = ("iptables", "ip6tables"),
-                          bridge_port: bool = False) -> list[list[str]]:
+                          bridge_port: bool = False, control_port: Optional[int] = None) -> list[list[str]]:
     op = "-D" if delete else "-A"
     cmds = []
     for tool in families:
-        for spec in nfqueue_rule_specs(dev, q_in, q_out, bridge_port=bridge_port):
+        for spec in nfqueue_rule_specs(dev, q_in, q_out, bridge_port=bridge_port, control_port=control_port):
             cmds.append([tool, "-w", "-t", "mangle", op, spec[0], *spec[1:]])
     return cmds
 

@@ -358,7 +358,7 @@ class LinkEmulator:
     # ------------------------------------------------------------ public API
     def apply_link(self, ns: Optional[str], dev: str, peer_ns: Optional[str], peer_dev: Optional[str],
                    link: LinkParams, *, defer_peer: bool = False,
-                   peer_is_bridge_port: Optional[bool] = None) -> None:
+                   peer_is_bridge_port: Optional[bool] = None, control_port: Optional[int] = None) -> None:
         """Impair ``dev`` (and its peer end) with ``link``.
 
         ``defer_peer``: queue the fallback's peer-side loss and delay (see below)
@@ -366,6 +366,8 @@ class LinkEmulator:
         needs in one transaction: an access point with N stations then costs one
         delayer reload and one iptables-restore instead of N of each.
         ``peer_is_bridge_port``: what the caller knows of ``peer_dev`` (None: ask the kernel).
+        ``control_port``: TCP port of the controller's session on ``dev`` (a remote device's SSH),
+        kept out of the fallback's delayer (:func:`~edgelab.linkemu.commands.nfqueue_rule_specs`).
         """
         where = f"link {ns or '(current)'}/{dev}"
         _check_link(link, where)
@@ -427,7 +429,9 @@ class LinkEmulator:
                                              "dev": dev, "dir": d}
                 rec["queues"] = qs if n == 2 else [qs[0], None]
                 rec["families"] = self._families(ns)
-                specs = C.nfqueue_rule_specs(dev, *rec["queues"])
+                if control_port:
+                    rec["control_port"] = int(control_port)
+                specs = C.nfqueue_rule_specs(dev, *rec["queues"], control_port=rec.get("control_port"))
                 if defer_peer:
                     # One delayer reload for every namespace at flush time, then the rules.
                     self._save(ns, cfg)
@@ -794,7 +798,8 @@ class LinkEmulator:
             if rec.get("queues"):
                 q_in, q_out = rec["queues"]
                 run_all(ns, C.iptables_nfqueue_cmds(dev, q_in, q_out, delete=True,
-                                                    families=tuple(rec.get("families", ["iptables"]))), check=False)
+                                                    families=tuple(rec.get("families", ["iptables"])),
+                                                    control_port=rec.get("control_port")), check=False)
                 for q in rec["queues"]:
                     cfg["queues"].pop(str(q), None)
             if rec.get("loss"):
@@ -930,7 +935,8 @@ def cleanup(state: dict) -> None:
             for dev, rec in cfg.get("links", {}).items():
                 if rec.get("queues"):
                     run_all(ns, C.iptables_nfqueue_cmds(dev, *rec["queues"], delete=True,
-                                                        families=tuple(rec.get("families", ["iptables"]))),
+                                                        families=tuple(rec.get("families", ["iptables"])),
+                                                        control_port=rec.get("control_port")),
                             check=False)
                 if rec.get("peer_side"):
                     _remove_peer_side_rules(tag, rec["peer_side"])

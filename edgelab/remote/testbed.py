@@ -47,12 +47,16 @@ def impaired(link: LinkParams) -> bool:
 
 
 def linkemu_argv(action: str, dev: str, tag: str, link: Optional[LinkParams] = None,
-                 engine: str = "auto", python: str = "python3") -> list[str]:
-    """``python3 -m edgelab.linkemu apply|clear ...`` for one device interface."""
+                 engine: str = "auto", python: str = "python3", keep_tcp_port: Optional[int] = None) -> list[str]:
+    """``python3 -m edgelab.linkemu apply|clear ...`` for one device interface; ``keep_tcp_port``:
+    the device's SSH port, kept out of the userspace delayer (a dead delayer must not cut the
+    controller off from the device it then has to report on and clear)."""
     argv = [python, "-m", "edgelab.linkemu", action, "--dev", dev, "--tag", tag, "--engine", engine]
     if action == "apply" and link is not None:
         argv += ["--rate-mbit", f"{link.rate_mbit:g}", "--delay-ms", f"{link.delay_ms:g}",
                  "--jitter-ms", f"{link.jitter_ms:g}", "--loss-pct", f"{link.loss_pct:g}"]
+        if keep_tcp_port:
+            argv += ["--keep-tcp-port", str(keep_tcp_port)]
     return argv
 
 
@@ -153,8 +157,9 @@ class RemoteTestbed(Testbed):
         cmds = {}
         for node, links in todo.items():
             tag = link_tag(self.name, node)
-            py = self.transport.device(node).python   # a shell string's words are not rewritten: say it here
-            cmds[node] = " && ".join(shlex.join(linkemu_argv("apply", dev, tag, link, self.engine, py)
+            d = self.transport.device(node)
+            py = d.python   # a shell string's words are not rewritten: say it here
+            cmds[node] = " && ".join(shlex.join(linkemu_argv("apply", dev, tag, link, self.engine, py, d.port)
                                                 + ["--report-engine"]) for dev, link in links)
         with self._lock:
             for node, links in todo.items():   # recorded before running: a half-applied node is cleared too
