@@ -1,10 +1,14 @@
 """LinkEmulator: applies LinkParams to veth pairs / interfaces with netem or the fallback.
 
-Per namespace, the fallback engine keeps one JSON file in ``state_dir``
-(``<ns>.json``; ``_root`` for the current namespace) that is both the
-delayer's config and the record of what was installed per interface, so
-that ``clear`` works from another process (the CLI's ``clear`` on a real
-node) and ``cleanup`` can undo a crashed emulator's work.
+Per namespace, the fallback engine keeps one JSON record in ``state_dir``
+(``<ns>.json``; ``_root`` for the current namespace) of what was installed per
+interface and the queues the shared delayer serves there, so that ``clear``
+works from another process (the CLI's ``clear`` on a real node) and ``cleanup``
+can undo a crashed emulator's work. :meth:`LinkEmulator.apply_links` records
+the namespaces it is the first to touch in one file instead (``links.json``,
+namespace key -> record): a hundred stations are then one write at bring-up
+and one unlink at teardown, not a hundred of each. A namespace's own file,
+once written (any later change to it), takes precedence over its entry there.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ QUEUE_BASE = 1000
 #: Threads running apply_links' iptables-restore processes (one per namespace with NFQUEUE rules).
 RESTORE_WORKERS = 8
 DELAYER_KEY = "_delayer"   # its Popen in LinkEmulator._procs
+BULK_RECORD = "links.json"  # apply_links' records of the namespaces it created records for
 READY_TIMEOUT_S = 10.0
 _PKG_ROOT = str(Path(__file__).resolve().parents[2])
 _TAG = re.compile(r"[A-Za-z0-9_-]{1,24}")
@@ -125,6 +130,7 @@ class LinkEmulator:
         self._procs: dict[str, subprocess.Popen] = {}
         self._ifbs: list[dict] = []   # {"ns": ns, "name": ifb}
         self._touched: set[str] = set()
+        self._bulk: Optional[dict[str, dict]] = None   # links.json, read once (apply_links)
         # One lock per namespace: links of many nodes share a peer namespace (the
         # access point's), whose record and delayer they all update.
         self._locks: dict[str, threading.RLock] = {}
@@ -165,7 +171,16 @@ class LinkEmulator:
                 return json.loads(read_own(p))
             except (UnsafePathError, OSError, ValueError) as e:
                 raise BackendError(f"link emulation record {p}: {e}") from None
+        bulk = self._bulk_records().get(_ns_key(ns))
+        if bulk is not None:
+            return json.loads(json.dumps(bulk))   # a copy: callers change it and _save it as the ns's own
         return {"generation": 0, "ns": ns, "tag": self.tag, "pid": None, "queues": {}, "links": {}}
+
+    def _bulk_records(self) -> dict[str, dict]:
+        """``links.json`` (see the module docstring), read once per emulator."""
+        if self._bulk is None:
+            self._bulk = read_bulk_records(self.state_dir)
+        return self._bulk
 
     def _ensure_state_dir(self) -> None:
         """Create the state directory, or accept it only if it is ours alone (root writes here:
@@ -177,7 +192,8 @@ class LinkEmulator:
 
     def _save(self, ns: Optional[str], cfg: dict) -> None:
         self._ensure_state_dir()
-        write_atomic(self._cfg_path(ns), json.dumps(cfg, indent=1))
+        # not fsynced: the objects it records do not outlive the machine (safefs.write_atomic)
+        write_atomic(self._cfg_path(ns), json.dumps(cfg, indent=1), durable=False)
         self._touched.add(_ns_key(ns))
 
     # --------------------------------------------------------------- delayer
@@ -554,14 +570,22 @@ class LinkEmulator:
                     q_in, q_out = queue(ns, link, dev, "in"), queue(ns, link, dev, "out")
                     rec["queues"], rec["families"] = [q_in, q_out], self._families(ns)
                     specs.setdefault(_ns_key(ns), []).extend(C.nfqueue_rule_specs(dev, q_in, q_out))
-        # Recorded before installing: one write per namespace (compact JSON, the directory
-        # checked once).
+        # Recorded before installing (compact JSON, the directory checked once): a namespace
+        # that has a record file of its own keeps it; the others, all of them on a fresh
+        # bring-up, go into one file together (BULK_RECORD), a write instead of a hundred.
         self._ensure_state_dir()
+        bulk = dict(self._bulk_records())
         for key, c in cfgs.items():
             ns = None if key == "_root" else key
             with self._lock(ns):
-                write_atomic(self._cfg_path(ns), json.dumps(c, separators=(",", ":")))
+                if os.path.lexists(self._cfg_path(ns)):
+                    write_atomic(self._cfg_path(ns), json.dumps(c, separators=(",", ":")), durable=False)
+                else:
+                    bulk[key] = c
                 self._touched.add(key)
+        if bulk != self._bulk_records():
+            write_atomic(self.state_dir / BULK_RECORD, json.dumps(bulk, separators=(",", ":")), durable=False)
+            self._bulk = bulk
         netlink.commit()
         if specs:
             # The delayer binds every queue (one reload for all namespaces) before rules point at them.
@@ -827,6 +851,8 @@ class LinkEmulator:
             for suffix in ("", ".ready", ".log"):
                 Path(str(self._cfg_path(ns)) + suffix).unlink(missing_ok=True)
             self._touched.discard(key)
+        (self.state_dir / BULK_RECORD).unlink(missing_ok=True)
+        self._bulk = None
         for i in self._ifbs:
             if _netns_exists(i["ns"]):
                 run(i["ns"], ["ip", "link", "del", i["name"]], check=False)
@@ -913,9 +939,29 @@ def _netns_exists(ns: Optional[str]) -> bool:
     return ns is None or Path(f"/run/netns/{ns}").exists()
 
 
+def read_bulk_records(state_dir: Path) -> dict[str, dict]:
+    """The records :meth:`LinkEmulator.apply_links` wrote together (``links.json``), {} if none."""
+    p = Path(state_dir) / BULK_RECORD
+    if not os.path.lexists(p):
+        return {}
+    try:
+        data = json.loads(read_own(p))
+    except (UnsafePathError, OSError, ValueError) as e:
+        raise BackendError(f"link emulation record {p}: {e}") from None
+    if not isinstance(data, dict):
+        raise BackendError(f"link emulation record {p}: not a mapping of namespaces to records")
+    return data
+
+
 def cleanup(state: dict) -> None:
     """Undo what a crashed LinkEmulator left (from its ``state()``); tolerant of things gone."""
     tag = state.get("tag", "edgelab")
+    bulk: dict = {}
+    if state.get("state_dir") and state.get("delayers"):
+        try:
+            bulk = read_bulk_records(Path(state["state_dir"]))
+        except BackendError:
+            pass   # unreadable: its namespaces' links are undone by removing the namespaces, or not at all
     for d in state.get("delayers", []):
         ns, cfg_path = d.get("ns"), d.get("config", "")
         cfg: dict = {}
@@ -923,7 +969,7 @@ def cleanup(state: dict) -> None:
             with open(cfg_path) as f:
                 cfg = json.loads(f.read())
         except (OSError, ValueError):
-            pass
+            cfg = bulk.get(Path(cfg_path).name[:-len(".json")], {}) if cfg_path.endswith(".json") else {}
         if not cfg and not d.get("pid"):
             continue   # no record left (and no delayer): nothing to undo
         if _netns_exists(ns):
@@ -947,6 +993,8 @@ def cleanup(state: dict) -> None:
                 os.unlink(cfg_path + suffix)
             except FileNotFoundError:
                 pass
+    if state.get("state_dir") and state.get("delayers"):
+        (Path(state["state_dir"]) / BULK_RECORD).unlink(missing_ok=True)
     shared = dict(state.get("delayer") or {})
     if not shared and state.get("state_dir"):
         shared = {"config": str(Path(state["state_dir"]) / "delayer.json")}

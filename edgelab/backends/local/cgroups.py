@@ -172,23 +172,34 @@ def kill_all(dirs: list[Path], timeout: float = 5.0) -> None:
 def remove(dirs: list[Path], timeout: float = 5.0) -> None:
     """Remove cgroup directories (deepest first), tolerating ones already gone.
 
-    rmdir of a cgroup whose last process just died can fail with EBUSY for a
-    moment while the kernel finishes the exit, so it is retried briefly.
+    One ``rmdir`` pass over all of them, then passes over the ones that refused
+    (EBUSY: a process just SIGKILLed has not finished exiting; each refusal is a
+    failed system call, no wait): a teardown that killed the processes a moment
+    before pays no wait per directory, only for the few whose processes are
+    still dying, whom :func:`kill_all` then signals again and waits for.
     """
-    for d in sorted(dirs, key=lambda p: -len(p.parts)):
-        deadline = time.monotonic() + timeout
-        while True:
+    pending = sorted(dirs, key=lambda p: -len(p.parts))
+    deadline = time.monotonic() + timeout
+    pause = 0.0005
+    first = True
+    while pending:
+        busy = []
+        for d in pending:
             try:
-                d.rmdir()
-                break
+                os.rmdir(d)
             except FileNotFoundError:
-                break
+                pass
             except OSError as e:
-                if e.errno in (errno.EBUSY, errno.ENOTEMPTY) and time.monotonic() < deadline:
-                    kill_all([d], timeout=max(0.1, deadline - time.monotonic()))
-                    time.sleep(0.01)
-                    continue
-                raise BackendError(f"cannot remove cgroup {d}: {e}") from None
+                if e.errno not in (errno.EBUSY, errno.ENOTEMPTY) or time.monotonic() >= deadline:
+                    raise BackendError(f"cannot remove cgroup {d}: {e}") from None
+                busy.append(d)
+        pending = busy
+        if pending:
+            if not first:   # still busy after a pass: make sure nothing in them still runs
+                kill_all(pending, timeout=max(0.1, deadline - time.monotonic()))
+            first = False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.01)
 
 
 def remove_if_empty(d: Path) -> None:

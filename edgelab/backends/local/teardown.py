@@ -66,24 +66,37 @@ def teardown(state: dict[str, Any]) -> list[str]:
     roots = state.get("cgroup_roots") or cgroups.detect_layout().roots
     rels = set(state.get("cgroups", []))
     for root in set(roots.values()):  # also node cgroups a crash left unrecorded
-        base = Path(root) / cgroup_rel(tb)
-        if base.is_dir():
-            for d in base.iterdir():
-                try:
-                    if d.is_dir():
-                        # the shared link-emulation delayer's cgroup, else a node's
-                        rels.add(f"{cgroup_rel(tb)}/{DELAYER_CGROUP}" if d.name == DELAYER_CGROUP
-                                 else cgroup_rel(tb, d.name))
-                except BackendError:
-                    problems.append(f"cgroup {d} is not named as a node: left in place")
-    cg_dirs = cgroups.all_dirs(roots, sorted(rels))
+        try:
+            with os.scandir(Path(root) / cgroup_rel(tb)) as it:   # d_type: no stat per entry
+                entries = [d.name for d in it if d.is_dir(follow_symlinks=False)]
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for name in entries:
+            try:
+                # the shared link-emulation delayer's cgroup, else a node's
+                rels.add(f"{cgroup_rel(tb)}/{DELAYER_CGROUP}" if name == DELAYER_CGROUP
+                         else cgroup_rel(tb, name))
+            except BackendError:
+                problems.append(f"cgroup {Path(root) / cgroup_rel(tb) / name} is not named as a node: "
+                                "left in place")
+    # The delayer's cgroup last: its process (SIGKILLed below) closes hundreds of queue
+    # sockets on exit, so it is the one most likely to be still busy.
+    dl_rel = f"{cgroup_rel(tb)}/{DELAYER_CGROUP}"
+    order = sorted(rels - {dl_rel}) + ([dl_rel] if dl_rel in rels else [])
+    cg_dirs = cgroups.all_dirs(roots, order)
+    # Every process a node runs is written into each hierarchy's cgroup (v1: cpu, cpuacct,
+    # memory; backend._preexec), so one hierarchy's cgroup.procs finds them all: a third of the
+    # reads. One that escaped into another hierarchy only would keep that cgroup busy, and
+    # cgroups.remove kills what it finds there before it gives up.
+    first_root = next(iter(dict.fromkeys(roots.values())), None)
+    kill_dirs = cgroups.all_dirs({"first": first_root}, order) if first_root else []
 
     # 1. processes: SIGKILL everything in our cgroups (one pass over all of them, the delayer's
     #    too) without waiting for them to exit: the namespaces and files are removed while they
     #    die (a killed process cannot do anything more in them), and the cgroup thread below
     #    waits for each cgroup to empty before its rmdir. Then whatever else is in our
     #    namespaces (children that escaped nothing: ours by construction).
-    killed = cgroups.signal_all(cg_dirs)
+    killed = cgroups.signal_all(kill_dirs)
     survivors = netns.kill_pids(set(netns.pids_in(namespaces)) - killed)
     if survivors:
         problems.append(f"processes {survivors} in the testbed's namespaces survive SIGKILL")
@@ -93,7 +106,8 @@ def teardown(state: dict[str, Any]) -> list[str]:
 
     def remove_cgroups() -> None:
         try:
-            cgroups.kill_all(cg_dirs)
+            # rmdir at once: a cgroup still busy with a dying process refuses (EBUSY) and is
+            # retried after the pass; cgroups.remove signals again whatever is still there.
             cgroups.remove(cg_dirs)
         except BackendError as e:
             cg_problems.append(str(e))
@@ -135,10 +149,17 @@ def teardown(state: dict[str, Any]) -> list[str]:
             # holding them is removed below.
             delayers = []
         elif state_dir:
+            from ...linkemu.emulator import read_bulk_records
+
             known = {d.get("config") for d in delayers}
+            try:
+                bulk = read_bulk_records(Path(state_dir))   # apply_links' records, in one file
+            except BackendError as e:
+                bulk = {}
+                problems.append(str(e))
             for ns in namespaces:
                 cfg = f"{state_dir}/{ns}.json"
-                if cfg not in known and Path(cfg).exists():
+                if cfg not in known and (ns in bulk or Path(cfg).exists()):
                     delayers.append({"ns": ns, "pid": None, "config": cfg})
         try:
             cleanup({**emu, "delayers": delayers, "ifbs": [i for i in emu.get("ifbs", []) if not i.get("ns")]})
