@@ -266,9 +266,12 @@ class LinkEmulator:
         self._save(ns, cfg)
         self._delayer_sync_many([ns], {_ns_key(ns): cfg})
 
-    def _delayer_sync_many(self, spaces: list[Optional[str]], cfgs: Optional[dict] = None) -> None:
+    def _delayer_sync_many(self, spaces: list[Optional[str]], cfgs: Optional[dict] = None,
+                           wait: bool = True) -> Optional[tuple[int, int]]:
         """Make the shared delayer serve the recorded queues of every namespace in ``spaces``:
-        one reload (or start, or stop) for all of them, and wait until it has bound them."""
+        one reload (or start, or stop) for all of them, and wait until it has bound them.
+        ``wait=False``: return ``(pid, generation)`` to hand to :meth:`_dl_wait` instead of
+        waiting (None: nothing to wait for), so the caller can do other work meanwhile."""
         with self._dl_lock:
             d = self._dl_load()
             pid = d.get("pid")
@@ -319,8 +322,16 @@ class LinkEmulator:
                 gen = d["generation"]
                 self._dl_save(d)
                 os.kill(pid, signal.SIGHUP)
-        self._wait_ready(pid, gen)
-        self._dl_started = True
+        if not wait:
+            return pid, gen
+        self._dl_wait((pid, gen))
+        return None
+
+    def _dl_wait(self, pending: Optional[tuple[int, int]]) -> None:
+        """Wait until the delayer has loaded a reload that ``_delayer_sync_many(wait=False)`` began."""
+        if pending is not None:
+            self._wait_ready(*pending)
+            self._dl_started = True
 
     def _dl_death(self, pid: int, d: dict) -> str:
         """What to say about a delayer that died while it carried links."""
@@ -587,30 +598,44 @@ class LinkEmulator:
             write_atomic(self.state_dir / BULK_RECORD, json.dumps(bulk, separators=(",", ":")), durable=False)
             self._bulk = bulk
         netlink.commit()
-        if specs:
-            # The delayer binds every queue (one reload for all namespaces) before rules point at them.
-            self._delayer_sync_many([None if k == "_root" else k for k in specs], cfgs)
-            # One iptables-restore per namespace (this kernel has no nft_queue: iptables' NFQUEUE
-            # target is what redirects), run from a few threads: each mostly waits on its process.
-            jobs = [(None if key == "_root" else key, tool, C.iptables_restore_text(sp))
-                    for key, sp in specs.items() for tool in self._families(None if key == "_root" else key)]
-            if len(jobs) > 1:
-                from concurrent.futures import ThreadPoolExecutor
-
-                with ThreadPoolExecutor(max_workers=RESTORE_WORKERS) as ex:
-                    for fut in [ex.submit(_run_input, ns, [f"{tool}-restore", "-w", "--noflush"], text)
-                                for ns, tool, text in jobs]:
-                        fut.result()
-            else:
-                for ns, tool, text in jobs:
-                    _run_input(ns, [f"{tool}-restore", "-w", "--noflush"], text)
         in_process = nftlib.available()
-        for key, cmds in nft.items():
-            ns = None if key == "_root" else key
-            if in_process:
-                nftlib.run_script(ns, C.nft_script(cmds))
-            else:
-                _run_input(ns, ["nft", "-f", "-"], C.nft_script(cmds))
+
+        def loss_rules(keys: list[str]) -> None:
+            for key in keys:
+                ns = None if key == "_root" else key
+                if in_process:
+                    nftlib.run_script(ns, C.nft_script(nft[key]))
+                else:
+                    _run_input(ns, ["nft", "-f", "-"], C.nft_script(nft[key]))
+
+        if not specs:
+            loss_rules(list(nft))
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        # The delayer binds every queue (one reload for all namespaces) before rules point at
+        # them; while it does, and while the NFQUEUE rules' processes run, this thread installs
+        # the loss rules of the namespaces that get no NFQUEUE rule (the stations', with
+        # bridge_delay): the two never share a namespace's nftables at the same time
+        # (iptables-restore is iptables-nft here, one transaction each).
+        pending = self._delayer_sync_many([None if k == "_root" else k for k in specs], cfgs, wait=False)
+        # One iptables-restore per namespace (this kernel has no nft_queue: iptables' NFQUEUE
+        # target is what redirects), run from a few threads: each mostly waits on its process.
+        jobs = [(None if key == "_root" else key, tool, C.iptables_restore_text(sp))
+                for key, sp in specs.items() for tool in self._families(None if key == "_root" else key)]
+        with ThreadPoolExecutor(max_workers=RESTORE_WORKERS + 1) as ex:
+            def queue_rules() -> None:
+                self._dl_wait(pending)
+                for fut in [ex.submit(_run_input, ns, [f"{tool}-restore", "-w", "--noflush"], text)
+                            for ns, tool, text in jobs]:
+                    fut.result()
+
+            rules = ex.submit(queue_rules)
+            try:
+                loss_rules([k for k in nft if k not in specs])
+            finally:
+                rules.result()
+        loss_rules([k for k in nft if k in specs])
 
     def flush_peer_side(self) -> None:
         """Install the deferred work: the peer ends' rates (one ``tc -batch`` per peer namespace),

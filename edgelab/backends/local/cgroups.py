@@ -23,6 +23,9 @@ from typing import Iterable, Optional
 from ...errors import BackendError
 
 PERIOD_US = 100_000
+#: The period a new v1 cpu cgroup starts with (kernel/sched/fair.c init_cfs_bandwidth:
+#: default_cfs_period(), 100 ms): written only where it differs.
+DEFAULT_PERIOD_US = 100_000
 MIN_QUOTA_US = 1_000  # kernel minimum for cfs_quota_us
 
 
@@ -102,13 +105,20 @@ def create(layout: CgroupLayout, rel: str, host_cpu: float, memory_mib: int) -> 
         _write(cur / "cpu.max", f"{q} {PERIOD_US}")
         _write(cur / "memory.max", str(mem))
         return
-    for d in layout.dirs(rel):
-        d.mkdir(parents=True, exist_ok=True)
-    cpu = Path(layout.roots["cpu"]) / rel
-    memd = Path(layout.roots["memory"]) / rel
-    _write(cpu / "cpu.cfs_period_us", str(PERIOD_US))
-    _write(cpu / "cpu.cfs_quota_us", str(q))
-    _write(memd / "memory.limit_in_bytes", str(mem))
+    fresh = True
+    for root in dict.fromkeys(layout.roots.values()):
+        d = f"{root}/{rel}"
+        try:
+            os.mkdir(d)          # the usual case: the parent exists (one system call, no Path)
+        except FileNotFoundError:
+            os.makedirs(d, exist_ok=True)
+        except FileExistsError:
+            fresh = False        # a leftover: its period may not be the default
+    cpu = f"{layout.roots['cpu']}/{rel}"
+    if not fresh or PERIOD_US != DEFAULT_PERIOD_US:
+        _write(Path(cpu, "cpu.cfs_period_us"), str(PERIOD_US))
+    _write(Path(cpu, "cpu.cfs_quota_us"), str(q))
+    _write(Path(layout.roots["memory"], rel, "memory.limit_in_bytes"), str(mem))
 
 
 def procs_files(layout: CgroupLayout, rel: str) -> list[str]:
