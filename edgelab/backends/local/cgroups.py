@@ -183,10 +183,10 @@ def remove(dirs: list[Path], timeout: float = 5.0) -> None:
     """Remove cgroup directories (deepest first), tolerating ones already gone.
 
     One ``rmdir`` pass over all of them, then passes over the ones that refused
-    (EBUSY: a process just SIGKILLed has not finished exiting; each refusal is a
-    failed system call, no wait): a teardown that killed the processes a moment
-    before pays no wait per directory, only for the few whose processes are
-    still dying, whom :func:`kill_all` then signals again and waits for.
+    (EBUSY: a process is still in it, or just SIGKILLed and not yet gone). A
+    refusal is what finds a cgroup's processes: they are SIGKILLed then, without
+    a wait (a teardown need not read the ``cgroup.procs`` of every empty cgroup
+    first), and the next passes wait for them (:func:`kill_all`) before giving up.
     """
     pending = sorted(dirs, key=lambda p: -len(p.parts))
     deadline = time.monotonic() + timeout
@@ -205,7 +205,9 @@ def remove(dirs: list[Path], timeout: float = 5.0) -> None:
                 busy.append(d)
         pending = busy
         if pending:
-            if not first:   # still busy after a pass: make sure nothing in them still runs
+            if first:
+                signal_all(pending)   # what is in them dies while the others are removed
+            else:                     # still busy: kill again and wait until they are empty
                 kill_all(pending, timeout=max(0.1, deadline - time.monotonic()))
             first = False
             time.sleep(pause)

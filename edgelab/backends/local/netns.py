@@ -202,6 +202,11 @@ def kill_pids(pids: Iterable[int], timeout: float = 5.0) -> list[int]:
     return sorted(pids)
 
 
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (not a zombie, not gone)."""
+    return _alive(pid)
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:

@@ -12,6 +12,7 @@ interrupted teardown can be run again.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -84,30 +85,30 @@ def teardown(state: dict[str, Any]) -> list[str]:
     dl_rel = f"{cgroup_rel(tb)}/{DELAYER_CGROUP}"
     order = sorted(rels - {dl_rel}) + ([dl_rel] if dl_rel in rels else [])
     cg_dirs = cgroups.all_dirs(roots, order)
-    # Every process a node runs is written into each hierarchy's cgroup (v1: cpu, cpuacct,
-    # memory; backend._preexec), so one hierarchy's cgroup.procs finds them all: a third of the
-    # reads. One that escaped into another hierarchy only would keep that cgroup busy, and
-    # cgroups.remove kills what it finds there before it gives up.
+    # 1. processes, found where they must be: in the testbed's namespaces (every command a
+    #    node runs) and in the delayer's cgroup (one cgroup.procs read), and SIGKILLed at once,
+    #    without waiting for them to exit: the namespaces and files are removed while they die
+    #    (a killed process cannot do anything more in them). Whatever else sits in a node's
+    #    cgroup (a process that left its namespace) makes that cgroup refuse its rmdir in the
+    #    thread below, which then kills it and waits for it: no cgroup.procs of the hundred
+    #    empty node cgroups is read.
     first_root = next(iter(dict.fromkeys(roots.values())), None)
-    kill_dirs = cgroups.all_dirs({"first": first_root}, order) if first_root else []
-
-    # 1. processes: SIGKILL everything in our cgroups (one pass over all of them, the delayer's
-    #    too) without waiting for them to exit: the namespaces and files are removed while they
-    #    die (a killed process cannot do anything more in them), and the cgroup thread below
-    #    waits for each cgroup to empty before its rmdir. Then whatever else is in our
-    #    namespaces (children that escaped nothing: ours by construction).
+    kill_dirs = cgroups.all_dirs({"first": first_root}, [dl_rel]) if first_root and dl_rel in rels else []
     killed = cgroups.signal_all(kill_dirs)
-    survivors = netns.kill_pids(set(netns.pids_in(namespaces)) - killed)
-    if survivors:
-        problems.append(f"processes {survivors} in the testbed's namespaces survive SIGKILL")
+    strays = set(netns.pids_in(namespaces)) - killed
+    for pid in strays:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     # The kernel's work of emptying and removing the cgroups runs in a thread while this one
     # removes the namespaces and files (both mostly system calls, which release the GIL).
     cg_problems: list[str] = []
 
     def remove_cgroups() -> None:
         try:
-            # rmdir at once: a cgroup still busy with a dying process refuses (EBUSY) and is
-            # retried after the pass; cgroups.remove signals again whatever is still there.
+            # rmdir at once: a cgroup still holding a process refuses (EBUSY); that process is
+            # SIGKILLed then and the cgroup retried after the pass (cgroups.remove).
             cgroups.remove(cg_dirs)
         except BackendError as e:
             cg_problems.append(str(e))
@@ -124,9 +125,20 @@ def teardown(state: dict[str, Any]) -> list[str]:
         # long as a process in it: wait until the killed processes are gone, or the loop device
         # stays attached (seen in CI with GlusterFS bricks on scratch disks).
         cg_thread.join()
+        problems += _wait_gone(strays)
+        strays = set()
     problems += privdirs.teardown(priv)
 
-    # 2. namespaces (their interfaces, qdiscs and firewall rules go with them)
+    # 2. namespaces (their interfaces, qdiscs and firewall rules go with them). The kernel
+    #    destroys a namespace (its veths, qdiscs, rules: most of the work) in a worker once the
+    #    last reference goes; holding one (an open descriptor) while the names are unmounted and
+    #    the cgroups removed starts all that after them, not on the other core in the middle.
+    held = []
+    for ns in namespaces:
+        try:
+            held.append(os.open(netns.path(ns), os.O_RDONLY | os.O_CLOEXEC))
+        except OSError:
+            pass
     for ns in namespaces:
         try:
             netns.remove(ns)
@@ -190,4 +202,23 @@ def teardown(state: dict[str, Any]) -> list[str]:
     for root in set(roots.values()):
         cgroups.remove_if_empty(Path(root) / cgroup_rel(tb))
         cgroups.remove_if_empty(Path(root) / cgroup_rel(tb).split("/")[0])
+    problems += _wait_gone(strays)
+    for fd in held:   # the namespaces' last references (nothing else can reach them now)
+        os.close(fd)
     return problems
+
+
+def _wait_gone(pids: set[int], timeout: float = 2.0) -> list[str]:
+    """Wait until processes SIGKILLed earlier are gone (exited or zombies); a problem for any
+    still running after ``timeout`` (a process stuck in the kernel, state D)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    pause = 0.0005
+    while pids:
+        pids = {p for p in pids if netns.alive(p)}
+        if not pids or time.monotonic() > deadline:
+            break
+        time.sleep(pause)
+        pause = min(pause * 2, 0.01)
+    return [f"processes {sorted(pids)} in the testbed's namespaces survive SIGKILL"] if pids else []
