@@ -118,3 +118,42 @@ def test_bulk_link_records_let_cleanup_undo_the_links_then_go_with_teardown():
     finally:
         tb.down()
     assert leftovers(name) == {}
+
+
+NFT_WITH_MANY_FDS = """
+import os, subprocess, sys
+from edgelab.backends.local import netns
+from edgelab.linkemu import nftlib, nlbatch
+ns = sys.argv[1]
+netns.create(ns)
+try:
+    # what a bring-up of 1000 stations holds: a netlink socket per namespace (moved above
+    # FD_SETSIZE by nlbatch.above_select_range) and, here, more low descriptors besides
+    socks = [nlbatch.above_select_range(nlbatch.open_socket()) for _ in range(50)]
+    assert all(s.fileno() >= nlbatch.FD_SETSIZE for s in socks), [s.fileno() for s in socks]
+    fds = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
+    nftlib.run_script(ns, "add table inet r3fd\\n")
+    out = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "tables"], capture_output=True, text=True).stdout
+    print("TABLE" if "table inet r3fd" in out else "MISSING")
+finally:
+    netns.remove(ns)
+"""
+
+
+def test_nft_in_process_survives_more_than_fd_setsize_descriptors():
+    """libnftables select()s on its socket: with a descriptor >= 1024 it aborts the process (a
+    bring-up of 1000 stations did). Run in a child so an abort fails this test, not pytest."""
+    import resource
+    import sys
+
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 1300:
+        pytest.skip("RLIMIT_NOFILE below 1300: this process cannot hold that many descriptors")
+    ns = f"el-{tbname('lbfd')}.x"
+    try:
+        cp = subprocess.run([sys.executable, "-c", NFT_WITH_MANY_FDS, ns], capture_output=True, text=True,
+                            cwd=str(Path(__file__).resolve().parents[1]), timeout=60)
+    finally:
+        from edgelab.backends.local import netns
+
+        netns.remove(ns)   # an aborted child could not
+    assert cp.returncode == 0 and cp.stdout.strip() == "TABLE", (cp.returncode, cp.stdout, cp.stderr[-2000:])
