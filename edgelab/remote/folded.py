@@ -42,9 +42,10 @@ from ..backends.base import Backend, Testbed
 from ..errors import BackendError
 from ..model import Host
 from ..plan import Plan
+from . import delayers
 from . import multihost as mh
 from .inventory import Device, Inventory, load_inventory
-from .transport import PYTHON_WORDS, RemoteError, Transport, cpu_read_script, parse_cpu_read
+from .transport import PYTHON_WORDS, RemoteError, Transport, cpu_read_script, parse_cpu_read, teardown
 
 #: How long one host may take to build its share (a 100-node share takes seconds on a laptop).
 SHARE_UP_TIMEOUT = 300.0
@@ -80,30 +81,24 @@ def node_script(d: Device, info: Mapping[str, Any], argv: Union[str, Sequence[st
     return f"{join}exec nsenter --net={shlex.quote('/run/netns/' + info['netns'])} {cmd}"
 
 
-def delayer_check_script(state_dir: str) -> str:
-    """``alive PID`` / ``dead PID`` / ``none`` for the share's link-emulation delayer."""
-    f = shlex.quote(f"{state_dir}/delayer.json")
-    return (f"f={f}; [ -f $f ] || {{ echo none; exit 0; }}; "
-            "p=$(sed -n 's/.*\"pid\": *\\([0-9][0-9]*\\).*/\\1/p' $f | head -n1); "
-            "if [ -z \"$p\" ]; then echo none; elif grep -q \"$f\" /proc/$p/cmdline 2>/dev/null; "
-            "then echo alive $p; else echo dead $p; fi")
-
-
 class HostsLoadSampler:
     """The hosts' own overload signals during a measurement window (``python3 -m edgelab.hostload``
     on every host, unconfined): each host's :class:`~edgelab.hostload.HostLoad`, and as the point's
     rows the most loaded host's (that host is what an unfaithful point would be blamed on).
     A host whose sampler fails is left out (and named in :attr:`errors`), never the measurement."""
 
-    def __init__(self, transport: Transport, hosts: Sequence[str]) -> None:
+    def __init__(self, transport: Transport, hosts: Sequence[str],
+                 delayer_dirs: Optional[Mapping[str, str]] = None) -> None:
         self.transport, self.hosts = transport, list(hosts)
+        self.delayer_dirs = dict(delayer_dirs or {})   # host -> its share's link emulator state dir
         self._procs: dict[str, subprocess.Popen] = {}
         self.results: dict[str, Any] = {}
         self.errors: dict[str, str] = {}
 
     def start(self) -> "HostsLoadSampler":
         for h in self.hosts:
-            self._procs[h] = self.transport.popen(h, ["python3", "-m", "edgelab.hostload"], stdin=subprocess.PIPE,
+            argv = ["python3", "-m", "edgelab.hostload"] + ([self.delayer_dirs[h]] if h in self.delayer_dirs else [])
+            self._procs[h] = self.transport.popen(h, argv, stdin=subprocess.PIPE,
                                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         for h, p in list(self._procs.items()):
             if p.stdout.readline().strip() != b"READY":
@@ -137,6 +132,10 @@ class HostsLoadSampler:
         psi = [r.pressure for r in loads if r.pressure is not None]
         if psi:
             rows.append(Measurement("host_cpu_pressure", max(psi), "fraction"))
+        late = [r for r in loads if r.delayer_late_ms is not None]
+        if late:
+            rows += [Measurement("host_delayer_late_ms", max(r.delayer_late_ms for r in late), "ms"),
+                     Measurement("host_delayer_late_share", max(r.delayer_late_share for r in late), "fraction")]
         return rows
 
 
@@ -213,34 +212,26 @@ class FoldedTestbed(Testbed):
 
     def host_load_sampler(self) -> HostsLoadSampler:
         """Overload signals of every host of the testbed, for a measurement window."""
-        return HostsLoadSampler(self.transport, [s.host for s in self.multihost.shares])
+        from ..backends.local.naming import linkemu_state_dir
+
+        return HostsLoadSampler(self.transport, [s.host for s in self.multihost.shares],
+                                {h: linkemu_state_dir(s["share"]) for h, s in self.shares.items()
+                                 if s["facts"].get("link_engine") == "fallback"})
 
     # -------------------------------------------------------------- health
     def health_checks(self) -> list:
         """Each share's link-emulation delayer must still run (it carries its links' packets)."""
         from ..backends.local.naming import linkemu_state_dir
-        from ..health import Check
 
         if self._down:
             return []
-        todo = {h: delayer_check_script(linkemu_state_dir(s["share"])) for h, s in self.shares.items()
+        todo = {h: delayers.check_script(linkemu_state_dir(s["share"])) for h, s in self.shares.items()
                 if s["facts"].get("link_engine") == "fallback"}
         if not todo:
             return []
         res = self.transport.run_many(todo, timeout=15, check=False, sudo=True)
-        checks = []
-        for h, r in res.items():
-            what = f"alive: link-emulation delayer of {self.shares[h]['share']} on host {h}"
-            if isinstance(r, RemoteError):
-                checks.append(Check(what, False, f"could not be checked: {r}"))
-                continue
-            words = r.stdout.split()
-            if words[:1] == ["alive"]:
-                checks.append(Check(what, True, f"running (pid {words[1]})"))
-            else:
-                checks.append(Check(what, False, f"{' '.join(words) or 'no answer'}: the links of "
-                                                 f"{', '.join(self.multihost.share(h).nodes)} carried nothing after that"))
-        return checks
+        return delayers.checks(res, what=lambda h: f"{self.shares[h]['share']} on host {h}", where=lambda h: "",
+                               links=lambda h: ", ".join(self.multihost.share(h).nodes), none_is_fine=False)
 
     # --------------------------------------------------------------- facts
     def facts(self) -> dict:
@@ -286,13 +277,7 @@ class FoldedTestbed(Testbed):
                 return
             self._down = True
         t0 = time.monotonic()
-        problems: list[str] = []
-        try:
-            self.transport.kill_all()
-        except BackendError as exc:
-            problems.append(str(exc))
-        problems += down_shares(self.transport, self.multihost)
-        self.transport.close()
+        problems = teardown(self.transport, lambda: down_shares(self.transport, self.multihost))
         self.timings["down"] = time.monotonic() - t0
         if problems:
             raise BackendError(f"teardown of testbed {self.name!r} left: " + "; ".join(problems)
