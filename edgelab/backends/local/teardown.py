@@ -7,6 +7,14 @@ keeps its namespace alive after the name is removed), then namespaces
 (which takes their veths, bridges, IFBs, qdiscs and rules with them), then
 the link emulator's files, then cgroups, and the state file last, so an
 interrupted teardown can be run again.
+
+Speed (issue 15: N=100 in <= 0.05 s): nothing waits per object. Processes are
+SIGKILLed without waiting; the cgroups are removed by a thread in one ``rmdir``
+pass (a refusal is what finds a straggler, which is then killed and waited for)
+while this thread unmounts the namespace names; the namespaces are held open
+until both are done, so the kernel's destruction of their contents starts
+after them. When ``teardown`` returns, every process is gone (or reported),
+every cgroup, name and file removed (or reported).
 """
 
 from __future__ import annotations
@@ -133,78 +141,80 @@ def teardown(state: dict[str, Any]) -> list[str]:
     #    destroys a namespace (its veths, qdiscs, rules: most of the work) in a worker once the
     #    last reference goes; holding one (an open descriptor) while the names are unmounted and
     #    the cgroups removed starts all that after them, not on the other core in the middle.
-    held = []
-    for ns in namespaces:
-        try:
-            held.append(os.open(netns.path(ns), os.O_RDONLY | os.O_CLOEXEC))
-        except OSError:
-            pass
-    for ns in namespaces:
-        try:
-            netns.remove(ns)
-        except OSError as e:
-            problems.append(f"cannot remove network namespace {ns}: {e}")
-
-    # 3. link emulator: its state files (and any delayer recorded there, should one be
-    #    outside our namespaces). The namespaces are gone, so cleanup runs no tc/nft.
-    emu = state.get("linkemu") or {"tag": linkemu_tag(tb), "state_dir": linkemu_state_dir(tb)}
-    if emu:
-        from ...linkemu import cleanup
-
-        state_dir = emu.get("state_dir")
-        delayers = list(emu.get("delayers", []))
-        if emu.get("delayer") and not any(netns.exists(ns) for ns in namespaces):
-            # This version's records: one shared delayer (its pid is in emu["delayer"], it was
-            # killed with the cgroups above) and per-namespace link records whose kernel objects
-            # went with the namespaces, so there is nothing to undo from them one by one (older
-            # versions ran a delayer per namespace and have no "delayer" entry): the directory
-            # holding them is removed below.
-            delayers = []
-        elif state_dir:
-            from ...linkemu.emulator import read_bulk_records
-
-            known = {d.get("config") for d in delayers}
+    held: list[int] = []
+    try:
+        for ns in namespaces:
             try:
-                bulk = read_bulk_records(Path(state_dir))   # apply_links' records, in one file
-            except BackendError as e:
-                bulk = {}
-                problems.append(str(e))
-            for ns in namespaces:
-                cfg = f"{state_dir}/{ns}.json"
-                if cfg not in known and (ns in bulk or Path(cfg).exists()):
-                    delayers.append({"ns": ns, "pid": None, "config": cfg})
-        try:
-            cleanup({**emu, "delayers": delayers, "ifbs": [i for i in emu.get("ifbs", []) if not i.get("ns")]})
-        except Exception as e:  # noqa: BLE001 - report, keep tearing down
-            problems.append(f"link emulator cleanup: {e}")
-        if state_dir:
-            # The directory is the testbed's own (checked by _owned): what is left there, such as
-            # the temporary file of a write a SIGKILL interrupted, is ours to remove.
-            d = Path(state_dir)
-            try:
-                with os.scandir(d) as it:
-                    for f in it:
-                        if f.is_symlink() or f.is_file(follow_symlinks=False):
-                            try:
-                                os.unlink(f.path)
-                            except FileNotFoundError:
-                                pass
-                d.rmdir()
-            except FileNotFoundError:
+                held.append(os.open(netns.path(ns), os.O_RDONLY | os.O_CLOEXEC))
+            except OSError:
                 pass
+        for ns in namespaces:
+            try:
+                netns.remove(ns)
             except OSError as e:
-                problems.append(f"cannot remove link emulator directory {d}: {e}")
+                problems.append(f"cannot remove network namespace {ns}: {e}")
 
-    # 4. cgroups (removed by the thread started above), then the testbed's parent, then the
-    #    shared parent if now empty
-    cg_thread.join()
-    problems += cg_problems
-    for root in set(roots.values()):
-        cgroups.remove_if_empty(Path(root) / cgroup_rel(tb))
-        cgroups.remove_if_empty(Path(root) / cgroup_rel(tb).split("/")[0])
-    problems += _wait_gone(strays)
-    for fd in held:   # the namespaces' last references (nothing else can reach them now)
-        os.close(fd)
+        # 3. link emulator: its state files (and any delayer recorded there, should one be
+        #    outside our namespaces). The namespaces are gone, so cleanup runs no tc/nft.
+        emu = state.get("linkemu") or {"tag": linkemu_tag(tb), "state_dir": linkemu_state_dir(tb)}
+        if emu:
+            from ...linkemu import cleanup
+
+            state_dir = emu.get("state_dir")
+            delayers = list(emu.get("delayers", []))
+            if emu.get("delayer") and not any(netns.exists(ns) for ns in namespaces):
+                # This version's records: one shared delayer (its pid is in emu["delayer"], it was
+                # killed with the cgroups above) and per-namespace link records whose kernel objects
+                # went with the namespaces, so there is nothing to undo from them one by one (older
+                # versions ran a delayer per namespace and have no "delayer" entry): the directory
+                # holding them is removed below.
+                delayers = []
+            elif state_dir:
+                from ...linkemu.emulator import read_bulk_records
+
+                known = {d.get("config") for d in delayers}
+                try:
+                    bulk = read_bulk_records(Path(state_dir))   # apply_links' records, in one file
+                except BackendError as e:
+                    bulk = {}
+                    problems.append(str(e))
+                for ns in namespaces:
+                    cfg = f"{state_dir}/{ns}.json"
+                    if cfg not in known and (ns in bulk or Path(cfg).exists()):
+                        delayers.append({"ns": ns, "pid": None, "config": cfg})
+            try:
+                cleanup({**emu, "delayers": delayers, "ifbs": [i for i in emu.get("ifbs", []) if not i.get("ns")]})
+            except Exception as e:  # noqa: BLE001 - report, keep tearing down
+                problems.append(f"link emulator cleanup: {e}")
+            if state_dir:
+                # The directory is the testbed's own (checked by _owned): what is left there, such as
+                # the temporary file of a write a SIGKILL interrupted, is ours to remove.
+                d = Path(state_dir)
+                try:
+                    with os.scandir(d) as it:
+                        for f in it:
+                            if f.is_symlink() or f.is_file(follow_symlinks=False):
+                                try:
+                                    os.unlink(f.path)
+                                except FileNotFoundError:
+                                    pass
+                    d.rmdir()
+                except FileNotFoundError:
+                    pass
+                except OSError as e:
+                    problems.append(f"cannot remove link emulator directory {d}: {e}")
+
+        # 4. cgroups (removed by the thread started above), then the testbed's parent, then the
+        #    shared parent if now empty
+        cg_thread.join()
+        problems += cg_problems
+        for root in set(roots.values()):
+            cgroups.remove_if_empty(Path(root) / cgroup_rel(tb))
+            cgroups.remove_if_empty(Path(root) / cgroup_rel(tb).split("/")[0])
+        problems += _wait_gone(strays)
+    finally:
+        for fd in held:   # the namespaces' last references (nothing else can reach them now)
+            os.close(fd)
     return problems
 
 
