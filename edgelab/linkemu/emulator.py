@@ -1,10 +1,14 @@
 """LinkEmulator: applies LinkParams to veth pairs / interfaces with netem or the fallback.
 
-Per namespace, the fallback engine keeps one JSON file in ``state_dir``
-(``<ns>.json``; ``_root`` for the current namespace) that is both the
-delayer's config and the record of what was installed per interface, so
-that ``clear`` works from another process (the CLI's ``clear`` on a real
-node) and ``cleanup`` can undo a crashed emulator's work.
+Per namespace, the fallback engine keeps one JSON record in ``state_dir``
+(``<ns>.json``; ``_root`` for the current namespace) of what was installed per
+interface and the queues the shared delayer serves there, so that ``clear``
+works from another process (the CLI's ``clear`` on a real node) and ``cleanup``
+can undo a crashed emulator's work. :meth:`LinkEmulator.apply_links` records
+the namespaces it is the first to touch in one file instead (``links.json``,
+namespace key -> record): a hundred stations are then one write at bring-up
+and one unlink at teardown, not a hundred of each. A namespace's own file,
+once written (any later change to it), takes precedence over its entry there.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ QUEUE_BASE = 1000
 #: Threads running apply_links' iptables-restore processes (one per namespace with NFQUEUE rules).
 RESTORE_WORKERS = 8
 DELAYER_KEY = "_delayer"   # its Popen in LinkEmulator._procs
+BULK_RECORD = "links.json"  # apply_links' records of the namespaces it created records for
 READY_TIMEOUT_S = 10.0
 _PKG_ROOT = str(Path(__file__).resolve().parents[2])
 _TAG = re.compile(r"[A-Za-z0-9_-]{1,24}")
@@ -125,6 +130,7 @@ class LinkEmulator:
         self._procs: dict[str, subprocess.Popen] = {}
         self._ifbs: list[dict] = []   # {"ns": ns, "name": ifb}
         self._touched: set[str] = set()
+        self._bulk: Optional[dict[str, dict]] = None   # links.json, read once (apply_links)
         # One lock per namespace: links of many nodes share a peer namespace (the
         # access point's), whose record and delayer they all update.
         self._locks: dict[str, threading.RLock] = {}
@@ -165,7 +171,16 @@ class LinkEmulator:
                 return json.loads(read_own(p))
             except (UnsafePathError, OSError, ValueError) as e:
                 raise BackendError(f"link emulation record {p}: {e}") from None
+        bulk = self._bulk_records().get(_ns_key(ns))
+        if bulk is not None:
+            return json.loads(json.dumps(bulk))   # a copy: callers change it and _save it as the ns's own
         return {"generation": 0, "ns": ns, "tag": self.tag, "pid": None, "queues": {}, "links": {}}
+
+    def _bulk_records(self) -> dict[str, dict]:
+        """``links.json`` (see the module docstring), read once per emulator."""
+        if self._bulk is None:
+            self._bulk = read_bulk_records(self.state_dir)
+        return self._bulk
 
     def _ensure_state_dir(self) -> None:
         """Create the state directory, or accept it only if it is ours alone (root writes here:
@@ -177,7 +192,8 @@ class LinkEmulator:
 
     def _save(self, ns: Optional[str], cfg: dict) -> None:
         self._ensure_state_dir()
-        write_atomic(self._cfg_path(ns), json.dumps(cfg, indent=1))
+        # not fsynced: the objects it records do not outlive the machine (safefs.write_atomic)
+        write_atomic(self._cfg_path(ns), json.dumps(cfg, indent=1), durable=False)
         self._touched.add(_ns_key(ns))
 
     # --------------------------------------------------------------- delayer
@@ -250,9 +266,12 @@ class LinkEmulator:
         self._save(ns, cfg)
         self._delayer_sync_many([ns], {_ns_key(ns): cfg})
 
-    def _delayer_sync_many(self, spaces: list[Optional[str]], cfgs: Optional[dict] = None) -> None:
+    def _delayer_sync_many(self, spaces: list[Optional[str]], cfgs: Optional[dict] = None,
+                           wait: bool = True) -> Optional[tuple[int, int]]:
         """Make the shared delayer serve the recorded queues of every namespace in ``spaces``:
-        one reload (or start, or stop) for all of them, and wait until it has bound them."""
+        one reload (or start, or stop) for all of them, and wait until it has bound them.
+        ``wait=False``: return ``(pid, generation)`` to hand to :meth:`_dl_wait` instead of
+        waiting (None: nothing to wait for), so the caller can do other work meanwhile."""
         with self._dl_lock:
             d = self._dl_load()
             pid = d.get("pid")
@@ -303,8 +322,16 @@ class LinkEmulator:
                 gen = d["generation"]
                 self._dl_save(d)
                 os.kill(pid, signal.SIGHUP)
-        self._wait_ready(pid, gen)
-        self._dl_started = True
+        if not wait:
+            return pid, gen
+        self._dl_wait((pid, gen))
+        return None
+
+    def _dl_wait(self, pending: Optional[tuple[int, int]]) -> None:
+        """Wait until the delayer has loaded a reload that ``_delayer_sync_many(wait=False)`` began."""
+        if pending is not None:
+            self._wait_ready(*pending)
+            self._dl_started = True
 
     def _dl_death(self, pid: int, d: dict) -> str:
         """What to say about a delayer that died while it carried links."""
@@ -558,39 +585,61 @@ class LinkEmulator:
                     q_in, q_out = queue(ns, link, dev, "in"), queue(ns, link, dev, "out")
                     rec["queues"], rec["families"] = [q_in, q_out], self._families(ns)
                     specs.setdefault(_ns_key(ns), []).extend(C.nfqueue_rule_specs(dev, q_in, q_out))
-        # Recorded before installing: one write per namespace (compact JSON, the directory
-        # checked once).
+        # Recorded before installing (compact JSON, the directory checked once): a namespace
+        # that has a record file of its own keeps it; the others, all of them on a fresh
+        # bring-up, go into one file together (BULK_RECORD), a write instead of a hundred.
         self._ensure_state_dir()
+        bulk = dict(self._bulk_records())
         for key, c in cfgs.items():
             ns = None if key == "_root" else key
             with self._lock(ns):
-                write_atomic(self._cfg_path(ns), json.dumps(c, separators=(",", ":")))
+                if os.path.lexists(self._cfg_path(ns)):
+                    write_atomic(self._cfg_path(ns), json.dumps(c, separators=(",", ":")), durable=False)
+                else:
+                    bulk[key] = c
                 self._touched.add(key)
+        if bulk != self._bulk_records():
+            write_atomic(self.state_dir / BULK_RECORD, json.dumps(bulk, separators=(",", ":")), durable=False)
+            self._bulk = bulk
         netlink.commit()
-        if specs:
-            # The delayer binds every queue (one reload for all namespaces) before rules point at them.
-            self._delayer_sync_many([None if k == "_root" else k for k in specs], cfgs)
-            # One iptables-restore per namespace (this kernel has no nft_queue: iptables' NFQUEUE
-            # target is what redirects), run from a few threads: each mostly waits on its process.
-            jobs = [(None if key == "_root" else key, tool, C.iptables_restore_text(sp))
-                    for key, sp in specs.items() for tool in self._families(None if key == "_root" else key)]
-            if len(jobs) > 1:
-                from concurrent.futures import ThreadPoolExecutor
-
-                with ThreadPoolExecutor(max_workers=RESTORE_WORKERS) as ex:
-                    for fut in [ex.submit(_run_input, ns, [f"{tool}-restore", "-w", "--noflush"], text)
-                                for ns, tool, text in jobs]:
-                        fut.result()
-            else:
-                for ns, tool, text in jobs:
-                    _run_input(ns, [f"{tool}-restore", "-w", "--noflush"], text)
         in_process = nftlib.available()
-        for key, cmds in nft.items():
-            ns = None if key == "_root" else key
-            if in_process:
-                nftlib.run_script(ns, C.nft_script(cmds))
-            else:
-                _run_input(ns, ["nft", "-f", "-"], C.nft_script(cmds))
+
+        def loss_rules(keys: list[str]) -> None:
+            for key in keys:
+                ns = None if key == "_root" else key
+                if in_process:
+                    nftlib.run_script(ns, C.nft_script(nft[key]))
+                else:
+                    _run_input(ns, ["nft", "-f", "-"], C.nft_script(nft[key]))
+
+        if not specs:
+            loss_rules(list(nft))
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        # The delayer binds every queue (one reload for all namespaces) before rules point at
+        # them; while it does, and while the NFQUEUE rules' processes run, this thread installs
+        # the loss rules of the namespaces that get no NFQUEUE rule (the stations', with
+        # bridge_delay): the two never share a namespace's nftables at the same time
+        # (iptables-restore is iptables-nft here, one transaction each).
+        pending = self._delayer_sync_many([None if k == "_root" else k for k in specs], cfgs, wait=False)
+        # One iptables-restore per namespace (this kernel has no nft_queue: iptables' NFQUEUE
+        # target is what redirects), run from a few threads: each mostly waits on its process.
+        jobs = [(None if key == "_root" else key, tool, C.iptables_restore_text(sp))
+                for key, sp in specs.items() for tool in self._families(None if key == "_root" else key)]
+        with ThreadPoolExecutor(max_workers=RESTORE_WORKERS + 1) as ex:
+            def queue_rules() -> None:
+                self._dl_wait(pending)
+                for fut in [ex.submit(_run_input, ns, [f"{tool}-restore", "-w", "--noflush"], text)
+                            for ns, tool, text in jobs]:
+                    fut.result()
+
+            rules = ex.submit(queue_rules)
+            try:
+                loss_rules([k for k in nft if k not in specs])
+            finally:
+                rules.result()
+        loss_rules([k for k in nft if k in specs])
 
     def flush_peer_side(self) -> None:
         """Install the deferred work: the peer ends' rates (one ``tc -batch`` per peer namespace),
@@ -832,6 +881,8 @@ class LinkEmulator:
             for suffix in ("", ".ready", ".log"):
                 Path(str(self._cfg_path(ns)) + suffix).unlink(missing_ok=True)
             self._touched.discard(key)
+        (self.state_dir / BULK_RECORD).unlink(missing_ok=True)
+        self._bulk = None
         for i in self._ifbs:
             if _netns_exists(i["ns"]):
                 run(i["ns"], ["ip", "link", "del", i["name"]], check=False)
@@ -918,9 +969,29 @@ def _netns_exists(ns: Optional[str]) -> bool:
     return ns is None or Path(f"/run/netns/{ns}").exists()
 
 
+def read_bulk_records(state_dir: Path) -> dict[str, dict]:
+    """The records :meth:`LinkEmulator.apply_links` wrote together (``links.json``), {} if none."""
+    p = Path(state_dir) / BULK_RECORD
+    if not os.path.lexists(p):
+        return {}
+    try:
+        data = json.loads(read_own(p))
+    except (UnsafePathError, OSError, ValueError) as e:
+        raise BackendError(f"link emulation record {p}: {e}") from None
+    if not isinstance(data, dict):
+        raise BackendError(f"link emulation record {p}: not a mapping of namespaces to records")
+    return data
+
+
 def cleanup(state: dict) -> None:
     """Undo what a crashed LinkEmulator left (from its ``state()``); tolerant of things gone."""
     tag = state.get("tag", "edgelab")
+    bulk: dict = {}
+    if state.get("state_dir") and state.get("delayers"):
+        try:
+            bulk = read_bulk_records(Path(state["state_dir"]))
+        except BackendError:
+            pass   # unreadable: its namespaces' links are undone by removing the namespaces, or not at all
     for d in state.get("delayers", []):
         ns, cfg_path = d.get("ns"), d.get("config", "")
         cfg: dict = {}
@@ -928,7 +999,7 @@ def cleanup(state: dict) -> None:
             with open(cfg_path) as f:
                 cfg = json.loads(f.read())
         except (OSError, ValueError):
-            pass
+            cfg = bulk.get(Path(cfg_path).name[:-len(".json")], {}) if cfg_path.endswith(".json") else {}
         if not cfg and not d.get("pid"):
             continue   # no record left (and no delayer): nothing to undo
         if _netns_exists(ns):
@@ -953,6 +1024,8 @@ def cleanup(state: dict) -> None:
                 os.unlink(cfg_path + suffix)
             except FileNotFoundError:
                 pass
+    if state.get("state_dir") and state.get("delayers"):
+        (Path(state["state_dir"]) / BULK_RECORD).unlink(missing_ok=True)
     shared = dict(state.get("delayer") or {})
     if not shared and state.get("state_dir"):
         shared = {"config": str(Path(state["state_dir"]) / "delayer.json")}

@@ -12,11 +12,30 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
+import subprocess
 import threading
 from typing import Optional
 
 from ..errors import BackendError
-from .nsexec import entered
+from .nlbatch import FD_SETSIZE
+from .nsexec import entered, in_ns
+
+#: Descriptors other threads may open between the check below and libnftables' socket().
+_FD_MARGIN = 64
+
+
+def _lowest_free_fd() -> int:
+    fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    os.close(fd)
+    return fd
+
+
+def _run_cli(ns: Optional[str], script: str) -> None:
+    cp = subprocess.run(in_ns(ns, ["nft", "-f", "-"]), input=script, capture_output=True, text=True, timeout=60)
+    if cp.returncode != 0:
+        raise BackendError(f"nftables script failed in namespace {ns!r}: {cp.stderr.strip()}\n"
+                           f"  script:\n{script[:2000]}")
 
 _lib = None
 _lock = threading.Lock()
@@ -60,6 +79,12 @@ def run_script(ns: Optional[str], script: str) -> None:
     lib = _load()
     if lib is None:
         raise BackendError("libnftables (Debian libnftables1) is not installed")
+    if _lowest_free_fd() >= FD_SETSIZE - _FD_MARGIN:
+        # libnftables select()s on its socket, which gets the lowest free descriptor: at or
+        # above FD_SETSIZE that aborts the process (nlbatch.FD_SETSIZE). The nft CLI, a
+        # process of its own, has a descriptor table of its own.
+        _run_cli(ns, script)
+        return
     with entered(ns):
         ctx = lib.nft_ctx_new(0)
         if not ctx:

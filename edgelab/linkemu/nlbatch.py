@@ -256,6 +256,32 @@ def open_socket() -> socket.socket:
     return s
 
 
+#: select()'s limit (glibc FD_SETSIZE): a C library that waits on a descriptor with select()
+#: aborts the whole process on one at or above it ("bit out of range 0 - FD_SETSIZE on fd_set");
+#: libnftables does (nftables src/mnl.c, mnl_batch_talk), on the socket of every transaction.
+FD_SETSIZE = 1024
+
+
+def above_select_range(s: socket.socket) -> socket.socket:
+    """``s`` moved to a descriptor >= FD_SETSIZE, where it stays while a bring-up holds one per
+    namespace (a thousand at N = 1000): the descriptors below stay free for libraries that
+    select() on theirs (libnftables, in-process, see nftlib). ``s`` itself where the process
+    may not open that many (RLIMIT_NOFILE), or on any error."""
+    import fcntl
+
+    try:
+        fd = fcntl.fcntl(s.fileno(), fcntl.F_DUPFD_CLOEXEC, FD_SETSIZE)
+    except OSError:
+        return s
+    try:
+        moved = socket.socket(fileno=fd)
+    except OSError:
+        os.close(fd)
+        return s
+    s.close()
+    return moved
+
+
 class Batch:
     """Requests for one namespace, sent in order by :meth:`send` on that namespace's socket."""
 

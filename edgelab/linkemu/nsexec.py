@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import subprocess
 from typing import Iterator, Optional, Sequence
 
@@ -25,6 +26,7 @@ _NETNS_OPTION = ("tc", "ip")
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
+_BATCH_UNSAFE = re.compile(r"[\s\"'#]")
 
 
 def _setns(fd: int) -> None:
@@ -115,9 +117,13 @@ def run_batched(ns: Optional[str], cmds: Sequence[Sequence[str]]) -> None:
         j = i
         while j < len(cmds) and cmds[j][0] == "tc":
             j += 1
-        bad = [a for c in cmds[i:j] for a in c if not a or any(ch.isspace() or ch in "\"'#" for ch in a)]
-        if bad:
-            raise ValueError(f"tc argument {bad[0]!r} cannot be passed through tc -batch")
+        # An argument that is empty or holds a blank, a quote or a comment sign would be split
+        # or cut by tc's batch parser (iproute2 lib/utils.c makeargs): one regex search per
+        # command (its words joined by NUL, which none holds), not a test per character.
+        for c in cmds[i:j]:
+            if not all(c) or _BATCH_UNSAFE.search("\0".join(c)):
+                bad = next(a for a in c if not a or _BATCH_UNSAFE.search(a))
+                raise ValueError(f"tc argument {bad!r} cannot be passed through tc -batch")
         script = "".join(" ".join(c[1:]) + "\n" for c in cmds[i:j])
         full = in_ns(ns, ["tc", "-batch", "-"])
         cp = subprocess.run(full, input=script, capture_output=True, text=True, timeout=60)

@@ -59,6 +59,30 @@ def _preexec(procs_files: list[str], ns_path: str, mnt_path: Optional[str] = Non
     return fn
 
 
+class _Background:
+    """A function run by a thread of its own; ``result()`` joins it and re-raises what it raised."""
+
+    def __init__(self, fn: Callable[[], Any], name: str) -> None:
+        self._error: Optional[BaseException] = None
+
+        def body() -> None:
+            try:
+                fn()
+            except BaseException as e:  # noqa: BLE001 - handed to result()
+                self._error = e
+
+        self._thread = threading.Thread(target=body, name=name, daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
 def _raise_for(signum: int) -> None:
     """What the default handlers would have done, as exceptions so ``finally`` blocks run."""
     if signum == signal.SIGINT:
@@ -464,6 +488,7 @@ class LocalBackend(Backend):
         tb = LocalTestbed(plan, self, bp, layout, state, emulator)
         tb._install_signal_handlers()
         handles = wiring.Handles()
+        node_cgroups: Optional[_Background] = None
         try:
             if fallback:
                 # First: the one delayer's interpreter starts while the namespaces are built,
@@ -471,8 +496,11 @@ class LocalBackend(Backend):
                 cgroups.create(layout, dl_rel, float(os.cpu_count() or 1), DELAYER_MEMORY_MIB)
                 emulator.start_delayer()
                 state.update(linkemu=emulator.state())
-            for c in bp.cgroups:
-                cgroups.create(layout, c.rel, c.host_cpu, c.memory_mib)
+            # The nodes' cgroups (mostly the kernel's mkdir, which releases the GIL) are made by
+            # a thread while this one builds the network: nothing runs in a node before the
+            # testbed is returned, and it waits for them first.
+            node_cgroups = _Background(lambda: [cgroups.create(layout, c.rel, c.host_cpu, c.memory_mib)
+                                                for c in bp.cgroups], "edgelab-cgroups")
             t1 = time.monotonic()
             wiring.create_namespaces(bp, handles)
             wiring.create_bridges(bp, handles)
@@ -484,11 +512,15 @@ class LocalBackend(Backend):
             self._emulate(bp, emulator, state, handles if self.inprocess else None)
             handles.close()
             t3 = time.monotonic()
+            node_cgroups.result()
             state.update(status="up", linkemu=emulator.state())
-            tb.timings.update(cgroups=t1 - t0, network=t2 - t1, link_emulation=t3 - t2, up=t3 - t0)
+            t4 = time.monotonic()
+            tb.timings.update(cgroups=t1 - t0, network=t2 - t1, link_emulation=t3 - t2, up=t4 - t0)
             return tb
         except BaseException:
             handles.close()
+            if node_cgroups is not None:
+                node_cgroups.wait()   # no cgroup may appear after the teardown below has looked
             try:
                 tb.down()
             except BackendError:

@@ -23,6 +23,9 @@ from typing import Iterable, Optional
 from ...errors import BackendError
 
 PERIOD_US = 100_000
+#: The period a new v1 cpu cgroup starts with (kernel/sched/fair.c init_cfs_bandwidth:
+#: default_cfs_period(), 100 ms): written only where it differs.
+DEFAULT_PERIOD_US = 100_000
 MIN_QUOTA_US = 1_000  # kernel minimum for cfs_quota_us
 
 
@@ -102,13 +105,20 @@ def create(layout: CgroupLayout, rel: str, host_cpu: float, memory_mib: int) -> 
         _write(cur / "cpu.max", f"{q} {PERIOD_US}")
         _write(cur / "memory.max", str(mem))
         return
-    for d in layout.dirs(rel):
-        d.mkdir(parents=True, exist_ok=True)
-    cpu = Path(layout.roots["cpu"]) / rel
-    memd = Path(layout.roots["memory"]) / rel
-    _write(cpu / "cpu.cfs_period_us", str(PERIOD_US))
-    _write(cpu / "cpu.cfs_quota_us", str(q))
-    _write(memd / "memory.limit_in_bytes", str(mem))
+    fresh = True
+    for root in dict.fromkeys(layout.roots.values()):
+        d = f"{root}/{rel}"
+        try:
+            os.mkdir(d)          # the usual case: the parent exists (one system call, no Path)
+        except FileNotFoundError:
+            os.makedirs(d, exist_ok=True)
+        except FileExistsError:
+            fresh = False        # a leftover: its period may not be the default
+    cpu = f"{layout.roots['cpu']}/{rel}"
+    if not fresh or PERIOD_US != DEFAULT_PERIOD_US:
+        _write(Path(cpu, "cpu.cfs_period_us"), str(PERIOD_US))
+    _write(Path(cpu, "cpu.cfs_quota_us"), str(q))
+    _write(Path(layout.roots["memory"], rel, "memory.limit_in_bytes"), str(mem))
 
 
 def set_cpu_quota(layout: CgroupLayout, rel: str, host_cpu: Optional[float]) -> None:
@@ -182,23 +192,36 @@ def kill_all(dirs: list[Path], timeout: float = 5.0) -> None:
 def remove(dirs: list[Path], timeout: float = 5.0) -> None:
     """Remove cgroup directories (deepest first), tolerating ones already gone.
 
-    rmdir of a cgroup whose last process just died can fail with EBUSY for a
-    moment while the kernel finishes the exit, so it is retried briefly.
+    One ``rmdir`` pass over all of them, then passes over the ones that refused
+    (EBUSY: a process is still in it, or just SIGKILLed and not yet gone). A
+    refusal is what finds a cgroup's processes: they are SIGKILLed then, without
+    a wait (a teardown need not read the ``cgroup.procs`` of every empty cgroup
+    first), and the next passes wait for them (:func:`kill_all`) before giving up.
     """
-    for d in sorted(dirs, key=lambda p: -len(p.parts)):
-        deadline = time.monotonic() + timeout
-        while True:
+    pending = sorted(dirs, key=lambda p: -len(p.parts))
+    deadline = time.monotonic() + timeout
+    pause = 0.0005
+    first = True
+    while pending:
+        busy = []
+        for d in pending:
             try:
-                d.rmdir()
-                break
+                os.rmdir(d)
             except FileNotFoundError:
-                break
+                pass
             except OSError as e:
-                if e.errno in (errno.EBUSY, errno.ENOTEMPTY) and time.monotonic() < deadline:
-                    kill_all([d], timeout=max(0.1, deadline - time.monotonic()))
-                    time.sleep(0.01)
-                    continue
-                raise BackendError(f"cannot remove cgroup {d}: {e}") from None
+                if e.errno not in (errno.EBUSY, errno.ENOTEMPTY) or time.monotonic() >= deadline:
+                    raise BackendError(f"cannot remove cgroup {d}: {e}") from None
+                busy.append(d)
+        pending = busy
+        if pending:
+            if first:
+                signal_all(pending)   # what is in them dies while the others are removed
+            else:                     # still busy: kill again and wait until they are empty
+                kill_all(pending, timeout=max(0.1, deadline - time.monotonic()))
+            first = False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.01)
 
 
 def remove_if_empty(d: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import signal
 import time
@@ -99,15 +100,23 @@ def create(ns: str) -> None:
 
 def remove(ns: str) -> None:
     """Unmount and delete the namespace's name; the kernel frees it (and its
-    veths, bridges, qdiscs, rules) once no process holds it."""
-    if exists(ns):
-        p = path(ns)
-        if _libc.umount2(p.encode(), MNT_DETACH) != 0 and ctypes.get_errno() != 22:  # EINVAL: not mounted
-            raise _errno_error(f"unmounting {p}")
-        try:
-            os.unlink(p)
-        except FileNotFoundError:
-            pass
+    veths, bridges, qdiscs, rules) once no process holds it.
+
+    No ``exists`` check first: umount2 says ENOENT for a name already gone and
+    EINVAL for a file that is not mounted (a name whose creation was interrupted),
+    one system call fewer per namespace in a teardown.
+    """
+    p = path(ns)
+    if _libc.umount2(p.encode(), MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        if err == errno.ENOENT:
+            return
+        if err != errno.EINVAL:
+            raise OSError(err, f"unmounting {p}: {os.strerror(err)}")
+    try:
+        os.unlink(p)
+    except FileNotFoundError:
+        pass
 
 
 def list_owned(testbed: str) -> list[str]:
@@ -191,6 +200,11 @@ def kill_pids(pids: Iterable[int], timeout: float = 5.0) -> list[int]:
         if not pids:
             break
     return sorted(pids)
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (not a zombie, not gone)."""
+    return _alive(pid)
 
 
 def _alive(pid: int) -> bool:

@@ -52,7 +52,9 @@ class StateFile:
         self.save()
 
     def save(self) -> None:
-        write_atomic(self.path, json.dumps(self.data, indent=1))
+        # Not fsynced: the record only matters while the kernel objects it lists exist, and
+        # those do not survive the machine (safefs.write_atomic).
+        write_atomic(self.path, json.dumps(self.data, indent=1), durable=False)
 
     def update(self, **kw: Any) -> None:
         self.data.update(kw)

@@ -70,7 +70,7 @@ class Handles:
     def open_raw(self, ns: str) -> None:
         """Open ``ns``'s raw socket and learn its interfaces; the caller has entered ``ns``."""
         if ns not in self._raw:
-            self._raw[ns] = nlbatch.open_socket()
+            self._raw[ns] = nlbatch.above_select_range(nlbatch.open_socket())
             known = dict((n, i) for i, n in socket.if_nameindex())
             self._index[ns] = known
             self._next[ns] = max(known.values(), default=1) + 1
