@@ -23,6 +23,7 @@ import dataclasses
 import os
 import re
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -48,6 +49,36 @@ def parse_ping(out: str) -> tuple[int, int, float]:
     return int(m.group(1)), int(m.group(2)), float(r.group(1)) if r else float("nan")
 
 
+def host_cpu() -> list[int]:
+    """The host's CPU ticks: user, nice, system, idle, iowait, irq, softirq (/proc/stat)."""
+    return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+
+
+def cpu_split(a: list[int], b: list[int]) -> str:
+    """Where the cores went between two host_cpu() samples, in % of all cores."""
+    d = [y - x for x, y in zip(a, b)]
+    tot = sum(d) or 1
+    names = ("user", "nice", "system", "idle", "iowait", "irq", "softirq")
+    return ", ".join(f"{n} {100 * v / tot:.0f} %" for n, v in zip(names, d) if n in ("user", "system", "softirq", "idle"))
+
+
+def queue_stats(tb, nodes) -> dict[str, int]:
+    """Sum of the NFQUEUE counters (/proc/net/netfilter/nfnetlink_queue) in the given namespaces:
+    packets queued (id sequence), dropped by the kernel (queue full), dropped for want of
+    room in the delayer's socket (user_dropped)."""
+    tot = {"queued": 0, "queue_dropped": 0, "user_dropped": 0}
+    for n in nodes:
+        out = tb.run(n, ["cat", "/proc/net/netfilter/nfnetlink_queue"]).stdout if n in tb.blueprint.node_ns \
+            else subprocess.run(["ip", "netns", "exec", tb.netns(n), "cat", "/proc/net/netfilter/nfnetlink_queue"],
+                                capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            f = line.split()
+            tot["queue_dropped"] += int(f[5])
+            tot["user_dropped"] += int(f[6])
+            tot["queued"] += int(f[7])
+    return tot
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stations", type=int, default=100)
@@ -55,6 +86,8 @@ def main() -> None:
     ap.add_argument("--probe-pps", type=int, default=100)
     ap.add_argument("--stream-pps", type=int, default=10)
     ap.add_argument("--stream-bytes", type=int, default=1000)
+    ap.add_argument("--rtt", choices=("both", "user", "kernel"), default="both",
+                    help="RTT of a reply read by ping (-U), or kernel-timestamped on arrival; both: half each")
     ap.add_argument("--per-process", action="store_true",
                     help="bring the cell up link by link, a tc/nft/iptables process each (the old path)")
     ap.add_argument("--station-delay", action="store_true",
@@ -72,14 +105,21 @@ def main() -> None:
         cpu0 = (tb.delayer_facts() or {}).get("cpu_s")
         dl = tb.delayer_facts() or {}
         deadline = str(int(args.seconds))
-        probes, streams = [], []
+        probes, streams, users = [], [], []
+        spaces = list(tb.blueprint.infra_ns) + ["server-1"] + phones
+        q0, c0 = queue_stats(tb, spaces), host_cpu()
         t0 = time.monotonic()
-        for p in phones:
+        for i, p in enumerate(phones):
             # -U: the RTT measured when ping reads the reply, not when the kernel timestamps it on
-            # arrival in the namespace, before a delay applied there (a mesh link's; before the
-            # in-process path, every station's incoming delay): without it that delay is unseen.
-            probes.append(tb.popen(p, ["ping", "-q", "-n", "-U", "-i", f"{1 / args.probe_pps:.3f}", "-w", deadline,
-                                       server], stdout=-1, stderr=-1, text=True))
+            # arrival in the namespace, before a delay applied there (a mesh link's; with
+            # --station-delay, every station's incoming delay): without it that delay is unseen.
+            # With it, the RTT also holds how long ping waited for a core after the reply came
+            # (the workload's scheduling, not the network's delay): --rtt both gives half the
+            # stations each way.
+            user = args.rtt == "user" or (args.rtt == "both" and i % 2 == 0)
+            probes.append(tb.popen(p, ["ping", "-q", "-n", *(["-U"] if user else []), "-i", f"{1 / args.probe_pps:.3f}",
+                                       "-w", deadline, server], stdout=-1, stderr=-1, text=True))
+            users.append(user)
             if args.stream_pps:
                 streams.append(tb.popen(p, ["ping", "-q", "-n", "-U", "-i", f"{1 / args.stream_pps:.3f}", "-s",
                                             str(args.stream_bytes), "-w", deadline, server],
@@ -88,6 +128,7 @@ def main() -> None:
         for s in streams:
             s.communicate(timeout=args.seconds + 60)
         wall = time.monotonic() - t0
+        c1, q1 = host_cpu(), queue_stats(tb, spaces)
         cpu1 = (tb.delayer_facts() or {}).get("cpu_s")
         stats = [parse_ping(o) for o in outs]
     finally:
@@ -102,14 +143,24 @@ def main() -> None:
     never = sum(max(0, expected - s[0]) for s in stats)
     means = [s[2] for s in stats if s[2] == s[2]]
     mean_rtt = statistics.fmean(means) if means else float("nan")
+    by_kind = {u: [s[2] for s, uu in zip(stats, users) if uu == u and s[2] == s[2]] for u in (True, False)}
     print(f"\n{args.stations} stations x {args.probe_pps} probes/s + stream {args.stream_pps} x "
           f"{args.stream_bytes} B/s, {args.seconds:g} s (wall {wall:.1f} s); load average "
           f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; link engine {tb.emulator.engine}")
     print(f"  round-trip delay: configured {cfg_rtt:.2f} ms, measured mean {mean_rtt:.2f} ms "
           f"(error {mean_rtt - cfg_rtt:+.2f} ms; per-station means {min(means):.2f}..{max(means):.2f} ms)")
+    for u, what in ((False, "kernel receive timestamp (the network's delay)"),
+                    (True, "ping -U, when ping read the reply (+ its wait for a core)")):
+        if by_kind[u]:
+            m = statistics.fmean(by_kind[u])
+            print(f"    {what}: {m:.2f} ms (error {m - cfg_rtt:+.2f} ms, {len(by_kind[u])} stations)")
     print(f"  probe loss: configured {cfg_loss:.2f} %, measured {100 * (1 - rx / tx) if tx else float('nan'):.2f} %")
     print(f"  probes never sent: {never} of {expected * args.stations} "
           f"({100 * never / (expected * args.stations):.2f} %)")
+    dq = {k: q1[k] - q0[k] for k in q0}
+    print(f"  NFQUEUE: {dq['queued']} packets queued ({dq['queued'] / wall:.0f}/s), {dq['queue_dropped']} dropped "
+          f"(queue full), {dq['user_dropped']} dropped (delayer's socket full)")
+    print(f"  host CPU over the run: {cpu_split(c0, c1)}")
     if cpu0 is not None and cpu1 is not None:
         print(f"  delayer: {dl.get('queues')} queues, {cpu1 - cpu0:.2f} CPU-s over the run "
               f"({100 * (cpu1 - cpu0) / wall:.0f} % of one core)")

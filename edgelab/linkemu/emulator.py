@@ -263,8 +263,7 @@ class LinkEmulator:
                 key = _ns_key(ns)
                 cfg = (cfgs or {}).get(key) or self._load(ns)
                 want = ({"netns": None if ns is None else f"/run/netns/{ns}",
-                         "queues": {q: {"delay_ms": v["delay_ms"], "jitter_ms": v["jitter_ms"]}
-                                    for q, v in cfg["queues"].items()}}
+                         "queues": {q: _delayer_queue(v) for q, v in cfg["queues"].items()}}
                         if cfg["queues"] else None)
                 adding = adding or want is not None
                 if d["namespaces"].get(key) == want:
@@ -510,6 +509,27 @@ class LinkEmulator:
                                    **extra}
             return q
 
+        def bridge_queue(ns: Optional[str]) -> int:
+            """The bridge queue of ``ns`` (one per namespace: its one rule per family sends every
+            bridged frame there), created with its rule on first use."""
+            c = cfg_of(ns)
+            for k, v in c["queues"].items():
+                if v.get("dir") == "bridge":
+                    return int(k)
+            q = self._alloc_queues(c, 1)[0]
+            c["queues"][str(q)] = {"delay_ms": 0.0, "jitter_ms": 0.0, "dev": "*", "dir": "bridge"}
+            specs.setdefault(_ns_key(ns), []).extend(C.nfqueue_bridge_rule_specs(q))
+            ports_table(ns)
+            return q
+
+        def ports_table(ns: Optional[str]) -> None:
+            """The bridge's ports table (loss and in-port marks, see commands.bridge_ports_cmds),
+            created once, before any element."""
+            c = cfg_of(ns)
+            if not c.get("ports_table"):
+                c["ports_table"] = True
+                nft.setdefault(_ns_key(ns), [])[:0] = C.bridge_ports_cmds(self.tag)
+
         for l in links:
             link, ns, dev, pns, pdev = l.link, l.ns, l.dev, l.peer_ns, l.peer_dev
             rec: dict[str, Any] = {"peer_ns": pns, "peer_dev": pdev, "link": link.to_dict(), "engine": self.engine}
@@ -529,7 +549,11 @@ class LinkEmulator:
                 rec["loss"] = True
                 nft.setdefault(_ns_key(ns), []).extend(
                     C.nft_loss_cmds(self.tag, dev, link.loss_pct, egress=peer_side is None))
-                if peer_side is not None:
+                if peer_side is not None and peer_side["bridge"] and self.bridge_delay:
+                    peer_side["loss"] = "ports"   # in the bridge's ports table, not a table of its own
+                    ports_table(pns)
+                    nft.setdefault(_ns_key(pns), []).extend(C.bridge_port_loss_cmds(self.tag, pdev, link.loss_pct))
+                elif peer_side is not None:
                     peer_side["loss"] = True
                     nft.setdefault(_ns_key(pns), []).extend(
                         C.nft_loss_cmds(self.tag, pdev, link.loss_pct, egress=False,
@@ -539,11 +563,16 @@ class LinkEmulator:
                     fams = self._families(pns)
                     q_from = queue(pns, link, pdev, "from-peer", of=f"{ns}/{dev}")
                     peer_side["queue"], peer_side["families"] = q_from, fams
-                    if peer_side["bridge"] and self.bridge_delay:   # both directions in the bridge's namespace
-                        q_to = queue(pns, link, pdev, "to-peer", of=f"{ns}/{dev}")
-                        peer_side["queue_to"] = q_to
-                        specs.setdefault(_ns_key(pns), []).extend(
-                            C.nfqueue_rule_specs(pdev, q_from, q_to, bridge_port=True))
+                    if peer_side["bridge"] and self.bridge_delay:
+                        # Both directions in the bridge's namespace, as stages of its one bridge queue
+                        # (delayer.py: one queue pass per bridged frame, one rule per hook).
+                        qb = bridge_queue(pns)
+                        c = cfg_of(pns)
+                        c["queues"][str(q_from)]["via"] = qb
+                        q_to = queue(pns, link, pdev, "to-peer", of=f"{ns}/{dev}", via=qb)
+                        peer_side["queue_to"], peer_side["via"] = q_to, qb
+                        # Its frames carry its in-stage's number as their mark (delayer.py).
+                        nft.setdefault(_ns_key(pns), []).extend(C.bridge_port_cmds(self.tag, pdev, q_from))
                     else:
                         specs.setdefault(_ns_key(pns), []).extend(
                             C.nfqueue_rule_specs(pdev, q_from, None, bridge_port=peer_side["bridge"]))
@@ -652,6 +681,14 @@ class LinkEmulator:
             pcfg["queues"].pop(str(side["queue"]), None)
             if side.get("queue_to") is not None:
                 pcfg["queues"].pop(str(side["queue_to"]), None)
+            qb = side.get("via")
+            if qb is not None and not any(v.get("via") == qb for v in pcfg["queues"].values()):
+                # The bridge's last delayed port: its rule goes before its queue does (a rule
+                # pointing at an unbound queue drops every bridged frame).
+                _remove_bridge_rule(side["ns"], qb, side.get("families", ["iptables"]))
+                pcfg["queues"].pop(str(qb), None)
+            elif qb is not None:
+                run_all(side["ns"], C.bridge_port_cmds(self.tag, side["dev"], 0, delete=True), check=False)
             self._delayer_sync(side["ns"], pcfg)
 
     @staticmethod
@@ -895,16 +932,37 @@ def _run_input(ns: Optional[str], argv: list[str], text: str) -> None:
                            f"  exit {cp.returncode}: {cp.stderr.strip()}\n  input:\n{text[:2000]}")
 
 
+def _delayer_queue(v: dict) -> dict:
+    """A recorded queue as the delayer's config has it (see delayer.py): its delay, and for a
+    bridge queue or a bridge port's stage what the delayer needs to dispatch frames."""
+    out = {"delay_ms": v["delay_ms"], "jitter_ms": v["jitter_ms"]}
+    if v.get("dir") == "bridge":
+        out["bridge"] = True
+    elif v.get("via") is not None:
+        out.update(via=v["via"], dev=v["dev"], dir=v["dir"])
+    return out
+
+
+def _remove_bridge_rule(ns: Optional[str], q: int, families: list[str]) -> None:
+    """Delete a bridge queue's rule (tolerant of it gone). The ports table stays (other ports'
+    loss may be in it; empty, it costs a frame two failed lookups) until cleanup() or the
+    namespace goes."""
+    for tool in families:
+        run(ns, [tool, "-w", "-t", "mangle", "-D", *C.nfqueue_bridge_rule_specs(q)[0]], check=False)
+
+
 def _remove_peer_side_rules(tag: str, side: dict) -> bool:
     """Delete a link's peer-side NFQUEUE rule and loss table; False if the peer namespace is gone."""
     pns, pdev = side["ns"], side["dev"]
     if not _netns_exists(pns):
         return False
-    if side.get("queue") is not None:
+    if side.get("queue") is not None and side.get("via") is None:   # a bridge queue's stage has no rule
         run_all(pns, C.iptables_nfqueue_cmds(pdev, side["queue"], side.get("queue_to"), delete=True,
                                              bridge_port=side["bridge"],
                                              families=tuple(side.get("families", ["iptables"]))), check=False)
-    if side.get("loss"):
+    if side.get("loss") == "ports":
+        run_all(pns, C.bridge_port_loss_cmds(tag, pdev, 0, delete=True), check=False)
+    elif side.get("loss"):
         run_all(pns, C.nft_loss_clear_cmds(tag, pdev, "bridge" if side["bridge"] else "inet"), check=False)
     return True
 
@@ -927,6 +985,11 @@ def cleanup(state: dict) -> None:
         if not cfg and not d.get("pid"):
             continue   # no record left (and no delayer): nothing to undo
         if _netns_exists(ns):
+            for q, v in cfg.get("queues", {}).items():
+                if v.get("dir") == "bridge":
+                    _remove_bridge_rule(ns, int(q), ["iptables", "ip6tables"])
+            if cfg.get("ports_table"):
+                run(ns, ["nft", "delete", "table", "bridge", C.ports_table(tag)], check=False)
             for dev, rec in cfg.get("links", {}).items():
                 if rec.get("queues"):
                     run_all(ns, C.iptables_nfqueue_cmds(dev, *rec["queues"], delete=True,
