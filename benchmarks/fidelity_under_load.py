@@ -86,13 +86,16 @@ def main() -> None:
     ap.add_argument("--probe-pps", type=int, default=100)
     ap.add_argument("--stream-pps", type=int, default=10)
     ap.add_argument("--stream-bytes", type=int, default=1000)
-    ap.add_argument("--rtt", choices=("both", "user", "kernel"), default="both",
-                    help="RTT of a reply read by ping (-U), or kernel-timestamped on arrival; both: half each")
+    ap.add_argument("--rtt", choices=("both", "user", "kernel"), default=None,
+                    help="RTT of a reply read by ping (-U), or kernel-timestamped on arrival; both: half each "
+                         "(the default; with --station-delay: user, the only one that sees that delay)")
     ap.add_argument("--per-process", action="store_true",
                     help="bring the cell up link by link, a tc/nft/iptables process each (the old path)")
     ap.add_argument("--station-delay", action="store_true",
                     help="delay each station's incoming frames in its namespace (LocalBackend(bridge_delay=False))")
     args = ap.parse_args()
+    if args.rtt is None:
+        args.rtt = "user" if args.station_delay else "both"
     if os.geteuid() != 0:
         sys.exit("needs root")
     topo = dataclasses.replace(load_topology(ROOT / "topologies/wifi-phones.yaml").scaled("phone", args.stations),
@@ -124,6 +127,7 @@ def main() -> None:
                 streams.append(tb.popen(p, ["ping", "-q", "-n", "-U", "-i", f"{1 / args.stream_pps:.3f}", "-s",
                                             str(args.stream_bytes), "-w", deadline, server],
                                         stdout=-1, stderr=-1, text=True))
+        started = time.monotonic() - t0
         outs = [pr.communicate(timeout=args.seconds + 60)[0] for pr in probes]
         for s in streams:
             s.communicate(timeout=args.seconds + 60)
@@ -145,7 +149,7 @@ def main() -> None:
     mean_rtt = statistics.fmean(means) if means else float("nan")
     by_kind = {u: [s[2] for s, uu in zip(stats, users) if uu == u and s[2] == s[2]] for u in (True, False)}
     print(f"\n{args.stations} stations x {args.probe_pps} probes/s + stream {args.stream_pps} x "
-          f"{args.stream_bytes} B/s, {args.seconds:g} s (wall {wall:.1f} s); load average "
+          f"{args.stream_bytes} B/s, {args.seconds:g} s (wall {wall:.1f} s, {started:.1f} s of it starting the pings); load average "
           f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; link engine {tb.emulator.engine}")
     print(f"  round-trip delay: configured {cfg_rtt:.2f} ms, measured mean {mean_rtt:.2f} ms "
           f"(error {mean_rtt - cfg_rtt:+.2f} ms; per-station means {min(means):.2f}..{max(means):.2f} ms)")

@@ -35,6 +35,12 @@ QUEUE_BASE = 1000
 RESTORE_WORKERS = 8
 DELAYER_KEY = "_delayer"   # its Popen in LinkEmulator._procs
 READY_TIMEOUT_S = 10.0
+#: CPU weight of the delayer's own cgroup (v1 cpu.shares, v2 cpu.weight: the maximum of each;
+#: a node's is 1024 / 100). The delayer is the links, not a workload: when the cores are
+#: contended, a packet due now must not wait behind a hundred nodes' processes for a core
+#: (fidelity_under_load: the delay error is the delayer's wait). Its work is bounded by the
+#: packet rate, so the weight gives it latency, not an unbounded share.
+DELAYER_CPU_WEIGHT = {"cpu.shares": "262144", "cpu.weight": "10000"}
 _PKG_ROOT = str(Path(__file__).resolve().parents[2])
 _TAG = re.compile(r"[A-Za-z0-9_-]{1,24}")
 _MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
@@ -239,6 +245,13 @@ class LinkEmulator:
                 proc.kill()
                 proc.wait()
                 raise BackendError(f"cannot move the link-emulation delayer into cgroup {f}: {e}") from e
+            for knob, value in DELAYER_CPU_WEIGHT.items():
+                w = Path(f).parent / knob
+                if w.exists():
+                    try:
+                        w.write_text(value)
+                    except OSError:
+                        pass   # left at the default weight: recorded as such (delayer_info)
         self._procs[DELAYER_KEY] = proc
         self._dl_started = False
         d["pid"] = proc.pid
@@ -907,8 +920,16 @@ class LinkEmulator:
     def delayer_info(self) -> dict:
         """The shared delayer: pid, config, cgroup, namespaces and queues served (for manifests)."""
         d = self._dl_load()
+        weight = {}
+        for f in self.delayer_cgroup_procs:
+            for knob in DELAYER_CPU_WEIGHT:
+                try:
+                    weight[knob] = int((Path(f).parent / knob).read_text())
+                except (OSError, ValueError):
+                    pass
         return {"pid": d.get("pid"), "config": str(self._dl_path()),
                 "cgroup_procs": list(self.delayer_cgroup_procs),
+                "cpu_weight": weight,   # its cgroup's, against the nodes' (see DELAYER_CPU_WEIGHT)
                 "namespaces": len(d["namespaces"]),
                 "queues": sum(len(v["queues"]) for v in d["namespaces"].values())}
 
