@@ -49,6 +49,12 @@ def parse_ping(out: str) -> tuple[int, int, float]:
     return int(m.group(1)), int(m.group(2)), float(r.group(1)) if r else float("nan")
 
 
+def gated(argv: list[str]) -> list[str]:
+    """``argv`` started once its stdin closes: spawning 200 processes takes seconds on a loaded
+    machine, and the first pings would be done before the last began (the load never whole)."""
+    return ["sh", "-c", 'read _ ; exec "$@"', "gate", *argv]
+
+
 def host_cpu() -> list[int]:
     """The host's CPU ticks: user, nice, system, idle, iowait, irq, softirq (/proc/stat)."""
     return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
@@ -105,12 +111,10 @@ def main() -> None:
     try:
         server = tb.address("server-1")
         phones = [f"phone-{i}" for i in range(1, args.stations + 1)]
-        cpu0 = (tb.delayer_facts() or {}).get("cpu_s")
         dl = tb.delayer_facts() or {}
         deadline = str(int(args.seconds))
         probes, streams, users = [], [], []
         spaces = list(tb.blueprint.infra_ns) + ["server-1"] + phones
-        q0, c0 = queue_stats(tb, spaces), host_cpu()
         t0 = time.monotonic()
         for i, p in enumerate(phones):
             # -U: the RTT measured when ping reads the reply, not when the kernel timestamps it on
@@ -120,20 +124,30 @@ def main() -> None:
             # (the workload's scheduling, not the network's delay): --rtt both gives half the
             # stations each way.
             user = args.rtt == "user" or (args.rtt == "both" and i % 2 == 0)
-            probes.append(tb.popen(p, ["ping", "-q", "-n", *(["-U"] if user else []), "-i", f"{1 / args.probe_pps:.3f}",
-                                       "-w", deadline, server], stdout=-1, stderr=-1, text=True))
+            probes.append(tb.popen(p, gated(["ping", "-q", "-n", *(["-U"] if user else []), "-i",
+                                             f"{1 / args.probe_pps:.3f}", "-w", deadline, server]),
+                                   stdin=-1, stdout=-1, stderr=-1, text=True))
             users.append(user)
             if args.stream_pps:
-                streams.append(tb.popen(p, ["ping", "-q", "-n", "-U", "-i", f"{1 / args.stream_pps:.3f}", "-s",
-                                            str(args.stream_bytes), "-w", deadline, server],
-                                        stdout=-1, stderr=-1, text=True))
+                streams.append(tb.popen(p, gated(["ping", "-q", "-n", "-U", "-i", f"{1 / args.stream_pps:.3f}",
+                                                  "-s", str(args.stream_bytes), "-w", deadline, server]),
+                                        stdin=-1, stdout=-1, stderr=-1, text=True))
         started = time.monotonic() - t0
+        q0 = queue_stats(tb, spaces)
+        cpu0 = (tb.delayer_facts() or {}).get("cpu_s")
+        c0 = host_cpu()
+        t0 = time.monotonic()
+        for pr in probes + streams:   # the gate: every ping starts now, none before the last is spawned
+            pr.stdin.close()
+            pr.stdin = None   # communicate() must not flush it
         outs = [pr.communicate(timeout=args.seconds + 60)[0] for pr in probes]
+        gate_wall = time.monotonic() - t0
         for s in streams:
             s.communicate(timeout=args.seconds + 60)
         wall = time.monotonic() - t0
-        c1, q1 = host_cpu(), queue_stats(tb, spaces)
+        c1 = host_cpu()
         cpu1 = (tb.delayer_facts() or {}).get("cpu_s")
+        q1 = queue_stats(tb, spaces)
         stats = [parse_ping(o) for o in outs]
     finally:
         tb.down()
@@ -149,7 +163,7 @@ def main() -> None:
     mean_rtt = statistics.fmean(means) if means else float("nan")
     by_kind = {u: [s[2] for s, uu in zip(stats, users) if uu == u and s[2] == s[2]] for u in (True, False)}
     print(f"\n{args.stations} stations x {args.probe_pps} probes/s + stream {args.stream_pps} x "
-          f"{args.stream_bytes} B/s, {args.seconds:g} s (wall {wall:.1f} s, {started:.1f} s of it starting the pings); load average "
+          f"{args.stream_bytes} B/s, {args.seconds:g} s (all started together after {started:.1f} s spawning them; {gate_wall:.1f} s until the probes ended); load average "
           f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; link engine {tb.emulator.engine}")
     print(f"  round-trip delay: configured {cfg_rtt:.2f} ms, measured mean {mean_rtt:.2f} ms "
           f"(error {mean_rtt - cfg_rtt:+.2f} ms; per-station means {min(means):.2f}..{max(means):.2f} ms)")
