@@ -92,6 +92,8 @@ def main() -> None:
     ap.add_argument("--probe-pps", type=int, default=100)
     ap.add_argument("--stream-pps", type=int, default=10)
     ap.add_argument("--stream-bytes", type=int, default=1000)
+    ap.add_argument("--ref-seconds", type=float, default=3.0,
+                    help="how long one ping runs alone first, for the rate ping itself keeps")
     ap.add_argument("--rtt", choices=("both", "user", "kernel"), default=None,
                     help="RTT of a reply read by ping (-U), or kernel-timestamped on arrival; both: half each "
                          "(the default; with --station-delay: user, the only one that sees that delay)")
@@ -114,6 +116,12 @@ def main() -> None:
         dl = tb.delayer_facts() or {}
         deadline = str(int(args.seconds))
         probes, streams, users = [], [], []
+        # What ping sends with the machine otherwise idle: iputils does not keep a 10 ms interval
+        # (its timing works in whole milliseconds and jiffies: ~61/s of 100/s asked, on this HZ=250
+        # kernel with no emulation at all), so "never sent" is also told against this.
+        ref = parse_ping(tb.run(phones[0], ["ping", "-q", "-n", "-i", f"{1 / args.probe_pps:.3f}", "-w",
+                                            str(int(args.ref_seconds)), server], check=False).stdout)
+        ref_rate = ref[0] / int(args.ref_seconds)
         spaces = list(tb.blueprint.infra_ns) + ["server-1"] + phones
         t0 = time.monotonic()
         for i, p in enumerate(phones):
@@ -175,6 +183,10 @@ def main() -> None:
     print(f"  probe loss: configured {cfg_loss:.2f} %, measured {100 * (1 - rx / tx) if tx else float('nan'):.2f} %")
     print(f"  probes never sent: {never} of {expected * args.stations} "
           f"({100 * never / (expected * args.stations):.2f} %)")
+    ref_expected = ref_rate * args.seconds
+    ref_never = sum(max(0.0, ref_expected - s[0]) for s in stats)
+    print(f"    ping alone on an idle machine sends {ref_rate:.1f}/s of the {args.probe_pps}/s asked; against that, "
+          f"never sent under load: {ref_never:.0f} ({100 * ref_never / (ref_expected * args.stations):.2f} %)")
     dq = {k: q1[k] - q0[k] for k in q0}
     print(f"  NFQUEUE: {dq['queued']} packets queued ({dq['queued'] / wall:.0f}/s), {dq['queue_dropped']} dropped "
           f"(queue full), {dq['user_dropped']} dropped (delayer's socket full)")

@@ -188,8 +188,10 @@ class _Libc:
 
 
 class Delayer:
-    def __init__(self, config_path: str, *, seed: int | None = None) -> None:
+    def __init__(self, config_path: str, *, seed: int | None = None, clock=time.monotonic) -> None:
         self.config_path = config_path
+        #: CLOCK_MONOTONIC (the timerfd's clock); a test drives its own.
+        self.clock = clock
         self.queues: dict[tuple[str, int], QueueState] = {}
         self.bridges: dict[tuple[str, int], BridgePorts] = {}
         self.rng = random.Random(seed)
@@ -225,7 +227,7 @@ class Delayer:
         return enter
 
     def _make_callback(self, q: QueueState):
-        mono = time.monotonic
+        mono = self.clock
         enter = self._enter
 
         def cb(pkt) -> None:
@@ -234,7 +236,7 @@ class Delayer:
 
     def _make_bridge_callback(self, ports: BridgePorts):
         """A bridge queue's callback: the frame's in-port stage, then its out-port stage."""
-        mono = time.monotonic
+        mono = self.clock
         enter = self._enter
         ins, outs = ports.ins, ports.outs
 
@@ -380,6 +382,26 @@ class Delayer:
         q.nfq = None   # its socket closes when the object goes (nfq_close in __dealloc__)
 
     # -------------------------------------------------------------- loop
+    def release_due(self, now: float) -> None:
+        """Release everything due at ``now``, one packet at a time in release order (a frame
+        leaving a bridge port's in-stage may enter an out-stage due before other queues' heads)."""
+        heap = self.heap
+        pop = heapq.heappop
+        push = heapq.heappush
+        enter = self._enter
+        while heap and heap[0][0] <= now:
+            _, _, q = pop(heap)
+            pending = q.pending
+            if not pending:   # flushed (unbound) meanwhile
+                continue
+            t, pkt, nxt = pending.popleft()
+            if nxt is None or not nxt.live:
+                pkt.accept()
+            else:
+                enter(nxt, t, pkt, None)
+            if pending and q.live:
+                push(heap, (pending[0][0], q.index, q))
+
     def run(self) -> None:
         rfd, wfd = os.pipe()
         os.set_blocking(wfd, False)
@@ -399,11 +421,9 @@ class Delayer:
         ep = self._epoll
         ep.register(rfd, select.EPOLLIN)
         ep.register(tfd, select.EPOLLIN)
-        mono = time.monotonic
+        mono = self.clock
         heap = self.heap
-        pop = heapq.heappop
-        push = heapq.heappush
-        enter = self._enter
+        release_due = self.release_due
         fdmap = self._fdmap
         armed = 0.0
         try:
@@ -411,21 +431,7 @@ class Delayer:
                 if self.reload:
                     self.reload = False
                     self.apply_config()
-                # Release everything due, one packet at a time in release order (a frame leaving a
-                # bridge port's in-stage may enter an out-stage due before other queues' heads).
-                now = mono()
-                while heap and heap[0][0] <= now:
-                    _, _, q = pop(heap)
-                    pending = q.pending
-                    if not pending:   # flushed (unbound) meanwhile
-                        continue
-                    t, pkt, nxt = pending.popleft()
-                    if nxt is None or not nxt.live:
-                        pkt.accept()
-                    else:
-                        enter(nxt, t, pkt, None)
-                    if pending and q.live:
-                        push(heap, (pending[0][0], q.index, q))
+                release_due(mono())
                 nxt_t = heap[0][0] if heap else 0.0
                 if nxt_t != armed:
                     self._libc.arm(tfd, nxt_t)
