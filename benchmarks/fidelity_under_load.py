@@ -14,6 +14,16 @@ a sender starved of CPU, or blocked by a delayer that cannot keep up), plus
 the delayer's CPU over the run. The stream keeps the cell under load; it is
 sized below the cell's airtime budget so that queueing in the budget does not
 add to the delay (that would be the emulation working, not its error).
+
+Every ping is spawned first and held at a gate, then all start at once (spawning
+200 processes on a loaded machine takes seconds: the first were done before the
+last began). ``--rtt both`` (the default) gives half the stations kernel receive
+timestamps (the network's delay, taken on arrival in the station's namespace,
+after every delay of the bridge path) and half ``ping -U`` (plus ping's wait for
+a core). iputils ping does not keep a 10 ms interval on this HZ=250 kernel even
+alone (~50-70/s of 100/s), so one ping runs alone first and "never sent" is also
+given against its rate. Also printed: NFQUEUE passes and drops, and where the
+host's cores went.
 """
 
 from __future__ import annotations
