@@ -95,6 +95,23 @@ def queue_stats(tb, nodes) -> dict[str, int]:
     return tot
 
 
+def throttled(tb, nodes) -> dict[str, float]:
+    """Per node, the seconds its cgroup's CPU quota held it off the cores so far (cpu.stat
+    ``throttled_time`` in ns, v1, or ``throttled_usec``, v2): a phone has 0.25 core."""
+    out = {}
+    for n in nodes:
+        for d in tb.layout.dirs(f"edgelab/{tb.name}/{n}"):
+            try:
+                st = dict(l.split() for l in (d / "cpu.stat").read_text().splitlines())
+            except (OSError, ValueError):
+                continue
+            if "throttled_time" in st:
+                out[n] = int(st["throttled_time"]) / 1e9
+            elif "throttled_usec" in st:
+                out[n] = int(st["throttled_usec"]) / 1e6
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stations", type=int, default=100)
@@ -152,6 +169,7 @@ def main() -> None:
                                         stdin=-1, stdout=-1, stderr=-1, text=True))
         started = time.monotonic() - t0
         q0 = queue_stats(tb, spaces)
+        th0 = throttled(tb, phones)
         cpu0 = (tb.delayer_facts() or {}).get("cpu_s")
         c0 = host_cpu()
         t0 = time.monotonic()
@@ -166,6 +184,7 @@ def main() -> None:
         c1 = host_cpu()
         cpu1 = (tb.delayer_facts() or {}).get("cpu_s")
         q1 = queue_stats(tb, spaces)
+        th1 = throttled(tb, phones)
         stats = [parse_ping(o) for o in outs]
     finally:
         tb.down()
@@ -190,6 +209,13 @@ def main() -> None:
         if by_kind[u]:
             m = statistics.fmean(by_kind[u])
             print(f"    {what}: {m:.2f} ms (error {m - cfg_rtt:+.2f} ms, {len(by_kind[u])} stations)")
+    worst = sorted(((s[2], phones[i], s[0], users[i]) for i, s in enumerate(stats) if s[2] == s[2]), reverse=True)[:3]
+    print("    slowest stations: " + ", ".join(f"{n} {m:.2f} ms ({tx_} sent{', -U' if u else ''})" for m, n, tx_, u in worst))
+    th = {n: th1[n] - th0.get(n, 0.0) for n in th1}
+    if th:
+        print(f"    stations' CPU quota (their ping processes' wait, in the -U figure): {sum(1 for v in th.values() if v > 0)} "
+              f"of {len(th)} throttled, {sum(th.values()):.1f} s in all; the slowest: "
+              + ", ".join(f"{n} {th.get(n, 0):.2f} s" for _, n, _, _ in worst))
     print(f"  probe loss: configured {cfg_loss:.2f} %, measured {100 * (1 - rx / tx) if tx else float('nan'):.2f} %")
     print(f"  probes never sent: {never} of {expected * args.stations} "
           f"({100 * never / (expected * args.stations):.2f} %)")
