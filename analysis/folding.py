@@ -1,11 +1,17 @@
 """How far can virtual nodes be folded onto one host before measurements go wrong?
 
 For each metric and folding factor (virtual nodes per physical host) the
-relative deviation is ``(mean_f - mean_base) / |mean_base|``, where the
-baseline is the smallest factor measured. Its interval is Welch's interval
-for the difference of the two means (repetitions are independent runs, not
-paired) divided by ``|mean_base|`` (the baseline mean is treated as fixed in
-the denominator — second-order with respect to the difference).
+relative deviation from the baseline (the smallest factor measured) is, for a
+metric whose values are all positive (latency, CPU time, rates), the ratio of
+geometric means minus one, ``exp(mean(log x_f) - mean(log x_base)) - 1``,
+with Welch's interval on the logarithms (repetitions are independent runs, not
+paired) mapped back the same way — the log scale on which equivalence of
+positive, right-skewed quantities is judged in bioequivalence (Schuirmann
+1987; FDA, "Statistical Approaches to Establishing Bioequivalence", 2001):
+one slow point near the breaking point then weighs as a factor, not as an
+absolute amount. A metric with a zero or negative value is compared on its own
+scale: ``(mean_f - mean_base) / |mean_base|`` with Welch's interval of the
+difference divided by ``|mean_base|``.
 
 Each (metric, factor) is then decided by an **equivalence test** — two
 one-sided tests (TOST, Schuirmann 1987) at level ``alpha`` against the
@@ -17,22 +23,33 @@ tolerance, i.e. the ``1 - 2·alpha`` interval of the deviation:
   ``-tol``: the deviation is larger than the tolerance, and we know in which
   direction it goes for this metric (latency and CPU per request: lower is
   better; throughput: higher is better);
-* ``inconclusive`` — the interval straddles a tolerance bound: more
+* ``not worse`` — the interval lies below the *worse* bound but reaches past
+  the *better* one: the one-sided test against degradation is decided
+  (non-inferiority), equivalence is not, because the factor may measure better
+  than the baseline by more than the tolerance;
+* ``inconclusive`` — the interval straddles the *worse* bound: more
   repetitions are needed (``needs_more`` says which factors).
 
 A factor is **faithful** when every judged metric is equivalent,
-**unfaithful** when some metric is worse, **better than baseline** when some
-metric is better and none worse (the baseline itself is then suspect: e.g. a
-lone node on an idle host paying CPU wake-up latency), else
-**inconclusive**. The breaking point is the smallest unfaithful factor; the
-maximum faithful factor is the largest one such that it and every smaller
-factor are faithful. When a factor or the baseline has a single repetition no
-interval exists; the decision then falls back to the mean deviation and the
-result says so (``judged_on_mean``).
+**unfaithful** when some metric is worse, **inconclusive** when some metric
+is inconclusive (it may be worse), **better than baseline** when some metric
+is better (the baseline itself is then suspect: e.g. a lone node on an idle
+host paying CPU wake-up latency), else **not worse** (some metric may be
+better than the baseline beyond the tolerance: no degradation, but not shown
+equivalent). Faithful, not worse and better are *decided*: more repetitions
+cannot make them a breaking point at this tolerance and level. The breaking
+point is the smallest unfaithful factor; the maximum faithful factor is the
+largest one such that it and every smaller factor are faithful, and the
+maximum factor without degradation the largest such that it and every smaller
+factor are faithful, not worse or better. When a factor or the baseline has a
+single repetition no interval exists; the decision then falls back to the mean
+deviation and the result says so (``judged_on_mean``).
 
 Host overload signals recorded with each point (``host_cpu_busy``,
 ``host_runqueue``, ``host_cpu_pressure``, ``host_cpu_softirq``,
-``host_foreign_cpu``; see :mod:`edgelab.hostload`) are averaged per factor and
+``host_foreign_cpu``, and with the fallback link engine the delayer's release
+lateness ``host_delayer_late_ms`` / ``host_delayer_late_share``; see
+:mod:`edgelab.hostload`) are averaged per factor and
 name the cause of an unfaithful factor; where other work than the testbed used
 the host's CPU, the verdict says which factors it touched.
 """
@@ -43,6 +60,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
+import numpy as np
 import pandas as pd
 
 from .load import ResultsError
@@ -56,13 +74,20 @@ HIGHER_IS_BETTER_PREFIXES = ("requests_per_s", "goodput", "throughput", "invocat
 
 #: Host signals recorded by edgelab.hostload, with how each is shown.
 HOST_SIGNALS = {"host_cpu_busy": "CPU busy", "host_runqueue": "run queue", "host_cpu_pressure": "CPU pressure",
-                "host_cpu_softirq": "softirq", "host_foreign_cpu": "other work"}
+                "host_cpu_softirq": "softirq", "host_foreign_cpu": "other work",
+                "host_delayer_late_ms": "delayer lateness (ms)", "host_delayer_late_share": "packets > 1 ms late"}
 
 #: ``host_foreign_cpu`` from which a point's host counts as shared with other work
 #: (edgelab.hostload.FOREIGN_SHARED; repeated here so analysis needs no edgelab import).
 FOREIGN_SHARED = 0.15
 
-FACTOR_VERDICTS = ("faithful", "unfaithful", "better", "inconclusive")
+#: ``host_delayer_late_ms`` from which the link emulation could not keep up (edgelab.hostload.DELAYER_LATE_MS).
+DELAYER_LATE_MS = 1.0
+
+FACTOR_VERDICTS = ("faithful", "unfaithful", "better", "not worse", "inconclusive")
+
+#: Factor verdicts that rule out a degradation beyond the tolerance.
+NO_DEGRADATION = ("faithful", "not worse", "better")
 
 
 def higher_is_better(metric: str) -> bool:
@@ -84,6 +109,9 @@ def decide(low: float, high: float, estimate: float, defined: bool, tolerance: f
     if low > tolerance or high < -tolerance:
         up = low > tolerance
         return "better" if up == higher_is_better(metric) else "worse"
+    # Straddles one bound (or both): decided against degradation when the *worse* bound is cleared.
+    if (low >= -tolerance) if higher_is_better(metric) else (high <= tolerance):
+        return "not worse"
     return "inconclusive"
 
 
@@ -108,22 +136,30 @@ def degradation_table(df: pd.DataFrame, metrics: Optional[Sequence[str]] = None,
         base_factor = factors[0]
         base = samples.loc[samples[param] == base_factor, "value"].to_numpy()
         base_mean = float(base.mean())
+        log_scale = bool((samples["value"] > 0).all())
         for f in factors:
             x = samples.loc[samples[param] == f, "value"].to_numpy()
             m = mean_ci(x, level)
             if f == base_factor:
                 deg, low, high, defined, decision = 0.0, 0.0, 0.0, True, "baseline"
             else:
-                d = diff_ci(x, base, level)
-                deg = _relative(d.estimate, base_mean)
-                low, high, defined = _relative(d.low, base_mean), _relative(d.high, base_mean), d.defined
+                if log_scale:   # ratio of geometric means (see the module docstring)
+                    d = diff_ci(np.log(x), np.log(base), level)
+                    deg, low, high = (math.expm1(v) if not math.isnan(v) else v for v in (d.estimate, d.low, d.high))
+                else:
+                    d = diff_ci(x, base, level)
+                    deg = _relative(d.estimate, base_mean)
+                    low, high = _relative(d.low, base_mean), _relative(d.high, base_mean)
+                defined = d.defined
                 decision = decide(low, high, deg, defined, tolerance, metric)
+            judged = np.log(x) if log_scale else x
+            sd = float(np.std(judged, ddof=1)) if len(judged) > 1 else math.nan   # on the judged scale
             worst = max(abs(low), abs(high)) if defined else abs(deg)
             rows.append({"metric": metric, param: f, "mean": m.estimate, "ci_low": m.low, "ci_high": m.high,
                          "n": m.n, "baseline_factor": base_factor, "baseline_mean": base_mean,
                          "degradation": deg, "degradation_ci_low": low if defined else math.nan,
                          "degradation_ci_high": high if defined else math.nan, "ci_defined": defined,
-                         "worst": worst, "decision": decision})
+                         "worst": worst, "decision": decision, "log_scale": log_scale, "sd": sd})
     return pd.DataFrame(rows)
 
 
@@ -151,6 +187,9 @@ def _overload_phrases(sig: dict[str, float], cpus: Optional[int]) -> list[str]:
         out.append(f"softirq {sig['host_cpu_softirq']:.0%} of CPU time")
     if sig.get("host_foreign_cpu", 0) >= FOREIGN_SHARED:
         out.append(f"other work (not the testbed) used {sig['host_foreign_cpu']:.0%} of the host's CPU")
+    if sig.get("host_delayer_late_ms", 0) >= DELAYER_LATE_MS:
+        out.append(f"the link delayer released packets {sig['host_delayer_late_ms']:.1f} ms late on average "
+                   f"({sig.get('host_delayer_late_share', 0):.0%} more than 1 ms late)")
     return out
 
 
@@ -160,7 +199,7 @@ class FoldingResult:
     tolerance: float
     alpha: float
     table: pd.DataFrame
-    verdicts: dict[int, str] = field(default_factory=dict)  # factor -> faithful|unfaithful|better|inconclusive
+    verdicts: dict[int, str] = field(default_factory=dict)  # factor -> one of FACTOR_VERDICTS
     first_unfaithful: Optional[int] = None  # the breaking point: smallest factor with a metric worse
     violations: list[tuple[str, int, float]] = field(default_factory=list)  # (metric, factor, deviation) at it
     judged_on_mean: bool = False  # True when some decision had no interval (single repetition)
@@ -184,6 +223,17 @@ class FoldingResult:
     def inconclusive(self) -> list[int]:
         return [f for f, v in self.verdicts.items() if v == "inconclusive"]
 
+    @property
+    def max_without_degradation(self) -> int:
+        """Largest factor such that it and every smaller factor rule out a degradation beyond the
+        tolerance (faithful, not worse or better than the baseline)."""
+        best = self.baseline
+        for f in sorted(self.verdicts):
+            if self.verdicts[f] not in NO_DEGRADATION:
+                break
+            best = f
+        return best
+
     def decided_up_to_break(self) -> bool:
         """Every factor up to the breaking point (or every factor, if none broke) is decided."""
         limit = self.first_unfaithful if self.first_unfaithful is not None else math.inf
@@ -202,6 +252,27 @@ class FoldingResult:
             todo.append(self.first_unfaithful)
         return sorted({self.baseline, *todo}) if todo else []
 
+    def baseline_helps(self) -> bool:
+        """Whether the next round should measure the baseline again, by Dunnett's allocation
+        (Dunnett 1955: with k comparisons against one control, the control deserves √k times
+        a treatment's repetitions, scaled by the ratio of their standard deviations): True when
+        some undecided comparison has no more baseline repetitions than that. A baseline that
+        is already precise next to a noisy factor (a factor near the break) is not
+        repeated: its points would narrow nothing."""
+        todo = [f for f in self.needs_more() if f != self.baseline]
+        if not todo:
+            return False
+        t = self.table
+        base = t[t[PARAM] == self.baseline].set_index("metric")
+        k = math.sqrt(len(todo))
+        for r in t[t[PARAM].isin(todo) & t["decision"].isin(("inconclusive", "worse"))].itertuples():
+            sb, nb = base.at[r.metric, "sd"], base.at[r.metric, "n"]
+            if not (r.sd > 0 and sb >= 0) or nb < 2:
+                return True   # not enough to tell: measure it
+            if nb <= k * (sb / r.sd) * r.n:   # a tie goes to the baseline: it serves every comparison
+                return True
+        return False
+
     def baseline_suspect(self) -> Optional[str]:
         """Why the baseline looks unrepresentative, or None: most folded factors below the
         breaking point measure *better* than the baseline on the same metric."""
@@ -211,7 +282,9 @@ class FoldingResult:
             return None
         notes = []
         for metric, grp in t.groupby("metric", sort=True):
-            better = grp[grp["decision"] == "better"]
+            # better beyond the tolerance, or not worse with the estimate past half of it
+            better = grp[(grp["decision"] == "better") | ((grp["decision"] == "not worse")
+                                                         & (grp["degradation"].abs() >= self.tolerance / 2))]
             if len(better) and len(better) * 2 >= len(grp):
                 devs = "/".join(f"{d:+.1%}" for d in better["degradation"])
                 notes.append(f"{metric} at factors {','.join(str(int(f)) for f in better[PARAM])} ({devs})")
@@ -236,6 +309,9 @@ class FoldingResult:
         per = ", ".join(f"{f} {v.upper() if v == 'unfaithful' else v}" for f, v in sorted(self.verdicts.items()))
         s = (f"Folding verdict per factor (tolerance ±{self.tolerance:.1%} of the {self.baseline}-node baseline, "
              f"judged on {basis}): {per}. Maximum faithful folding factor: {self.max_factor}.")
+        if self.max_without_degradation > self.max_factor:
+            s += (f" No degradation beyond the tolerance up to factor {self.max_without_degradation} (factors "
+                  "measuring better than the baseline, or not worse, are not shown equivalent to it).")
         if self.first_unfaithful is not None:
             worst = ", ".join(f"{m} {d:+.1%}" for m, _, d in self.violations)
             s += f" Breaking point: factor {self.first_unfaithful} ({worst})"
@@ -273,7 +349,9 @@ def factor_verdict(decisions: set[str]) -> str:
         return "unfaithful"
     if "inconclusive" in decisions:
         return "inconclusive"
-    return "better" if "better" in decisions else "faithful"
+    if "better" in decisions:
+        return "better"
+    return "not worse" if "not worse" in decisions else "faithful"
 
 
 def folding_verdict(df: pd.DataFrame, metrics: Optional[Sequence[str]] = None, *, tolerance: float = 0.05,

@@ -33,7 +33,7 @@ class HostsVerdict:
     tolerance: float
     alpha: float
     table: pd.DataFrame
-    verdicts: dict[int, str] = field(default_factory=dict)       # hosts -> faithful|unfaithful|better|inconclusive
+    verdicts: dict[int, str] = field(default_factory=dict)  # hosts -> analysis.folding.FACTOR_VERDICTS
     violations: dict[int, list[tuple[str, float]]] = field(default_factory=dict)
     judged_on_mean: bool = False
     signals: dict[int, dict[str, float]] = field(default_factory=dict)  # hosts -> mean signals of the busiest host

@@ -179,11 +179,14 @@ def _folding(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
     text = res.describe()
     fig = _figure(folding_figure(res, run.manifest), out, f"{stem}-folding",
                   f"Deviation from the unfolded baseline per metric; tolerance ±{tol:.0%}. " + caption(run.manifest))
-    method = Para("Deviation = (mean at factor − mean at baseline) / |mean at baseline|, with Welch's t interval. "
+    method = Para("Deviation = ratio of geometric means (factor / baseline) − 1, with Welch's t interval on the "
+                  "logarithms (a metric with a zero or negative value: (mean at factor − mean at baseline) / "
+                  "|mean at baseline|, Welch's interval of the difference). "
                   f"Each metric is decided by two one-sided tests at α = {res.alpha:g} (its {level} interval): "
                   "equivalent when the interval lies within the tolerance, worse/better when it lies beyond it, "
-                  "inconclusive otherwise. A factor is faithful when every metric is equivalent, unfaithful when "
-                  "one is worse; the breaking point is the smallest unfaithful factor.")
+                  "not worse when it clears only the worse bound, inconclusive when it straddles the worse bound. "
+                  "A factor is faithful when every metric is equivalent, unfaithful when one is worse; the "
+                  "breaking point is the smallest unfaithful factor.")
     blocks: list[Block] = [Para(text), method, Table(table), fig]
     if res.signals:
         sig = pd.DataFrame([{"factor": f, **{k: v for k, v in s.items()}} for f, s in sorted(res.signals.items())])

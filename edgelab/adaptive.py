@@ -24,7 +24,7 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Optional
 
 from .experiment import Outcome, console, run_sweep
 from .hostload import HostWarmer
@@ -43,11 +43,15 @@ def more_points(verdict: Any, reps: dict[int, int], max_reps: int,
                 baseline_weight: int = 1) -> list[dict]:
     """The next adaptive round: one more repetition of every factor ``verdict.needs_more()``
     names (undecided up to the breaking point, and the baseline — ``baseline_weight`` more of
-    it), within ``max_reps`` (the baseline's cap scaled by its weight)."""
+    it, unless ``verdict.baseline_helps()`` says its repetitions already suffice), within
+    ``max_reps`` (the baseline's cap scaled by its weight)."""
     todo = verdict.needs_more()
     if not todo:
         return []
     base = min(todo)
+    helps = getattr(verdict, "baseline_helps", None)
+    if helps is not None and not helps():
+        todo = [f for f in todo if f != base]   # Dunnett's allocation: the baseline is precise enough
     out = []
     for f in todo:
         n, cap = (baseline_weight, max_reps * baseline_weight) if f == base else (1, max_reps)
@@ -117,11 +121,13 @@ def settled(verdict: Any) -> set[int]:
     return {int(f) for f, v in getattr(verdict, "verdicts", {}).items() if v == "unfaithful"}
 
 
-def fitting(extra: list[dict], timer: PointTimer, left: float) -> list[dict]:
+def fitting(extra: list[dict], timer: PointTimer, left: float, base: Optional[int] = None) -> list[dict]:
     """The longest prefix of ``extra`` that fits ``left`` s, in measuring order: one baseline
     point, the other factors ascending (the breaking point is searched from below), then the
-    baseline's other points (bracketing the round). Empty when no folded factor fits."""
-    base = min(p["factor"] for p in extra)
+    baseline's other points (bracketing the round). Empty when no folded factor fits.
+    ``base``: the sweep's baseline factor (default: the least folded factor of ``extra``; a
+    round may have no baseline point)."""
+    base = min(p["factor"] for p in extra) if base is None else base
     bases = [p for p in extra if p["factor"] == base]
     ordered = bases[:1] + sorted((p for p in extra if p["factor"] != base), key=lambda p: p["factor"]) + bases[1:]
     out: list[dict] = []
@@ -162,16 +168,18 @@ def _rounds(points: list[dict], resume: Any, sweep: dict, verdict_of: Callable[[
         if not extra:
             break
         spent = time.monotonic() - t0
-        fits = fitting(extra, timer, budget - spent)
+        fits = fitting(extra, timer, budget - spent, base)
         if not fits:   # the baseline alone decides nothing
             console.print(f"adaptive repetitions stop: the next round ({len(extra)} points, about "
                           f"{timer.estimate(extra):.0f} s) would exceed the {budget:g} s budget ({spent:.0f} s spent)",
                           highlight=False, soft_wrap=True)
             break
         cut = "" if len(fits) == len(extra) else f" ({len(fits)} of {len(extra)} points: what fits the budget)"
-        factors = sorted({p["factor"] for p in fits})
-        console.print(f"adaptive round: factors {', '.join(map(str, factors))} undecided; one more repetition each"
-                      + (f" ({baseline_weight} of the baseline)" if baseline_weight > 1 else "") + cut,
+        factors = sorted({p["factor"] for p in fits} - {base})
+        nbase = sum(p["factor"] == base for p in fits)
+        console.print(f"adaptive round: factors {', '.join(map(str, factors))} undecided; one more repetition each, "
+                      + (f"with {nbase} of the baseline" if nbase else
+                         "not the baseline (Dunnett's allocation: it is precise enough)") + cut,
                       highlight=False, soft_wrap=True)
         points = points + fits
         outcome = run_sweep(points=points, resume=outcome.run.path, **sweep)

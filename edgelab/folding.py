@@ -64,7 +64,8 @@ def fold(nodes: Iterable[NodePlan], hosts: Iterable[Host], *, strategy: str = "s
 
     ``spread`` puts each node on the least CPU-loaded host that fits (balanced
     load, the usual choice for measurements); ``pack`` uses first-fit
-    decreasing to use as few hosts as possible (the highest folding factor).
+    decreasing (ties in plan order) to use as few hosts as possible (the
+    highest folding factor; how many machines a Grid'5000 reservation needs).
     ``max_per_host`` caps the folding factor explicitly, as a folding sweep does.
     Raises :class:`FoldingError` naming the node that does not fit and why.
     """
@@ -96,8 +97,8 @@ def fold(nodes: Iterable[NodePlan], hosts: Iterable[Host], *, strategy: str = "s
         raise FoldingError(f"{len(nodes)} nodes cannot fit {len(hosts)} host(s) at most {max_per_host} per host")
 
     order = nodes
-    if strategy == "pack":
-        order = sorted(nodes, key=lambda n: (-n.resources.host_cpu, -n.resources.memory_mib, n.name))
+    if strategy == "pack":   # first-fit decreasing; ties keep plan order, so a plan always folds the same way
+        order = sorted(nodes, key=lambda n: (-n.resources.host_cpu, -n.resources.memory_mib))
     assignment: dict[str, str] = {}
     for node in order:
         candidates = [l for l in loads if l.fits(node, max_per_host)]

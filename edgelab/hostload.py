@@ -120,6 +120,8 @@ class HostLoad:
     runqueue: float      # mean runnable tasks (sampled)
     runqueue_samples: int = 0
     foreign: Optional[float] = None  # fraction of all CPUs' time busy with work outside the measured system
+    delayer_late_ms: Optional[float] = None     # mean lateness of the link delayer's releases (fallback engine)
+    delayer_late_share: Optional[float] = None  # share of its packets released more than 1 ms late
 
     @property
     def overloaded(self) -> list[str]:
@@ -135,17 +137,28 @@ class HostLoad:
             out.append(f"softirq {self.softirq:.0%} of CPU time")
         if self.foreign is not None and self.foreign >= FOREIGN_SHARED:
             out.append(f"other work used {self.foreign:.0%} of the host's CPU")
+        if self.delayer_late_ms is not None and self.delayer_late_ms >= DELAYER_LATE_MS:
+            out.append(f"the link delayer released packets {self.delayer_late_ms:.1f} ms late on average")
         return out
 
 
 #: Share of the host's CPU used by work outside the testbed from which the host counts as shared.
 FOREIGN_SHARED = 0.15
 
+#: Mean release lateness of the link delayer (ms) from which the emulation itself could not keep up.
+DELAYER_LATE_MS = 1.0
+
 
 def own_process_cpu_seconds() -> float:
     """CPU seconds of this (controller) process: it runs beside the testbed, it is not foreign."""
     t = os.times()
     return t.user + t.system
+
+
+def testbed_delayer_counters(tb: object) -> Optional[Callable[[], object]]:
+    """A testbed's link-delayer lateness counters (the local backend's ``delayer_lateness``:
+    :mod:`edgelab.linkemu.lateness`), or None where it has none."""
+    return getattr(tb, "delayer_lateness", None)
 
 
 def testbed_cpu_counter(tb: object) -> Optional[Callable[[], float]]:
@@ -164,6 +177,10 @@ class HostLoadSampler:
     #: Cumulative CPU seconds of the measured system (e.g. the testbed's cgroup subtree);
     #: with it, ``host_foreign_cpu`` is recorded. This process's own CPU is added to it.
     own_cpu: Optional[Callable[[], float]] = None
+    #: The link delayer's cumulative lateness counters (:func:`edgelab.linkemu.lateness.read`);
+    #: with them, ``host_delayer_late_ms`` and ``host_delayer_late_share`` are recorded.
+    delayer: Optional[Callable[[], object]] = None
+    _late0: object = None
     _own0: float = 0.0
     _t0: float = 0.0
     _cpu0: Optional[CpuTimes] = None
@@ -182,6 +199,7 @@ class HostLoadSampler:
         self._psi0 = read_pressure_us(self.proc)
         self._spin0 = self.warmer.cpu_seconds() if self.warmer else 0.0
         self._own0 = self._own()
+        self._late0 = self.delayer() if self.delayer is not None else None
         self._thread = threading.Thread(target=self._sample_runqueue, name="hostload", daemon=True)
         self._thread.start()
         return self
@@ -218,12 +236,18 @@ class HostLoadSampler:
         # runnable counts include the warmer's spinners: they are not load
         spinners = self.warmer.spinners if self.warmer else 0
         rq = [max(0, r - spinners) for r in self._rq]
+        late = None
+        if self.delayer is not None:
+            from .linkemu.lateness import window
+
+            late = window(self._late0, self.delayer())
         self.result = HostLoad(
             seconds=wall, cpus=os.cpu_count() or 1, busy=min(busy, 1.0),
             softirq=(cpu1.softirq - self._cpu0.softirq) / total,
             pressure=None if psi1 is None or self._psi0 is None else min(1.0, (psi1 - self._psi0) / 1e6 / wall),
             runqueue=sum(rq) / len(rq) if rq else float(read_runnable(self.proc)), runqueue_samples=len(rq),
-            foreign=foreign)
+            foreign=foreign, delayer_late_ms=late[0] if late else None,
+            delayer_late_share=late[1] if late else None)
         return self.result
 
     def measurements(self) -> list[Measurement]:
@@ -238,6 +262,9 @@ class HostLoadSampler:
             rows.append(Measurement("host_cpu_pressure", r.pressure, "fraction"))
         if r.foreign is not None:
             rows.append(Measurement("host_foreign_cpu", r.foreign, "fraction"))
+        if r.delayer_late_ms is not None:
+            rows += [Measurement("host_delayer_late_ms", r.delayer_late_ms, "ms"),
+                     Measurement("host_delayer_late_share", r.delayer_late_share, "fraction")]
         return rows
 
 

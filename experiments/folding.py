@@ -8,7 +8,11 @@ virtual nodes per physical host. Each metric is compared with the least
 folded configuration by an equivalence test (two one-sided tests at
 ``--alpha`` against ``--tolerance``, see :mod:`analysis.folding`), so every
 factor ends *faithful*, *unfaithful* (the breaking point is the first), *better
-than baseline* (the baseline itself is suspect) or *inconclusive*. Repetitions
+than baseline* (the baseline itself is suspect), *not worse* (a degradation beyond
+the tolerance is ruled out, equivalence is not: it may be better than the baseline)
+or *inconclusive*. Every point is warmed up first (each phone serves ``--warmup``
+requests, unmeasured, with its start-up, outside its CPU cap): a phone's first
+request pays one-time costs that would bias and scatter every point. Repetitions
 are added adaptively, one round at a time, to the factors still inconclusive up
 to the breaking point, until each is decided or ``--max-reps``/``--budget`` is
 spent. Every point records the host's overload signals (CPU busy, run queue,
@@ -34,9 +38,9 @@ host count of a factor whose verdict is still inconclusive, within
 ``--max-reps`` and ``--budget``.
 
 ``--quick`` (the default) sweeps factors 1,2,4,8,16,32 with 3 repetitions, up to
-6 with the adaptive rounds, within a 300 s budget, at a ±10 % tolerance (its points
+12 with the adaptive rounds, within a 300 s budget, at a ±10 % tolerance (its points
 vary by about 10 % from run to run on a 2-core host: a ±5 % equivalence would need
-some 25 repetitions per factor); ``--full`` goes to 64 with 5 repetitions, up to 10,
+some 25 repetitions per factor); ``--full`` goes to 64 with 5 repetitions, up to 20,
 at ±5 %.
 """
 
@@ -75,6 +79,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "other factors (it is in every comparison, and with one node it has the fewest requests "
                         "of all: its noise weighs on every verdict; default %(default)s)")
     p.add_argument("--rate", type=float, default=10.0, help="requests per second per node (default %(default)s)")
+    p.add_argument("--warmup", type=int, default=2,
+                   help="unmeasured requests each phone serves before a point's load (default %(default)s)")
     p.add_argument("--image-kb", type=int, default=20, help="request image size in KB (default %(default)s)")
     p.add_argument("--tolerance", type=float, default=None,
                    help="largest acceptable relative deviation from the baseline (quick 0.10, full 0.05): "
@@ -85,7 +91,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--alpha", type=float, default=0.05,
                    help="level of each one-sided test of the equivalence test (default %(default)s)")
     p.add_argument("--max-reps", type=int, default=None,
-                   help="adaptive repetitions: at most this many per factor (quick 6, full 10; = --reps: none)")
+                   help="adaptive repetitions: at most this many per factor (quick 12, full 20; = --reps: none)")
     p.add_argument("--budget", type=float, default=None,
                    help="seconds the sweep may take with its adaptive rounds (quick 300, full 3600)")
     p.add_argument("--hosts", type=int_list, default=None,
@@ -107,9 +113,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     a.factors = sorted(set(a.factors or ([1, 2, 4, 8, 16, 32, 48, 64] if a.full else [1, 2, 4, 8, 16, 32])))
     a.reps = a.reps or (5 if a.full else 3)
     a.seconds = a.seconds or (10.0 if a.full else 4.0)
+    if not 0 <= a.warmup <= 100:
+        p.error(f"--warmup must be between 0 and 100 requests, got {a.warmup}")
     if a.baseline_weight < 1:
         p.error(f"--baseline-weight must be >= 1, got {a.baseline_weight}")
-    a.max_reps = max(a.reps, a.max_reps or (10 if a.full else 6))
+    a.max_reps = max(a.reps, a.max_reps or (20 if a.full else 12))
     a.budget = a.budget or (3600.0 if a.full else 300.0)
     if a.hosts is not None:
         a.hosts = sorted(set(a.hosts))
@@ -161,7 +169,7 @@ def main(argv=None) -> int:
     if a.hosts is not None:
         return main_hosts(a)
     params = {"factors": a.factors, "reps": a.reps, "seconds": a.seconds, "baseline_weight": a.baseline_weight,
-              "rate_rps": a.rate,
+              "rate_rps": a.rate, "warmup": a.warmup,
               "image_kb": a.image_kb, "tolerance": a.tolerance, "metrics": a.metrics, "alpha": a.alpha,
               "max_reps": a.max_reps, "budget_s": a.budget, "warm_host": a.warm_host}
 
@@ -171,7 +179,8 @@ def main(argv=None) -> int:
     backend = backend_from_args(a, COMPOSITION)
 
     def measure(point, run):
-        load = FoldLoad(seconds=a.seconds, rate_rps=a.rate, image_bytes=a.image_kb * 1000, seed=1 + point["rep"])
+        load = FoldLoad(seconds=a.seconds, rate_rps=a.rate, image_bytes=a.image_kb * 1000, seed=1 + point["rep"],
+                        warmup=a.warmup)
         return folding_point(folding_topology(point["factor"], name=TESTBED), backend=backend, run=run,
                              point=point, load=load)
 
@@ -196,6 +205,7 @@ def main(argv=None) -> int:
                     if "host_cpu_busy" in sig else "")
             console.print(f"  factor {f} ({verdict.verdicts.get(int(f), 'baseline')}): {devs}{host}", highlight=False, soft_wrap=True)
         print(f"max faithful folding factor: {verdict.max_factor}")
+        print(f"max folding factor without degradation: {verdict.max_without_degradation}")
         print(f"breaking point: {verdict.breaking_point if verdict.breaking_point is not None else 'none'}")
     return finish(outcome, a)
 
@@ -213,7 +223,7 @@ def main_hosts(a: argparse.Namespace) -> int:
         raise EdgelabError("--hosts needs --inventory FILE: the hosts to fold over (scripts/ssh-devices writes one)")
     backends = {h: FoldedBackend(inventory, h, **opts) for h in a.hosts}
     params = {"factors": a.factors, "hosts": a.hosts, "reps": a.reps, "max_reps": a.max_reps, "budget_s": a.budget,
-              "seconds": a.seconds, "rate_rps": a.rate,
+              "seconds": a.seconds, "rate_rps": a.rate, "warmup": a.warmup,
               "image_kb": a.image_kb, "tolerance": a.tolerance, "metrics": a.metrics, "alpha": a.alpha,
               "baseline": "1 host", "inventory": str(inventory)}
     points = sweep_points(a.factors, a.reps, a.hosts)
@@ -228,7 +238,7 @@ def main_hosts(a: argparse.Namespace) -> int:
 
     def measure(point, run):
         load = FoldLoad(seconds=a.seconds, rate_rps=a.rate,
-                        image_bytes=a.image_kb * 1000, seed=1 + point["rep"])
+                        image_bytes=a.image_kb * 1000, seed=1 + point["rep"], warmup=a.warmup)
         return folding_point(folding_topology(point["factor"], name=TESTBED), backend=backends[point["hosts"]],
                              run=run, point=point, load=load)
 

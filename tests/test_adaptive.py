@@ -18,7 +18,7 @@ def test_planned_counts_repetitions_per_factor_including_gaps():
 
 def test_a_round_repeats_undecided_factors_up_to_the_break_with_the_baseline():
     # factor 2: noisy (inconclusive); factor 4: clearly worse (the break); factor 8: noisy but beyond the break
-    v = folding_verdict(folded({1: [10, 9, 11], 2: [10, 8, 12], 4: [20, 20.1, 19.9], 8: [30, 20, 40]}))
+    v = folding_verdict(folded({1: [10, 8, 12], 2: [10, 8, 12], 4: [20, 20.1, 19.9], 8: [30, 20, 40]}))
     assert v.breaking_point == 4 and v.verdicts[2] == "inconclusive"
     assert more_points(v, {1: 3, 2: 3, 4: 3, 8: 3}, max_reps=6) == [{"factor": 1, "rep": 3}, {"factor": 2, "rep": 3}]
     # at the repetition cap the undecided factor gets no more; a decided verdict needs none
@@ -69,7 +69,7 @@ def test_a_round_that_does_not_fit_is_cut_to_the_baseline_and_least_folded_facto
 
 
 def test_a_weighted_baseline_gets_its_weight_of_points_per_round_within_its_scaled_cap():
-    v = folding_verdict(folded({1: [10, 9, 11, 10, 9, 11], 2: [10, 8, 12], 4: [20, 20.1, 19.9]}))
+    v = folding_verdict(folded({1: [10, 5, 15, 10, 5, 15], 2: [10, 8, 12], 4: [20, 20.1, 19.9]}))
     assert more_points(v, {1: 6, 2: 3, 4: 3}, max_reps=6, baseline_weight=2) == [
         {"factor": 1, "rep": 6}, {"factor": 1, "rep": 7}, {"factor": 2, "rep": 3}]
     assert more_points(v, {1: 11, 2: 3, 4: 3}, max_reps=6, baseline_weight=2) == [
@@ -108,3 +108,17 @@ def test_the_initial_design_stops_repeating_a_factor_once_it_is_decided_unfaithf
     assert measured[:6] == [(1, 0), (2, 0), (4, 0), (1, 1), (1, 2), (2, 1)]
     v = verdict_of(out.run.path)
     assert v.verdicts[4] == "unfaithful" and v.breaking_point == 4
+
+
+def test_a_baseline_precise_next_to_a_noisy_factor_is_not_repeated():
+    """Dunnett's allocation: the baseline gets sqrt(k) x sd_base/sd_factor of a factor's repetitions."""
+    v = folding_verdict(folded({1: [10, 10.3, 9.7], 2: [10, 7, 13]}))
+    assert v.verdicts[2] == "inconclusive" and v.needs_more() == [1, 2] and not v.baseline_helps()
+    assert more_points(v, {1: 3, 2: 3}, max_reps=6, baseline_weight=2) == [{"factor": 2, "rep": 3}]
+    # as noisy as the factor, with fewer repetitions: it is measured again
+    v = folding_verdict(folded({1: [10, 7, 13], 2: [10, 7, 13, 10, 7, 13]}))
+    assert v.verdicts[2] == "inconclusive" and v.baseline_helps()
+    # a round without a baseline point still fits (its baseline is the sweep's, not the round's least factor)
+    t = PointTimer()
+    t.took = {1: [5.0], 16: [5.0]}
+    assert fitting([{"factor": 16, "rep": 4}], t, 100.0, base=1) == [{"factor": 16, "rep": 4}]

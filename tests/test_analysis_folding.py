@@ -1,7 +1,11 @@
+import math
+
+import numpy as np
 import pandas as pd
 import pytest
 
 from analysis.folding import decide, degradation_table, folding_verdict, max_faithful_factor
+from analysis.stats import t_ppf, welch_df
 from analysis.load import load_run
 from analysis_fixtures import FOLDING
 
@@ -33,13 +37,41 @@ def test_tolerance_and_metric_choice_change_the_answer():
     assert res.max_factor == 16 and res.breaking_point is None
 
 
-def test_deviation_interval_is_the_tost_interval():
-    t = degradation_table(folded({1: [10.0, 10.2, 9.8], 2: [10.5, 10.7, 10.3]}), alpha=0.05)
+def test_deviation_interval_is_the_tost_interval_on_the_log_scale():
+    base, x = np.array([10.0, 10.2, 9.8]), np.array([10.5, 10.7, 10.3])
+    t = degradation_table(folded({1: list(base), 2: list(x)}), alpha=0.05)
     row = t[t["factor"] == 2].iloc[0]
-    half = 2.131846786 * (2 * 0.04 / 3) ** 0.5 / 10.0  # t(0.95, Welch df = 4): the 90 % interval of TOST at 5 %
-    assert row["degradation"] == pytest.approx(0.05)
-    assert (row["degradation_ci_low"], row["degradation_ci_high"]) == pytest.approx((0.05 - half, 0.05 + half))
-    assert row["decision"] == "inconclusive"  # straddles +5 %
+    lb, lx = np.log(base), np.log(x)
+    d, vb, vx = lx.mean() - lb.mean(), lb.var(ddof=1), lx.var(ddof=1)
+    half = t_ppf(0.95, welch_df(vx, 3, vb, 3)) * math.sqrt(vx / 3 + vb / 3)  # the 90 % interval of TOST at 5 %
+    assert row["log_scale"] and row["degradation"] == pytest.approx(math.expm1(d))   # ratio of geometric means
+    assert (row["degradation_ci_low"], row["degradation_ci_high"]) == pytest.approx(
+        (math.expm1(d - half), math.expm1(d + half)))
+    assert row["decision"] == "inconclusive"  # straddles +5 % (the worse side)
+
+
+def test_a_metric_with_zeros_is_compared_on_its_own_scale():
+    t = degradation_table(folded({1: [10.0, 10.2, 9.8], 2: [0.0, 1.0, 2.0]}, metric="error_count"), alpha=0.05)
+    row = t[t["factor"] == 2].iloc[0]
+    half = t_ppf(0.95, welch_df(1.0, 3, 0.04, 3)) * math.sqrt(1.0 / 3 + 0.04 / 3) / 10.0
+    assert not row["log_scale"] and row["degradation"] == pytest.approx(-0.9)
+    assert (row["degradation_ci_low"], row["degradation_ci_high"]) == pytest.approx((-0.9 - half, -0.9 + half))
+
+
+def test_an_interval_clear_of_the_worse_bound_only_is_not_worse_and_decided():
+    # folded runs 6-10 % faster than a noisy baseline: not shown equivalent, but no degradation
+    df = folded({1: [100.0, 108.0, 96.0, 104.0], 2: [93.0, 95.0, 91.0, 94.0], 4: [103.0, 104.0, 102.0, 103.5]},
+                metric="latency_ms_p50")
+    res = folding_verdict(df, tolerance=0.10)
+    row = res.table[res.table["factor"] == 2].iloc[0]
+    assert row["degradation_ci_low"] < -0.10 < row["degradation_ci_high"] < 0.10
+    assert res.verdicts[2] == "not worse" and res.verdicts[4] == "faithful"
+    assert res.max_factor == 1 and res.max_without_degradation == 4
+    assert res.decided_up_to_break() and res.needs_more() == []
+    assert "No degradation beyond the tolerance up to factor 4" in res.describe()
+    # the same interval on the other side (a higher-is-better metric) is "not worse" too
+    assert decide(-0.05, 0.15, 0.05, True, 0.10, "requests_per_s_per_node") == "not worse"
+    assert decide(-0.15, 0.05, -0.05, True, 0.10, "requests_per_s_per_node") == "inconclusive"
 
 
 def test_noisy_small_shift_is_inconclusive_and_asks_for_repetitions():
@@ -88,6 +120,12 @@ def test_host_signals_name_the_cause_of_the_break():
     assert res.breaking_point == 4
     text = res.describe()
     assert "host CPU 98% busy" in text and "run queue 6.0 on 2 CPUs" in text
+    # the link delayer falling behind is named too, and its signals are not judged as metrics
+    late = folded({1: [0.02] * 3, 2: [0.03] * 3, 4: [2.5, 2.6, 2.4]}, metric="host_delayer_late_ms")
+    share = folded({1: [0.0] * 3, 2: [0.0] * 3, 4: [0.4] * 3}, metric="host_delayer_late_share")
+    res = folding_verdict(pd.concat([df, late, share]), tolerance=0.05)
+    assert set(res.table["metric"]) == {"latency_ms_p95"}
+    assert "the link delayer released packets 2.5 ms late on average (40% more than 1 ms late)" in res.describe()
     # without overload at the break, the verdict says that no signal explains it
     calm = folded({1: [0.2] * 3, 2: [0.2] * 3, 4: [0.25] * 3}, metric="host_cpu_busy")
     assert "no host overload signal" in folding_verdict(pd.concat([df, calm]), ["latency_ms_p95"]).describe()

@@ -26,13 +26,10 @@ from edgelab.errors import BackendError, FoldingError
 from edgelab.linkemu.commands import DEFAULT_CLASS_SHARE
 from edgelab.model import LinkParams
 from edgelab.plan import make_plan
-from edgelab.topology import load_topology, parse_topology
+from edgelab.topology import parse_topology
 
 from nxc_real import ROOT, guest_namespaces, in_ns, port_free, shim_env, sshd_available  # noqa: F401
-
-
-def wifi_plan(phones: int = 4):
-    return make_plan(load_topology(ROOT / "topologies" / "wifi-phones.yaml").scaled("phone", phones))
+from remote_helpers import wifi_plan
 
 
 # -- reservation ------------------------------------------------------------------------------

@@ -45,3 +45,38 @@ def test_without_an_own_counter_no_foreign_share_is_claimed():
     assert r.foreign is None
     assert "host_foreign_cpu" not in {m.metric for m in s.measurements()}
     assert not [p for p in HostLoad(1.0, 2, 0.1, 0.0, 0.0, 0.5, foreign=0.1).overloaded]
+
+
+def test_the_link_delayers_lateness_over_the_window_is_recorded_and_named(tmp_path):
+    """The counters a delayer dumps (edgelab.linkemu.lateness), read before and after the window."""
+    from edgelab.linkemu import lateness
+
+    counters = lateness.Lateness(pid=4242)
+    for late in (0.0, -0.0001, 0.0004):   # before the window: on time
+        counters.note(late)
+    counters.dump(tmp_path / lateness.STATS_FILE)
+    s = HostLoadSampler(delayer=lambda: lateness.read(tmp_path)).start()
+    for late in (0.0002, 0.003, 0.005, 0.0):   # in the window: two of four more than 1 ms late
+        counters.note(late)
+    counters.dump(tmp_path / lateness.STATS_FILE)
+    r = s.stop()
+    assert r.delayer_late_ms == pytest.approx((0.2 + 3 + 5) / 4) and r.delayer_late_share == 0.5
+    assert "the link delayer released packets 2.1 ms late on average" in r.overloaded   # 2.05 ms
+    rows = {m.metric: m.value for m in s.measurements()}
+    assert rows["host_delayer_late_ms"] == pytest.approx(2.05) and rows["host_delayer_late_share"] == 0.5
+    assert counters.late_max_s == 0.005
+
+
+def test_delayer_counters_that_cannot_be_compared_give_no_figure(tmp_path):
+    from edgelab.linkemu import lateness
+
+    assert lateness.read(tmp_path) is None                     # no delayer wrote any
+    (tmp_path / lateness.STATS_FILE).write_text("{half")
+    assert lateness.read(tmp_path) is None                     # unreadable: no figure, no crash
+    a, b = lateness.Lateness(10, 0.0, 0, 0.0, pid=1), lateness.Lateness(20, 0.01, 1, 0.01, pid=2)
+    assert lateness.window(a, b) is None                       # the delayer was restarted in between
+    assert lateness.window(a, lateness.Lateness(10, 0.0, 0, 0.0, pid=1)) is None   # nothing released
+    assert lateness.window(a, lateness.Lateness(20, 0.01, 1, 0.01, pid=1)) == pytest.approx((1.0, 0.1, 10))
+    s = HostLoadSampler(delayer=lambda: None).start()
+    s.stop()
+    assert "host_delayer_late_ms" not in {m.metric for m in s.measurements()}

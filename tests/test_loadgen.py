@@ -199,3 +199,49 @@ def test_cli_several_targets_synthetic_body_and_start_gate(upload_servers):
     assert [t["ok"] for t in s["targets"]] == [10, 10]
     assert all(len(t["latencies_ms"]) == 10 for t in s["targets"])
     assert s["first_scheduled"] >= t_go + 0.05 - 0.01  # nothing scheduled before go + offset
+
+
+def test_warmup_requests_come_before_ready_and_are_not_measured():
+    """--warmup N: each target has served N requests by READY, and the summary counts only the load."""
+    seen: list[str] = []
+
+    class H(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            seen.append(self.path)
+            time.sleep(0.2 if len(seen) == 1 else 0.0)   # a slow first request, as a cold service's
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}/"
+    p = subprocess.Popen([sys.executable, "-m", "edgelab.workload.loadgen", "--url", url, "--rate", "10",
+                          "--duration", "1", "--warmup", "3", "--wait-go", "--latencies"], cwd=REPO,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert p.stderr.readline().strip() == b"READY"
+        assert len(seen) == 3                      # warmed up before READY
+        out, err = p.communicate(b"go\n", timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        srv.shutdown()
+    assert p.returncode == 0, err
+    s = json.loads(out)
+    assert len(seen) == 13 and s["requests"] == 10 and s["ok"] == 10
+    assert s["warmup"]["requests"] == 3 and s["warmup"]["ok"] == 3
+    assert s["warmup"]["latency_ms_max"] >= 200           # the slow first request was the warm-up's
+
+
+def test_warmup_must_be_a_sane_count():
+    r = subprocess.run([sys.executable, "-m", "edgelab.workload.loadgen", "--url", "http://127.0.0.1:9/",
+                        "--rate", "1", "--warmup", "-1"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 2 and "--warmup must be between 0 and 1000" in r.stderr

@@ -230,6 +230,29 @@ def test_cpu_quota_slows_a_cpu_bound_loop():
     assert 0.08 <= slow_n / fast_n <= 0.45, (slow_n, fast_n)
 
 
+def _quota(tb, node: str) -> str:
+    """The node's CPU quota as the kernel has it ("max"/"-1" when unlimited)."""
+    from edgelab.backends.local.naming import cgroup_rel
+
+    rel = cgroup_rel(tb.name, node)
+    if tb.layout.version == 2:
+        return (Path(tb.layout.roots["unified"]) / rel / "cpu.max").read_text().split()[0]
+    return (Path(tb.layout.roots["cpu"]) / rel / "cpu.cfs_quota_us").read_text().strip()
+
+
+def test_full_speed_lifts_the_cpu_quota_only_inside_the_block():
+    with running_testbed(CPU) as tb:
+        assert _quota(tb, "slow-1") == "25000" and _quota(tb, "fast-1") == "200000"
+        with tb.full_speed(["slow-1"]):
+            assert _quota(tb, "slow-1") in ("max", "-1")
+            assert _quota(tb, "fast-1") == "200000"   # nodes not named keep their cap
+        assert _quota(tb, "slow-1") == "25000"
+        with pytest.raises(RuntimeError):
+            with tb.full_speed(["slow-1", "no-such-node"]):
+                raise RuntimeError("boom")
+        assert _quota(tb, "slow-1") == "25000"   # restored when the block fails too
+
+
 def test_teardown_leaves_nothing_and_name_is_reusable():
     yaml = _wifi(2, tbname("lbtd")).replace("delay_ms: 0, jitter_ms: 0, loss_pct: 0", "delay_ms: 1")
     with running_testbed(yaml) as tb:

@@ -24,6 +24,8 @@ from edgelab.plan import make_plan
 from edgelab.remote import multihost as mh
 from edgelab.topology import parse_topology
 
+from remote_helpers import ssh_lab
+
 REPO = Path(__file__).resolve().parents[1]
 
 LAN = """\
@@ -189,11 +191,8 @@ root = pytest.mark.skipif(os.geteuid() != 0 or not os.access("/usr/sbin/sshd", o
 def lab():
     from edgelab.remote import lab as labmod
 
-    lb = labmod.up([labmod.DeviceSpec(node=f"h{i}") for i in (1, 2, 3)], python=sys.executable)
-    try:
+    with ssh_lab([labmod.DeviceSpec(node=f"h{i}") for i in (1, 2, 3)]) as lb:
         yield lb
-    finally:
-        labmod.down(lb.lab_id)
 
 
 def name(base: str) -> str:

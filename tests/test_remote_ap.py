@@ -18,13 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from remote_helpers import SSH_LAB_MARKS, ssh_lab, wifi_plan
+
 REPO = Path(__file__).resolve().parents[1]
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces, cgroups, sshd)"),
-    pytest.mark.skipif(not os.access("/usr/sbin/sshd", os.X_OK),
-                       reason="needs Debian openssh-server (/usr/sbin/sshd): scripts/bootstrap installs it"),
-]
+pytestmark = SSH_LAB_MARKS
 
 NODES = ["server-1", "phone-1", "phone-2", "phone-3", "wlan-ap"]
 
@@ -33,20 +31,9 @@ NODES = ["server-1", "phone-1", "phone-2", "phone-3", "wlan-ap"]
 def lab():
     from edgelab.remote import lab as labmod
 
-    specs = [labmod.DeviceSpec(node=n, cpu=0.5 if n == "server-1" else 0.25 if n.startswith("phone") else None)
-             for n in NODES]
-    lb = labmod.up(specs, python=sys.executable)
-    try:
+    with ssh_lab([labmod.DeviceSpec(node=n, cpu=0.5 if n == "server-1" else 0.25 if n.startswith("phone") else None)
+                  for n in NODES]) as lb:
         yield lb
-    finally:
-        labmod.down(lb.lab_id)
-
-
-def wifi_plan(phones: int):
-    from edgelab.plan import make_plan
-    from edgelab.topology import load_topology
-
-    return make_plan(load_topology(REPO / "topologies" / "wifi-phones.yaml").scaled("phone", phones))
 
 
 def test_stations_are_routed_through_the_ap_which_holds_the_budget_and_down_undoes_it(lab):

@@ -11,13 +11,11 @@ import pytest
 from edgelab.errors import BackendError
 from edgelab.plan import make_plan
 from edgelab.remote import ap as apmod
-from edgelab.topology import load_topology, parse_topology
+from edgelab.topology import parse_topology
+
+from remote_helpers import wifi_plan
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def wifi_plan(phones: int):
-    return make_plan(load_topology(REPO / "topologies" / "wifi-phones.yaml").scaled("phone", phones))
 
 
 def test_the_ap_is_the_infra_device_when_placed_else_the_uplink():

@@ -20,14 +20,12 @@ import pytest
 
 from edgelab.errors import BackendError
 
+from remote_helpers import SSH_LAB_MARKS, ssh_lab, wifi_plan
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces, cgroups, sshd)"),
-    pytest.mark.skipif(not os.access("/usr/sbin/sshd", os.X_OK),
-                       reason="needs Debian openssh-server (/usr/sbin/sshd): scripts/bootstrap installs it"),
-]
+pytestmark = SSH_LAB_MARKS
 
 NODES = ["server-1", "phone-1", "phone-2", "phone-3", "phone-4",
          "orchestrator-1", "worker-1", "worker-2", "power-1", "notc-1", "nocpu-1"]
@@ -38,14 +36,9 @@ CPU = {"server-1": 0.5, "orchestrator-1": 0.5, "power-1": 1.0}
 def lab():
     from edgelab.remote import lab as labmod
 
-    specs = [labmod.DeviceSpec(node=n, cpu=CPU.get(n, 0.25), no_tc=n == "notc-1", no_cpu_accounting=n == "nocpu-1")
-             for n in NODES]
-    lb = labmod.up(specs, python=sys.executable)
-    try:
+    with ssh_lab([labmod.DeviceSpec(node=n, cpu=CPU.get(n, 0.25), no_tc=n == "notc-1",
+                                    no_cpu_accounting=n == "nocpu-1") for n in NODES]) as lb:
         yield lb
-    finally:
-        labmod.down(lb.lab_id)
-        assert not any(n.startswith(f"elsd-{lb.lab_id}") for n in os.listdir("/run/netns"))
 
 
 def inventory(lab, remap: dict | None = None, **changes):
@@ -65,13 +58,6 @@ def inventory(lab, remap: dict | None = None, **changes):
         devs[node] = dataclasses.replace(devs[node], **fields)
     return Inventory(devices=devs, known_hosts=inv.known_hosts, strict_host_keys=inv.strict_host_keys,
                      source=str(lab.inventory))
-
-
-def wifi_plan(phones: int):
-    from edgelab.plan import make_plan
-    from edgelab.topology import load_topology
-
-    return make_plan(load_topology(REPO / "topologies" / "wifi-phones.yaml").scaled("phone", phones))
 
 
 def nothing_applied(tr, nodes):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from abc import ABC, abstractmethod
-from typing import Any, Optional, Sequence
+from typing import Any, ContextManager, Optional, Sequence
 
 from ..plan import Plan
 
@@ -38,6 +39,13 @@ class Testbed(ABC):
         """Cumulative CPU seconds ``node`` has used, or None where the backend cannot tell
         (experiments then record no CPU/power figures rather than invented ones)."""
         return None
+
+    def full_speed(self, nodes: Sequence[str]) -> ContextManager[None]:
+        """A context in which ``nodes`` run without their emulated CPU limit, for what is not
+        measured: starting services and warming them up. A phone capped at 0.1 core takes
+        seconds to import its service's libraries; every sweep point would pay them. Backends
+        whose nodes are real devices (or that cannot lift a limit) change nothing."""
+        return contextlib.nullcontext()
 
     def health_checks(self) -> list:
         """:class:`~edgelab.health.Check` s of what the backend runs for the testbed itself

@@ -49,35 +49,27 @@ class Reservation:
 
 
 def fold_nodes(nodes: Sequence[NodePlan], host_cpu: float, host_memory_mib: int, max_per_host: int) -> list[list[str]]:
-    """First-fit decreasing packing of virtual nodes onto identical hosts.
+    """Virtual nodes onto as few identical machines as they need: :func:`edgelab.folding.fold`'s
+    ``pack`` (first-fit decreasing, ties in plan order) over as many machines as nodes, the
+    machines it used in order.
 
-    A node needs ``resources.host_cpu`` cores (its cores times its speed
-    relative to the host) and ``memory_mib``. Ties keep plan order, so the
-    same plan always folds the same way.
+    A node needs ``resources.host_cpu`` cores (its cores times its speed relative to the host)
+    and ``memory_mib``; one bigger than a machine is named with what the machine offers.
     """
+    from ..folding import fold
+    from ..model import Host
+
     if max_per_host < 1:
         raise FoldingError(f"max_per_host must be at least 1, got {max_per_host}")
-    order = sorted(range(len(nodes)), key=lambda i: (-nodes[i].resources.host_cpu,
-                                                     -nodes[i].resources.memory_mib, i))
-    bins: list[list[int]] = []
-    used: list[tuple[float, int]] = []
-    for i in order:
-        res = nodes[i].resources
+    for n in nodes:
+        res = n.resources
         if res.host_cpu > host_cpu + 1e-9 or res.memory_mib > host_memory_mib:
-            raise FoldingError(f"node {nodes[i].name} needs {res.host_cpu:g} cores and {res.memory_mib} MiB, more "
+            raise FoldingError(f"node {n.name} needs {res.host_cpu:g} cores and {res.memory_mib} MiB, more "
                                f"than one physical node offers ({host_cpu:g} cores, {host_memory_mib} MiB); "
                                "choose a bigger cluster or lower its resources")
-        for b, members in enumerate(bins):
-            cpu, mem = used[b]
-            if len(members) < max_per_host and cpu + res.host_cpu <= host_cpu + 1e-9 \
-                    and mem + res.memory_mib <= host_memory_mib:
-                members.append(i)
-                used[b] = (cpu + res.host_cpu, mem + res.memory_mib)
-                break
-        else:
-            bins.append([i])
-            used.append((res.host_cpu, res.memory_mib))
-    return [[nodes[i].name for i in sorted(members)] for members in bins]
+    machines = [Host(name=f"m{i}", cpu=host_cpu, memory_mib=host_memory_mib) for i in range(len(nodes))]
+    placed = fold(nodes, machines, strategy="pack", max_per_host=max_per_host)
+    return [members for m in machines if (members := placed.nodes_on(m.name))]
 
 
 def placement_from_mapping(plan: Plan, mapping: Mapping[str, int]) -> list[list[str]]:

@@ -42,9 +42,10 @@ from ..backends.base import Backend, Testbed
 from ..errors import BackendError
 from ..model import Host
 from ..plan import Plan
+from . import delayers
 from . import multihost as mh
 from .inventory import Device, Inventory, load_inventory
-from .transport import PYTHON_WORDS, RemoteError, Transport, cpu_read_script, parse_cpu_read
+from .transport import PYTHON_WORDS, RemoteError, Transport, cpu_read_script, parse_cpu_read, teardown
 
 #: How long one host may take to build its share (a 100-node share takes seconds on a laptop).
 SHARE_UP_TIMEOUT = 300.0
@@ -78,15 +79,6 @@ def node_script(d: Device, info: Mapping[str, Any], argv: Union[str, Sequence[st
         return f"exec {cmd}"
     join = "".join(f"echo $$ > {shlex.quote(f)} && " for f in info["procs"])
     return f"{join}exec nsenter --net={shlex.quote('/run/netns/' + info['netns'])} {cmd}"
-
-
-def delayer_check_script(state_dir: str) -> str:
-    """``alive PID`` / ``dead PID`` / ``none`` for the share's link-emulation delayer."""
-    f = shlex.quote(f"{state_dir}/delayer.json")
-    return (f"f={f}; [ -f $f ] || {{ echo none; exit 0; }}; "
-            "p=$(sed -n 's/.*\"pid\": *\\([0-9][0-9]*\\).*/\\1/p' $f | head -n1); "
-            "if [ -z \"$p\" ]; then echo none; elif grep -q \"$f\" /proc/$p/cmdline 2>/dev/null; "
-            "then echo alive $p; else echo dead $p; fi")
 
 
 class HostsLoadSampler:
@@ -219,28 +211,16 @@ class FoldedTestbed(Testbed):
     def health_checks(self) -> list:
         """Each share's link-emulation delayer must still run (it carries its links' packets)."""
         from ..backends.local.naming import linkemu_state_dir
-        from ..health import Check
 
         if self._down:
             return []
-        todo = {h: delayer_check_script(linkemu_state_dir(s["share"])) for h, s in self.shares.items()
+        todo = {h: delayers.check_script(linkemu_state_dir(s["share"])) for h, s in self.shares.items()
                 if s["facts"].get("link_engine") == "fallback"}
         if not todo:
             return []
         res = self.transport.run_many(todo, timeout=15, check=False, sudo=True)
-        checks = []
-        for h, r in res.items():
-            what = f"alive: link-emulation delayer of {self.shares[h]['share']} on host {h}"
-            if isinstance(r, RemoteError):
-                checks.append(Check(what, False, f"could not be checked: {r}"))
-                continue
-            words = r.stdout.split()
-            if words[:1] == ["alive"]:
-                checks.append(Check(what, True, f"running (pid {words[1]})"))
-            else:
-                checks.append(Check(what, False, f"{' '.join(words) or 'no answer'}: the links of "
-                                                 f"{', '.join(self.multihost.share(h).nodes)} carried nothing after that"))
-        return checks
+        return delayers.checks(res, what=lambda h: f"{self.shares[h]['share']} on host {h}", where=lambda h: "",
+                               links=lambda h: ", ".join(self.multihost.share(h).nodes), none_is_fine=False)
 
     # --------------------------------------------------------------- facts
     def facts(self) -> dict:
@@ -286,13 +266,7 @@ class FoldedTestbed(Testbed):
                 return
             self._down = True
         t0 = time.monotonic()
-        problems: list[str] = []
-        try:
-            self.transport.kill_all()
-        except BackendError as exc:
-            problems.append(str(exc))
-        problems += down_shares(self.transport, self.multihost)
-        self.transport.close()
+        problems = teardown(self.transport, lambda: down_shares(self.transport, self.multihost))
         self.timings["down"] = time.monotonic() - t0
         if problems:
             raise BackendError(f"teardown of testbed {self.name!r} left: " + "; ".join(problems)

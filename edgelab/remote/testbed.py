@@ -32,7 +32,8 @@ from ..errors import BackendError
 from ..model import LinkParams
 from ..plan import Plan
 from . import ap as apmod
-from .transport import RemoteError, Transport
+from . import delayers
+from .transport import RemoteError, Transport, teardown
 
 
 def link_tag(testbed: str, node: str) -> str:
@@ -213,32 +214,13 @@ class RemoteTestbed(Testbed):
     def health_checks(self) -> list:
         """One check per device whose links the fallback engine's userspace delayer carries:
         it must still run (its pid from the shared delayer's config, delayer.json, on the device)."""
-        from ..health import Check
-
         nodes = [n for n, e in self.link_engines.items() if e == "fallback" and n in self.applied]
         if not nodes or self._down:
             return []
-        cmds = {}
-        for n in nodes:
-            f = shlex.quote(f"/run/{link_tag(self.name, n)}-linkemu/delayer.json")
-            cmds[n] = (f"f={f}; [ -f $f ] || {{ echo none; exit 0; }}; "
-                       "p=$(sed -n 's/.*\"pid\": *\\([0-9][0-9]*\\).*/\\1/p' $f | head -n1); "
-                       "if [ -z \"$p\" ]; then echo none; elif grep -q \"$f\" /proc/$p/cmdline 2>/dev/null; "
-                       "then echo alive $p; else echo dead $p; fi")
+        cmds = {n: delayers.check_script(f"/run/{link_tag(self.name, n)}-linkemu") for n in nodes}
         res = self.transport.run_many(cmds, timeout=15, check=False, sudo=True)
-        checks = []
-        for n, r in res.items():
-            what = f"alive: link-emulation delayer of {n}"
-            if isinstance(r, RemoteError):
-                checks.append(Check(what, False, f"could not be checked: {r}"))
-                continue
-            words = r.stdout.split()
-            if words[:1] == ["alive"]:
-                checks.append(Check(what, True, f"running (pid {words[1]} on {self.transport.device(n).host})"))
-            elif words[:1] == ["dead"]:
-                checks.append(Check(what, False, f"ended (pid {words[1]} on {self.transport.device(n).host}): "
-                                                 f"the links of {n} carried nothing after that"))
-        return checks
+        return delayers.checks(res, what=lambda n: n, where=lambda n: f" on {self.transport.device(n).host}",
+                               links=lambda n: n, none_is_fine=True)
 
     def collect_facts(self) -> None:
         self.device_facts = self.transport.facts([n.name for n in self.plan.nodes])
@@ -280,14 +262,8 @@ class RemoteTestbed(Testbed):
                 return
             self._down = True
         t0 = time.monotonic()
-        problems: list[str] = []
-        try:
-            self.transport.kill_all()
-        except BackendError as exc:
-            problems.append(str(exc))
-        problems += apmod.clear_cells(self.transport, self.cell_state)
-        problems += self.clear_links()
-        self.transport.close()
+        problems = teardown(self.transport, lambda: apmod.clear_cells(self.transport, self.cell_state)
+                            + self.clear_links())
         self.timings["down"] = time.monotonic() - t0
         if problems:
             raise BackendError(f"teardown of testbed {self.name!r} left: " + "; ".join(problems))

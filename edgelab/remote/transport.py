@@ -44,7 +44,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from ..errors import BackendError
 from .inventory import Device, Inventory
@@ -449,6 +449,20 @@ class Transport:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def teardown(transport: Transport, clear: Callable[[], list[str]]) -> list[str]:
+    """What every remote testbed's ``down`` does, in order: stop what it started on the nodes,
+    ``clear()`` what it set up there (returns problems, raises nothing), close the connections.
+    Returns the problems met, so the testbed can name them all in one error."""
+    problems: list[str] = []
+    try:
+        transport.kill_all()
+    except BackendError as exc:
+        problems.append(str(exc))
+    problems += clear()
+    transport.close()
+    return problems
 
 
 def _exit_status(raw: Optional[int]) -> int:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..backends import Testbed
-from ..hostload import HostLoadSampler, active_warmer, testbed_cpu_counter
+from ..hostload import HostLoadSampler, active_warmer, testbed_cpu_counter, testbed_delayer_counters
 from ..measure import percentile
 from ..results import Measurement
 from ..health import Measured, process_alive, service_errors
@@ -32,6 +32,10 @@ class FoldLoad:
     rate_rps: float = 10.0        # per phone
     image_bytes: int = 20_000
     seed: int = 1
+    #: Requests each phone serves before the measured load (one after the other, not measured):
+    #: a phone's first request pays its service's one-time costs (hundreds of ms at 0.1 core,
+    #: with the next requests queued behind it), which would bias and scatter every point.
+    warmup: int = 2
 
 
 def run_fold(tb: Testbed, load: FoldLoad, raw: Path) -> list[Measurement]:
@@ -39,22 +43,30 @@ def run_fold(tb: Testbed, load: FoldLoad, raw: Path) -> list[Measurement]:
     server, phones = _server(plan), _phones(plan)
     network = plan.node(phones[0]).interfaces[0].network
     py = python_of(tb)
-    svcs = start_services(tb, {ph: (ph, [py, "-m", "edgelab.services.phone", "--bind", "0.0.0.0",
-                                         "--port", str(APP_PORT)]) for ph in phones}, log_dir=raw, timeout=120.0)
     urls = [f"http://{tb.address(ph, network)}:{APP_PORT}/detect?mode=gray" for ph in phones]
     gate = Gate()
+    svcs: dict = {}
     try:
-        argv = [py, "-m", "edgelab.workload.loadgen", "--mode", "open", "--rate", f"{load.rate_rps:g}",
-                "--duration", f"{load.seconds:g}", "--arrivals", "constant", "--seed", str(load.seed),
-                "--synthetic-jpeg", str(load.image_bytes), "--timeout", "10", "--wait-go", "--latencies"]
-        for u in urls:
-            argv += ["--url", u]
-        gate.add(tb, server, argv)
-        go = gate.open()
+        # Start-up and warm-up are not measured: the phones run them without their CPU cap
+        # (seconds of imports at 0.1 core otherwise), and the cap is back before "go".
+        with tb.full_speed(phones):
+            svcs = start_services(tb, {ph: (ph, [py, "-m", "edgelab.services.phone", "--bind", "0.0.0.0",
+                                                 "--port", str(APP_PORT)]) for ph in phones},
+                                  log_dir=raw, timeout=120.0)
+            argv = [py, "-m", "edgelab.workload.loadgen", "--mode", "open", "--rate", f"{load.rate_rps:g}",
+                    "--duration", f"{load.seconds:g}", "--arrivals", "constant", "--seed", str(load.seed),
+                    "--synthetic-jpeg", str(load.image_bytes), "--timeout", "10", "--wait-go", "--latencies",
+                    "--warmup", str(load.warmup)]
+            for u in urls:
+                argv += ["--url", u]
+            gate.add(tb, server, argv)
+            gate.ready()
+        go = gate.release()
         cpu = CpuMeter(tb, phones).start()
         remote_hosts = getattr(tb, "host_load_sampler", None)   # a testbed folded over several hosts
         host = (remote_hosts().start() if remote_hosts is not None else
-                HostLoadSampler(warmer=active_warmer(), own_cpu=testbed_cpu_counter(tb)).start() if _host_is_here(tb)
+                HostLoadSampler(warmer=active_warmer(), own_cpu=testbed_cpu_counter(tb),
+                                delayer=testbed_delayer_counters(tb)).start() if _host_is_here(tb)
                 else None)
         summary = json.loads(gate.collect(timeout=load.seconds + 60)[server])
         cpu.stop()
@@ -63,7 +75,8 @@ def run_fold(tb: Testbed, load: FoldLoad, raw: Path) -> list[Measurement]:
         checks = [process_alive(f"phone service on {ph}", p) for ph, (p, _) in svcs.items()]
     finally:
         gate.kill()
-        stop([p for p, _ in svcs.values()])
+        with tb.full_speed(phones):   # measured already: let them exit at the host's speed
+            stop([p for p, _ in svcs.values()])
     (raw / "loadgen.json").write_text(json.dumps(summary, indent=1))
     checks.append(service_errors("requests to the phones", sum_kinds([summary]), summary["requests"]))
     checks += sample_coverage(cpu)

@@ -133,9 +133,17 @@ class Gate:
 
     def open(self, timeout: float = 120.0) -> float:
         """Wait for every READY, then release all; returns the release time (epoch s)."""
+        self.ready(timeout)
+        return self.release()
+
+    def ready(self, timeout: float = 120.0) -> None:
+        """Wait until every process printed READY (set up, warmed up, waiting for go)."""
         deadline = time.monotonic() + timeout
         for node, p in self.procs.items():
             _read_line_until(p, p.stderr, "READY", deadline, f"load generator on {node}")
+
+    def release(self) -> float:
+        """Let every (ready) process start; returns the release time (epoch s)."""
         t = time.time()
         for p in self.procs.values():
             p.stdin.write(b"go\n")

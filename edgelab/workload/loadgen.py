@@ -134,6 +134,41 @@ def open_loop(target: Target | Sequence[Target], rate: float, duration: float, *
         return [f.result() for f in futures]
 
 
+def warm_up(targets: Sequence[Target], requests_each: int) -> list[RequestRecord]:
+    """``requests_each`` requests to every target, one after the other per target (the targets
+    in parallel), before the measured load: they are not part of it.
+
+    Why: a service's first request pays one-time costs (lazy imports, code paths paged in,
+    allocator growth) that later ones do not — on a CPU-capped node hundreds of milliseconds,
+    with the next requests queued behind it. Measured, those costs would bias the first
+    seconds of every run (CPU time per request, the median latency of a short run) and add
+    run-to-run noise that no repetition averages away quickly.
+    """
+    records: list[RequestRecord] = []
+    lock = threading.Lock()
+
+    def one(k: int) -> None:
+        for _ in range(requests_each):
+            rec = _do(targets[k], time.time(), True, k)
+            with lock:
+                records.append(rec)
+
+    threads = [threading.Thread(target=one, args=(k,), daemon=True) for k in range(len(targets))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return records
+
+
+def warmup_summary(records: list[RequestRecord]) -> dict:
+    """What the warm-up saw (kept with the summary: a first request far slower than the rest is
+    what it is there to absorb)."""
+    lat = [r.latency_s * 1000.0 for r in records if 200 <= r.status < 300]
+    return {"requests": len(records), "ok": len(lat), "latency_ms_max": round(max(lat), 3) if lat else None,
+            "error_kinds": error_kinds(records)}
+
+
 def synthetic_jpeg(size_bytes: int, seed: int = 0) -> bytes:
     """A deterministic JPEG of about ``size_bytes`` (within a few %), generated locally.
 
@@ -295,6 +330,9 @@ def main(argv=None) -> int:
     p.add_argument("--offset", type=float, default=0.0, help="open loop: delay the whole schedule by S seconds")
     p.add_argument("--concurrency", type=int, default=256, help="open loop: max requests in flight")
     p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("--warmup", type=int, default=0, metavar="N",
+                   help="before the load (and before READY with --wait-go): N requests to each target, one "
+                        "after the other, not measured (a service's first requests pay one-time costs)")
     p.add_argument("--seed", type=int)
     p.add_argument("--records", help="write per-request records as JSON lines here")
     a = p.parse_args(argv)
@@ -312,6 +350,9 @@ def main(argv=None) -> int:
         p.error("--mode open needs --rate")
     if a.mode == "closed" and len(targets) > 1:
         p.error("--mode closed takes one --url")
+    if not 0 <= a.warmup <= 1000:
+        p.error(f"--warmup must be between 0 and 1000 requests per target, got {a.warmup}")
+    warm = warm_up(targets, a.warmup) if a.warmup else []
     if a.wait_go:
         print("READY", file=sys.stderr, flush=True)
         sys.stdin.readline()
@@ -325,6 +366,8 @@ def main(argv=None) -> int:
                     "clients": a.clients if a.mode == "closed" else None,
                     "url": a.url[0] if len(a.url) == 1 else a.url,
                     "body_bytes": len(body) if body is not None else 0})
+    if a.warmup:
+        summary["warmup"] = warmup_summary(warm)
     if a.records:
         with open(a.records, "w") as f:
             for r in records:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -11,7 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from ...errors import BackendError
 from ...plan import Plan
@@ -144,6 +145,22 @@ class LocalTestbed(Testbed):
             self.state.save()
         return p
 
+    @contextlib.contextmanager
+    def full_speed(self, nodes: Sequence[str]) -> Iterator[None]:
+        """Lift the CPU quota of ``nodes``' cgroups for the block, then set it back
+        (see :meth:`Testbed.full_speed`); the restored quota is the plan's, whatever happens."""
+        limits = {c.rel: c.host_cpu for c in self.blueprint.cgroups}
+        rels = [r for r in (cgroup_rel(self.name, n) for n in nodes) if r in limits]
+        lifted: list[str] = []
+        try:
+            for rel in rels:
+                cgroups.set_cpu_quota(self.layout, rel, None)
+                lifted.append(rel)
+            yield
+        finally:
+            for rel in lifted:
+                cgroups.set_cpu_quota(self.layout, rel, limits[rel])
+
     def cpu_accounting_dir(self, node: str) -> Path:
         """The node's cgroup directory that has CPU accounting (v1 cpuacct, v2 cpu.stat)."""
         if node not in self.blueprint.node_ns:
@@ -232,6 +249,16 @@ class LocalTestbed(Testbed):
             "timings_s": dict(self.timings),
             "link_delayer": self.delayer_facts(),
         }
+
+    def delayer_lateness(self) -> Optional[Any]:
+        """The shared delayer's cumulative release-lateness counters
+        (:class:`edgelab.linkemu.lateness.Lateness`), or None without a fallback delayer."""
+        emu = self.emulator
+        if emu is None or getattr(emu, "engine", None) != "fallback":
+            return None
+        from ...linkemu import lateness
+
+        return lateness.read(emu.state_dir)
 
     def delayer_facts(self) -> Optional[dict]:
         """The shared link-emulation delayer: pid, queues, its cgroup and the CPU it used so far

@@ -111,6 +111,16 @@ def create(layout: CgroupLayout, rel: str, host_cpu: float, memory_mib: int) -> 
     _write(memd / "memory.limit_in_bytes", str(mem))
 
 
+def set_cpu_quota(layout: CgroupLayout, rel: str, host_cpu: Optional[float]) -> None:
+    """Set cgroup ``rel``'s CPU quota to ``host_cpu`` cores, or lift it (``None``: no limit)."""
+    if layout.version == 2:
+        q = "max" if host_cpu is None else str(quota_us(host_cpu))
+        _write(Path(layout.roots["unified"]) / rel / "cpu.max", f"{q} {PERIOD_US}")
+    else:
+        q = "-1" if host_cpu is None else str(quota_us(host_cpu))
+        _write(Path(layout.roots["cpu"]) / rel / "cpu.cfs_quota_us", q)
+
+
 def procs_files(layout: CgroupLayout, rel: str) -> list[str]:
     """The ``cgroup.procs`` files a new process must be written into (computed
     before fork, so the child only does raw writes)."""
