@@ -171,6 +171,7 @@ def main() -> None:
         q0 = queue_stats(tb, spaces)
         th0 = throttled(tb, phones)
         cpu0 = (tb.delayer_facts() or {}).get("cpu_s")
+        late0 = tb.delayer_lateness()
         c0 = host_cpu()
         t0 = time.monotonic()
         for pr in probes + streams:   # the gate: every ping starts now, none before the last is spawned
@@ -183,6 +184,8 @@ def main() -> None:
         wall = time.monotonic() - t0
         c1 = host_cpu()
         cpu1 = (tb.delayer_facts() or {}).get("cpu_s")
+        time.sleep(0.3)   # its counters are written every 0.25 s while packets flow
+        late1 = tb.delayer_lateness()
         q1 = queue_stats(tb, spaces)
         th1 = throttled(tb, phones)
         stats = [parse_ping(o) for o in outs]
@@ -227,6 +230,13 @@ def main() -> None:
     print(f"  NFQUEUE: {dq['queued']} packets queued ({dq['queued'] / wall:.0f}/s), {dq['queue_dropped']} dropped "
           f"(queue full), {dq['user_dropped']} dropped (delayer's socket full)")
     print(f"  host CPU over the run: {cpu_split(c0, c1)}")
+    from edgelab.linkemu.lateness import window
+
+    lw = window(late0, late1)
+    if lw is not None:
+        late1_ = late1.late_max_s if late1 is not None else float("nan")
+        print(f"  delayer release lateness: mean {lw[0]:.3f} ms per packet released, {100 * lw[1]:.2f} % "
+              f"of {lw[2]} more than 1 ms late (worst since start {1000 * late1_:.1f} ms)")
     if cpu0 is not None and cpu1 is not None:
         print(f"  delayer: {dl.get('queues')} queues, {cpu1 - cpu0:.2f} CPU-s over the run "
               f"({100 * (cpu1 - cpu0) / wall:.0f} % of one core)")

@@ -117,3 +117,24 @@ def test_bridge_rule_and_ports_table_commands():
     assert "numgen random mod 10000 < 50 counter drop" in script
     assert C.bridge_port_loss_cmds("el_x", "phone-1", 0, delete=True)[-1] == [
         "nft", "delete", "chain", "bridge", "el_x_ports", "loss_phone_1"]
+
+
+def test_the_delayer_counts_release_lateness_as_linkemu_lateness_reads_it(tmp_path):
+    from edgelab.linkemu import delayer, emulator, lateness
+
+    assert delayer.STATS_FILE == lateness.STATS_FILE == emulator.DELAYER_STATS_FILE
+    assert delayer.LATE_S == lateness.LATE_S
+    clock = [0.0]
+    d, cb = _delayer(tmp_path, {1002: (2.0, 0, "phone-1", "from-peer"), 1003: (2.0, 0, "phone-1", "to-peer")},
+                     clock)
+    on_time, late = Pkt(1002, 0, clock), Pkt(0, 1003, clock)
+    cb(on_time)                 # due at 2 ms
+    clock[0] = 0.001
+    cb(late)                    # due at 3 ms
+    d.release_due(0.002)        # on time
+    d.release_due(0.0055)       # 2.5 ms late
+    d.dump_lateness()
+    got = lateness.read(tmp_path)
+    assert got.released == 2 and got.late == 1
+    assert got.late_sum_s == pytest.approx(0.0025) and got.late_max_s == pytest.approx(0.0025)
+    assert on_time.accepted_at is not None and late.accepted_at is not None

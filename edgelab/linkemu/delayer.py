@@ -92,6 +92,12 @@ TFD_NONBLOCK = os.O_NONBLOCK
 TFD_CLOEXEC = os.O_CLOEXEC
 TFD_TIMER_ABSTIME = 1
 PR_SET_TIMERSLACK = 29
+#: Release-lateness counters beside the config, as edgelab.linkemu.lateness reads them (its
+#: STATS_FILE and LATE_S; not imported: that module's dataclasses import costs ~10 ms of start-up).
+STATS_FILE = "delayer-stats.json"
+LATE_S = 0.001
+#: How often (at most) the counters are written while packets flow.
+STATS_EVERY_S = 0.25
 
 
 class QueueState:
@@ -203,6 +209,10 @@ class Delayer:
         self._epoll = select.epoll()
         self._fdmap: dict[int, object] = {}
         self._enter = self._make_enter()
+        #: Cumulative release lateness (now - due, per packet released): [released, late_sum_s,
+        #: late (> LATE_S), late_max_s]. Written to STATS_FILE (edgelab.linkemu.lateness).
+        self.lateness = [0, 0.0, 0, 0.0]
+        self.stats_path = os.path.join(os.path.dirname(os.path.abspath(config_path)), STATS_FILE)
 
     # ------------------------------------------------------------ config
     def _make_enter(self):
@@ -389,6 +399,8 @@ class Delayer:
         pop = heapq.heappop
         push = heapq.heappush
         enter = self._enter
+        n = late_n = 0
+        late_sum = late_max = 0.0
         while heap and heap[0][0] <= now:
             _, _, q = pop(heap)
             pending = q.pending
@@ -397,10 +409,30 @@ class Delayer:
             t, pkt, nxt = pending.popleft()
             if nxt is None or not nxt.live:
                 pkt.accept()
+                n += 1
+                late = now - t
+                late_sum += late
+                if late > LATE_S:
+                    late_n += 1
+                if late > late_max:
+                    late_max = late
             else:
                 enter(nxt, t, pkt, None)
             if pending and q.live:
                 push(heap, (pending[0][0], q.index, q))
+        if n:
+            c = self.lateness
+            c[0] += n
+            c[1] += late_sum
+            c[2] += late_n
+            if late_max > c[3]:
+                c[3] = late_max
+
+    def dump_lateness(self) -> None:
+        """Write the lateness counters (edgelab.linkemu.lateness.read's format), atomically."""
+        c = self.lateness
+        write_atomic(self.stats_path, json.dumps({"released": c[0], "late_sum_s": c[1], "late": c[2],
+                                                  "late_max_s": c[3], "pid": os.getpid()}))
 
     def run(self) -> None:
         rfd, wfd = os.pipe()
@@ -426,12 +458,17 @@ class Delayer:
         release_due = self.release_due
         fdmap = self._fdmap
         armed = 0.0
+        next_dump, dumped = 0.0, -1
         try:
             while not self.stop:
                 if self.reload:
                     self.reload = False
                     self.apply_config()
-                release_due(mono())
+                now = mono()
+                release_due(now)
+                if now >= next_dump and self.lateness[0] != dumped:
+                    self.dump_lateness()
+                    dumped, next_dump = self.lateness[0], now + STATS_EVERY_S
                 nxt_t = heap[0][0] if heap else 0.0
                 if nxt_t != armed:
                     self._libc.arm(tfd, nxt_t)
@@ -452,6 +489,10 @@ class Delayer:
             stages = [q for q in self.queues.values() if q.nfq is None]
             for q in stages + [q for q in self.queues.values() if q.nfq is not None]:
                 self._unbind(q)
+            try:
+                self.dump_lateness()
+            except OSError:
+                pass
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,6 +35,8 @@ QUEUE_BASE = 1000
 RESTORE_WORKERS = 8
 DELAYER_KEY = "_delayer"   # its Popen in LinkEmulator._procs
 READY_TIMEOUT_S = 10.0
+#: The delayer's release-lateness counters beside its config (edgelab.linkemu.lateness.STATS_FILE).
+DELAYER_STATS_FILE = "delayer-stats.json"
 #: CPU weight of the delayer's own cgroup (v1 cpu.shares, v2 cpu.weight: the maximum of each;
 #: a node's is 1024 / 100). The delayer is the links, not a workload: when the cores are
 #: contended, a packet due now must not wait behind a hundred nodes' processes for a core
@@ -872,6 +874,7 @@ class LinkEmulator:
                 self._dl_stop(d["pid"])
             for suffix in ("", ".ready", ".log", ".ready.tmp"):
                 Path(str(self._dl_path()) + suffix).unlink(missing_ok=True)
+            (self.state_dir / DELAYER_STATS_FILE).unlink(missing_ok=True)   # its lateness counters
         for key in list(self._touched):
             ns = None if key == "_root" else key
             for suffix in ("", ".ready", ".log"):
@@ -1045,6 +1048,7 @@ def cleanup(state: dict) -> None:
             _kill(int(pid), path)
         for suffix in ("", ".ready", ".log", ".ready.tmp", ".tmp"):
             Path(path + suffix).unlink(missing_ok=True)
+        (Path(path).parent / DELAYER_STATS_FILE).unlink(missing_ok=True)
     for i in state.get("ifbs", []):
         if _netns_exists(i.get("ns")):
             run(i.get("ns"), ["ip", "link", "del", i["name"]], check=False)
