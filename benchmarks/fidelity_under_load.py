@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from edgelab.backends.local import LocalBackend  # noqa: E402
 from edgelab.plan import make_plan  # noqa: E402
-from edgelab.topology import load_topology  # noqa: E402
+from edgelab.topology import load_topology, parse_topology  # noqa: E402
 
 NAME = "lbfid"
 _TX = re.compile(r"(\d+) packets transmitted, (\d+) received")
@@ -121,6 +121,8 @@ def main() -> None:
     ap.add_argument("--stream-bytes", type=int, default=1000)
     ap.add_argument("--ref-seconds", type=float, default=3.0,
                     help="how long one ping runs alone first, for the rate ping itself keeps")
+    ap.add_argument("--no-delay", action="store_true",
+                    help="no delay on any link (rate, loss, airtime kept): what the kernel path alone adds at this load")
     ap.add_argument("--rtt", choices=("both", "user", "kernel"), default=None,
                     help="RTT of a reply read by ping (-U), or kernel-timestamped on arrival; both: half each "
                          "(the default; with --station-delay: user, the only one that sees that delay)")
@@ -133,8 +135,16 @@ def main() -> None:
         args.rtt = "user" if args.station_delay else "both"
     if os.geteuid() != 0:
         sys.exit("needs root")
-    topo = dataclasses.replace(load_topology(ROOT / "topologies/wifi-phones.yaml").scaled("phone", args.stations),
-                               name=NAME)
+    src = ROOT / "topologies/wifi-phones.yaml"
+    if args.no_delay:
+        # The kernel path alone at this load: rates, loss and the airtime budget as configured,
+        # no delay anywhere, so no packet goes to the delayer.
+        text = src.read_text().replace("    profile: wifi-80211n-2.4ghz\n", "    profile: wifi-80211n-2.4ghz\n"
+                                       "    link: {delay_ms: 0, jitter_ms: 0}\n    uplink_link: {delay_ms: 0}\n", 1)
+        base = parse_topology(text, str(src))
+    else:
+        base = load_topology(src)
+    topo = dataclasses.replace(base.scaled("phone", args.stations), name=NAME)
     plan = make_plan(topo)
     tb = LocalBackend(inprocess=not args.per_process, bridge_delay=not args.station_delay).up(plan)
     try:
