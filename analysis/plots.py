@@ -106,6 +106,9 @@ def folding_figure(result: FoldingResult, manifest: dict) -> Figure:
         high = (grp["degradation_ci_high"] - grp["degradation"]).fillna(0) * 100
         ax.errorbar(grp["factor"], deg, yerr=np.vstack([low, high]), marker="o", capsize=3, label=metric)
     ax.axvline(result.max_factor, color="tab:green", ls=":", label=f"max faithful factor {result.max_factor}")
+    if result.max_without_degradation > result.max_factor:
+        ax.axvline(result.max_without_degradation, color="tab:olive", ls=":",
+                   label=f"no degradation up to {result.max_without_degradation}")
     if result.breaking_point is not None:
         ax.axvline(result.breaking_point, color="tab:red", ls=":", label=f"breaking point {result.breaking_point}")
     ax.set_xscale("log", base=2)

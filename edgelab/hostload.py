@@ -338,14 +338,21 @@ class HostWarmer:
 
 
 def main() -> int:
-    """``python3 -m edgelab.hostload``: sample this host from now until a line (or EOF) arrives on
-    stdin, then print the window's :class:`HostLoad` as one JSON line. A testbed folded over several
+    """``python3 -m edgelab.hostload [DELAYER_STATE_DIR]``: sample this host from now until a line (or
+    EOF) arrives on stdin, then print the window's :class:`HostLoad` as one JSON line; with the state
+    directory of a fallback link emulator, its delayer's lateness too. A testbed folded over several
     hosts runs this on each of them around a measurement (:mod:`edgelab.remote.folded`)."""
     import dataclasses
     import json
     import sys
 
-    sampler = HostLoadSampler().start()
+    delayer = None
+    if len(sys.argv) > 1:
+        from .linkemu import lateness
+
+        state_dir = sys.argv[1]
+        delayer = lambda: lateness.read(state_dir)  # noqa: E731
+    sampler = HostLoadSampler(delayer=delayer).start()
     print("READY", flush=True)
     sys.stdin.readline()
     print(json.dumps(dataclasses.asdict(sampler.stop())), flush=True)

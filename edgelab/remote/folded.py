@@ -87,15 +87,18 @@ class HostsLoadSampler:
     rows the most loaded host's (that host is what an unfaithful point would be blamed on).
     A host whose sampler fails is left out (and named in :attr:`errors`), never the measurement."""
 
-    def __init__(self, transport: Transport, hosts: Sequence[str]) -> None:
+    def __init__(self, transport: Transport, hosts: Sequence[str],
+                 delayer_dirs: Optional[Mapping[str, str]] = None) -> None:
         self.transport, self.hosts = transport, list(hosts)
+        self.delayer_dirs = dict(delayer_dirs or {})   # host -> its share's link emulator state dir
         self._procs: dict[str, subprocess.Popen] = {}
         self.results: dict[str, Any] = {}
         self.errors: dict[str, str] = {}
 
     def start(self) -> "HostsLoadSampler":
         for h in self.hosts:
-            self._procs[h] = self.transport.popen(h, ["python3", "-m", "edgelab.hostload"], stdin=subprocess.PIPE,
+            argv = ["python3", "-m", "edgelab.hostload"] + ([self.delayer_dirs[h]] if h in self.delayer_dirs else [])
+            self._procs[h] = self.transport.popen(h, argv, stdin=subprocess.PIPE,
                                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         for h, p in list(self._procs.items()):
             if p.stdout.readline().strip() != b"READY":
@@ -129,6 +132,10 @@ class HostsLoadSampler:
         psi = [r.pressure for r in loads if r.pressure is not None]
         if psi:
             rows.append(Measurement("host_cpu_pressure", max(psi), "fraction"))
+        late = [r for r in loads if r.delayer_late_ms is not None]
+        if late:
+            rows += [Measurement("host_delayer_late_ms", max(r.delayer_late_ms for r in late), "ms"),
+                     Measurement("host_delayer_late_share", max(r.delayer_late_share for r in late), "fraction")]
         return rows
 
 
@@ -205,7 +212,11 @@ class FoldedTestbed(Testbed):
 
     def host_load_sampler(self) -> HostsLoadSampler:
         """Overload signals of every host of the testbed, for a measurement window."""
-        return HostsLoadSampler(self.transport, [s.host for s in self.multihost.shares])
+        from ..backends.local.naming import linkemu_state_dir
+
+        return HostsLoadSampler(self.transport, [s.host for s in self.multihost.shares],
+                                {h: linkemu_state_dir(s["share"]) for h, s in self.shares.items()
+                                 if s["facts"].get("link_engine") == "fallback"})
 
     # -------------------------------------------------------------- health
     def health_checks(self) -> list:
