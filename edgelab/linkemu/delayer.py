@@ -308,8 +308,8 @@ class Delayer:
             self._leave_ns(home)
 
     def _map_ports(self, key: str, netns: str | None) -> None:
-        """Rebuild the port tables of ``key``'s bridge queues (interface names to indexes are
-        resolved inside the namespace)."""
+        """Rebuild the port tables of ``key``'s bridge queues (out-ports' interface names to
+        indexes are resolved inside the namespace; in-stages are found by their mark)."""
         stages = [q for (k, _), q in self.queues.items() if k == key and q.via is not None]
         bridges = {num: b for (k, num), b in self.bridges.items() if k == key}
         if not bridges:
@@ -318,6 +318,8 @@ class Delayer:
         try:
             index = {}
             for q in stages:
+                if q.dir != "to-peer":
+                    continue
                 try:
                     index[q.dev] = socket.if_nametoindex(q.dev)
                 except OSError:
