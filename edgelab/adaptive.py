@@ -113,12 +113,27 @@ def run_adaptive(*, points: list[dict], resume: Any, sweep: dict, verdict_of: Ca
 MIN_SETTLE_REPS = 3
 
 
-def settled(verdict: Any) -> set[int]:
-    """Factors no repetition needs to be added to in the initial design: those decided
-    *unfaithful* on intervals (the caller asks once each has ``MIN_SETTLE_REPS`` repetitions)."""
-    if verdict is None or getattr(verdict, "judged_on_mean", False):
+#: With two repetitions, a factor is settled only when some metric's interval lies this many
+#: tolerances beyond the worse bound (e.g. +100 % at ±10 %; for a higher-is-better metric, below
+#: -50 %): a deviation no pair of similar values produces by chance (a factor far past the break).
+FAR_TOLERANCES = 10
+
+
+def settled(verdict: Any, reps: int = MIN_SETTLE_REPS) -> set[int]:
+    """Factors no repetition needs to be added to in the initial design, after ``reps`` repetitions
+    of each: those decided *unfaithful* on intervals once ``reps >= MIN_SETTLE_REPS``; with two, only
+    those whose interval lies far beyond the tolerance (:data:`FAR_TOLERANCES`)."""
+    if verdict is None or getattr(verdict, "judged_on_mean", False) or reps < 2:
         return set()
-    return {int(f) for f, v in getattr(verdict, "verdicts", {}).items() if v == "unfaithful"}
+    bad = {int(f) for f, v in getattr(verdict, "verdicts", {}).items() if v == "unfaithful"}
+    if reps >= MIN_SETTLE_REPS or not bad:
+        return bad
+    from analysis.folding import PARAM, higher_is_better
+
+    t, far = verdict.table, FAR_TOLERANCES * verdict.tolerance
+    return {int(r[PARAM]) for _, r in t[(t["decision"] == "worse") & t[PARAM].isin(bad)].iterrows()
+            if (r["degradation_ci_high"] < -min(far, 0.5) if higher_is_better(r["metric"])
+                else r["degradation_ci_low"] > far)}
 
 
 def fitting(extra: list[dict], timer: PointTimer, left: float, base: Optional[int] = None) -> list[dict]:
@@ -151,12 +166,13 @@ def _rounds(points: list[dict], resume: Any, sweep: dict, verdict_of: Callable[[
     outcome: Any = None
     for rep in sorted(by_rep):
         stage = by_rep[rep]
-        if outcome is not None and rep >= MIN_SETTLE_REPS:
-            done_with = settled(verdict_of(outcome.run.path))
+        if outcome is not None and rep >= 2:
+            done_with = settled(verdict_of(outcome.run.path), reps=rep)
             skipped = sorted({p["factor"] for p in stage if p["factor"] in done_with})
             if skipped:
                 console.print(f"repetition {rep + 1}: factor(s) {', '.join(map(str, skipped))} already decided "
-                              "unfaithful, not repeated", highlight=False, soft_wrap=True)
+                              "unfaithful" + ("" if rep >= MIN_SETTLE_REPS else ", far beyond the tolerance")
+                              + ", not repeated", highlight=False, soft_wrap=True)
             stage = [p for p in stage if p["factor"] not in done_with]
         todo += stage
         outcome = run_sweep(points=todo, resume=resume if outcome is None else outcome.run.path, **sweep)

@@ -54,6 +54,17 @@ def test_only_factors_decided_unfaithful_on_intervals_are_settled():
     assert settled(folding_verdict(folded({1: [10], 4: [20]}))) == set()
 
 
+def test_with_two_repetitions_only_a_factor_far_past_the_tolerance_is_settled():
+    # factor 4: +20 % on two close values (could be a fluke pair); factor 8: a hundred times slower
+    v = folding_verdict(folded({1: [10, 10.1], 2: [10, 10.05], 4: [12, 12.02], 8: [1000, 1100]}), tolerance=0.1)
+    assert v.verdicts[4] == "unfaithful" and v.verdicts[8] == "unfaithful"
+    assert settled(v, reps=2) == {8}
+    assert settled(v, reps=3) == {4, 8} and settled(v, reps=1) == set()
+    # a higher-is-better metric far below the baseline is settled too
+    tput = folding_verdict(folded({1: [10, 10.1], 8: [2, 2.1]}, metric="requests_per_s_per_node"), tolerance=0.1)
+    assert settled(tput, reps=2) == {8}
+
+
 def test_a_round_that_does_not_fit_is_cut_to_the_baseline_and_least_folded_factors():
     t = PointTimer()
     t.took = {1: [10.0], 2: [5.0], 4: [6.0], 8: [8.0]}
@@ -77,10 +88,11 @@ def test_a_weighted_baseline_gets_its_weight_of_points_per_round_within_its_scal
 
 
 def test_the_initial_design_stops_repeating_a_factor_once_it_is_decided_unfaithful(tmp_path, monkeypatch):
-    """The real run_sweep on a stand-in measurement: factor 4 is far worse from the start."""
+    """The real run_sweep on a stand-in measurement: factor 4 is clearly worse from the start (+30 %,
+    not so far that two repetitions would settle it: see the test above)."""
     from edgelab import adaptive
 
-    values = {1: [10, 10.2, 9.8, 10.1, 9.9], 2: [10.1, 9.9, 10.0, 10.05, 9.95], 4: [40, 41, 39, 40, 40]}
+    values = {1: [10, 10.2, 9.8, 10.1, 9.9], 2: [10.1, 9.9, 10.0, 10.05, 9.95], 4: [13, 13.1, 12.9, 13, 13]}
     measured: list[tuple[int, int]] = []
 
     def measure(point, run):
