@@ -431,6 +431,61 @@ def nfqueue_rule_specs(dev: str, q_in: int, q_out: Optional[int] = None, *,
     return specs
 
 
+def ports_table(tag: str) -> str:
+    return _ident(f"{tag}_ports")
+
+
+def bridge_ports_cmds(tag: str) -> list[list[str]]:
+    """A bridge namespace's one bridge-family table for its ports' loss and delay (the local
+    backend's ``bridge_delay``): one base chain with a map lookup per frame, not a table (a
+    base chain walked by every frame) per port.
+
+    - ``loss``: port name to a verdict, ``jump`` to that port's chain with its ``numgen``
+      drop (what nft_loss_cmds(family="bridge") does with a table per port). Priority -300,
+      as there, so a lost frame is never handed to the delayer.
+    - ``inport``: port name to a ``meta mark``, the number of the port's in-stage in the
+      bridge queue: at POSTROUTING, where the bridge queue sees the frame, the kernel reports
+      its out-port but no longer its in-port (nfnetlink_queue sends PHYSINDEV only when the
+      hook has an input device, and POSTROUTING has none). The mark does not leave the
+      namespace (a veth that crosses namespaces scrubs it).
+    """
+    t = ports_table(tag)
+    return [
+        ["nft", "add", "table", "bridge", t],
+        ["nft", "add", "map", "bridge", t, "loss", "{ type ifname : verdict ; }"],
+        ["nft", "add", "map", "bridge", t, "inport", "{ type ifname : mark ; }"],
+        ["nft", "add", "chain", "bridge", t, "pre", "{ type filter hook prerouting priority -300 ; }"],
+        ["nft", "add", "rule", "bridge", t, "pre", "iifname", "vmap", "@loss"],
+        ["nft", "add", "rule", "bridge", t, "pre", "meta", "mark", "set", "iifname", "map", "@inport"],
+    ]
+
+
+def bridge_port_cmds(tag: str, dev: str, mark: int, *, delete: bool = False) -> list[list[str]]:
+    """Add (or delete) port ``dev``'s element of the ports table's ``inport`` map: its frames get ``mark``."""
+    if delete:
+        return [["nft", "delete", "element", "bridge", ports_table(tag), "inport", f'{{ "{dev}" }}']]
+    return [["nft", "add", "element", "bridge", ports_table(tag), "inport", f'{{ "{dev}" : {mark} }}']]
+
+
+def bridge_port_loss_cmds(tag: str, dev: str, loss_pct: float, *, delete: bool = False) -> list[list[str]]:
+    """Port ``dev``'s random loss of arriving frames in the ports table (or its removal)."""
+    t, c = ports_table(tag), _ident(f"loss_{dev}")
+    if delete:
+        return [["nft", "delete", "element", "bridge", t, "loss", f'{{ "{dev}" }}'],
+                ["nft", "delete", "chain", "bridge", t, c]]
+    return [["nft", "add", "chain", "bridge", t, c],
+            ["nft", "add", "rule", "bridge", t, c, "numgen", "random", "mod", str(LOSS_SCALE), "<",
+             str(loss_threshold(loss_pct)), "counter", "drop"],
+            ["nft", "add", "element", "bridge", t, "loss", f'{{ "{dev}" : jump {c} }}']]
+
+
+def nfqueue_bridge_rule_specs(q: int) -> list[list[str]]:
+    """The one mangle rule of a bridge queue: every frame the bridge forwards, after the bridge
+    chose its out-port (POSTROUTING), so both its ports are known (see delayer.py's bridge
+    queues). Bridged frames reach iptables through br_netfilter, as for nfqueue_rule_specs."""
+    return [["POSTROUTING", "-m", "physdev", "--physdev-is-bridged", "-j", "NFQUEUE", "--queue-num", str(q)]]
+
+
 def iptables_nfqueue_cmds(dev: str, q_in: int, q_out: Optional[int] = None, *, delete: bool = False,
                           families: tuple[str, ...] = ("iptables", "ip6tables"),
                           bridge_port: bool = False, control_port: Optional[int] = None) -> list[list[str]]:

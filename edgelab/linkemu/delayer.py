@@ -24,11 +24,27 @@ slack and no millisecond rounding (epoll's timeout has both; ``select`` also
 stops at 1024 descriptors). Queues are bound in COPY_META mode: no payload is
 copied to userspace.
 
+Bridge queues: a bridge's ports are delayed in two stages, the frames arriving on a
+port (its ``from-peer`` delay) and the frames the bridge sends out of a port (its
+``to-peer`` delay). Both stages lie back to back on a bridged frame's path (nothing
+queues between the bridge's PREROUTING and POSTROUTING), so one NFQUEUE pass
+carries both: a single ``POSTROUTING -m physdev --physdev-is-bridged`` rule sends
+every bridged frame to the bridge queue, and the delayer looks its in- and out-port
+(``physindev``/``physoutdev``, in the packet's metadata) up in the ports' delays.
+The ports' stages are *virtual* queues (``"via": <bridge queue>``): not bound,
+same FIFO, jitter and no-reordering rules as a bound queue; a frame leaving its
+in-port's stage enters its out-port's stage at the instant it was due there (not
+when the loop got to it). Per echo through an access point that is 2 queue passes
+instead of 4, and 1 rule per hook instead of one per port walked linearly.
+
 It is driven by a JSON config file::
 
     {"generation": g,
      "namespaces": {"<key>": {"netns": "/run/netns/X" | null,
-                              "queues": {"N": {"delay_ms": d, "jitter_ms": j}}}}}
+                              "queues": {"N": {"delay_ms": d, "jitter_ms": j},
+                                         "B": {"delay_ms": 0, "jitter_ms": 0, "bridge": true},
+                                         "M": {"delay_ms": d, "jitter_ms": j, "via": B,
+                                               "dev": "<port>", "dir": "from-peer" | "to-peer"}}}}}
 
 (the older ``{"generation": g, "queues": {...}}`` means the current namespace)
 and re-reads it on SIGHUP, binding/unbinding/re-parametrising queues, then
@@ -58,6 +74,7 @@ import os
 import random
 import select
 import signal
+import socket
 import struct
 import sys
 import time
@@ -75,19 +92,42 @@ TFD_NONBLOCK = os.O_NONBLOCK
 TFD_CLOEXEC = os.O_CLOEXEC
 TFD_TIMER_ABSTIME = 1
 PR_SET_TIMERSLACK = 29
+#: Release-lateness counters beside the config, as edgelab.linkemu.lateness reads them (its
+#: STATS_FILE and LATE_S; not imported: that module's dataclasses import costs ~10 ms of start-up).
+STATS_FILE = "delayer-stats.json"
+LATE_S = 0.001
+#: How often (at most) the counters are written while packets flow.
+STATS_EVERY_S = 0.25
 
 
 class QueueState:
-    """One bound queue: its parameters and the FIFO of (release time, packet) it holds.
+    """One queue: its parameters and the FIFO of (release time, packet, next stage) it holds.
+    Bound (``nfq`` set) or virtual (a bridge port's stage: ``via`` names its bridge queue).
     (A plain class, not a dataclass: ``dataclasses`` imports ``inspect``, ~10 ms of start-up.)"""
 
-    __slots__ = ("key", "num", "delay_s", "jitter_s", "index", "nfq", "last_release", "pending")
+    __slots__ = ("key", "num", "delay_s", "jitter_s", "index", "nfq", "last_release", "pending",
+                 "via", "dev", "dir", "live")
 
     def __init__(self, key: str, num: int, delay_s: float, jitter_s: float, index: int = 0) -> None:
         self.key, self.num, self.delay_s, self.jitter_s, self.index = key, num, delay_s, jitter_s, index
         self.nfq: object = None
         self.last_release = 0.0
         self.pending: collections.deque = collections.deque()
+        self.via: int | None = None
+        self.dev = self.dir = ""
+        self.live = True
+
+
+class BridgePorts:
+    """A bridge queue's port stages, rebuilt on every reload (in place: the queue's callback
+    holds these dicts): in-stages by the mark the ports table gives their frames (the stage's
+    own queue number; POSTROUTING reports no in-port), out-stages by interface index."""
+
+    __slots__ = ("ins", "outs")
+
+    def __init__(self) -> None:
+        self.ins: dict[int, QueueState] = {}
+        self.outs: dict[int, QueueState] = {}
 
 
 def release_time(now: float, delay_s: float, jitter_s: float, last: float,
@@ -99,11 +139,20 @@ def release_time(now: float, delay_s: float, jitter_s: float, last: float,
     return t if t > last else last
 
 
-def parse_config(cfg: dict) -> tuple[int, dict[str, tuple[str | None, dict[int, tuple[float, float]]]]]:
-    """``(generation, {key: (netns path or None, {queue: (delay_s, jitter_s)})})`` of a config dict."""
-    def queues(d: dict) -> dict[int, tuple[float, float]]:
-        return {int(k): (float(v.get("delay_ms", 0)) / 1000, float(v.get("jitter_ms", 0)) / 1000)
-                for k, v in d.items()}
+def parse_config(cfg: dict) -> tuple[int, dict[str, tuple[str | None, dict[int, tuple]]]]:
+    """``(generation, {key: (netns path or None, {queue: (delay_s, jitter_s, via, dev, dir)})})`` of a
+    config dict: ``via`` is the bridge queue of a port's stage (None: a bound queue), ``dir`` is
+    ``"bridge"`` for a bridge queue."""
+    def queues(d: dict) -> dict[int, tuple]:
+        out = {}
+        for k, v in d.items():
+            via = v.get("via")
+            kind = "bridge" if v.get("bridge") else str(v.get("dir", ""))
+            if via is not None and kind not in ("from-peer", "to-peer"):
+                raise ValueError(f"queue {k}: a port stage (via {via}) needs dir from-peer or to-peer, not {kind!r}")
+            out[int(k)] = (float(v.get("delay_ms", 0)) / 1000, float(v.get("jitter_ms", 0)) / 1000,
+                           None if via is None else int(via), str(v.get("dev", "")), kind)
+        return out
     spaces = {k: (v.get("netns"), queues(v.get("queues", {}))) for k, v in cfg.get("namespaces", {}).items()}
     if "queues" in cfg:
         spaces.setdefault("_root", (None, {}))[1].update(queues(cfg["queues"]))
@@ -145,9 +194,12 @@ class _Libc:
 
 
 class Delayer:
-    def __init__(self, config_path: str, *, seed: int | None = None) -> None:
+    def __init__(self, config_path: str, *, seed: int | None = None, clock=time.monotonic) -> None:
         self.config_path = config_path
+        #: CLOCK_MONOTONIC (the timerfd's clock); a test drives its own.
+        self.clock = clock
         self.queues: dict[tuple[str, int], QueueState] = {}
+        self.bridges: dict[tuple[str, int], BridgePorts] = {}
         self.rng = random.Random(seed)
         self.stop = False
         self.reload = True
@@ -156,85 +208,182 @@ class Delayer:
         self._libc = _Libc()
         self._epoll = select.epoll()
         self._fdmap: dict[int, object] = {}
+        self._enter = self._make_enter()
+        #: Cumulative release lateness (now - due, per packet released): [released, late_sum_s,
+        #: late (> LATE_S), late_max_s]. Written to STATS_FILE (edgelab.linkemu.lateness).
+        self.lateness = [0, 0.0, 0, 0.0]
+        self.stats_path = os.path.join(os.path.dirname(os.path.abspath(config_path)), STATS_FILE)
 
     # ------------------------------------------------------------ config
-    def _make_callback(self, q: QueueState):
-        mono = time.monotonic
+    def _make_enter(self):
+        """``enter(q, t0, pkt, nxt)``: hold ``pkt`` in ``q`` from instant ``t0`` (then in ``nxt``,
+        a bridge's out-port stage, or release it). Runs once or twice per packet: locals only."""
         rng = self.rng
-        pending = q.pending
-        append = pending.append
         heap = self.heap
         push = heapq.heappush
-        index = q.index
 
-        def cb(pkt) -> None:
-            # Inlined release_time(): this runs once per packet.
-            t = mono() + q.delay_s
+        def enter(q: QueueState, t0: float, pkt, nxt) -> None:
+            t = t0 + q.delay_s
             j = q.jitter_s
             if j:
                 t += rng.uniform(-j, j)
             if t < q.last_release:
                 t = q.last_release
             q.last_release = t
+            pending = q.pending
             if not pending:
-                push(heap, (t, index, q))
-            append((t, pkt))
+                push(heap, (t, q.index, q))
+            pending.append((t, pkt, nxt))
+        return enter
+
+    def _make_callback(self, q: QueueState):
+        mono = self.clock
+        enter = self._enter
+
+        def cb(pkt) -> None:
+            enter(q, mono(), pkt, None)
         return cb
 
-    def _bind(self, key: str, netns: str | None, nums: dict[int, tuple[float, float]]) -> None:
+    def _make_bridge_callback(self, ports: BridgePorts):
+        """A bridge queue's callback: the frame's in-port stage, then its out-port stage."""
+        mono = self.clock
+        enter = self._enter
+        ins, outs = ports.ins, ports.outs
+
+        def cb(pkt) -> None:
+            qi = ins.get(pkt.mark)
+            qo = outs.get(pkt.physoutdev)
+            if qi is not None:
+                enter(qi, mono(), pkt, qo)
+            elif qo is not None:
+                enter(qo, mono(), pkt, None)
+            else:
+                pkt.accept()   # between two undelayed ports
+        return cb
+
+    def _enter_ns(self, netns: str | None) -> int | None:
+        """setns into ``netns``; returns the home namespace's fd (None: stayed home)."""
+        if not netns:
+            return None
+        home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        target = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self._libc.setns(target)
+        except OSError:
+            os.close(home)
+            raise
+        finally:
+            os.close(target)
+        return home
+
+    def _leave_ns(self, home: int | None) -> None:
+        if home is not None:
+            self._libc.setns(home)
+            os.close(home)
+
+    def _bind(self, key: str, netns: str | None, nums: dict[int, tuple]) -> None:
         """Open and bind ``nums`` in ``netns``: the sockets are created inside it (setns), then back home."""
         from netfilterqueue import COPY_META, NetfilterQueue
 
-        home = None
-        if netns:
-            home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-            target = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                self._libc.setns(target)
-            finally:
-                os.close(target)
+        home = self._enter_ns(netns)
         try:
-            for num, (d, j) in nums.items():
+            for num, (d, j, _via, _dev, kind) in nums.items():
                 self._index += 1
                 q = QueueState(key, num, d, j, index=self._index)
+                if kind == "bridge":
+                    ports = self.bridges.setdefault((key, num), BridgePorts())
+                    cb = self._make_bridge_callback(ports)
+                else:
+                    cb = self._make_callback(q)
                 nfq = NetfilterQueue()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    nfq.bind(num, self._make_callback(q), max_len=MAX_QUEUE_LEN, mode=COPY_META,
-                             sock_len=SOCK_RCVBUF)
+                    nfq.bind(num, cb, max_len=MAX_QUEUE_LEN, mode=COPY_META, sock_len=SOCK_RCVBUF)
                 q.nfq = nfq
                 fd = nfq.get_fd()
                 self._fdmap[fd] = nfq
                 self._epoll.register(fd, select.EPOLLIN)
                 self.queues[(key, num)] = q
         finally:
-            if home is not None:
-                self._libc.setns(home)
-                os.close(home)
+            self._leave_ns(home)
+
+    def _map_ports(self, key: str, netns: str | None) -> None:
+        """Rebuild the port tables of ``key``'s bridge queues (out-ports' interface names to
+        indexes are resolved inside the namespace; in-stages are found by their mark)."""
+        stages = [q for (k, _), q in self.queues.items() if k == key and q.via is not None]
+        bridges = {num: b for (k, num), b in self.bridges.items() if k == key}
+        if not bridges:
+            return
+        home = self._enter_ns(netns)
+        try:
+            index = {}
+            for q in stages:
+                if q.dir != "to-peer":
+                    continue
+                try:
+                    index[q.dev] = socket.if_nametoindex(q.dev)
+                except OSError:
+                    print(f"delayer: port {q.dev!r} of bridge queue {q.via} not found in {key}",
+                          file=sys.stderr, flush=True)
+        finally:
+            self._leave_ns(home)
+        for num, b in bridges.items():
+            ins = {q.num: q for q in stages if q.via == num and q.dir == "from-peer"}
+            outs = {index[q.dev]: q for q in stages if q.via == num and q.dir == "to-peer" and q.dev in index}
+            b.ins.clear()
+            b.ins.update(ins)
+            b.outs.clear()
+            b.outs.update(outs)
 
     def apply_config(self) -> None:
         with open(self.config_path) as f:
             gen, spaces = parse_config(json.load(f))
         for qk in list(self.queues):
             key, num = qk
-            if num not in spaces.get(qk[0], (None, {}))[1]:
+            want = spaces.get(key, (None, {}))[1].get(num)
+            q = self.queues[qk]
+            if want is None or (want[2] is None) != (q.via is None) or (want[4] == "bridge") != (qk in self.bridges):
                 self._unbind(self.queues.pop(qk))
         for key, (netns, nums) in spaces.items():
             new = {}
-            for num, (d, j) in nums.items():
+            for num, spec in nums.items():
+                d, j, via, dev, kind = spec
                 q = self.queues.get((key, num))
-                if q is None:
-                    new[num] = (d, j)
+                if q is None and via is not None:   # a port stage: nothing to bind
+                    self._index += 1
+                    q = self.queues[(key, num)] = QueueState(key, num, d, j, index=self._index)
+                    q.via, q.dev, q.dir = via, dev, kind
+                elif q is None:
+                    new[num] = spec
                 else:
                     q.delay_s, q.jitter_s = d, j
+                    if via is not None:
+                        q.dev, q.dir, q.via = dev, kind, via
             if new:
                 self._bind(key, netns, new)
+            self._map_ports(key, netns)
         # O_EXCL/O_NOFOLLOW temporary file: root writes here (see edgelab.safefs)
         write_atomic(self.config_path + ".ready", f"{gen} {os.getpid()}\n")
 
-    def _unbind(self, q: QueueState) -> None:
+    def _flush(self, q: QueueState) -> None:
+        """Release what ``q`` holds now (it goes away), next stages skipped."""
+        q.live = False
         while q.pending:
             q.pending.popleft()[1].accept()
+
+    def _unbind(self, q: QueueState) -> None:
+        if q.nfq is None:   # a port stage
+            self._flush(q)
+            return
+        b = self.bridges.pop((q.key, q.num), None)
+        if b is not None:
+            # Its frames wait in its ports' stages: their verdicts need this queue still bound.
+            for s in list(b.ins.values()) + list(b.outs.values()):
+                while s.pending:
+                    s.pending.popleft()[1].accept()
+            b.ins.clear()
+            b.outs.clear()
+        self._flush(q)
         fd = q.nfq.get_fd()
         try:
             self._epoll.unregister(fd)
@@ -245,6 +394,48 @@ class Delayer:
         q.nfq = None   # its socket closes when the object goes (nfq_close in __dealloc__)
 
     # -------------------------------------------------------------- loop
+    def release_due(self, now: float) -> None:
+        """Release everything due at ``now``, one packet at a time in release order (a frame
+        leaving a bridge port's in-stage may enter an out-stage due before other queues' heads)."""
+        heap = self.heap
+        pop = heapq.heappop
+        push = heapq.heappush
+        enter = self._enter
+        n = late_n = 0
+        late_sum = late_max = 0.0
+        while heap and heap[0][0] <= now:
+            _, _, q = pop(heap)
+            pending = q.pending
+            if not pending:   # flushed (unbound) meanwhile
+                continue
+            t, pkt, nxt = pending.popleft()
+            if nxt is None or not nxt.live:
+                pkt.accept()
+                n += 1
+                late = now - t
+                late_sum += late
+                if late > LATE_S:
+                    late_n += 1
+                if late > late_max:
+                    late_max = late
+            else:
+                enter(nxt, t, pkt, None)
+            if pending and q.live:
+                push(heap, (pending[0][0], q.index, q))
+        if n:
+            c = self.lateness
+            c[0] += n
+            c[1] += late_sum
+            c[2] += late_n
+            if late_max > c[3]:
+                c[3] = late_max
+
+    def dump_lateness(self) -> None:
+        """Write the lateness counters (edgelab.linkemu.lateness.read's format), atomically."""
+        c = self.lateness
+        write_atomic(self.stats_path, json.dumps({"released": c[0], "late_sum_s": c[1], "late": c[2],
+                                                  "late_max_s": c[3], "pid": os.getpid()}))
+
     def run(self) -> None:
         rfd, wfd = os.pipe()
         os.set_blocking(wfd, False)
@@ -264,30 +455,26 @@ class Delayer:
         ep = self._epoll
         ep.register(rfd, select.EPOLLIN)
         ep.register(tfd, select.EPOLLIN)
-        mono = time.monotonic
+        mono = self.clock
         heap = self.heap
-        pop = heapq.heappop
-        push = heapq.heappush
+        release_due = self.release_due
         fdmap = self._fdmap
         armed = 0.0
+        next_dump, dumped = 0.0, -1
         try:
             while not self.stop:
                 if self.reload:
                     self.reload = False
                     self.apply_config()
-                # Release everything due: pop queue heads in release order.
                 now = mono()
-                while heap and heap[0][0] <= now:
-                    _, _, q = pop(heap)
-                    pending = q.pending
-                    while pending and pending[0][0] <= now:
-                        pending.popleft()[1].accept()
-                    if pending and q.nfq is not None:
-                        push(heap, (pending[0][0], q.index, q))
-                nxt = heap[0][0] if heap else 0.0
-                if nxt != armed:
-                    self._libc.arm(tfd, nxt)
-                    armed = nxt
+                release_due(now)
+                if now >= next_dump and self.lateness[0] != dumped:
+                    self.dump_lateness()
+                    dumped, next_dump = self.lateness[0], now + STATS_EVERY_S
+                nxt_t = heap[0][0] if heap else 0.0
+                if nxt_t != armed:
+                    self._libc.arm(tfd, nxt_t)
+                    armed = nxt_t
                 for fd, _ in ep.poll(-1):
                     if fd == rfd or fd == tfd:
                         try:
@@ -301,8 +488,13 @@ class Delayer:
                         if nfq is not None:
                             nfq.run(False)
         finally:
-            for q in list(self.queues.values()):
+            stages = [q for q in self.queues.values() if q.nfq is None]
+            for q in stages + [q for q in self.queues.values() if q.nfq is not None]:
                 self._unbind(q)
+            try:
+                self.dump_lateness()
+            except OSError:
+                pass
 
 
 def main(argv: list[str] | None = None) -> int:

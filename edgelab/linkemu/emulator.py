@@ -40,6 +40,14 @@ RESTORE_WORKERS = 8
 DELAYER_KEY = "_delayer"   # its Popen in LinkEmulator._procs
 BULK_RECORD = "links.json"  # apply_links' records of the namespaces it created records for
 READY_TIMEOUT_S = 10.0
+#: The delayer's release-lateness counters beside its config (edgelab.linkemu.lateness.STATS_FILE).
+DELAYER_STATS_FILE = "delayer-stats.json"
+#: CPU weight of the delayer's own cgroup (v1 cpu.shares, v2 cpu.weight: the maximum of each;
+#: a node's is 1024 / 100). The delayer is the links, not a workload: when the cores are
+#: contended, a packet due now must not wait behind a hundred nodes' processes for a core
+#: (fidelity_under_load: the delay error is the delayer's wait). Its work is bounded by the
+#: packet rate, so the weight gives it latency, not an unbounded share.
+DELAYER_CPU_WEIGHT = {"cpu.shares": "262144", "cpu.weight": "10000"}
 _PKG_ROOT = str(Path(__file__).resolve().parents[2])
 _TAG = re.compile(r"[A-Za-z0-9_-]{1,24}")
 _MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
@@ -255,6 +263,13 @@ class LinkEmulator:
                 proc.kill()
                 proc.wait()
                 raise BackendError(f"cannot move the link-emulation delayer into cgroup {f}: {e}") from e
+            for knob, value in DELAYER_CPU_WEIGHT.items():
+                w = Path(f).parent / knob
+                if w.exists():
+                    try:
+                        w.write_text(value)
+                    except OSError:
+                        pass   # left at the default weight: recorded as such (delayer_info)
         self._procs[DELAYER_KEY] = proc
         self._dl_started = False
         d["pid"] = proc.pid
@@ -282,8 +297,7 @@ class LinkEmulator:
                 key = _ns_key(ns)
                 cfg = (cfgs or {}).get(key) or self._load(ns)
                 want = ({"netns": None if ns is None else f"/run/netns/{ns}",
-                         "queues": {q: {"delay_ms": v["delay_ms"], "jitter_ms": v["jitter_ms"]}
-                                    for q, v in cfg["queues"].items()}}
+                         "queues": {q: _delayer_queue(v) for q, v in cfg["queues"].items()}}
                         if cfg["queues"] else None)
                 adding = adding or want is not None
                 if d["namespaces"].get(key) == want:
@@ -541,6 +555,27 @@ class LinkEmulator:
                                    **extra}
             return q
 
+        def bridge_queue(ns: Optional[str]) -> int:
+            """The bridge queue of ``ns`` (one per namespace: its one rule per family sends every
+            bridged frame there), created with its rule on first use."""
+            c = cfg_of(ns)
+            for k, v in c["queues"].items():
+                if v.get("dir") == "bridge":
+                    return int(k)
+            q = self._alloc_queues(c, 1)[0]
+            c["queues"][str(q)] = {"delay_ms": 0.0, "jitter_ms": 0.0, "dev": "*", "dir": "bridge"}
+            specs.setdefault(_ns_key(ns), []).extend(C.nfqueue_bridge_rule_specs(q))
+            ports_table(ns)
+            return q
+
+        def ports_table(ns: Optional[str]) -> None:
+            """The bridge's ports table (loss and in-port marks, see commands.bridge_ports_cmds),
+            created once, before any element."""
+            c = cfg_of(ns)
+            if not c.get("ports_table"):
+                c["ports_table"] = True
+                nft.setdefault(_ns_key(ns), [])[:0] = C.bridge_ports_cmds(self.tag)
+
         for l in links:
             link, ns, dev, pns, pdev = l.link, l.ns, l.dev, l.peer_ns, l.peer_dev
             rec: dict[str, Any] = {"peer_ns": pns, "peer_dev": pdev, "link": link.to_dict(), "engine": self.engine}
@@ -560,7 +595,11 @@ class LinkEmulator:
                 rec["loss"] = True
                 nft.setdefault(_ns_key(ns), []).extend(
                     C.nft_loss_cmds(self.tag, dev, link.loss_pct, egress=peer_side is None))
-                if peer_side is not None:
+                if peer_side is not None and peer_side["bridge"] and self.bridge_delay:
+                    peer_side["loss"] = "ports"   # in the bridge's ports table, not a table of its own
+                    ports_table(pns)
+                    nft.setdefault(_ns_key(pns), []).extend(C.bridge_port_loss_cmds(self.tag, pdev, link.loss_pct))
+                elif peer_side is not None:
                     peer_side["loss"] = True
                     nft.setdefault(_ns_key(pns), []).extend(
                         C.nft_loss_cmds(self.tag, pdev, link.loss_pct, egress=False,
@@ -570,11 +609,16 @@ class LinkEmulator:
                     fams = self._families(pns)
                     q_from = queue(pns, link, pdev, "from-peer", of=f"{ns}/{dev}")
                     peer_side["queue"], peer_side["families"] = q_from, fams
-                    if peer_side["bridge"] and self.bridge_delay:   # both directions in the bridge's namespace
-                        q_to = queue(pns, link, pdev, "to-peer", of=f"{ns}/{dev}")
-                        peer_side["queue_to"] = q_to
-                        specs.setdefault(_ns_key(pns), []).extend(
-                            C.nfqueue_rule_specs(pdev, q_from, q_to, bridge_port=True))
+                    if peer_side["bridge"] and self.bridge_delay:
+                        # Both directions in the bridge's namespace, as stages of its one bridge queue
+                        # (delayer.py: one queue pass per bridged frame, one rule per hook).
+                        qb = bridge_queue(pns)
+                        c = cfg_of(pns)
+                        c["queues"][str(q_from)]["via"] = qb
+                        q_to = queue(pns, link, pdev, "to-peer", of=f"{ns}/{dev}", via=qb)
+                        peer_side["queue_to"], peer_side["via"] = q_to, qb
+                        # Its frames carry its in-stage's number as their mark (delayer.py).
+                        nft.setdefault(_ns_key(pns), []).extend(C.bridge_port_cmds(self.tag, pdev, q_from))
                     else:
                         specs.setdefault(_ns_key(pns), []).extend(
                             C.nfqueue_rule_specs(pdev, q_from, None, bridge_port=peer_side["bridge"]))
@@ -705,6 +749,14 @@ class LinkEmulator:
             pcfg["queues"].pop(str(side["queue"]), None)
             if side.get("queue_to") is not None:
                 pcfg["queues"].pop(str(side["queue_to"]), None)
+            qb = side.get("via")
+            if qb is not None and not any(v.get("via") == qb for v in pcfg["queues"].values()):
+                # The bridge's last delayed port: its rule goes before its queue does (a rule
+                # pointing at an unbound queue drops every bridged frame).
+                _remove_bridge_rule(side["ns"], qb, side.get("families", ["iptables"]))
+                pcfg["queues"].pop(str(qb), None)
+            elif qb is not None:
+                run_all(side["ns"], C.bridge_port_cmds(self.tag, side["dev"], 0, delete=True), check=False)
             self._delayer_sync(side["ns"], pcfg)
 
     @staticmethod
@@ -876,6 +928,7 @@ class LinkEmulator:
                 self._dl_stop(d["pid"])
             for suffix in ("", ".ready", ".log", ".ready.tmp"):
                 Path(str(self._dl_path()) + suffix).unlink(missing_ok=True)
+            (self.state_dir / DELAYER_STATS_FILE).unlink(missing_ok=True)   # its lateness counters
         for key in list(self._touched):
             ns = None if key == "_root" else key
             for suffix in ("", ".ready", ".log"):
@@ -926,8 +979,16 @@ class LinkEmulator:
     def delayer_info(self) -> dict:
         """The shared delayer: pid, config, cgroup, namespaces and queues served (for manifests)."""
         d = self._dl_load()
+        weight = {}
+        for f in self.delayer_cgroup_procs:
+            for knob in DELAYER_CPU_WEIGHT:
+                try:
+                    weight[knob] = int((Path(f).parent / knob).read_text())
+                except (OSError, ValueError):
+                    pass
         return {"pid": d.get("pid"), "config": str(self._dl_path()),
                 "cgroup_procs": list(self.delayer_cgroup_procs),
+                "cpu_weight": weight,   # its cgroup's, against the nodes' (see DELAYER_CPU_WEIGHT)
                 "namespaces": len(d["namespaces"]),
                 "queues": sum(len(v["queues"]) for v in d["namespaces"].values())}
 
@@ -951,16 +1012,37 @@ def _run_input(ns: Optional[str], argv: list[str], text: str) -> None:
                            f"  exit {cp.returncode}: {cp.stderr.strip()}\n  input:\n{text[:2000]}")
 
 
+def _delayer_queue(v: dict) -> dict:
+    """A recorded queue as the delayer's config has it (see delayer.py): its delay, and for a
+    bridge queue or a bridge port's stage what the delayer needs to dispatch frames."""
+    out = {"delay_ms": v["delay_ms"], "jitter_ms": v["jitter_ms"]}
+    if v.get("dir") == "bridge":
+        out["bridge"] = True
+    elif v.get("via") is not None:
+        out.update(via=v["via"], dev=v["dev"], dir=v["dir"])
+    return out
+
+
+def _remove_bridge_rule(ns: Optional[str], q: int, families: list[str]) -> None:
+    """Delete a bridge queue's rule (tolerant of it gone). The ports table stays (other ports'
+    loss may be in it; empty, it costs a frame two failed lookups) until cleanup() or the
+    namespace goes."""
+    for tool in families:
+        run(ns, [tool, "-w", "-t", "mangle", "-D", *C.nfqueue_bridge_rule_specs(q)[0]], check=False)
+
+
 def _remove_peer_side_rules(tag: str, side: dict) -> bool:
     """Delete a link's peer-side NFQUEUE rule and loss table; False if the peer namespace is gone."""
     pns, pdev = side["ns"], side["dev"]
     if not _netns_exists(pns):
         return False
-    if side.get("queue") is not None:
+    if side.get("queue") is not None and side.get("via") is None:   # a bridge queue's stage has no rule
         run_all(pns, C.iptables_nfqueue_cmds(pdev, side["queue"], side.get("queue_to"), delete=True,
                                              bridge_port=side["bridge"],
                                              families=tuple(side.get("families", ["iptables"]))), check=False)
-    if side.get("loss"):
+    if side.get("loss") == "ports":
+        run_all(pns, C.bridge_port_loss_cmds(tag, pdev, 0, delete=True), check=False)
+    elif side.get("loss"):
         run_all(pns, C.nft_loss_clear_cmds(tag, pdev, "bridge" if side["bridge"] else "inet"), check=False)
     return True
 
@@ -1003,6 +1085,11 @@ def cleanup(state: dict) -> None:
         if not cfg and not d.get("pid"):
             continue   # no record left (and no delayer): nothing to undo
         if _netns_exists(ns):
+            for q, v in cfg.get("queues", {}).items():
+                if v.get("dir") == "bridge":
+                    _remove_bridge_rule(ns, int(q), ["iptables", "ip6tables"])
+            if cfg.get("ports_table"):
+                run(ns, ["nft", "delete", "table", "bridge", C.ports_table(tag)], check=False)
             for dev, rec in cfg.get("links", {}).items():
                 if rec.get("queues"):
                     run_all(ns, C.iptables_nfqueue_cmds(dev, *rec["queues"], delete=True,
@@ -1040,6 +1127,7 @@ def cleanup(state: dict) -> None:
             _kill(int(pid), path)
         for suffix in ("", ".ready", ".log", ".ready.tmp", ".tmp"):
             Path(path + suffix).unlink(missing_ok=True)
+        (Path(path).parent / DELAYER_STATS_FILE).unlink(missing_ok=True)
     for i in state.get("ifbs", []):
         if _netns_exists(i.get("ns")):
             run(i.get("ns"), ["ip", "link", "del", i["name"]], check=False)
