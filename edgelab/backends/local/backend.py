@@ -257,10 +257,11 @@ class LocalTestbed(Testbed):
             "link_engine": self.emulator.engine,
             # Node limits this machine cannot enforce (a quota of more cores than it has...).
             "limits_not_enforced": unenforced_limits(self.plan),
-            # Where emulation's own CPU goes: the fallback engine's NFQUEUE delayers run in
-            # the root cgroup, so their CPU time is neither limited by nor counted in any
-            # node's quota and cpu_seconds (tc/nft shaping runs in the kernel, uncharged too).
-            "emulation_cpu": ("delayers in the root cgroup: not charged to nodes"
+            # Where emulation's own CPU goes: the fallback engine's one NFQUEUE delayer runs in
+            # the testbed's own delayer cgroup (no quota, the highest CPU weight: link_delayer),
+            # so its CPU time is neither limited by nor counted in any node's quota and
+            # cpu_seconds (tc/nft shaping runs in the kernel, uncharged too).
+            "emulation_cpu": (f"the delayer's own cgroup ({DELAYER_CGROUP}): not charged to nodes"
                               if self.emulator.engine == "fallback" else "kernel qdiscs: not charged to nodes"),
             "kernel": os.uname().release,
             "cgroup_version": self.layout.version,
