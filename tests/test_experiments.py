@@ -236,6 +236,10 @@ def test_folding_decides_each_factor_adaptively_and_records_host_signals(tmp_pat
         assert 0.0 <= agg[(p, "host_foreign_cpu")] <= agg[(p, "host_cpu_busy")] + 0.05
     manifest = json.loads((run / "manifest.json").read_text())
     assert "SCHED_IDLE spinner" in manifest["facts"]["host_warmer"]
+    if manifest["facts"]["link_engine"] == "fallback":   # the delayer's own lateness, read around each point
+        for p in points:
+            assert 0.0 <= agg[(p, "host_delayer_late_ms")] < 100.0
+            assert 0.0 <= agg[(p, "host_delayer_late_share")] <= 1.0
     no_testbed_left("fold")
 
 
