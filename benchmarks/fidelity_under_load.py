@@ -130,6 +130,9 @@ def main() -> None:
                     help="bring the cell up link by link, a tc/nft/iptables process each (the old path)")
     ap.add_argument("--station-delay", action="store_true",
                     help="delay each station's incoming frames in its namespace (LocalBackend(bridge_delay=False))")
+    ap.add_argument("--delayer-priority", action="store_true",
+                    help="the delayer's cgroup at the top CPU weight (LocalBackend(delayer_priority=True): better "
+                         "link delay under contention, worse for the nodes' processes; off by default)")
     args = ap.parse_args()
     if args.rtt is None:
         args.rtt = "user" if args.station_delay else "both"
@@ -146,7 +149,8 @@ def main() -> None:
         base = load_topology(src)
     topo = dataclasses.replace(base.scaled("phone", args.stations), name=NAME)
     plan = make_plan(topo)
-    tb = LocalBackend(inprocess=not args.per_process, bridge_delay=not args.station_delay).up(plan)
+    tb = LocalBackend(inprocess=not args.per_process, bridge_delay=not args.station_delay,
+                      delayer_priority=args.delayer_priority).up(plan)
     try:
         server = tb.address("server-1")
         phones = [f"phone-{i}" for i in range(1, args.stations + 1)]

@@ -42,11 +42,14 @@ BULK_RECORD = "links.json"  # apply_links' records of the namespaces it created 
 READY_TIMEOUT_S = 10.0
 #: The delayer's release-lateness counters beside its config (edgelab.linkemu.lateness.STATS_FILE).
 DELAYER_STATS_FILE = "delayer-stats.json"
-#: CPU weight of the delayer's own cgroup (v1 cpu.shares, v2 cpu.weight: the maximum of each;
-#: a node's is 1024 / 100). The delayer is the links, not a workload: when the cores are
-#: contended, a packet due now must not wait behind a hundred nodes' processes for a core
-#: (fidelity_under_load: the delay error is the delayer's wait). Its work is bounded by the
-#: packet rate, so the weight gives it latency, not an unbounded share.
+#: CPU weight of the delayer's own cgroup with ``delayer_priority`` (v1 cpu.shares, v2
+#: cpu.weight: the maximum of each; a node's is 1024 / 100). The delayer is the links, not a
+#: workload: when the cores are contended, a packet due now must not wait behind a hundred
+#: nodes' processes for a core (fidelity_under_load: 12 -> 5 ms of delay error). Off by
+#: default: the scheduler's load balancer weighs a CPU by its tasks' weights, so the delayer's
+#: CPU looks overloaded and the nodes' processes crowd onto the others — folding.py at factor 16
+#: measured p50 latency +338 % (host CPU 44 % busy, run queue 7.3) against +55 to +89 %
+#: (55-58 % busy, run queue 2.4-3.5) at the default weight, on the same 2 cores.
 DELAYER_CPU_WEIGHT = {"cpu.shares": "262144", "cpu.weight": "10000"}
 _PKG_ROOT = str(Path(__file__).resolve().parents[2])
 _TAG = re.compile(r"[A-Za-z0-9_-]{1,24}")
@@ -121,7 +124,7 @@ class LinkEmulator:
 
     def __init__(self, engine: Optional[str] = None, *, tag: str = "edgelab",
                  state_dir: Optional[str] = None, delayer_cgroup_procs: tuple[str, ...] = (),
-                 ipv6: bool = True, bridge_delay: bool = False) -> None:
+                 ipv6: bool = True, bridge_delay: bool = False, delayer_priority: bool = False) -> None:
         if engine in (None, "auto"):
             engine = detect_engine()
         if engine not in ENGINES:
@@ -134,6 +137,7 @@ class LinkEmulator:
             raise BackendError(f"link emulation tag {tag!r} must be 1-24 letters, digits, '-' or '_'")
         self.engine = engine
         self.tag = tag
+        self.delayer_priority = delayer_priority   # DELAYER_CPU_WEIGHT on its cgroup
         self.state_dir = Path(state_dir or f"/run/{tag}-linkemu")
         self._procs: dict[str, subprocess.Popen] = {}
         self._ifbs: list[dict] = []   # {"ns": ns, "name": ifb}
@@ -263,7 +267,7 @@ class LinkEmulator:
                 proc.kill()
                 proc.wait()
                 raise BackendError(f"cannot move the link-emulation delayer into cgroup {f}: {e}") from e
-            for knob, value in DELAYER_CPU_WEIGHT.items():
+            for knob, value in (DELAYER_CPU_WEIGHT.items() if self.delayer_priority else ()):
                 w = Path(f).parent / knob
                 if w.exists():
                     try:

@@ -437,7 +437,7 @@ class LocalBackend(Backend):
     name = "local"
 
     def __init__(self, engine: Optional[str] = None, state_dir: str = STATE_DIR, workers: int = EMU_WORKERS,
-                 inprocess: bool = True, bridge_delay: bool = True) -> None:
+                 inprocess: bool = True, bridge_delay: bool = True, delayer_priority: bool = False) -> None:
         self.engine = engine
         self.state_dir = state_dir
         self.workers = workers
@@ -448,6 +448,9 @@ class LocalBackend(Backend):
         #: a cell's NFQUEUE rules are then one iptables-restore, not one per station (no nft_queue
         #: here). False: in the station's namespace, as the per-process path does.
         self.bridge_delay = bridge_delay
+        #: The delayer's cgroup at the top CPU weight (see linkemu.emulator.DELAYER_CPU_WEIGHT: better
+        #: link delay under CPU contention, worse for the nodes' own processes; off by default).
+        self.delayer_priority = delayer_priority
 
     def up(self, plan: Plan, share: Any = None) -> LocalTestbed:
         """Build ``plan``; with ``share`` (a :class:`~.share.ShareSpec`), only one host's share of
@@ -473,7 +476,7 @@ class LocalBackend(Backend):
         emulator = LinkEmulator(self.engine, tag=tag, state_dir=linkemu_state_dir(name),
                                 delayer_cgroup_procs=tuple(cgroups.procs_files(layout, dl_rel)),
                                 ipv6=False,   # wiring disables IPv6 in every namespace (BASE_SYSCTLS)
-                                bridge_delay=self.bridge_delay)
+                                bridge_delay=self.bridge_delay, delayer_priority=self.delayer_priority)
         fallback = emulator.engine == "fallback"
         # Claim the name and record every object *before* creating any of them.
         state.create({
