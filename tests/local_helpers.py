@@ -28,6 +28,26 @@ def tbname(base: str) -> str:
     return f"{base}{RUN_TAG}"
 
 
+def wifi_cell(n: int, name: str, link: str = "delay_ms: 0, jitter_ms: 0, loss_pct: 0") -> str:
+    """A Wi-Fi cell of ``n`` phones and a server on its uplink, ``link`` overriding the profile's
+    per-station link (YAML flow-mapping body)."""
+    return f"""
+name: {name}
+networks:
+  - name: wlan
+    profile: wifi-80211n-2.4ghz
+    link: {{{link}}}
+nodes:
+  - group: srv
+    role: k3s-server
+    networks: [{{name: wlan, uplink: true}}]
+  - group: ph
+    role: phone
+    count: {n}
+    networks: [wlan]
+"""
+
+
 def plan_of(yaml_text: str):
     return make_plan(parse_topology(yaml_text))
 

@@ -8,7 +8,6 @@ but generous: other jobs share the machine's two cores.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -23,7 +22,7 @@ from edgelab.backends.local import LocalBackend, probes
 from edgelab.backends.local.calibrate import calibrate
 from edgelab.errors import BackendError
 
-from local_helpers import leftovers, plan_of, running_testbed, tbname
+from local_helpers import leftovers, plan_of, running_testbed, tbname, wifi_cell
 
 pytestmark = [
     pytest.mark.root,
@@ -91,21 +90,7 @@ def test_ethernet_link_rate_delay_loss_match_configuration():
 
 
 def _wifi(n: int, name: str) -> str:
-    return f"""
-name: {name}
-networks:
-  - name: wlan
-    profile: wifi-80211n-2.4ghz
-    link: {{delay_ms: 0, jitter_ms: 0, loss_pct: 0}}
-nodes:
-  - group: srv
-    role: k3s-server
-    networks: [{{name: wlan, uplink: true}}]
-  - group: ph
-    role: phone
-    count: {n}
-    networks: [wlan]
-"""
+    return wifi_cell(n, name)
 
 
 def _downlink_rates(tb, stations: list[str], server: str, offered: float, window: float = 2.0) -> list[float]:

@@ -24,7 +24,7 @@ import pytest
 from edgelab.backends.local import LocalBackend, cgroups
 from edgelab.backends.local.naming import cgroup_rel
 
-from local_helpers import leftovers, plan_of, tbname
+from local_helpers import leftovers, plan_of, tbname, wifi_cell
 
 pytestmark = [
     pytest.mark.root,
@@ -33,21 +33,7 @@ pytestmark = [
 
 
 def _wifi(n: int, name: str, link: str = "delay_ms: 2, jitter_ms: 0, loss_pct: 1") -> str:
-    return f"""
-name: {name}
-networks:
-  - name: wlan
-    profile: wifi-80211n-2.4ghz
-    link: {{{link}}}
-nodes:
-  - group: srv
-    role: k3s-server
-    networks: [{{name: wlan, uplink: true}}]
-  - group: ph
-    role: phone
-    count: {n}
-    networks: [wlan]
-"""
+    return wifi_cell(n, name, link)
 
 
 def _sh(ns: str, cmd: str) -> str:
