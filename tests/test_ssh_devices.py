@@ -156,6 +156,11 @@ def test_bring_up_applies_linkemu_on_each_device_and_down_removes_it(lab):
     finally:
         tb.down()
     nothing_applied_check(lab, ["server-1", "phone-1", "phone-2"])
+    from edgelab.remote.testbed import link_tag
+
+    # the lab's devices share this machine's /run: no link emulator state of theirs is left either
+    left = [n for n in ("server-1", "phone-1", "phone-2") if Path(f"/run/{link_tag('wifi', n)}-linkemu").exists()]
+    assert not left, left
 
 
 def nothing_applied_check(lab, nodes):

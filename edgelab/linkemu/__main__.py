@@ -159,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
             LinkEmulator(None if ns.engine == "auto" else ns.engine, tag=ns.tag).set_link_rate(
                 None, ns.dev, ns.rate_mbit)
         else:
-            LinkEmulator(None if ns.engine == "auto" else ns.engine, tag=ns.tag).clear(None, ns.dev)
+            emu = LinkEmulator(None if ns.engine == "auto" else ns.engine, tag=ns.tag)
+            emu.clear(None, ns.dev)
+            emu.close_if_idle(None)   # the device's last impaired interface: nothing left behind
         return 0
     except EdgelabError as e:
         print(f"error: {e}", file=sys.stderr)

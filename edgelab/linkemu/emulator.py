@@ -919,6 +919,17 @@ class LinkEmulator:
         if rec.get("peer_side"):
             self._clear_peer_side(rec["peer_side"])
 
+    def close_if_idle(self, ns: Optional[str] = None) -> bool:
+        """When ``ns`` has no impaired link left (``python -m edgelab.linkemu clear`` just removed
+        the last, in a process of its own: a remote device's teardown), stop the delayer and
+        remove the state directory as :meth:`close` does; True when it did. Without this every
+        cleared device interface left an empty ``/run/<tag>-linkemu`` behind."""
+        if self._load(ns)["links"]:
+            return False
+        self._touched.add(_ns_key(ns))
+        self.close()
+        return True
+
     def close(self) -> None:
         """Clear every link this emulator impaired, stop its delayer, delete its IFBs. Idempotent."""
         for key in list(self._touched):
