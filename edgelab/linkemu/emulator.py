@@ -32,6 +32,7 @@ from ..safefs import UnsafePathError, open_append, read_own, secure_dir, write_a
 from ..model import LinkParams
 from . import commands as C
 from .engine import ENGINES, detect_engine, shared_leaf
+from .lateness import STATS_FILE as DELAYER_STATS_FILE   # the delayer's lateness counters, beside its config
 from .nsexec import in_ns, run, run_all, run_batched, write_sysctl
 
 QUEUE_BASE = 1000
@@ -40,8 +41,6 @@ RESTORE_WORKERS = 8
 DELAYER_KEY = "_delayer"   # its Popen in LinkEmulator._procs
 BULK_RECORD = "links.json"  # apply_links' records of the namespaces it created records for
 READY_TIMEOUT_S = 10.0
-#: The delayer's release-lateness counters beside its config (edgelab.linkemu.lateness.STATS_FILE).
-DELAYER_STATS_FILE = "delayer-stats.json"
 #: CPU weight of the delayer's own cgroup with ``delayer_priority`` (v1 cpu.shares, v2
 #: cpu.weight: the maximum of each; a node's is 1024 / 100). The delayer is the links, not a
 #: workload: when the cores are contended, a packet due now must not wait behind a hundred

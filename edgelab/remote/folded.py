@@ -210,23 +210,23 @@ class FoldedTestbed(Testbed):
             parse_cpu_read(d, r.stdout, r.stderr)
         return r.stdout.split()[0]
 
-    def host_load_sampler(self) -> HostsLoadSampler:
-        """Overload signals of every host of the testbed, for a measurement window."""
+    def delayer_dirs(self) -> dict[str, str]:
+        """host -> the state directory of its share's userspace delayer (shares on the fallback engine)."""
         from ..backends.local.naming import linkemu_state_dir
 
-        return HostsLoadSampler(self.transport, [s.host for s in self.multihost.shares],
-                                {h: linkemu_state_dir(s["share"]) for h, s in self.shares.items()
-                                 if s["facts"].get("link_engine") == "fallback"})
+        return {h: linkemu_state_dir(s["share"]) for h, s in self.shares.items()
+                if s["facts"].get("link_engine") == "fallback"}
+
+    def host_load_sampler(self) -> HostsLoadSampler:
+        """Overload signals of every host of the testbed, for a measurement window."""
+        return HostsLoadSampler(self.transport, [s.host for s in self.multihost.shares], self.delayer_dirs())
 
     # -------------------------------------------------------------- health
     def health_checks(self) -> list:
         """Each share's link-emulation delayer must still run (it carries its links' packets)."""
-        from ..backends.local.naming import linkemu_state_dir
-
         if self._down:
             return []
-        todo = {h: delayers.check_script(linkemu_state_dir(s["share"])) for h, s in self.shares.items()
-                if s["facts"].get("link_engine") == "fallback"}
+        todo = {h: delayers.check_script(d) for h, d in self.delayer_dirs().items()}
         if not todo:
             return []
         res = self.transport.run_many(todo, timeout=15, check=False, sudo=True)
