@@ -89,10 +89,14 @@ class ShimEnv:
                 os.kill(pid, 0)
             except ProcessLookupError:
                 continue
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:   # it exited (down's SIGTERM) between the two looks: not a leftover
+                continue
             if b"sshd" in cmd and str(self.state).encode() in cmd:
                 alive.append(pid)
-                os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         return alive
 
 
