@@ -52,6 +52,11 @@ writes ``g pid`` to ``<config>.ready`` so the controller knows the queues are
 bound before it installs the iptables rules. SIGTERM/SIGINT: release all held
 packets at once, unbind, exit 0.
 
+Scheduling: its controller (``LinkEmulator``, ``delayer_rt``) makes it SCHED_FIFO at the lowest
+real-time priority, so a due packet does not wait behind a normal task holding the core;
+nothing in its loop may block (no fsync, no file created per dump: see ``dump_lateness``),
+since a stalled loop releases nothing and stamps arrivals late.
+
 Import path: stdlib only (plus netfilterqueue), and ``edgelab.linkemu``'s
 package ``__init__`` imports nothing eagerly, so the interpreter is ready to
 bind ~10 ms after exec instead of ~100 ms.

@@ -52,13 +52,15 @@ READY_TIMEOUT_S = 10.0
 #: (55-58 % busy, run queue 2.4-3.5) at the default weight, on the same 2 cores.
 DELAYER_CPU_WEIGHT = {"cpu.shares": "262144", "cpu.weight": "10000"}
 #: Scheduling of the delayer (``delayer_rt``, the default): SCHED_FIFO at the lowest real-time
-#: priority. Measured here (benchmarks/delayer_wake.py): as a normal task it woke 0.1-0.3 ms late
-#: on average and 1-6 % of its packets > 1 ms late even on an idle host, behind whatever normal
-#: task held its core (the host warmer's SCHED_IDLE spinners made it worse, not better: 2-3x), while
-#: a real-time task preempts any normal one at once. Unlike the top CPU weight it does not skew the
-#: load balancer (a real-time task's load is not counted in the fair class's weights; its CPU time
-#: only lowers that CPU's capacity for them), and real-time throttling bounds its CPU
-#: (local backend: cgroups.grant_rt_budget). SCHED_RESET_ON_FORK: nothing it might start inherits it.
+#: priority. Measured here (benchmarks/delayer_wake.py, a ping through a 2 ms link): on an idle
+#: host the policy changes nothing (0.11-0.12 ms mean lateness, the vCPU's wake from halt; the
+#: host warmer's spinners halve it), but beside two busy normal processes a normal-task delayer
+#: released 0.44 ms late on average and 19 % of packets > 1 ms late (it waits for its turn on the
+#: core), a SCHED_FIFO one 0.14 ms and 2 %: a real-time task preempts any normal one at once. Unlike
+#: the top CPU weight it does not skew the load balancer (a real-time task's load is not counted in
+#: the fair class's weights; its CPU time only lowers that CPU's capacity for them), and real-time
+#: throttling bounds its CPU (local backend: cgroups.grant_rt_budget). SCHED_RESET_ON_FORK: nothing
+#: it might start inherits it.
 DELAYER_RT_PRIORITY = 1
 _PKG_ROOT = str(Path(__file__).resolve().parents[2])
 _TAG = re.compile(r"[A-Za-z0-9_-]{1,24}")
