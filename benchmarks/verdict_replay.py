@@ -95,7 +95,7 @@ def replay(path: Path, tolerance: Optional[float], alpha: float) -> dict:
         wi = math.log1p(r["degradation_ci_high"]) - math.log1p(r["degradation_ci_low"])
         wb = math.log1p(b["degradation_ci_high"]) - math.log1p(b["degradation_ci_low"])
         if wi > 1e-6:
-            ratios.append(wb / wi)
+            ratios.append((int(key[1]), wb / wi))
     out["width_ratio"] = ratios
     return out
 
@@ -137,12 +137,17 @@ def main(argv=None) -> int:
     agree = sum(1 for r in rows if r["independent_all"][0] == r["blocked_all"][0])
     print(f"on all points: same breaking point in {agree} of {n} runs; decided up to the break: independent "
           f"{sum(r['independent_decided_all'] for r in rows)}, blocked {sum(r['blocked_decided_all'] for r in rows)}")
-    ratios = [x for r in rows for x in r["width_ratio"]]
+    pairs = [x for r in rows for x in r["width_ratio"]]
+    ratios = [x for _, x in pairs]
     if ratios:
         q = statistics.quantiles(ratios, n=4)
         print(f"interval width blocked / independent (log scale, every judged metric at each factor below the break, "
               f"all points; {len(ratios)} intervals): median {statistics.median(ratios):.2f}, quartiles "
               f"{q[0]:.2f}-{q[2]:.2f}; narrower in {sum(x < 1 for x in ratios)} of {len(ratios)}")
+        per = {f: [x for g, x in pairs if g == f] for f in sorted({g for g, _ in pairs})}
+        print("  per factor (median): " + ", ".join(f"{f}: {statistics.median(v):.2f} ({len(v)})" for f, v in per.items())
+              + f"  [at factor {min(per)} the block model holds only the baseline and it: the paired comparison "
+                "with its round's baseline points]")
     return 0
 
 
