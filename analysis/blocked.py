@@ -45,7 +45,10 @@ design by default, this one is ``--design blocked``.
 Blocks come from the measuring order (the ``time`` of each point), not from the
 values, so any such partition keeps the analysis valid; :func:`blocks` finds the
 sweep's rounds: a round ends when a folded factor is not larger than the
-previous folded factor of the round, and of the baseline points between two
+previous folded factor of the round, or when a baseline point that opens a round
+comes (with baseline weight w, ``experiments/folding.py`` numbers a round's
+baseline points ``k·w .. k·w + w − 1``: the first opens the round, the others
+close it); without repetition numbers, of the baseline points between two
 rounds the last opens the next round, the others close the previous one.
 """
 
@@ -53,7 +56,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -64,18 +67,29 @@ from .stats import regularized_incomplete_beta
 HOMOGENEITY_ALPHA = 0.10
 
 
-def blocks(factors: Sequence[int], base: int) -> list[int]:
-    """Block (round) number of each point, given the factors in measuring order."""
+def blocks(factors: Sequence[int], base: int, reps: Optional[Sequence[int]] = None) -> list[int]:
+    """Block (round) number of each point, given the factors in measuring order (and the
+    points' repetition numbers, when known: see the module docstring)."""
+    reps = list(reps) if reps is not None else None
+    if reps is not None:
+        # the baseline weight w: the longest run of consecutive baseline points (a round's closing
+        # points, then the next round's opening one); repetitions r·w open a round
+        weight, run = 1, 0
+        for f in factors:
+            run = run + 1 if f == base else 0
+            weight = max(weight, run)
     out: list[int] = []
     current, last, trailing = 0, None, []
     for i, f in enumerate(factors):
         if f == base:
+            if reps is not None and reps[i] % weight == 0 and last is not None:
+                current, last = current + 1, None   # an opening baseline point after a round's folded points
             trailing.append(i)
             out.append(current)
             continue
         if last is not None and f <= last:
             current += 1
-            if trailing:   # the last baseline point before the new round opens it
+            if trailing and reps is None:   # the last baseline point before the new round opens it
                 out[trailing[-1]] = current
         last, trailing = f, []
         out.append(current)

@@ -173,7 +173,9 @@ def degradation_table(df: pd.DataFrame, metrics: Optional[Sequence[str]] = None,
             rep = df.groupby("point")["rep"].first() if "rep" in df.columns else pd.Series(dtype=float)
             samples = samples.assign(_t=samples["point"].map(point_order(df)), _r=samples["point"].map(rep))
             samples = samples.sort_values(["_t", "_r"], kind="stable").reset_index(drop=True)
-            samples["block"] = blocks(samples[param].tolist(), base_factor)
+            reps = samples["_r"].tolist() if samples["_r"].notna().all() else None
+            samples["block"] = blocks(samples[param].tolist(), base_factor,
+                                      [int(r) for r in reps] if reps is not None else None)
         base = samples.loc[samples[param] == base_factor, "value"].to_numpy()
         base_mean = float(base.mean())
         log_scale = bool((samples["value"] > 0).all())

@@ -62,7 +62,8 @@ def replay(path: Path, tolerance: Optional[float], alpha: float) -> dict:
     order = point_order(df).sort_values(kind="stable")
     factor_of = df.groupby("point")["factor"].first()
     base = int(factor_of.min())
-    blk = blocks([int(factor_of[p]) for p in order.index], base)
+    rep_of = df.groupby("point")["rep"].first()
+    blk = blocks([int(factor_of[p]) for p in order.index], base, [int(rep_of[p]) for p in order.index])
     initial = int(params.get("reps", 3))
     out: dict = {"run": path.parent.parent.name if path.parent.name == "folding" else path.name,
                  "tol": tol, "rounds": max(blk) + 1, "points": len(order), "end_s": order.iloc[-1] - start}

@@ -47,6 +47,12 @@ def test_blocks_follow_the_sweeps_rounds():
     # an adaptive round without the baseline (Dunnett's allocation): the lone baseline point between
     # two rounds opens the later one (any partition fixed by the order alone keeps the model valid)
     assert blocks([1, 2, 4, 1, 1, 2, 4, 1, 2, 4], 1) == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
+    # with the repetition numbers (weight 2: reps 2k open round k, 2k+1 close it) that lone point
+    # is known to close its round, and an adaptive round's opening point opens the next
+    seq, reps = [1, 2, 4, 1, 1, 2, 4, 1, 2, 4, 1, 2, 1], [0, 0, 0, 1, 2, 1, 1, 3, 2, 2, 4, 3, 5]
+    assert blocks(seq, 1, reps) == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 3, 3, 3]
+    # weight 1: every baseline point opens a round
+    assert blocks([1, 2, 4, 1, 2, 4, 2, 1, 2], 1, [0, 0, 0, 1, 1, 1, 2, 2, 3]) == [0, 0, 0, 1, 1, 1, 2, 3, 3]
 
 
 def test_with_one_baseline_per_round_the_contrast_is_the_paired_t():
