@@ -33,14 +33,16 @@ and each ``σ²_g`` the group's squared residuals over its share of the residual
 degrees of freedom ``Σ (1 − h_ii)``; its degrees of freedom are
 Welch-Satterthwaite's (Satterthwaite 1946). Simulated (3 rounds of the baseline
 twice and factors 2, 4, 8; AR(1) drift): 90 % intervals cover 90 % when every
-factor scatters alike, 88 % when the compared one scatters 3× more; choosing the
-pooled variance whenever an F test did not see the difference (a preliminary
-test) covered only 81-83 % there, for intervals 2-7 % narrower in the alike case.
+factor scatters alike, 88 % when the compared one scatters 3× more; one pooled
+variance covered 68 % there, and choosing it whenever an F test did not see the
+difference (a preliminary test) 81-83 %, for intervals 2-7 % narrower in the
+alike case.
 
 Measured here (``benchmarks/verdict_replay.py`` on 18 quick folding runs): rounds as blocks
 cut the per-point residual SD by ~13 % (median), but the drift is mostly shorter than a round
 and each block costs a degree of freedom, so the blocked verdict did not decide sooner than
-Welch's (4 vs 7 runs decided up to the break): the folding verdict keeps the independent
+Welch's (the replayed adaptive loop stopped in 3 of the runs vs 7; on all of each run's
+points, 4 vs 7 decided up to the break): the folding verdict keeps the independent
 design by default, this one is ``--design blocked``.
 
 Blocks come from the measuring order (the ``time`` of each point), not from the
