@@ -29,12 +29,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from analysis.blocked import blocks  # noqa: E402
 from analysis.folding import folding_verdict, point_order  # noqa: E402
 from analysis.load import load_run  # noqa: E402
+from analysis.tidy import metric_samples  # noqa: E402
 
 JUDGED = ["latency_ms_p50", "cpu_time_ms_per_request", "requests_per_s_per_node"]
 DESIGNS = ("independent", "blocked")
@@ -101,6 +104,25 @@ def replay(path: Path, tolerance: Optional[float], alpha: float) -> dict:
     return out
 
 
+def autocorrelation(path: Path, metrics: list[str], lags: int = 5, below: int = 8) -> dict[tuple[str, int], float]:
+    """Lag-k autocorrelation, in measuring order, of the log-scale residuals of each point from its
+    factor's mean (factors up to ``below``: past the break a factor's own scatter dominates):
+    how long the host's drift lasts, in points."""
+    df = load_run(path).df
+    order = point_order(df)
+    out = {}
+    for metric in metrics:
+        s = metric_samples(df, metric, ["factor"])
+        s = s.assign(t=s["point"].map(order)).sort_values("t")
+        s = s[s["factor"] <= below]
+        lv = np.log(s["value"].to_numpy())
+        e = lv - s.assign(lv=lv).groupby("factor")["lv"].transform("mean").to_numpy()
+        for k in range(1, lags + 1):
+            if len(e) > k + 2 and e[:-k].std() > 0 and e[k:].std() > 0:
+                out[(metric, k)] = float(np.corrcoef(e[:-k], e[k:])[0, 1])
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", help="folding run directories, or folders holding them")
@@ -138,6 +160,13 @@ def main(argv=None) -> int:
     agree = sum(1 for r in rows if r["independent_all"][0] == r["blocked_all"][0])
     print(f"on all points: same breaking point in {agree} of {n} runs; decided up to the break: independent "
           f"{sum(r['independent_decided_all'] for r in rows)}, blocked {sum(r['blocked_decided_all'] for r in rows)}")
+    acs: dict[tuple[str, int], list[float]] = {}
+    for d in run_dirs(a.runs):
+        for key, v in autocorrelation(d, JUDGED[:2]).items():
+            acs.setdefault(key, []).append(v)
+    for metric in JUDGED[:2]:
+        print(f"autocorrelation of {metric} residuals (factors <= 8, measuring order; mean over runs) at lag "
+              + ", ".join(f"{k}: {statistics.mean(acs[(metric, k)]):+.2f}" for k in range(1, 6) if (metric, k) in acs))
     pairs = [x for r in rows for x in r["width_ratio"]]
     ratios = [x for _, x in pairs]
     if ratios:
