@@ -5,13 +5,21 @@ relative deviation from the baseline (the smallest factor measured) is, for a
 metric whose values are all positive (latency, CPU time, rates), the ratio of
 geometric means minus one, ``exp(mean(log x_f) - mean(log x_base)) - 1``,
 with Welch's interval on the logarithms (repetitions are independent runs, not
-paired) mapped back the same way — the log scale on which equivalence of
+paired: the ``independent`` design, the default) mapped back the same way — the log scale on which equivalence of
 positive, right-skewed quantities is judged in bioequivalence (Schuirmann
 1987; FDA, "Statistical Approaches to Establishing Bioequivalence", 2001):
 one slow point near the breaking point then weighs as a factor, not as an
 absolute amount. A metric with a zero or negative value is compared on its own
 scale: ``(mean_f - mean_base) / |mean_base|`` with Welch's interval of the
 difference divided by ``|mean_base|``.
+
+The ``blocked`` design (:mod:`analysis.blocked`) compares each factor with the
+baseline within the sweep's rounds instead (randomized complete block design:
+``log y = μ_factor + β_round + ε``), removing a drift of the host between
+rounds. Replayed on 18 quick runs of this machine (``benchmarks/verdict_replay.py``)
+it did not decide sooner than the independent design — the drift here is mostly
+shorter than a round, and blocking costs degrees of freedom — so it stays an
+option (``experiments/folding.py --design blocked``) for hosts whose drift is slow.
 
 Each (metric, factor) is then decided by an **equivalence test** — two
 one-sided tests (TOST, Schuirmann 1987) at level ``alpha`` against the
@@ -64,7 +72,8 @@ import numpy as np
 import pandas as pd
 
 from .load import ResultsError
-from .stats import diff_ci, mean_ci
+from .blocked import block_contrast, blocks
+from .stats import diff_ci, mean_ci, t_ppf
 from .tidy import metric_samples
 
 PARAM = "factor"
@@ -115,10 +124,36 @@ def decide(low: float, high: float, estimate: float, defined: bool, tolerance: f
     return "inconclusive"
 
 
+#: How a factor is compared with the baseline: ``independent`` (Welch's interval: repetitions as
+#: independent samples) or ``blocked`` (the sweep's rounds as blocks: :mod:`analysis.blocked`).
+DESIGNS = ("independent", "blocked")
+
+
+def point_order(df: pd.DataFrame) -> pd.Series:
+    """Each point's measuring time (its rows' latest ``time``), the order the blocks follow."""
+    return df.groupby("point")["time"].max()
+
+
+def _blocked_deviation(samples: pd.DataFrame, f, base_factor, log_scale: bool, level: float,
+                       param: str) -> tuple[float, float, float, bool]:
+    """(estimate, low, high, defined) of factor ``f`` against the baseline, from the block model
+    fitted on the baseline, ``f`` and the factors below it (analysis.blocked)."""
+    sub = samples[samples[param] <= f]
+    y = np.log(sub["value"].to_numpy()) if log_scale else sub["value"].to_numpy()
+    c = block_contrast(y, sub[param].tolist(), sub["block"].tolist(), f, base_factor)
+    if not c.defined:
+        return c.estimate, math.nan, math.nan, False
+    half = t_ppf(0.5 + level / 2.0, c.df) * c.se
+    return c.estimate, c.estimate - half, c.estimate + half, True
+
+
 def degradation_table(df: pd.DataFrame, metrics: Optional[Sequence[str]] = None, *, alpha: float = 0.05,
-                      tolerance: float = 0.05, param: str = PARAM) -> pd.DataFrame:
+                      tolerance: float = 0.05, param: str = PARAM, design: str = "independent") -> pd.DataFrame:
     """Per metric and factor: mean with its CI, relative deviation vs the baseline with its
-    ``1 - 2·alpha`` interval, ``worst`` (the interval bound farthest from zero) and the decision."""
+    ``1 - 2·alpha`` interval, ``worst`` (the interval bound farthest from zero) and the decision.
+    ``design``: ``independent`` (Welch) or ``blocked`` (rounds as blocks; see the module docstring)."""
+    if design not in DESIGNS:
+        raise ResultsError(f"folding: design must be one of {', '.join(DESIGNS)}, got {design!r}")
     if param not in df.columns:
         raise ResultsError(f"folding: measurements have no {param!r} column (sweep parameters: "
                            f"{[c for c in df.columns if c not in ('point', 'metric', 'value', 'unit', 'node', 'time')]})")
@@ -134,6 +169,13 @@ def degradation_table(df: pd.DataFrame, metrics: Optional[Sequence[str]] = None,
         samples = metric_samples(df, metric, [param], where="folding")
         factors = sorted(samples[param].unique())
         base_factor = factors[0]
+        if design == "blocked":   # rounds from the measuring order (ties: repetition order)
+            rep = df.groupby("point")["rep"].first() if "rep" in df.columns else pd.Series(dtype=float)
+            samples = samples.assign(_t=samples["point"].map(point_order(df)), _r=samples["point"].map(rep))
+            samples = samples.sort_values(["_t", "_r"], kind="stable").reset_index(drop=True)
+            reps = samples["_r"].tolist() if samples["_r"].notna().all() else None
+            samples["block"] = blocks(samples[param].tolist(), base_factor,
+                                      [int(r) for r in reps] if reps is not None else None)
         base = samples.loc[samples[param] == base_factor, "value"].to_numpy()
         base_mean = float(base.mean())
         log_scale = bool((samples["value"] > 0).all())
@@ -143,14 +185,18 @@ def degradation_table(df: pd.DataFrame, metrics: Optional[Sequence[str]] = None,
             if f == base_factor:
                 deg, low, high, defined, decision = 0.0, 0.0, 0.0, True, "baseline"
             else:
-                if log_scale:   # ratio of geometric means (see the module docstring)
+                if design == "blocked":
+                    est, lo, hi, defined = _blocked_deviation(samples, f, base_factor, log_scale, level, param)
+                elif log_scale:
                     d = diff_ci(np.log(x), np.log(base), level)
-                    deg, low, high = (math.expm1(v) if not math.isnan(v) else v for v in (d.estimate, d.low, d.high))
+                    est, lo, hi, defined = d.estimate, d.low, d.high, d.defined
                 else:
                     d = diff_ci(x, base, level)
-                    deg = _relative(d.estimate, base_mean)
-                    low, high = _relative(d.low, base_mean), _relative(d.high, base_mean)
-                defined = d.defined
+                    est, lo, hi, defined = d.estimate, d.low, d.high, d.defined
+                if log_scale:   # ratio of geometric means (see the module docstring)
+                    deg, low, high = (math.expm1(v) if not math.isnan(v) else v for v in (est, lo, hi))
+                else:
+                    deg, low, high = (_relative(v, base_mean) for v in (est, lo, hi))
                 decision = decide(low, high, deg, defined, tolerance, metric)
             judged = np.log(x) if log_scale else x
             sd = float(np.std(judged, ddof=1)) if len(judged) > 1 else math.nan   # on the judged scale
@@ -159,7 +205,8 @@ def degradation_table(df: pd.DataFrame, metrics: Optional[Sequence[str]] = None,
                          "n": m.n, "baseline_factor": base_factor, "baseline_mean": base_mean,
                          "degradation": deg, "degradation_ci_low": low if defined else math.nan,
                          "degradation_ci_high": high if defined else math.nan, "ci_defined": defined,
-                         "worst": worst, "decision": decision, "log_scale": log_scale, "sd": sd})
+                         "worst": worst, "decision": decision, "log_scale": log_scale, "sd": sd,
+                         "design": design})
     return pd.DataFrame(rows)
 
 
@@ -205,6 +252,7 @@ class FoldingResult:
     judged_on_mean: bool = False  # True when some decision had no interval (single repetition)
     signals: dict[int, dict[str, float]] = field(default_factory=dict)
     cpus: Optional[int] = None  # the host's CPUs, to read the run queue against
+    design: str = "independent"  # how factors were compared with the baseline (DESIGNS)
 
     @property
     def baseline(self) -> int:
@@ -303,7 +351,8 @@ class FoldingResult:
                 if f <= limit and sig.get("host_foreign_cpu", 0) >= FOREIGN_SHARED}
 
     def describe(self) -> str:
-        basis = (f"two one-sided tests at α = {self.alpha:g} ({self.confidence:.0%} interval of the deviation)"
+        blocked = ", the sweep's rounds as blocks" if self.design == "blocked" else ""
+        basis = (f"two one-sided tests at α = {self.alpha:g} ({self.confidence:.0%} interval of the deviation{blocked})"
                  if not self.judged_on_mean else
                  "the mean deviation where a factor has one repetition (no interval), TOST elsewhere")
         per = ", ".join(f"{f} {v.upper() if v == 'unfaithful' else v}" for f, v in sorted(self.verdicts.items()))
@@ -355,11 +404,12 @@ def factor_verdict(decisions: set[str]) -> str:
 
 
 def folding_verdict(df: pd.DataFrame, metrics: Optional[Sequence[str]] = None, *, tolerance: float = 0.05,
-                    alpha: float = 0.05, param: str = PARAM, cpus: Optional[int] = None) -> FoldingResult:
+                    alpha: float = 0.05, param: str = PARAM, cpus: Optional[int] = None,
+                    design: str = "independent") -> FoldingResult:
     """Per-factor verdicts, the breaking point and the maximum faithful factor, with the table."""
     if not tolerance > 0:
         raise ResultsError(f"folding: tolerance must be a positive fraction (e.g. 0.05), got {tolerance}")
-    table = degradation_table(df, metrics, alpha=alpha, tolerance=tolerance, param=param)
+    table = degradation_table(df, metrics, alpha=alpha, tolerance=tolerance, param=param, design=design)
     factors = [int(f) for f in sorted(table[param].unique())]
     judged_on_mean = not bool(table["ci_defined"].all())
     verdicts: dict[int, str] = {}
@@ -377,7 +427,7 @@ def folding_verdict(df: pd.DataFrame, metrics: Optional[Sequence[str]] = None, *
             break
         best = f
     return FoldingResult(best, tolerance, alpha, table, verdicts, first_bad, violations, judged_on_mean,
-                         host_signals(df, param), cpus)
+                         host_signals(df, param), cpus, design)
 
 
 def max_faithful_factor(df: pd.DataFrame, metrics: Optional[Sequence[str]] = None, tolerance: float = 0.05,

@@ -164,8 +164,9 @@ def _folding(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
     tol = float(run.params.get("tolerance", DEFAULT_TOLERANCE))
     if "hosts" in run.df.columns and run.params.get("hosts"):
         return _folding_hosts(run, tol)
+    design = str(run.params.get("design", "independent"))
     res = folding_verdict(run.df, run.params.get("metrics"), tolerance=tol,
-                          cpus=(run.manifest.get("host") or {}).get("cpus"))
+                          cpus=(run.manifest.get("host") or {}).get("cpus"), design=design)
     t = res.table
     level = f"{res.confidence:.0%}"
     table = pd.DataFrame({"metric": t["metric"], "factor": t["factor"], f"mean [{level} CI]": _with_ci(t, ""),
@@ -179,9 +180,14 @@ def _folding(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
     text = res.describe()
     fig = _figure(folding_figure(res, run.manifest), out, f"{stem}-folding",
                   f"Deviation from the unfolded baseline per metric; tolerance ±{tol:.0%}. " + caption(run.manifest))
-    method = Para("Deviation = ratio of geometric means (factor / baseline) − 1, with Welch's t interval on the "
-                  "logarithms (a metric with a zero or negative value: (mean at factor − mean at baseline) / "
-                  "|mean at baseline|, Welch's interval of the difference). "
+    method = Para(("Deviation = exp(μ_factor − μ_baseline) − 1 of the block model log y = μ_factor + β_round + ε "
+                   "(the sweep's rounds as blocks, which removes the host's drift between rounds), with the t "
+                   "interval of that least-squares contrast (a metric with a zero or negative value: the same "
+                   "model on its own scale, divided by |mean at baseline|). "
+                   if design == "blocked" else
+                   "Deviation = ratio of geometric means (factor / baseline) − 1, with Welch's t interval on the "
+                   "logarithms (a metric with a zero or negative value: (mean at factor − mean at baseline) / "
+                   "|mean at baseline|, Welch's interval of the difference). ") +
                   f"Each metric is decided by two one-sided tests at α = {res.alpha:g} (its {level} interval): "
                   "equivalent when the interval lies within the tolerance, worse/better when it lies beyond it, "
                   "not worse when it clears only the worse bound, inconclusive when it straddles the worse bound. "

@@ -14,6 +14,11 @@ baseline first then the least folded factors (the breaking point is searched
 from below). Each round is the same run (resumed), so an interruption loses
 nothing.
 
+A round without the baseline (Dunnett's allocation, :meth:`analysis.folding.FoldingResult.baseline_helps`)
+keeps the blocked verdict (``--design blocked``, :mod:`analysis.blocked`) valid too: such a
+round is an incomplete block, tied to the baseline through the factors it shares with other
+rounds, so no design needs the baseline in every round.
+
 ``experiments/folding.py`` and ``experiments/fs_folding.py`` share this loop;
 they differ only in how a point is built and judged.
 """

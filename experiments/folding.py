@@ -88,6 +88,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "±5 %% equivalence cannot be shown within its 5 minutes")
     p.add_argument("--metrics", type=lambda s: s.split(","), default=JUDGED,
                    help=f"metrics the verdict is judged on (default {','.join(JUDGED)})")
+    p.add_argument("--design", choices=["independent", "blocked"], default="independent",
+                   help="how each factor is compared with the baseline: independent (Welch's interval, default) or "
+                        "blocked (the sweep's rounds as blocks, removing a slow drift of the host between rounds: "
+                        "analysis/blocked.py; it did not decide sooner on this machine: "
+                        "benchmarks/verdict_replay.py)")
     p.add_argument("--alpha", type=float, default=0.05,
                    help="level of each one-sided test of the equivalence test (default %(default)s)")
     p.add_argument("--max-reps", type=int, default=None,
@@ -156,7 +161,7 @@ def verdict_of(run_path, a: argparse.Namespace):
     from analysis.load import load_run
 
     return folding_verdict(load_run(run_path).df, a.metrics, tolerance=a.tolerance, alpha=a.alpha,
-                           cpus=os.cpu_count())
+                           cpus=os.cpu_count(), design=a.design)
 
 
 def main(argv=None) -> int:
@@ -171,7 +176,8 @@ def main(argv=None) -> int:
     params = {"factors": a.factors, "reps": a.reps, "seconds": a.seconds, "baseline_weight": a.baseline_weight,
               "rate_rps": a.rate, "warmup": a.warmup,
               "image_kb": a.image_kb, "tolerance": a.tolerance, "metrics": a.metrics, "alpha": a.alpha,
-              "max_reps": a.max_reps, "budget_s": a.budget, "warm_host": a.warm_host}
+              "max_reps": a.max_reps, "budget_s": a.budget, "warm_host": a.warm_host,
+              **({"design": a.design} if a.design != "independent" else {})}   # default runs' params unchanged (--resume)
 
     points = sweep_points(a.factors, a.reps, baseline_weight=a.baseline_weight)
     if a.dry_run:
