@@ -258,7 +258,7 @@ class LocalTestbed(Testbed):
             # Node limits this machine cannot enforce (a quota of more cores than it has...).
             "limits_not_enforced": unenforced_limits(self.plan),
             # Where emulation's own CPU goes: the fallback engine's one NFQUEUE delayer runs in
-            # the testbed's own delayer cgroup (no quota, the highest CPU weight: link_delayer),
+            # the testbed's own delayer cgroup (no quota; SCHED_FIFO, or why not: link_delayer.sched),
             # so its CPU time is neither limited by nor counted in any node's quota and
             # cpu_seconds (tc/nft shaping runs in the kernel, uncharged too).
             "emulation_cpu": (f"the delayer's own cgroup ({DELAYER_CGROUP}): not charged to nodes"
