@@ -24,12 +24,19 @@ a core). iputils ping does not keep a 10 ms interval on this HZ=250 kernel even
 alone (~50-70/s of 100/s), so one ping runs alone first and "never sent" is also
 given against its rate. Also printed: NFQUEUE passes and drops, and where the
 host's cores went.
+
+``--prober inproc`` (the default) sends the probes from one process instead of 100 pings
+(benchmarks/prober.py: a socket per station namespace, one timerfd schedule, kernel receive
+timestamps): it keeps 100/s per station, so "never sent" measures the host and the delayer, not
+ping; its RTT is the network's (taken on arrival), and its own lateness and CPU are printed. The
+streams stay iputils pings. ``--prober ping`` is the former measurement.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import re
 import statistics
@@ -117,7 +124,10 @@ def main() -> None:
     ap.add_argument("--stations", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--probe-pps", type=int, default=100)
-    ap.add_argument("--stream-pps", type=int, default=10)
+    ap.add_argument("--stream-pps", type=int, default=None,
+                    help="stream packets per second per station (default 10 with --prober ping, 5 with inproc: "
+                         "probes really sent at 100/s plus a 10/s stream would exceed the cell's airtime "
+                         "budget, and its queueing is the emulation working, not its error)")
     ap.add_argument("--stream-bytes", type=int, default=1000)
     ap.add_argument("--ref-seconds", type=float, default=3.0,
                     help="how long one ping runs alone first, for the rate ping itself keeps")
@@ -133,9 +143,21 @@ def main() -> None:
     ap.add_argument("--delayer-priority", action="store_true",
                     help="the delayer's cgroup at the top CPU weight (LocalBackend(delayer_priority=True): better "
                          "link delay under contention, worse for the nodes' processes; off by default)")
+    ap.add_argument("--prober", choices=("inproc", "ping"), default="inproc",
+                    help="inproc (default): one process sends every station's probes on a timerfd schedule from "
+                         "a socket per station namespace and takes kernel receive timestamps (benchmarks/prober.py); "
+                         "ping: one iputils ping per station (cannot keep 100/s on this HZ=250 kernel)")
+    ap.add_argument("--delayer-normal", action="store_true",
+                    help="the delayer as a normal task (LocalBackend(delayer_rt=False)); by default it is "
+                         "SCHED_FIFO at the lowest real-time priority, its cgroup given a bounded real-time budget")
     args = ap.parse_args()
+    if args.station_delay and args.prober == "inproc":
+        sys.exit("--station-delay needs --prober ping: the station's incoming delay is applied after the kernel "
+                 "timestamps a reply on arrival, so only ping -U sees it")
     if args.rtt is None:
         args.rtt = "user" if args.station_delay else "both"
+    if args.stream_pps is None:
+        args.stream_pps = 10 if args.prober == "ping" else 5
     if os.geteuid() != 0:
         sys.exit("needs root")
     src = ROOT / "topologies/wifi-phones.yaml"
@@ -150,7 +172,8 @@ def main() -> None:
     topo = dataclasses.replace(base.scaled("phone", args.stations), name=NAME)
     plan = make_plan(topo)
     tb = LocalBackend(inprocess=not args.per_process, bridge_delay=not args.station_delay,
-                      delayer_priority=args.delayer_priority).up(plan)
+                      delayer_priority=args.delayer_priority, delayer_rt=not args.delayer_normal).up(plan)
+    prober = None
     try:
         server = tb.address("server-1")
         phones = [f"phone-{i}" for i in range(1, args.stations + 1)]
@@ -160,9 +183,20 @@ def main() -> None:
         # What ping sends with the machine otherwise idle: iputils does not keep a 10 ms interval
         # (its timing works in whole milliseconds and jiffies: ~61/s of 100/s asked, on this HZ=250
         # kernel with no emulation at all), so "never sent" is also told against this.
-        ref = parse_ping(tb.run(phones[0], ["ping", "-q", "-n", "-i", f"{1 / args.probe_pps:.3f}", "-w",
-                                            str(int(args.ref_seconds)), server], check=False).stdout)
-        ref_rate = ref[0] / int(args.ref_seconds)
+        if args.prober == "ping":
+            ref = parse_ping(tb.run(phones[0], ["ping", "-q", "-n", "-i", f"{1 / args.probe_pps:.3f}", "-w",
+                                                str(int(args.ref_seconds)), server], check=False).stdout)
+            ref_rate = ref[0] / int(args.ref_seconds)
+        else:
+            # One process for every station's probes (benchmarks/prober.py): its sockets are opened in
+            # the stations' namespaces now; it starts sending when the gate opens.
+            prober = subprocess.Popen([sys.executable, str(ROOT / "benchmarks/prober.py")], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True)
+            prober.stdin.write(json.dumps({"netns": [f"/run/netns/{tb.netns(p)}" for p in phones], "dst": server,
+                                           "rate": args.probe_pps, "seconds": args.seconds}) + "\n")
+            prober.stdin.flush()
+            if prober.stdout.readline().strip() != "READY":
+                raise SystemExit("the prober did not start")
         spaces = list(tb.blueprint.infra_ns) + ["server-1"] + phones
         t0 = time.monotonic()
         for i, p in enumerate(phones):
@@ -172,11 +206,12 @@ def main() -> None:
             # With it, the RTT also holds how long ping waited for a core after the reply came
             # (the workload's scheduling, not the network's delay): --rtt both gives half the
             # stations each way.
-            user = args.rtt == "user" or (args.rtt == "both" and i % 2 == 0)
-            probes.append(tb.popen(p, gated(["ping", "-q", "-n", *(["-U"] if user else []), "-i",
+            user = args.prober == "ping" and (args.rtt == "user" or (args.rtt == "both" and i % 2 == 0))
+            users.append(user)
+            if args.prober == "ping":
+                probes.append(tb.popen(p, gated(["ping", "-q", "-n", *(["-U"] if user else []), "-i",
                                              f"{1 / args.probe_pps:.3f}", "-w", deadline, server]),
                                    stdin=-1, stdout=-1, stderr=-1, text=True))
-            users.append(user)
             if args.stream_pps:
                 streams.append(tb.popen(p, gated(["ping", "-q", "-n", "-U", "-i", f"{1 / args.stream_pps:.3f}",
                                                   "-s", str(args.stream_bytes), "-w", deadline, server]),
@@ -191,7 +226,16 @@ def main() -> None:
         for pr in probes + streams:   # the gate: every ping starts now, none before the last is spawned
             pr.stdin.close()
             pr.stdin = None   # communicate() must not flush it
-        outs = [pr.communicate(timeout=args.seconds + 60)[0] for pr in probes]
+        if args.prober == "inproc":
+            prober.stdin.write("go\n")
+            prober.stdin.close()
+            res = json.loads(prober.stdout.readline())
+            prober.wait(timeout=30)
+            stats = [(tx_, rx_, m if m is not None else float("nan"))
+                     for tx_, rx_, m in zip(res["sent"], res["received"], res["rtt_ms_mean"])]
+        else:
+            outs = [pr.communicate(timeout=args.seconds + 60)[0] for pr in probes]
+            stats = [parse_ping(o) for o in outs]
         gate_wall = time.monotonic() - t0
         for s in streams:
             s.communicate(timeout=args.seconds + 60)
@@ -202,8 +246,9 @@ def main() -> None:
         late1 = tb.delayer_lateness()
         q1 = queue_stats(tb, spaces)
         th1 = throttled(tb, phones)
-        stats = [parse_ping(o) for o in outs]
     finally:
+        if prober is not None and prober.poll() is None:
+            prober.kill()
         tb.down()
     wifi = next(s for n in plan.networks for s in n.segments if s.kind == "wifi").link
     uplink = plan.networks[0].uplink_link
@@ -233,13 +278,27 @@ def main() -> None:
         print(f"    stations' CPU quota (their ping processes' wait, in the -U figure): {sum(1 for v in th.values() if v > 0)} "
               f"of {len(th)} throttled, {sum(th.values()):.1f} s in all; the slowest: "
               + ", ".join(f"{n} {th.get(n, 0):.2f} s" for _, n, _, _ in worst))
+    seg = next(s for n in plan.networks for s in n.segments if s.kind == "wifi")
+    # L2 bytes both ways (request and reply cross the medium): ICMP + IP + Ethernet headers
+    offered = args.stations * 2 * 8e-6 * (args.probe_pps * (56 + 8 + 20 + 14)
+                                          + args.stream_pps * (args.stream_bytes + 8 + 20 + 14))
+    if seg.capacity_mbit:
+        print(f"  offered to the cell (probes at the rate asked + streams, both ways): {offered:.1f} Mbit/s of its "
+              f"{seg.capacity_mbit:.1f} Mbit/s airtime budget" + (" -- OVER IT: the budget's queueing adds delay "
+                                                               "(the emulation working, not its error)"
+                                                               if offered > seg.capacity_mbit else ""))
     print(f"  probe loss: configured {cfg_loss:.2f} %, measured {100 * (1 - rx / tx) if tx else float('nan'):.2f} %")
     print(f"  probes never sent: {never} of {expected * args.stations} "
           f"({100 * never / (expected * args.stations):.2f} %)")
-    ref_expected = ref_rate * args.seconds
-    ref_never = sum(max(0.0, ref_expected - s[0]) for s in stats)
-    print(f"    ping alone on an idle machine sends {ref_rate:.1f}/s of the {args.probe_pps}/s asked; against that, "
-          f"never sent under load: {ref_never:.0f} ({100 * ref_never / (ref_expected * args.stations):.2f} %)")
+    if args.prober == "ping":
+        ref_expected = ref_rate * args.seconds
+        ref_never = sum(max(0.0, ref_expected - s[0]) for s in stats)
+        print(f"    ping alone on an idle machine sends {ref_rate:.1f}/s of the {args.probe_pps}/s asked; against that, "
+              f"never sent under load: {ref_never:.0f} ({100 * ref_never / (ref_expected * args.stations):.2f} %)")
+    else:
+        print(f"    prober (one process, benchmarks/prober.py): sent {res['send_late_ms_mean']:.3f} ms after each slot "
+              f"on average (worst {res['send_late_ms_max']:.1f} ms), {res['never_sent']} not sent within one interval "
+              f"after the window; its CPU {res['cpu_s']:.2f} s ({100 * res['cpu_s'] / args.seconds:.0f} % of one core)")
     dq = {k: q1[k] - q0[k] for k in q0}
     print(f"  NFQUEUE: {dq['queued']} packets queued ({dq['queued'] / wall:.0f}/s), {dq['queue_dropped']} dropped "
           f"(queue full), {dq['user_dropped']} dropped (delayer's socket full)")
@@ -254,6 +313,10 @@ def main() -> None:
     if cpu0 is not None and cpu1 is not None:
         print(f"  delayer: {dl.get('queues')} queues, {cpu1 - cpu0:.2f} CPU-s over the run "
               f"({100 * (cpu1 - cpu0) / wall:.0f} % of one core)")
+    sched = dl.get("sched") or {}
+    print(f"  delayer scheduling: {sched.get('live')}" + (f" (asked for SCHED_FIFO, refused: {sched['reason']})"
+                                                         if sched.get("reason") else "")
+          + f"; its cgroup's CPU weight {dl.get('cpu_weight')}")
 
 
 if __name__ == "__main__":

@@ -138,3 +138,30 @@ def test_the_delayer_counts_release_lateness_as_linkemu_lateness_reads_it(tmp_pa
     assert got.released == 2 and got.late == 1
     assert got.late_sum_s == pytest.approx(0.0025) and got.late_max_s == pytest.approx(0.0025)
     assert on_time.accepted_at is not None and late.accepted_at is not None
+
+
+def test_the_counters_are_rewritten_in_place_and_a_torn_record_is_not_believed(tmp_path):
+    """The delayer rewrites one file in place (no new file and rename per dump: those stalled its
+    loop for ~2 ms on a disk-backed /run); a reader that catches a half-written record sees its CRC
+    fail and does not return made-up counters."""
+    import os
+
+    from edgelab.linkemu import lateness
+
+    clock = [0.0]
+    d, cb = _delayer(tmp_path, {1002: (1.0, 0, "phone-1", "from-peer")}, clock)
+    d.dump_lateness()
+    path = tmp_path / lateness.STATS_FILE
+    inode = os.stat(path).st_ino
+    cb(Pkt(1002, 0, clock))
+    d.release_due(0.003)        # 2 ms late
+    d.dump_lateness()
+    assert os.stat(path).st_ino == inode                      # the same file, rewritten
+    got = lateness.read(tmp_path)
+    assert (got.released, got.late) == (1, 1) and got.pid == os.getpid()
+    raw = path.read_bytes()
+    body, check = raw.split(b"\n")[:2]
+    path.write_bytes(body.replace(b'"released": 1', b'"released": 7') + b"\n" + check + b"\n")
+    assert lateness.read(tmp_path) is None                    # old CRC, new bytes: torn
+    path.write_bytes(body.replace(b'"released": 1', b'"released": 7'))
+    assert lateness.read(tmp_path).released == 7             # plain JSON (Lateness.dump) is read as is

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
@@ -52,14 +53,29 @@ class Lateness:
         os.replace(tmp, path)
 
 
+#: Reads of a record that races the delayer's in-place rewrite (CRC mismatch) before giving up.
+READ_TRIES = 5
+
+
 def read(state_dir: str | Path) -> Optional[Lateness]:
-    """The counters a delayer last wrote in ``state_dir``, or None (no fallback delayer there)."""
-    try:
-        d = json.loads((Path(state_dir) / STATS_FILE).read_text())
-        return Lateness(int(d["released"]), float(d["late_sum_s"]), int(d["late"]), float(d["late_max_s"]),
-                        int(d.get("pid", 0)))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    """The counters a delayer last wrote in ``state_dir``, or None (no fallback delayer there).
+
+    The delayer rewrites its record in place (``<json>\n<crc32 hex>\n`` and padding, see
+    ``delayer.dump_lateness``): a read that overlaps a write can mix old and new bytes, which
+    the CRC tells, and it is read again. A plain JSON file (:meth:`Lateness.dump`) is read as is."""
+    path = Path(state_dir) / STATS_FILE
+    for _ in range(READ_TRIES):
+        try:
+            body, _, rest = path.read_text().partition("\n")
+            check = rest.strip()
+            if check and f"{zlib.crc32(body.encode()):08x}" != check:
+                continue   # torn: the delayer was rewriting it
+            d = json.loads(body)
+            return Lateness(int(d["released"]), float(d["late_sum_s"]), int(d["late"]), float(d["late_max_s"]),
+                            int(d.get("pid", 0)))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    return None
 
 
 def window(before: Optional[Lateness], after: Optional[Lateness]) -> Optional[tuple[float, float, int]]:

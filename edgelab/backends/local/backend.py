@@ -258,7 +258,7 @@ class LocalTestbed(Testbed):
             # Node limits this machine cannot enforce (a quota of more cores than it has...).
             "limits_not_enforced": unenforced_limits(self.plan),
             # Where emulation's own CPU goes: the fallback engine's one NFQUEUE delayer runs in
-            # the testbed's own delayer cgroup (no quota, the highest CPU weight: link_delayer),
+            # the testbed's own delayer cgroup (no quota; SCHED_FIFO, or why not: link_delayer.sched),
             # so its CPU time is neither limited by nor counted in any node's quota and
             # cpu_seconds (tc/nft shaping runs in the kernel, uncharged too).
             "emulation_cpu": (f"the delayer's own cgroup ({DELAYER_CGROUP}): not charged to nodes"
@@ -437,7 +437,8 @@ class LocalBackend(Backend):
     name = "local"
 
     def __init__(self, engine: Optional[str] = None, state_dir: str = STATE_DIR, workers: int = EMU_WORKERS,
-                 inprocess: bool = True, bridge_delay: bool = True, delayer_priority: bool = False) -> None:
+                 inprocess: bool = True, bridge_delay: bool = True, delayer_priority: bool = False,
+                 delayer_rt: Optional[bool] = None) -> None:
         self.engine = engine
         self.state_dir = state_dir
         self.workers = workers
@@ -451,6 +452,11 @@ class LocalBackend(Backend):
         #: The delayer's cgroup at the top CPU weight (see linkemu.emulator.DELAYER_CPU_WEIGHT: better
         #: link delay under CPU contention, worse for the nodes' own processes; off by default).
         self.delayer_priority = delayer_priority
+        #: The delayer as a SCHED_FIFO task (linkemu.emulator.DELAYER_RT_PRIORITY), its cgroup given
+        #: a bounded real-time budget (cgroups.grant_rt_budget): it releases packets on time whether
+        #: the host is idle or loaded. Default on; EDGELAB_DELAYER_RT=0 turns it off (to compare
+        #: runs of an experiment that builds its own backend).
+        self.delayer_rt = (os.environ.get("EDGELAB_DELAYER_RT", "1") != "0") if delayer_rt is None else delayer_rt
 
     def up(self, plan: Plan, share: Any = None) -> LocalTestbed:
         """Build ``plan``; with ``share`` (a :class:`~.share.ShareSpec`), only one host's share of
@@ -476,7 +482,8 @@ class LocalBackend(Backend):
         emulator = LinkEmulator(self.engine, tag=tag, state_dir=linkemu_state_dir(name),
                                 delayer_cgroup_procs=tuple(cgroups.procs_files(layout, dl_rel)),
                                 ipv6=False,   # wiring disables IPv6 in every namespace (BASE_SYSCTLS)
-                                bridge_delay=self.bridge_delay, delayer_priority=self.delayer_priority)
+                                bridge_delay=self.bridge_delay, delayer_priority=self.delayer_priority,
+                                delayer_rt=self.delayer_rt)
         fallback = emulator.engine == "fallback"
         # Claim the name and record every object *before* creating any of them.
         state.create({
@@ -498,6 +505,8 @@ class LocalBackend(Backend):
                 # First: the one delayer's interpreter starts while the namespaces are built,
                 # in its own cgroup (no quota: it carries every link) so its CPU is accounted.
                 cgroups.create(layout, dl_rel, float(os.cpu_count() or 1), DELAYER_MEMORY_MIB)
+                if self.delayer_rt:
+                    emulator.delayer_rt_note = cgroups.grant_rt_budget(layout, dl_rel)
                 emulator.start_delayer()
                 state.update(linkemu=emulator.state())
             # The nodes' cgroups (mostly the kernel's mkdir, which releases the GIL) are made by

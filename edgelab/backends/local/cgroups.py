@@ -131,6 +131,51 @@ def set_cpu_quota(layout: CgroupLayout, rel: str, host_cpu: Optional[float]) -> 
         _write(Path(layout.roots["cpu"]) / rel / "cpu.cfs_quota_us", q)
 
 
+#: Real-time budget of the link-emulation delayer's cgroup (v1 ``cpu.rt_runtime_us`` /
+#: ``cpu.rt_period_us``, kernels with CONFIG_RT_GROUP_SCHED): 9 ms of every 10 ms on each CPU. A
+#: SCHED_FIFO task in a cgroup without a budget is refused (sched_setscheduler: EPERM), and one
+#: whose budget is spent is throttled until the period ends: a short period bounds that stall to
+#: 1 ms (the root's default, 950 ms per second, would stall a runaway delayer for 50 ms) while the
+#: nodes keep at least 10 % of the delayer's CPU. One testbed's chain takes 0.9 of the 0.95 the root
+#: allows, so a second testbed at the same time is refused and its delayer stays SCHED_OTHER
+#: (recorded with the reason in its facts).
+RT_PERIOD_US = 10_000
+RT_RUNTIME_US = 9_000
+
+
+def grant_rt_budget(layout: CgroupLayout, rel: str) -> Optional[str]:
+    """Give cgroup ``rel`` and its ancestors the real-time budget a SCHED_FIFO delayer needs.
+
+    None when done, or when this kernel needs none (no ``cpu.rt_runtime_us``: no RT group
+    scheduling, a SCHED_FIFO task is bounded by the global ``sched_rt_runtime_us`` alone);
+    otherwise why not, for the facts. Ancestors are only ever raised (the shared ``edgelab``
+    parent keeps what an earlier testbed set); a parent's ratio must cover its children's
+    (kernel/sched/rt.c tg_rt_schedulable), so the chain is written top-down.
+    """
+    if layout.version != 1:
+        return None   # v2 has no per-cgroup RT budget: the kernel decides (EPERM is recorded)
+    root = Path(layout.roots["cpu"])
+    if not (root / "cpu.rt_runtime_us").exists():
+        return None
+    parts = rel.split("/")
+    ratio = RT_RUNTIME_US / RT_PERIOD_US
+    for i in range(1, len(parts) + 1):
+        d = root.joinpath(*parts[:i])
+        try:
+            period = int((d / "cpu.rt_period_us").read_text())
+            runtime = int((d / "cpu.rt_runtime_us").read_text())
+            if runtime < 0 or runtime >= ratio * period:   # -1: unlimited
+                continue
+            if runtime <= 0:   # no budget yet: the short period first (ratio 0 passes any check)
+                _write(d / "cpu.rt_period_us", str(RT_PERIOD_US))
+                period = RT_PERIOD_US
+            _write(d / "cpu.rt_runtime_us", str(int(ratio * period)))
+        except OSError as e:
+            return (f"no real-time budget for cgroup {d} ({e.strerror}: the CPU's real-time share "
+                    f"is taken, e.g. by another testbed's delayer)")
+    return None
+
+
 def procs_files(layout: CgroupLayout, rel: str) -> list[str]:
     """The ``cgroup.procs`` files a new process must be written into (computed
     before fork, so the child only does raw writes)."""
