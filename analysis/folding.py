@@ -84,7 +84,8 @@ HIGHER_IS_BETTER_PREFIXES = ("requests_per_s", "goodput", "throughput", "invocat
 #: Host signals recorded by edgelab.hostload, with how each is shown.
 HOST_SIGNALS = {"host_cpu_busy": "CPU busy", "host_runqueue": "run queue", "host_cpu_pressure": "CPU pressure",
                 "host_cpu_softirq": "softirq", "host_foreign_cpu": "other work",
-                "host_delayer_late_ms": "delayer lateness (ms)", "host_delayer_late_share": "packets > 1 ms late"}
+                "host_delayer_late_ms": "delayer lateness (ms)", "host_delayer_late_share": "packets > 1 ms late",
+                "host_cpu_unit_us": "reference work (CPU µs per unit)"}
 
 #: ``host_foreign_cpu`` from which a point's host counts as shared with other work
 #: (edgelab.hostload.FOREIGN_SHARED; repeated here so analysis needs no edgelab import).
@@ -92,6 +93,9 @@ FOREIGN_SHARED = 0.15
 
 #: ``host_delayer_late_ms`` from which the link emulation could not keep up (edgelab.hostload.DELAYER_LATE_MS).
 DELAYER_LATE_MS = 1.0
+
+#: SD of the host's CPU speed between points (log scale) from which an inconclusive verdict names it.
+HOST_SPEED_NOISY = 0.05
 
 FACTOR_VERDICTS = ("faithful", "unfaithful", "better", "not worse", "inconclusive")
 
@@ -253,6 +257,9 @@ class FoldingResult:
     signals: dict[int, dict[str, float]] = field(default_factory=dict)
     cpus: Optional[int] = None  # the host's CPUs, to read the run queue against
     design: str = "independent"  # how factors were compared with the baseline (DESIGNS)
+    #: SD (log scale) of the host's CPU speed between points below the breaking point, from the
+    #: warmer's reference work (``host_cpu_unit_us``); None where it was not recorded.
+    host_speed_sd: Optional[float] = None
 
     @property
     def baseline(self) -> int:
@@ -379,6 +386,10 @@ class FoldingResult:
         if self.inconclusive:
             s += (f" Inconclusive (more repetitions needed): factor(s) "
                   f"{', '.join(str(f) for f in self.inconclusive)}.")
+        if self.inconclusive and self.host_speed_sd is not None and self.host_speed_sd >= HOST_SPEED_NOISY:
+            s += (f" The host's own CPU speed varied by ±{self.host_speed_sd:.0%} (SD) between points (the warmer's "
+                  "reference work, host_cpu_unit_us): it moves every node of a point alike and is most of the "
+                  "points' scatter; a dedicated host, or a larger --budget, decides sooner.")
         suspect = self.baseline_suspect()
         if suspect:
             s += f" Note: {suspect}."
@@ -427,7 +438,18 @@ def folding_verdict(df: pd.DataFrame, metrics: Optional[Sequence[str]] = None, *
             break
         best = f
     return FoldingResult(best, tolerance, alpha, table, verdicts, first_bad, violations, judged_on_mean,
-                         host_signals(df, param), cpus, design)
+                         host_signals(df, param), cpus, design, host_speed_sd(df, first_bad, param))
+
+
+def host_speed_sd(df: pd.DataFrame, below: Optional[int] = None, param: str = PARAM) -> Optional[float]:
+    """SD of log ``host_cpu_unit_us`` over the points of factors below ``below`` (the breaking
+    point: beyond it the spinners share their cores with an overloaded testbed, and their speed
+    measures that too), or None with fewer than 3 such points."""
+    u = df[(df["metric"] == "host_cpu_unit_us") & (df["value"] > 0)]
+    if below is not None and param in u.columns:
+        u = u[u[param] < below]
+    v = np.log(u.groupby("point")["value"].first().to_numpy()) if len(u) else np.array([])
+    return float(np.std(v, ddof=1)) if len(v) >= 3 else None
 
 
 def max_faithful_factor(df: pd.DataFrame, metrics: Optional[Sequence[str]] = None, tolerance: float = 0.05,

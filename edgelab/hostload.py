@@ -34,6 +34,15 @@ runs one ``SCHED_IDLE`` spinner per CPU, which keeps every CPU out of idle
 while yielding to any normal task at once (sched(7): SCHED_IDLE runs only when
 nothing else is runnable, and a waking normal task preempts it). The spinners'
 own CPU time is subtracted from ``host_cpu_busy``.
+
+The spinners also measure the host's *speed*: each loops over a fixed unit of
+interpreted Python work (:func:`reference_unit`) and counts the units, so a
+window's spinner CPU time per unit (``host_cpu_unit_us``) tells how fast the
+CPUs ran work like the nodes' during that window. On a shared VM it drifts:
+here it varied ±13 % (SD) between the points of one folding sweep, and the
+points' CPU per request and p50 latency followed it (correlation 0.86 and 0.79
+over 25 points at factors 1-8; README "Measured here"): the main source of the
+points' scatter, which the verdict names when it stays inconclusive.
 """
 
 from __future__ import annotations
@@ -122,6 +131,7 @@ class HostLoad:
     foreign: Optional[float] = None  # fraction of all CPUs' time busy with work outside the measured system
     delayer_late_ms: Optional[float] = None     # mean lateness of the link delayer's releases (fallback engine)
     delayer_late_share: Optional[float] = None  # share of its packets released more than 1 ms late
+    unit_us: Optional[float] = None  # CPU µs per reference unit of the warmer's spinners (the host's speed)
 
     @property
     def overloaded(self) -> list[str]:
@@ -147,6 +157,10 @@ FOREIGN_SHARED = 0.15
 
 #: Mean release lateness of the link delayer (ms) from which the emulation itself could not keep up.
 DELAYER_LATE_MS = 1.0
+
+#: Reference units a window needs for ``host_cpu_unit_us`` (fewer: the spinners hardly ran, the
+#: host was busy; the figure would be noise).
+MIN_REFERENCE_UNITS = 200
 
 
 def own_process_cpu_seconds() -> float:
@@ -186,6 +200,7 @@ class HostLoadSampler:
     _cpu0: Optional[CpuTimes] = None
     _psi0: Optional[int] = None
     _spin0: float = 0.0
+    _units0: int = 0
     _rq: list[int] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: Optional[threading.Thread] = None
@@ -198,6 +213,7 @@ class HostLoadSampler:
         self._cpu0 = read_cpu_times(self.proc)
         self._psi0 = read_pressure_us(self.proc)
         self._spin0 = self.warmer.cpu_seconds() if self.warmer else 0.0
+        self._units0 = self.warmer.reference_units() if self.warmer else 0
         self._own0 = self._own()
         self._late0 = self.delayer() if self.delayer is not None else None
         self._thread = threading.Thread(target=self._sample_runqueue, name="hostload", daemon=True)
@@ -224,6 +240,7 @@ class HostLoadSampler:
         cpu1, psi1 = read_cpu_times(self.proc), read_pressure_us(self.proc)
         total = max(cpu1.total - self._cpu0.total, 1e-9)
         spin = (self.warmer.cpu_seconds() - self._spin0) if self.warmer else 0.0
+        units = (self.warmer.reference_units() - self._units0) if self.warmer else 0
         busy = max(0.0, (cpu1.busy - self._cpu0.busy - spin)) / total
         foreign = None
         if self.own_cpu is not None:
@@ -247,7 +264,8 @@ class HostLoadSampler:
             pressure=None if psi1 is None or self._psi0 is None else min(1.0, (psi1 - self._psi0) / 1e6 / wall),
             runqueue=sum(rq) / len(rq) if rq else float(read_runnable(self.proc)), runqueue_samples=len(rq),
             foreign=foreign, delayer_late_ms=late[0] if late else None,
-            delayer_late_share=late[1] if late else None)
+            delayer_late_share=late[1] if late else None,
+            unit_us=1e6 * spin / units if units >= MIN_REFERENCE_UNITS and spin > 0 else None)
         return self.result
 
     def measurements(self) -> list[Measurement]:
@@ -265,16 +283,32 @@ class HostLoadSampler:
         if r.delayer_late_ms is not None:
             rows += [Measurement("host_delayer_late_ms", r.delayer_late_ms, "ms"),
                      Measurement("host_delayer_late_share", r.delayer_late_share, "fraction")]
+        if r.unit_us is not None:
+            rows.append(Measurement("host_cpu_unit_us", r.unit_us, "us"))
         return rows
 
 
-def _spin() -> None:  # pragma: no cover - runs in a child process
+def reference_unit(buf: bytes = bytes(range(256)) * 16, table: bytes = bytes(reversed(range(256)))) -> int:
+    """One unit of the spinners' reference work: interpreted Python over bytes and a dict, like
+    the services' own request handling (a few tens of µs). Its CPU time per unit is the host's
+    *speed* while a sweep runs (see :class:`HostWarmer`)."""
+    d = {}
+    for i in range(0, len(buf), 64):
+        d[i] = buf[i:i + 64].translate(table)
+    return len(d)
+
+
+def _spin(units=None) -> None:  # pragma: no cover - runs in a child process
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):
         os.nice(19)
+    if units is None:
+        while True:
+            pass
     while True:
-        pass
+        reference_unit()
+        units.value += 1   # one writer per counter: no lock needed
 
 
 class HostWarmer:
@@ -290,6 +324,7 @@ class HostWarmer:
         self.pm_qos = pm_qos
         self._fd: Optional[int] = None
         self._procs: list[multiprocessing.Process] = []
+        self._units: list = []   # each spinner's count of reference units done (shared memory)
         self._spun_before_exit: float = 0.0
         self.description = "off"
 
@@ -305,7 +340,9 @@ class HostWarmer:
                 self._fd = None
         ctx = multiprocessing.get_context("fork")
         for i in range(self.spinners):
-            p = ctx.Process(target=_spin, name=f"edgelab-warmer-{i}", daemon=True)
+            units = ctx.RawValue("Q", 0)
+            self._units.append(units)
+            p = ctx.Process(target=_spin, args=(units,), name=f"edgelab-warmer-{i}", daemon=True)
             p.start()
             self._procs.append(p)
         if self.spinners:
@@ -313,6 +350,10 @@ class HostWarmer:
         self.description = ", ".join(parts) or "off"
         _active.append(self)
         return self
+
+    def reference_units(self) -> int:
+        """Reference work units (:func:`reference_unit`) the spinners have done so far."""
+        return sum(int(u.value) for u in self._units)
 
     def cpu_seconds(self) -> float:
         """CPU time the spinners have used so far (subtracted from the host's busy time)."""
@@ -332,6 +373,7 @@ class HostWarmer:
         for p in self._procs:
             p.join(timeout=5)
         self._procs.clear()
+        self._units.clear()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

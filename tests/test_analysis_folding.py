@@ -142,3 +142,24 @@ def test_other_work_on_the_host_is_named_and_the_touched_factors_are_flagged():
     assert "Caution: the host was shared with other work during factor(s) 2 (35% of its CPU), 4 (50%" in text
     quiet = folded({f: [0.01] * 3 for f in (1, 2, 4, 8)}, metric="host_foreign_cpu")
     assert "Caution" not in folding_verdict(pd.concat([df, quiet]), ["latency_ms_p95"]).describe()
+
+
+def test_an_inconclusive_verdict_names_the_hosts_own_speed_when_it_varied():
+    noisy = {1: [10.0, 11.5, 9.0, 10.4], 2: [10.6, 12.0, 9.4, 11.2]}   # straddles +10 %
+    speed = [18.0, 22.0, 16.5, 20.0]   # the warmer's CPU µs per reference unit, per repetition
+
+    def with_speed(units):
+        df = folded(noisy, metric="cpu_time_ms_per_request")
+        extra = df.drop_duplicates("point").assign(metric="host_cpu_unit_us", unit="us")
+        extra["value"] = [units[r] for r in extra["rep"]]
+        return pd.concat([df, extra], ignore_index=True)
+
+    varied = folding_verdict(with_speed(speed), ["cpu_time_ms_per_request"], tolerance=0.10)
+    assert varied.inconclusive == [2]
+    assert varied.host_speed_sd == pytest.approx(np.std(np.log(speed * 2), ddof=1))
+    assert "CPU speed varied by ±" in varied.describe()
+    steady = folding_verdict(with_speed([20.0] * 4), ["cpu_time_ms_per_request"], tolerance=0.10)
+    assert steady.inconclusive == [2] and steady.host_speed_sd == 0.0
+    assert "CPU speed" not in steady.describe()
+    # the speed is a host signal, not a judged metric
+    assert "host_cpu_unit_us" not in set(folding_verdict(with_speed(speed), tolerance=0.10).table["metric"])

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from edgelab.hostload import HostLoad, HostLoadSampler, process_cpu_seconds, read_cpu_times
+from edgelab.hostload import (HostLoad, HostLoadSampler, HostWarmer, process_cpu_seconds, read_cpu_times,
+                              reference_unit)
 
 SPIN = "import time\nt = time.monotonic() + 30\nwhile time.monotonic() < t: pass\n"
 
@@ -80,3 +81,22 @@ def test_delayer_counters_that_cannot_be_compared_give_no_figure(tmp_path):
     s = HostLoadSampler(delayer=lambda: None).start()
     s.stop()
     assert "host_delayer_late_ms" not in {m.metric for m in s.measurements()}
+
+
+def test_the_warmers_spinners_measure_the_hosts_speed_in_reference_units():
+    with HostWarmer(spinners=1, pm_qos=False) as w:
+        s = HostLoadSampler(warmer=w).start()
+        time.sleep(1.0)
+        r = s.stop()
+        assert w.reference_units() > 0
+    rows = {m.metric: m.value for m in s.measurements()}
+    if r.unit_us is None:   # the spinner hardly ran (a busy host): then no figure, not a wrong one
+        assert "host_cpu_unit_us" not in rows
+    else:
+        # CPU µs per unit, consistent with timing one unit here (same order: the host's speed)
+        t0 = time.process_time()
+        for _ in range(200):
+            reference_unit()
+        one = 1e6 * (time.process_time() - t0) / 200
+        assert rows["host_cpu_unit_us"] == r.unit_us and one / 5 < r.unit_us < one * 5
+    assert HostLoadSampler().start().stop().unit_us is None   # no warmer: no speed figure
