@@ -40,7 +40,7 @@ from analysis.load import load_run  # noqa: E402
 from analysis.tidy import metric_samples  # noqa: E402
 
 JUDGED = ["latency_ms_p50", "cpu_time_ms_per_request", "requests_per_s_per_node"]
-DESIGNS = ("independent", "blocked")
+from analysis.folding import DESIGNS  # noqa: E402  (independent, blocked, speed)
 
 
 def run_dirs(args: list[str]) -> list[Path]:

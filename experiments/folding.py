@@ -19,7 +19,10 @@ spent. Every point records the host's overload signals (CPU busy, run queue,
 CPU pressure, softirq: :mod:`edgelab.hostload`) so an unfaithful factor comes
 with its cause, and on the local backend ``--warm-host`` (default) keeps the
 CPUs out of idle states so that a lone node's baseline does not pay wake-up
-latency that folded runs do not.
+latency that folded runs do not. Its spinners also measure the host's CPU speed
+in every point, and each comparison is adjusted for it (``--design speed``,
+:mod:`analysis.covariate`): on a shared VM the host's speed is most of the
+points' scatter.
 
 Judged metrics: median request latency, CPU time per request of the phones
 (both per node, pooled) and requests served per node. p95 latency is
@@ -88,11 +91,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "±5 %% equivalence cannot be shown within its 5 minutes")
     p.add_argument("--metrics", type=lambda s: s.split(","), default=JUDGED,
                    help=f"metrics the verdict is judged on (default {','.join(JUDGED)})")
-    p.add_argument("--design", choices=["independent", "blocked"], default="independent",
-                   help="how each factor is compared with the baseline: independent (Welch's interval, default) or "
-                        "blocked (the sweep's rounds as blocks, removing a slow drift of the host between rounds: "
-                        "analysis/blocked.py; it did not decide sooner on this machine: "
-                        "benchmarks/verdict_replay.py)")
+    p.add_argument("--design", choices=["speed", "independent", "blocked"], default="speed",
+                   help="how each factor is compared with the baseline: speed (default: adjusted for the host's CPU "
+                        "speed the warmer measures in every point, analysis/covariate.py; unadjusted where it was "
+                        "not measured or the factor changed it), independent (Welch's interval) or blocked (the "
+                        "sweep's rounds as blocks: analysis/blocked.py; benchmarks/verdict_replay.py compares them)")
     p.add_argument("--alpha", type=float, default=0.05,
                    help="level of each one-sided test of the equivalence test (default %(default)s)")
     p.add_argument("--max-reps", type=int, default=None,
@@ -177,7 +180,7 @@ def main(argv=None) -> int:
               "rate_rps": a.rate, "warmup": a.warmup,
               "image_kb": a.image_kb, "tolerance": a.tolerance, "metrics": a.metrics, "alpha": a.alpha,
               "max_reps": a.max_reps, "budget_s": a.budget, "warm_host": a.warm_host,
-              **({"design": a.design} if a.design != "independent" else {})}   # default runs' params unchanged (--resume)
+              **({"design": a.design} if a.design != "independent" else {})}   # runs before --design: independent
 
     points = sweep_points(a.factors, a.reps, baseline_weight=a.baseline_weight)
     if a.dry_run:
