@@ -21,9 +21,13 @@ degrees of freedom less one for the slope.
 It is valid only while the covariate is not itself changed by the factor
 (the usual ANCOVA condition): the spinners run in the host's idle time, so
 at an overloaded factor they share their cores with the testbed and measure
-that too. :func:`speed_is_external` checks it per comparison (the factor's
-mean speed within the baseline's spread), and the caller falls back to the
-unadjusted comparison where it fails.
+that too. The caller (``analysis.folding``) therefore adjusts only factors
+whose points left the host mostly idle (mean ``host_cpu_busy`` below
+``SPEED_MAX_BUSY``, 0.5) and whose mean speed :func:`speed_is_external` finds
+within the baseline's spread, and compares the others unadjusted. Why the busy
+bound: in one run here the spinners measured 16 % slower at factor 16 (55 %
+busy) than at the baseline, and the adjustment turned that factor's p50
+deviation of +40 % [+16, +69] into +19 % [+9, +31]: a degradation half hidden.
 """
 
 from __future__ import annotations

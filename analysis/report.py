@@ -189,8 +189,9 @@ def _folding(run: Run, out: Path, stem: str) -> tuple[str, list[Block]]:
                    "β·log(host speed) + ε on the baseline's and the factor's points (host speed: the warmer's CPU time "
                    "per reference unit in each point, host_cpu_unit_us; β the pooled within-group slope), with "
                    "its t interval (one residual variance per group, Welch–Satterthwaite df less one); where a "
-                   "point lacks the speed or the factor changed it (its mean beyond two standard errors of the "
-                   "baseline's), Welch's interval on the logarithms unadjusted. "
+                   "point lacks the speed, the factor kept the host half busy or more, or it changed the speed "
+                   "(its mean beyond two standard errors of the baseline's), Welch's interval on the logarithms "
+                   "unadjusted. "
                    if design == "speed" else
                    "Deviation = ratio of geometric means (factor / baseline) − 1, with Welch's t interval on the "
                    "logarithms (a metric with a zero or negative value: (mean at factor − mean at baseline) / "

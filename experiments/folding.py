@@ -94,7 +94,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--design", choices=["speed", "independent", "blocked"], default="speed",
                    help="how each factor is compared with the baseline: speed (default: adjusted for the host's CPU "
                         "speed the warmer measures in every point, analysis/covariate.py; unadjusted where it was "
-                        "not measured or the factor changed it), independent (Welch's interval) or blocked (the "
+                        "not measured, the host was half busy or more, or the factor changed it), independent (Welch's interval) or blocked (the "
                         "sweep's rounds as blocks: analysis/blocked.py; benchmarks/verdict_replay.py compares them)")
     p.add_argument("--alpha", type=float, default=0.05,
                    help="level of each one-sided test of the equivalence test (default %(default)s)")

@@ -10,7 +10,8 @@ from analysis.folding import folding_verdict
 METRIC = "cpu_time_ms_per_request"
 
 
-def sweep(values: dict[int, list[float]], speed: dict[int, list[float]]) -> pd.DataFrame:
+def sweep(values: dict[int, list[float]], speed: dict[int, list[float]], busy: dict[int, float] = {}) -> pd.DataFrame:
+    """Points of ``values`` with the host's speed (and CPU busy: 10 % unless ``busy`` says) recorded."""
     rows = []
     for f, xs in values.items():
         for r, x in enumerate(xs):
@@ -20,6 +21,8 @@ def sweep(values: dict[int, list[float]], speed: dict[int, list[float]]) -> pd.D
             if speed.get(f):
                 rows.append({"point": point, "factor": f, "rep": r, "metric": "host_cpu_unit_us",
                              "value": speed[f][r], "unit": "us", "node": "", "time": 0.0})
+                rows.append({"point": point, "factor": f, "rep": r, "metric": "host_cpu_busy",
+                             "value": busy.get(f, 0.1), "unit": "fraction", "node": "", "time": 0.0})
     return pd.DataFrame(rows)
 
 
@@ -89,3 +92,14 @@ def test_the_adjusted_interval_covers_at_its_level():
         h = t_ppf(0.95, a.df) * a.se
         hits += a.estimate - h <= 0.05 <= a.estimate + h
     assert 0.84 <= hits / n <= 0.95
+
+
+def test_a_factor_that_kept_the_host_half_busy_is_compared_unadjusted():
+    """Its spinners shared their cores with the testbed: their speed may measure the factor itself,
+    and adjusting for it could hide a degradation (analysis.folding.SPEED_MAX_BUSY)."""
+    values, speed = drifting()
+    loaded = folding_verdict(sweep(values, speed, busy={2: 0.55}), [METRIC], tolerance=0.10, design="speed")
+    plain = folding_verdict(sweep(values, speed), [METRIC], tolerance=0.10, design="independent")
+    a, p = (r.table[r.table["factor"] == 2].iloc[0] for r in (loaded, plain))
+    assert not a["speed_adjusted"] and loaded.verdicts == plain.verdicts == {2: "inconclusive"}
+    assert (a["degradation_ci_low"], a["degradation_ci_high"]) == (p["degradation_ci_low"], p["degradation_ci_high"])
