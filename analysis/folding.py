@@ -147,7 +147,8 @@ def decide(low: float, high: float, estimate: float, defined: bool, tolerance: f
 
 
 #: How a factor is compared with the baseline: ``independent`` (Welch's interval: repetitions as
-#: independent samples) or ``blocked`` (the sweep's rounds as blocks: :mod:`analysis.blocked`).
+#: independent samples), ``blocked`` (the sweep's rounds as blocks: :mod:`analysis.blocked`) or
+#: ``speed`` (adjusted for the host's measured CPU speed: :mod:`analysis.covariate`).
 DESIGNS = ("independent", "blocked", "speed")
 
 
@@ -188,7 +189,8 @@ def degradation_table(df: pd.DataFrame, metrics: Optional[Sequence[str]] = None,
                       tolerance: float = 0.05, param: str = PARAM, design: str = "independent") -> pd.DataFrame:
     """Per metric and factor: mean with its CI, relative deviation vs the baseline with its
     ``1 - 2·alpha`` interval, ``worst`` (the interval bound farthest from zero) and the decision.
-    ``design``: ``independent`` (Welch) or ``blocked`` (rounds as blocks; see the module docstring)."""
+    ``design``: ``independent`` (Welch), ``blocked`` (rounds as blocks) or ``speed`` (adjusted for
+    the host's speed where valid, else Welch); see the module docstring."""
     if design not in DESIGNS:
         raise ResultsError(f"folding: design must be one of {', '.join(DESIGNS)}, got {design!r}")
     if param not in df.columns:
