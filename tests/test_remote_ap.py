@@ -54,7 +54,8 @@ def test_stations_are_routed_through_the_ap_which_holds_the_budget_and_down_undo
         assert f"via {ap_addr}" in r, r
         r = tb.run("server-1", ["ip", "route", "get", tb.address("phone-2")]).stdout
         assert f"via {ap_addr}" in r, r
-        assert "ttl=63" in tb.run("phone-1", ["ping", "-c", "1", "-W", "2", tb.address("server-1")]).stdout
+        # three echoes: the Wi-Fi profile drops 0.5 % each way, and one lost echo is no routing fault
+        assert "ttl=63" in tb.run("phone-1", ["ping", "-c", "3", "-i", "0.2", "-W", "2", tb.address("server-1")]).stdout
         # saturated uploads: the sum stays under the budget, each station gets about its share
         shares = concurrent_goodput(tb, ["phone-1", "phone-2", "phone-3"], "server-1", seconds=2, network="wlan")
         total = sum(s["goodput_mbit"] for s in shares.values())
