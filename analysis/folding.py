@@ -152,6 +152,18 @@ def decide(low: float, high: float, estimate: float, defined: bool, tolerance: f
 DESIGNS = ("independent", "blocked", "speed")
 
 
+def point_values(df: pd.DataFrame, metric: str) -> pd.Series:
+    """point -> the value of a per-point host signal (``host_cpu_unit_us``, ``host_cpu_busy``);
+    empty where it was not recorded."""
+    return df[df["metric"] == metric].groupby("point")["value"].first()
+
+
+def point_log_speed(df: pd.DataFrame) -> pd.Series:
+    """point -> log of the host's measured speed (``host_cpu_unit_us``; positive values only)."""
+    u = point_values(df, "host_cpu_unit_us")
+    return np.log(u[u > 0])
+
+
 def point_order(df: pd.DataFrame) -> pd.Series:
     """Each point's measuring time (its rows' latest ``time``), the order the blocks follow."""
     return df.groupby("point")["time"].max()
@@ -203,14 +215,19 @@ def degradation_table(df: pd.DataFrame, metrics: Optional[Sequence[str]] = None,
                                                                if m not in HOST_SIGNALS)
     if not metrics:
         raise ResultsError("folding: no measurements to compare")
+    if design == "blocked":   # each point's measuring time and repetition: its round
+        order = point_order(df)
+        rep = df.groupby("point")["rep"].first() if "rep" in df.columns else pd.Series(dtype=float)
+    if design == "speed":     # each point's log speed (NaN where not recorded) and CPU busy
+        speed = point_log_speed(df)
+        busy = point_values(df, "host_cpu_busy")
     rows = []
     for metric in metrics:
         samples = metric_samples(df, metric, [param], where="folding")
         factors = sorted(samples[param].unique())
         base_factor = factors[0]
         if design == "blocked":   # rounds from the measuring order (ties: repetition order)
-            rep = df.groupby("point")["rep"].first() if "rep" in df.columns else pd.Series(dtype=float)
-            samples = samples.assign(_t=samples["point"].map(point_order(df)), _r=samples["point"].map(rep))
+            samples = samples.assign(_t=samples["point"].map(order), _r=samples["point"].map(rep))
             samples = samples.sort_values(["_t", "_r"], kind="stable").reset_index(drop=True)
             reps = samples["_r"].tolist() if samples["_r"].notna().all() else None
             samples["block"] = blocks(samples[param].tolist(), base_factor,
@@ -218,16 +235,14 @@ def degradation_table(df: pd.DataFrame, metrics: Optional[Sequence[str]] = None,
         base = samples.loc[samples[param] == base_factor, "value"].to_numpy()
         base_mean = float(base.mean())
         log_scale = bool((samples["value"] > 0).all())
-        if design == "speed":   # log of each point's speed (NaN where it was not recorded)
-            speed = np.log(df[(df["metric"] == "host_cpu_unit_us") & (df["value"] > 0)]
-                           .groupby("point")["value"].first())
+        if design == "speed":
             sx = samples["point"].map(speed).to_numpy(dtype=float)
             bx = sx[(samples[param] == base_factor).to_numpy()]
-            busy = df[df["metric"] == "host_cpu_busy"].groupby("point")["value"].first()
             fbusy = samples["point"].map(busy).groupby(samples[param]).mean()
         for f in factors:
             x = samples.loc[samples[param] == f, "value"].to_numpy()
             m = mean_ci(x, level)
+            adj = None
             if f == base_factor:
                 deg, low, high, defined, decision = 0.0, 0.0, 0.0, True, "baseline"
             else:
@@ -256,7 +271,7 @@ def degradation_table(df: pd.DataFrame, metrics: Optional[Sequence[str]] = None,
                          "degradation": deg, "degradation_ci_low": low if defined else math.nan,
                          "degradation_ci_high": high if defined else math.nan, "ci_defined": defined,
                          "worst": worst, "decision": decision, "log_scale": log_scale, "sd": sd,
-                         "design": design, "speed_adjusted": f != base_factor and design == "speed" and adj is not None})
+                         "design": design, "speed_adjusted": adj is not None})
     return pd.DataFrame(rows)
 
 
@@ -492,10 +507,10 @@ def host_speed_sd(df: pd.DataFrame, below: Optional[int] = None, param: str = PA
     """SD of log ``host_cpu_unit_us`` over the points of factors below ``below`` (the breaking
     point: beyond it the spinners share their cores with an overloaded testbed, and their speed
     measures that too), or None with fewer than 3 such points."""
-    u = df[(df["metric"] == "host_cpu_unit_us") & (df["value"] > 0)]
+    u = df[df["metric"] == "host_cpu_unit_us"]
     if below is not None and param in u.columns:
         u = u[u[param] < below]
-    v = np.log(u.groupby("point")["value"].first().to_numpy()) if len(u) else np.array([])
+    v = point_log_speed(u).to_numpy()
     return float(np.std(v, ddof=1)) if len(v) >= 3 else None
 
 
