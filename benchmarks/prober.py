@@ -20,7 +20,6 @@ process on the machine it measures; its own CPU time is printed.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import resource
@@ -29,37 +28,19 @@ import socket
 import struct
 import sys
 import time
+from pathlib import Path
 
-CLONE_NEWNET = 0x40000000
-CLOCK_MONOTONIC = 1
-TFD_TIMER_ABSTIME = 1
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from edgelab.linkemu.delayer import Libc  # noqa: E402  (setns and timerfd through libc, as the delayer)
+
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 #: Echo request: type 8, code 0, checksum and identifier filled by the kernel (ping socket).
 _HDR = struct.Struct("!BBHHH")
 _PAYLOAD = struct.Struct("!qI")   # send instant (ns, CLOCK_REALTIME), station index
 
 
-class _Libc:
-    def __init__(self) -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        self.setns_ = libc.setns
-        self.tfd_create = libc.timerfd_create
-        self.tfd_settime = libc.timerfd_settime
-        self.tfd_settime.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
-
-    def setns(self, fd: int) -> None:
-        if self.setns_(fd, CLONE_NEWNET) != 0:
-            e = ctypes.get_errno()
-            raise OSError(e, f"setns: {os.strerror(e)}")
-
-    def arm(self, fd: int, at: float) -> None:
-        sec = int(at)
-        if self.tfd_settime(fd, TFD_TIMER_ABSTIME, struct.pack("qqqq", 0, 0, sec, int((at - sec) * 1e9)), None):
-            e = ctypes.get_errno()
-            raise OSError(e, f"timerfd_settime: {os.strerror(e)}")
-
-
-def open_sockets(libc: _Libc, netns: list[str]) -> list[socket.socket]:
+def open_sockets(libc: Libc, netns: list[str]) -> list[socket.socket]:
     """One ping socket per namespace, created inside it (and ping sockets allowed to root there)."""
     home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     socks = []
@@ -94,10 +75,10 @@ def probe(socks: list[socket.socket], dst: str, *, rate: float, seconds: float, 
     20,000 (one per send and per reply took a whole core here). Replies carry their kernel
     arrival time, so reading them up to a tick later changes no RTT; a send can be up to a
     tick late, which the result reports."""
-    libc = _Libc()
+    libc = Libc()
     n = len(socks)
     pad = b"\0" * max(0, size - _PAYLOAD.size)
-    tfd = libc.tfd_create(CLOCK_MONOTONIC, os.O_CLOEXEC)   # blocking: the loop sleeps in read()
+    tfd = libc.timerfd(blocking=True)   # the loop sleeps in read()
     ep = select.epoll()   # the sockets only, polled without waiting once per tick
     by_fd = {}
     for i, s in enumerate(socks):
@@ -180,7 +161,7 @@ def main() -> int:
     """stdin: ``{"netns": [paths], "dst": addr, "rate": r, "seconds": s, "size": b}``; stdout: result
     JSON. Prints ``READY`` first once its sockets are open and waits for a line on stdin (the gate)."""
     spec = json.loads(sys.stdin.readline())
-    socks = open_sockets(_Libc(), spec["netns"])
+    socks = open_sockets(Libc(), spec["netns"])
     print("READY", flush=True)
     sys.stdin.readline()
     res = probe(socks, spec["dst"], rate=float(spec["rate"]), seconds=float(spec["seconds"]),

@@ -168,8 +168,9 @@ def parse_config(cfg: dict) -> tuple[int, dict[str, tuple[str | None, dict[int, 
     return int(cfg.get("generation", 0)), spaces
 
 
-class _Libc:
-    """setns and timerfd through libc (os.setns / os.timerfd_* need Python >= 3.12 / 3.13)."""
+class Libc:
+    """setns and timerfd through libc (os.setns / os.timerfd_* need Python >= 3.12 / 3.13).
+    benchmarks/prober.py uses it too."""
 
     def __init__(self) -> None:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -184,8 +185,9 @@ class _Libc:
             e = ctypes.get_errno()
             raise OSError(e, f"setns: {os.strerror(e)}")
 
-    def timerfd(self) -> int:
-        fd = self._tfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)
+    def timerfd(self, blocking: bool = False) -> int:
+        """A CLOCK_MONOTONIC timerfd: non-blocking for an epoll loop, or ``blocking`` to sleep in read()."""
+        fd = self._tfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | (0 if blocking else TFD_NONBLOCK))
         if fd < 0:
             e = ctypes.get_errno()
             raise OSError(e, f"timerfd_create: {os.strerror(e)}")
@@ -214,7 +216,7 @@ class Delayer:
         self.reload = True
         self.heap: list[tuple[float, int, QueueState]] = []
         self._index = 0
-        self._libc = _Libc()
+        self._libc = Libc()
         self._epoll = select.epoll()
         self._fdmap: dict[int, object] = {}
         self._enter = self._make_enter()
