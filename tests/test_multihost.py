@@ -373,7 +373,8 @@ def test_g5k_above_factor_one_runs_the_same_folded_testbed_on_the_jobs_machines(
         assert len(facts["tunnels"]) == 2 and calls[0][1].to_dict()["env_name"] == "debian12-min"
         srv = plan.node("server-1").address("wlan")
         far = facts["access_points"][0]["remote_stations"][0]
-        assert " 0% packet loss" in tb.run(far, ["ping", "-c", "2", "-i", "0.2", srv]).stdout
+        # reached (ping exits 0 on any reply): the Wi-Fi profile drops 0.5 % each way, so not every echo
+        assert " bytes from " in tb.run(far, ["ping", "-c", "3", "-i", "0.2", srv]).stdout
     finally:
         tb.down()
     assert calls[0][0] == "conf" and calls[-1] == ("destroy",)
@@ -516,7 +517,8 @@ def test_two_stations_on_a_host_other_than_the_aps_talk_through_the_ap_and_its_b
             return int(re.search(r"Sent (\d+) bytes", st).group(1))
 
         dst = plan.node(b).address("wlan")
-        assert " 0% packet loss" in tb.run(a, ["ping", "-c", "3", "-i", "0.2", "-W", "2", dst]).stdout
+        # reached (ping exits 0 on any reply): the Wi-Fi profile drops 0.5 % each way, so not every echo
+        assert " bytes from " in tb.run(a, ["ping", "-c", "3", "-i", "0.2", "-W", "2", dst]).stdout
         before = ap_bytes()
         server = tb.popen(b, ["iperf3", "-s", "-1", "-p", "5303"], stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
