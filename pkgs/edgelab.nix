@@ -12,7 +12,8 @@
 #   given one is older.
 # - NetfilterQueue (the linkemu fallback's delayer) is not in nixpkgs; NixOS
 #   kernels have sch_netem, so the modules use the netem engine and the
-#   fallback is not packaged here.
+#   fallback is not packaged here (nor its C delayer, edgelab/linkemu/nfq_delayer.c,
+#   which scripts/bootstrap builds on Debian).
 { lib
 , buildPythonPackage
 , fetchPypi

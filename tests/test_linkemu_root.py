@@ -34,8 +34,10 @@ def pair():
 
 
 @pytest.fixture
-def emu(tmp_path):
-    em = LinkEmulator(tag="le", state_dir=str(tmp_path / "le-state"))
+def emu(request, tmp_path):
+    """The emulator with the default delayer program (C where built), or the one a test's
+    ``@pytest.mark.parametrize("emu", [...], indirect=True)`` names: both programs must behave alike."""
+    em = LinkEmulator(tag="le", state_dir=str(tmp_path / "le-state"), delayer_impl=getattr(request, "param", None))
     try:
         yield em
     finally:
@@ -124,15 +126,20 @@ def test_rate_applies_to_the_reverse_direction_too(pair, emu):
     assert r.l2_mbit == pytest.approx(20, rel=0.06)
 
 
-@pytest.mark.parametrize("delay", [10, 50])
+@pytest.mark.parametrize("emu,delay", [("c", 10), ("python", 10), (None, 50)], indirect=["emu"])
 def test_ping_rtt_is_twice_the_one_way_delay(pair, emu, delay):
     emu.apply_link(pair.a, pair.dev_a, pair.b, pair.dev_b, LinkParams(rate_mbit=100, delay_ms=delay))
     p = ping(pair.b, pair.addr_a, count=20, interval=0.05)
     assert p.received == 20
     assert 2 * delay - 0.2 <= p.rtt_min
     assert p.rtt_avg <= 2 * delay + 4.0
+    prog = emu.delayer_info()["program"]
+    assert prog["impl"] == (emu.delayer_impl or "c")   # the C program by default: CI builds it (bootstrap)
+    exe = os.readlink(f"/proc/{emu.state()['delayer']['pid']}/exe")
+    assert (exe == prog["path"]) if prog["impl"] == "c" else "python" in os.path.basename(exe)
 
 
+@pytest.mark.parametrize("emu", ["c", "python"], indirect=True)
 def test_jitter_spreads_rtt_within_bounds(pair, emu):
     emu.apply_link(pair.a, pair.dev_a, pair.b, pair.dev_b, LinkParams(rate_mbit=100, delay_ms=20, jitter_ms=5))
     p = ping(pair.a, pair.addr_b, count=40, interval=0.06)
@@ -157,6 +164,7 @@ def test_rate_delay_and_loss_together(pair, emu):
     assert "htb" in _qdiscs(pair.a, pair.dev_a) and "htb" in _qdiscs(pair.b, pair.dev_b)
 
 
+@pytest.mark.parametrize("emu", ["c", "python"], indirect=True)
 def test_reapply_replaces_previous_parameters(pair, emu):
     emu.apply_link(pair.a, pair.dev_a, pair.b, pair.dev_b, LinkParams(rate_mbit=100, delay_ms=30))
     emu.apply_link(pair.a, pair.dev_a, pair.b, pair.dev_b, LinkParams(rate_mbit=100, delay_ms=5))
@@ -230,6 +238,7 @@ def test_cleanup_from_state_after_a_crash(pair, tmp_path):
         em.close()
 
 
+@pytest.mark.parametrize("emu", ["c", "python"], indirect=True)
 def test_dead_delayer_drops_instead_of_passing_undelayed(pair, emu):
     emu.apply_link(pair.a, pair.dev_a, pair.b, pair.dev_b, LinkParams(rate_mbit=50, delay_ms=10))
     pid = emu.state()["delayer"]["pid"]
@@ -242,6 +251,7 @@ def test_dead_delayer_drops_instead_of_passing_undelayed(pair, emu):
         emu.apply_link(pair.a, pair.dev_a, pair.b, pair.dev_b, LinkParams(rate_mbit=50, delay_ms=20))
 
 
+@pytest.mark.parametrize("emu", ["c", "python"], indirect=True)
 def test_delayer_serves_several_queues_with_different_delays(emu):
     """Two links of one namespace (a router-like node) share one delayer process."""
     pre = _prefix()
@@ -296,6 +306,7 @@ def cell():
             sh(["ip", "netns", "del", ns], check=False)
 
 
+@pytest.mark.parametrize("emu", ["c", "python"], indirect=True)
 def test_bridge_port_peer_gets_delay_applied_on_node_side(cell, emu):
     ap, (port, dev) = cell["ap"], cell["ports"]["s1"]
     emu.apply_link(cell["nodes"]["s1"], dev, ap, port, LinkParams(rate_mbit=50, delay_ms=10))

@@ -187,7 +187,7 @@ def test_killing_a_phones_delayer_names_the_delayer(tmp_path):
         ns = ns_of("wifi", "phone-2")   # el-wifi-<pid>.phone-2: the testbed is the part before the dot
         config = f"{linkemu_state_dir(ns[len('el-'):].split('.')[0])}/delayer.json" if "?" not in ns else "?"
         out = []
-        for p in processes("edgelab.linkemu.delayer"):
+        for p in processes("--config"):   # the C program or delayer.py: both name their config
             try:
                 if config in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace"):
                     out.append(p)

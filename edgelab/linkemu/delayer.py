@@ -1,5 +1,10 @@
 """Userspace packet delayer for kernels without sch_netem (the 'fallback' engine).
 
+This is the reference implementation; ``nfq_delayer.c`` is the same engine in C, run instead
+where scripts/bootstrap built it (``emulator.delayer_program``): same config (read as the line
+table :func:`config_table` writes), same counters, same signals, a tenth of the user-space CPU
+per packet. A change to the semantics below goes into both.
+
 iptables ``NFQUEUE --queue-num N`` rules hand packets to this process, which
 holds each one until ``now + delay + U(-jitter, +jitter)`` and then accepts
 it. Release times on one queue never go backwards (``max(previous release,
@@ -166,6 +171,34 @@ def parse_config(cfg: dict) -> tuple[int, dict[str, tuple[str | None, dict[int, 
     if "queues" in cfg:
         spaces.setdefault("_root", (None, {}))[1].update(queues(cfg["queues"]))
     return int(cfg.get("generation", 0)), spaces
+
+
+#: First line of the table the C delayer (nfq_delayer.c) reads beside the JSON config.
+TABLE_HEADER = "edgelab-delayer-tab 1"
+_KINDS = {"": "plain", "bridge": "bridge", "from-peer": "from-peer", "to-peer": "to-peer"}
+
+
+def config_table(cfg: dict) -> str:
+    """The config dict as the C delayer's line table (``<config>.tab``, see nfq_delayer.c): the
+    same :func:`parse_config` reading, so both engines serve exactly the same queues. Delays in
+    integer nanoseconds; a field with whitespace (it would shift the columns) is refused."""
+    gen, spaces = parse_config(cfg)
+    lines = [TABLE_HEADER, f"generation {gen}"]
+
+    def word(x: object, what: str) -> str:
+        w = str(x)
+        if not w or any(c.isspace() for c in w):
+            raise ValueError(f"delayer config: {what} {w!r} is empty or has whitespace")
+        return w
+
+    for key, (netns, nums) in spaces.items():
+        lines.append(f"ns {word(key, 'namespace key')} {word(netns, 'netns path') if netns else '-'}")
+        for num, (d, j, via, dev, kind) in sorted(nums.items()):
+            if d < 0 or j < 0:
+                raise ValueError(f"delayer config: queue {num}: negative delay or jitter")
+            lines.append(f"q {num} {round(d * 1e9)} {round(j * 1e9)} {_KINDS[kind]} "
+                         f"{-1 if via is None else via} {word(dev, 'port') if dev else '-'}")
+    return "\n".join(lines) + "\n"
 
 
 class Libc:

@@ -33,6 +33,7 @@ from ..safefs import UnsafePathError, open_append, read_own, secure_dir, write_a
 from ..model import LinkParams
 from . import commands as C
 from .engine import ENGINES, detect_engine, shared_leaf
+from .delayer import config_table   # the C delayer's line table of a config (stdlib only)
 from .lateness import STATS_FILE as DELAYER_STATS_FILE   # the delayer's lateness counters, beside its config
 from .nsexec import in_ns, run, run_all, run_batched, write_sysctl
 
@@ -144,6 +145,38 @@ def _kill(pid: int, needle: str, timeout: float = 5.0) -> None:
             pass
 
 
+#: The C delayer, as scripts/bootstrap builds it (EDGELAB_DELAYER_BIN: one installed elsewhere).
+DELAYER_BIN = Path(_PKG_ROOT) / "build" / "edgelab-nfq-delayer"
+DELAYER_SRC = Path(__file__).with_name("nfq_delayer.c")
+DELAYER_IMPLS = ("c", "python")
+
+
+def delayer_program(impl: Optional[str] = None) -> dict:
+    """Which delayer program serves the queues: ``{"impl": "c" | "python", "path", "why"}``.
+
+    ``impl`` (else ``EDGELAB_DELAYER``): ``"c"`` insists on the C program, ``"python"`` takes
+    delayer.py, ``None``/``"auto"`` the C program where it is built and not older than its
+    source (a stale build would run other code than the tree's), else delayer.py. Both read
+    the same config (delayer.config_table), write the same counters and answer the same signals;
+    the C one costs a tenth of the CPU per packet (benchmarks/fidelity_under_load.py)."""
+    impl = impl or os.environ.get("EDGELAB_DELAYER") or "auto"
+    if impl not in (*DELAYER_IMPLS, "auto"):
+        raise BackendError(f"unknown delayer {impl!r} (EDGELAB_DELAYER): use c, python or auto")
+    if impl == "python":
+        return {"impl": "python", "path": str(Path(__file__).with_name("delayer.py")), "why": "asked for"}
+    path = Path(os.environ.get("EDGELAB_DELAYER_BIN") or DELAYER_BIN)
+    why = ""
+    if not os.access(path, os.X_OK):
+        why = f"{path} is not built (scripts/bootstrap builds it)"
+    elif path == DELAYER_BIN and DELAYER_SRC.exists() and DELAYER_SRC.stat().st_mtime > path.stat().st_mtime:
+        why = f"{path} is older than {DELAYER_SRC.name} (rerun scripts/bootstrap)"
+    if not why:
+        return {"impl": "c", "path": str(path), "why": "asked for" if impl == "c" else "built"}
+    if impl == "c":
+        raise BackendError(f"the C delayer was asked for (EDGELAB_DELAYER=c) but {why}")
+    return {"impl": "python", "path": str(Path(__file__).with_name("delayer.py")), "why": why}
+
+
 class LinkEmulator:
     """Impairs links: ``apply_link`` / ``apply_shared_medium`` / ``clear`` / ``close``, with
     ``state()`` recording everything so :func:`cleanup` can undo a crashed emulator's work."""
@@ -151,7 +184,7 @@ class LinkEmulator:
     def __init__(self, engine: Optional[str] = None, *, tag: str = "edgelab",
                  state_dir: Optional[str] = None, delayer_cgroup_procs: tuple[str, ...] = (),
                  ipv6: bool = True, bridge_delay: bool = False, delayer_priority: bool = False,
-                 delayer_rt: bool = True) -> None:
+                 delayer_rt: bool = True, delayer_impl: Optional[str] = None) -> None:
         if engine in (None, "auto"):
             engine = detect_engine()
         if engine not in ENGINES:
@@ -168,6 +201,9 @@ class LinkEmulator:
         #: SCHED_FIFO (DELAYER_RT_PRIORITY) for the delayer; where the kernel refuses, it stays a
         #: normal task and the reason is recorded (delayer_info()["sched"]).
         self.delayer_rt = delayer_rt
+        #: Which delayer program: "c" (nfq_delayer.c, built by scripts/bootstrap), "python"
+        #: (delayer.py) or None: EDGELAB_DELAYER, else C where it is built (delayer_program).
+        self.delayer_impl = delayer_impl
         #: Why the caller could not give the delayer's cgroup a real-time budget (None: it did, or
         #: none is needed): added to the reason when the kernel refuses SCHED_FIFO.
         self.delayer_rt_note: Optional[str] = None
@@ -257,6 +293,13 @@ class LinkEmulator:
     def _dl_save(self, d: dict) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         p = self._dl_path()
+        if (d.get("program") or {}).get("impl") == "c":
+            # The C delayer reads its queues from a line table beside the JSON (nfq_delayer.c);
+            # written first, so that a reload always finds the table of this generation or newer.
+            tab = Path(str(p) + ".tab")
+            tmp = tab.with_suffix(".tab.tmp")
+            tmp.write_text(config_table(d))
+            os.replace(tmp, tab)
         tmp = p.with_suffix(".tmp")
         tmp.write_text(json.dumps(d))
         os.replace(tmp, p)
@@ -283,12 +326,14 @@ class LinkEmulator:
     def _dl_spawn(self, d: dict) -> int:
         """Start the delayer on config ``d`` (saved first); caller holds _dl_lock."""
         d["generation"] += 1
+        prog = delayer_program(self.delayer_impl)
+        d["program"] = prog
         self._dl_save(d)
         log = os.fdopen(open_append(str(self._dl_path()) + ".log"), "ab")
         env = dict(os.environ)
         env["PYTHONPATH"] = _PKG_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        argv = [sys.executable, "-m", "edgelab.linkemu.delayer", "--config", str(self._dl_path()),
-                "--tag", self.tag]
+        head = ([prog["path"]] if prog["impl"] == "c" else [sys.executable, "-m", "edgelab.linkemu.delayer"])
+        argv = [*head, "--config", str(self._dl_path()), "--tag", self.tag]
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 env=env, start_new_session=True)
         log.close()
@@ -991,7 +1036,7 @@ class LinkEmulator:
             d = self._dl_load()
             if d.get("pid"):
                 self._dl_stop(d["pid"])
-            for suffix in ("", ".ready", ".log", ".ready.tmp"):
+            for suffix in ("", ".ready", ".log", ".ready.tmp", ".tab", ".tab.tmp"):
                 Path(str(self._dl_path()) + suffix).unlink(missing_ok=True)
             (self.state_dir / DELAYER_STATS_FILE).unlink(missing_ok=True)   # its lateness counters
         for key in list(self._touched):
@@ -1056,6 +1101,8 @@ class LinkEmulator:
                 "cpu_weight": weight,   # its cgroup's, against the nodes' (see DELAYER_CPU_WEIGHT)
                 # asked for and got (or why not), and what the live process has now
                 "sched": {**(d.get("sched") or {}), "live": _sched_name(d.get("pid"))},
+                # which program (C or Python) and why (delayer_program)
+                "program": d.get("program"),
                 "namespaces": len(d["namespaces"]),
                 "queues": sum(len(v["queues"]) for v in d["namespaces"].values())}
 
@@ -1192,7 +1239,7 @@ def cleanup(state: dict) -> None:
             pass
         for pid in pids - {None}:
             _kill(int(pid), path)
-        for suffix in ("", ".ready", ".log", ".ready.tmp", ".tmp"):
+        for suffix in ("", ".ready", ".log", ".ready.tmp", ".tmp", ".tab", ".tab.tmp"):
             Path(path + suffix).unlink(missing_ok=True)
         (Path(path).parent / DELAYER_STATS_FILE).unlink(missing_ok=True)
     for i in state.get("ifbs", []):
