@@ -298,7 +298,9 @@ def main() -> None:
     else:
         print(f"    prober (one process, benchmarks/prober.py): sent {res['send_late_ms_mean']:.3f} ms after each slot "
               f"on average (worst {res['send_late_ms_max']:.1f} ms), {res['never_sent']} not sent within one interval "
-              f"after the window; its CPU {res['cpu_s']:.2f} s ({100 * res['cpu_s'] / args.seconds:.0f} % of one core)")
+              f"after the window; its CPU {res['cpu_s']:.2f} s ({100 * res['cpu_s'] / args.seconds:.0f} % of one core); "
+              f"before it, {res['warm_up_rounds']} warm-up round(s) resolved the stations' ARP entries"
+              + (f" ({res['warm_up_unanswered']} stations never answered)" if res["warm_up_unanswered"] else ""))
     dq = {k: q1[k] - q0[k] for k in q0}
     print(f"  NFQUEUE: {dq['queued']} packets queued ({dq['queued'] / wall:.0f}/s), {dq['queue_dropped']} dropped "
           f"(queue full), {dq['user_dropped']} dropped (delayer's socket full)")
@@ -317,6 +319,8 @@ def main() -> None:
     print(f"  delayer scheduling: {sched.get('live')}" + (f" (asked for SCHED_FIFO, refused: {sched['reason']})"
                                                          if sched.get("reason") else "")
           + f"; its cgroup's CPU weight {dl.get('cpu_weight')}")
+    prog = dl.get("program") or {}
+    print(f"  delayer program: {prog.get('impl')} ({prog.get('path')}; {prog.get('why')}; EDGELAB_DELAYER=c|python)")
 
 
 if __name__ == "__main__":
