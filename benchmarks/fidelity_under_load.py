@@ -102,6 +102,18 @@ def queue_stats(tb, nodes) -> dict[str, int]:
     return tot
 
 
+def proc_user_sys(pid) -> tuple[float, float]:
+    """(user, system) CPU seconds of one process so far (/proc/<pid>/stat utime, stime): the
+    delayer's own work against the kernel's, which forwards each accepted packet inside the
+    verdict call (nan if it is gone)."""
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        return int(f[11]) / tick, int(f[12]) / tick
+    except (OSError, ValueError, IndexError, TypeError):
+        return float("nan"), float("nan")
+
+
 def throttled(tb, nodes) -> dict[str, float]:
     """Per node, the seconds its cgroup's CPU quota held it off the cores so far (cpu.stat
     ``throttled_time`` in ns, v1, or ``throttled_usec``, v2): a phone has 0.25 core."""
@@ -220,6 +232,7 @@ def main() -> None:
         q0 = queue_stats(tb, spaces)
         th0 = throttled(tb, phones)
         cpu0 = (tb.delayer_facts() or {}).get("cpu_s")
+        us0 = proc_user_sys(dl.get("pid"))
         late0 = tb.delayer_lateness()
         c0 = host_cpu()
         t0 = time.monotonic()
@@ -242,6 +255,7 @@ def main() -> None:
         wall = time.monotonic() - t0
         c1 = host_cpu()
         cpu1 = (tb.delayer_facts() or {}).get("cpu_s")
+        us1 = proc_user_sys(dl.get("pid"))
         time.sleep(0.3)   # its counters are written every 0.25 s while packets flow
         late1 = tb.delayer_lateness()
         q1 = queue_stats(tb, spaces)
@@ -314,7 +328,9 @@ def main() -> None:
               f"of {lw[2]} more than 1 ms late (worst since start {1000 * late1_:.1f} ms)")
     if cpu0 is not None and cpu1 is not None:
         print(f"  delayer: {dl.get('queues')} queues, {cpu1 - cpu0:.2f} CPU-s over the run "
-              f"({100 * (cpu1 - cpu0) / wall:.0f} % of one core)")
+              f"({100 * (cpu1 - cpu0) / wall:.0f} % of one core): its process {us1[0] - us0[0]:.2f} s user, "
+              f"{us1[1] - us0[1]:.2f} s system (the kernel forwarding what it accepts); "
+              f"{1e6 * (us1[0] - us0[0]) / max(1, dq['queued']):.1f} us of user time per queue pass")
     sched = dl.get("sched") or {}
     print(f"  delayer scheduling: {sched.get('live')}" + (f" (asked for SCHED_FIFO, refused: {sched['reason']})"
                                                          if sched.get("reason") else "")

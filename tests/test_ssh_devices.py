@@ -143,7 +143,10 @@ def test_bring_up_applies_linkemu_on_each_device_and_down_removes_it(lab):
         r = tb.run("phone-1", ["iperf3", "-c", tb.address("server-1"), "-t", "2", "-J"], timeout=30)
         srv.wait(10)
         mbit = json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e6
-        assert 20 < mbit < 70, mbit
+        # The cap is the point (above 65 Mbit/s the shaping would be missing). The floor only says
+        # traffic flows: TCP over the profile's 0.5 % loss each way and jitter reached 17 Mbit/s in
+        # one CI run on the loaded 2 cores (30-60 alone), so it is not a rate check.
+        assert 5 < mbit < 70, mbit
         if facts["link_engine"] == "fallback":
             # A delayer that dies is named with the links it carried, and the device stays reachable
             # (its SSH port skips the queue: --keep-tcp-port), so teardown below still clears it.
