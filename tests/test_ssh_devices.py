@@ -145,7 +145,7 @@ def test_bring_up_applies_linkemu_on_each_device_and_down_removes_it(lab):
         mbit = json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e6
         # The cap is the point (above 65 Mbit/s the shaping would be missing). The floor only says
         # traffic flows: TCP over the profile's 0.5 % loss each way and jitter reached 17 Mbit/s in
-        # one CI run on the loaded 2 cores), so it is not a rate check.
+        # one CI run on the loaded 2 cores, so it is not a rate check.
         assert 5 < mbit < 70, mbit
         if facts["link_engine"] == "fallback":
             # A delayer that dies is named with the links it carried, and the device stays reachable
