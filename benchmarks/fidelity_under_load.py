@@ -114,6 +114,20 @@ def proc_user_sys(pid) -> tuple[float, float]:
         return float("nan"), float("nan")
 
 
+def ksoftirqd_cpu() -> float:
+    """CPU seconds the ksoftirqd threads used so far: softirq work the kernel deferred to them (more
+    than ~2 ms in one go), which then waits as a normal task behind a SCHED_FIFO delayer."""
+    tot = 0.0
+    for e in os.scandir("/proc"):
+        if e.name.isdigit():
+            try:
+                if Path(f"/proc/{e.name}/comm").read_text().startswith("ksoftirqd/"):
+                    tot += sum(proc_user_sys(e.name))
+            except OSError:
+                pass
+    return tot
+
+
 def throttled(tb, nodes) -> dict[str, float]:
     """Per node, the seconds its cgroup's CPU quota held it off the cores so far (cpu.stat
     ``throttled_time`` in ns, v1, or ``throttled_usec``, v2): a phone has 0.25 core."""
@@ -233,6 +247,7 @@ def main() -> None:
         th0 = throttled(tb, phones)
         cpu0 = (tb.delayer_facts() or {}).get("cpu_s")
         us0 = proc_user_sys(dl.get("pid"))
+        ks0 = ksoftirqd_cpu()
         late0 = tb.delayer_lateness()
         c0 = host_cpu()
         t0 = time.monotonic()
@@ -256,6 +271,7 @@ def main() -> None:
         c1 = host_cpu()
         cpu1 = (tb.delayer_facts() or {}).get("cpu_s")
         us1 = proc_user_sys(dl.get("pid"))
+        ks1 = ksoftirqd_cpu()
         time.sleep(0.3)   # its counters are written every 0.25 s while packets flow
         late1 = tb.delayer_lateness()
         q1 = queue_stats(tb, spaces)
@@ -318,7 +334,7 @@ def main() -> None:
     dq = {k: q1[k] - q0[k] for k in q0}
     print(f"  NFQUEUE: {dq['queued']} packets queued ({dq['queued'] / wall:.0f}/s), {dq['queue_dropped']} dropped "
           f"(queue full), {dq['user_dropped']} dropped (delayer's socket full)")
-    print(f"  host CPU over the run: {cpu_split(c0, c1)}")
+    print(f"  host CPU over the run: {cpu_split(c0, c1)}; ksoftirqd threads {ks1 - ks0:.2f} CPU-s (softirq work deferred to them)")
     from edgelab.linkemu.lateness import window
 
     lw = window(late0, late1)

@@ -1,12 +1,13 @@
 /*
- * edgelab's NFQUEUE packet delayer, in C: the same engine as delayer.py, at a tenth of its cost.
+ * edgelab's NFQUEUE packet delayer, in C: the same engine as delayer.py, for less CPU per packet.
  *
- * Why a second implementation: delayer.py spends ~40 us of CPU per queue pass (the
- * netfilterqueue callback into Python, a Packet object, heapq, a deque).  A 100-station cell
- * probing at 100/s each is ~20,000 passes/s: 82 % of a core, and in bursts packets wait in its
- * socket before they are stamped, so the delay they get exceeds the configured one by 1.5-2.4 ms
- * (issue 15).  This program does the same work with libnetfilter_queue (the library the Python
- * binding wraps) in a few microseconds per pass.
+ * Why a second implementation: in a 100-station cell probing at 100/s each (~20,000 queue passes/s)
+ * delayer.py spent 10-12 us of user time per pass (the netfilterqueue callback into Python, a Packet
+ * object, heapq, a deque), released packets 0.44 ms late on average, and the probes' delay exceeded
+ * the configured one by +0.7 to +2.3 ms (issue 15). This program does the same work with
+ * libnetfilter_queue (the library the Python binding wraps) in ~2 us of user time per pass: 0.04-0.12 ms
+ * late, a median error of +0.44 ms (benchmarks/fidelity_under_load.py, README). Most of a pass's CPU is
+ * the kernel's either way: it forwards the accepted packet inside the verdict call.
  *
  * Contract (edgelab/linkemu/emulator.py drives both engines the same way):
  *   nfq_delayer --config <dir>/delayer.json [--tag T] [--seed S]
