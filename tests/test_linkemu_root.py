@@ -239,6 +239,24 @@ def test_cleanup_from_state_after_a_crash(pair, tmp_path):
 
 
 @pytest.mark.parametrize("emu", ["c", "python"], indirect=True)
+def test_a_stopped_delayer_releases_what_it_holds_at_once(pair, emu):
+    """SIGTERM (teardown) accepts every held packet then and there: an echo request held for
+    1.5 s is answered right after close(), not dropped with the queue nor kept to its due time."""
+    emu.apply_link(pair.a, pair.dev_a, pair.b, pair.dev_b, LinkParams(rate_mbit=100, delay_ms=1500))
+    p = subprocess.Popen(["ip", "netns", "exec", pair.a, "ping", "-n", "-c", "1", "-W", "8", pair.addr_b],
+                         stdout=subprocess.PIPE, text=True)
+    time.sleep(0.4)                   # the request is held now (due at ~1.5 s)
+    t0 = time.monotonic()
+    emu.close()
+    out = p.communicate(timeout=15)[0]
+    waited = time.monotonic() - t0
+    assert " 0% packet loss" in out, out
+    assert waited < 0.9, waited       # released at once (1.1 s were left); a dropped one is never answered
+    rtt = float(re.search(r"time=([\d.]+) ms", out).group(1))
+    assert 300 < rtt < 1300, rtt      # held ~0.4 s: not passed undelayed, not kept to 1.5 s (or 3 s)
+
+
+@pytest.mark.parametrize("emu", ["c", "python"], indirect=True)
 def test_dead_delayer_drops_instead_of_passing_undelayed(pair, emu):
     emu.apply_link(pair.a, pair.dev_a, pair.b, pair.dev_b, LinkParams(rate_mbit=50, delay_ms=10))
     pid = emu.state()["delayer"]["pid"]
