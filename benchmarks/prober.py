@@ -73,9 +73,10 @@ def warm_up(socks: list[socket.socket], dst: str, *, timeout: float = 5.0, every
     Why: each station resolves the server's address on its first packet. On a lossy link (the
     profile's 0.5 % each way, and the airtime budget's drops when 100 stations start at once) an
     ARP request or reply is sometimes lost; the kernel asks again after 1 s and holds that station's
-    packets meanwhile. Measured here: in 4 of 6 runs 1 to 24 stations had RTTs of 0.4 to 1 s during
-    the first 0.75 s, which put up to +8 ms on the mean of the cell, though not one packet was held
-    by the emulation. That is address resolution, not link delay, so it happens before the window."""
+    packets meanwhile. Measured here without this warm-up: in 6 of 8 runs one or more stations (up to
+    24) had mean RTTs of 26-56 ms against ~4.5 ms for the others, up to +8.6 ms on the cell's mean;
+    in the 3 of them whose RTTs were recorded over time, those stations' RTTs were 0.4-1 s during the
+    first 0.75 s and normal after. The delayer held none of them late. That is address resolution, not link delay, so it happens before the window."""
     pending = set(range(len(socks)))
     poller = select.poll()
     by_fd = {s.fileno(): i for i, s in enumerate(socks)}
