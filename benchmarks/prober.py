@@ -76,7 +76,7 @@ def warm_up(socks: list[socket.socket], dst: str, *, timeout: float = 5.0, every
     packets meanwhile. Measured here without this warm-up: in 6 of 8 runs one or more stations (up to
     24) had mean RTTs of 26-56 ms against ~4.5 ms for the others, up to +8.6 ms on the cell's mean;
     in the 3 of them whose RTTs were recorded over time, those stations' RTTs were 0.4-1 s during the
-    first 0.75 s and normal after. The delayer held none of them late. That is address resolution, not link delay, so it happens before the window."""
+    first 0.75 s and normal after. That is address resolution, not link delay, so it happens before the window."""
     pending = set(range(len(socks)))
     poller = select.poll()
     by_fd = {s.fileno(): i for i, s in enumerate(socks)}
