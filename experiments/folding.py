@@ -40,7 +40,7 @@ in its ``raw/<point>/facts.json``. Adaptive rounds add one repetition of every
 host count of a factor whose verdict is still inconclusive, within
 ``--max-reps`` and ``--budget``.
 
-``--quick`` (the default) sweeps factors 1,2,4,8,16,32 with 3 repetitions, up to
+``--quick`` (the default) sweeps factors 1,2,4,8,16,32 with 3 repetitions of 8 s, up to
 12 with the adaptive rounds, within a 300 s budget, at a ±10 % tolerance (its points
 vary by about 10 % from run to run on a 2-core host: a ±5 % equivalence would need
 some 25 repetitions per factor); ``--full`` goes to 64 with 5 repetitions, up to 20,
@@ -76,7 +76,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--factors", type=int_list, default=None,
                    help="virtual nodes per host (quick 1,2,4,8,16,32; --full 1,2,4,8,16,32,48,64)")
     p.add_argument("--reps", type=int, default=None, help="repetitions per factor (quick 3, full 5)")
-    p.add_argument("--seconds", type=float, default=None, help="load duration per point (quick 4, full 10)")
+    p.add_argument("--seconds", type=float, default=None, help="load duration per point (quick 8, full 10)")
     p.add_argument("--baseline-weight", type=int, default=2,
                    help="the baseline is measured this many times per repetition round, before and after the "
                         "other factors (it is in every comparison, and with one node it has the fewest requests "
@@ -120,7 +120,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--alpha must be between 0 and 0.5 (e.g. 0.05), got {a.alpha}")
     a.factors = sorted(set(a.factors or ([1, 2, 4, 8, 16, 32, 48, 64] if a.full else [1, 2, 4, 8, 16, 32])))
     a.reps = a.reps or (5 if a.full else 3)
-    a.seconds = a.seconds or (10.0 if a.full else 4.0)
+    # Quick points load for 8 s, not 4: a point's scatter is mostly the host's speed, which moves
+    # from one 2-s window to the next (analysis.covariate), and the lone phone's 10 requests/s give
+    # its p50 few samples; both average down with the point's length, while a point's fixed cost
+    # (bring-up, warm-up, teardown: ~5 s at factor 16) is paid fewer times in the same budget.
+    # Measured here (README): 2 of 2 runs at 8 s decided every factor, 1 of 3 at 4 s.
+    a.seconds = a.seconds or (10.0 if a.full else 8.0)
     if not 0 <= a.warmup <= 100:
         p.error(f"--warmup must be between 0 and 100 requests, got {a.warmup}")
     if a.baseline_weight < 1:
