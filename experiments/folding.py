@@ -124,7 +124,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     # from one 2-s window to the next (analysis.covariate), and the lone phone's 10 requests/s give
     # its p50 few samples; both average down with the point's length, while a point's fixed cost
     # (bring-up, warm-up, teardown: ~5 s at factor 16) is paid fewer times in the same budget.
-    # Measured here (README): 2 of 2 runs at 8 s decided every factor, 1 of 3 at 4 s.
+    # Measured here (README): 4 of 4 runs at 8 s decided every factor, 1 of 3 at 4 s.
     a.seconds = a.seconds or (10.0 if a.full else 8.0)
     if not 0 <= a.warmup <= 100:
         p.error(f"--warmup must be between 0 and 100 requests, got {a.warmup}")
