@@ -134,7 +134,7 @@ def test_ping_rtt_is_twice_the_one_way_delay(pair, emu, delay):
     assert 2 * delay - 0.2 <= p.rtt_min
     assert p.rtt_avg <= 2 * delay + 4.0
     prog = emu.delayer_info()["program"]
-    assert prog["impl"] == (emu.delayer_impl or "c")   # the C program by default: CI builds it (bootstrap)
+    assert prog["impl"] == (emu.delayer_impl or "c"), prog   # C by default: scripts/bootstrap builds it
     exe = os.readlink(f"/proc/{emu.state()['delayer']['pid']}/exe")
     assert (exe == prog["path"]) if prog["impl"] == "c" else "python" in os.path.basename(exe)
 
