@@ -117,13 +117,15 @@ def proc_user_sys(pid) -> tuple[float, float]:
 def ksoftirqd_cpu() -> float:
     """CPU seconds the ksoftirqd threads used so far: softirq work the kernel deferred to them (more
     than ~2 ms in one go), which then waits as a normal task behind a SCHED_FIFO delayer."""
+    from edgelab.hostload import process_cpu_seconds
+
     tot = 0.0
     for e in os.scandir("/proc"):
         if e.name.isdigit():
             try:
                 if Path(f"/proc/{e.name}/comm").read_text().startswith("ksoftirqd/"):
-                    tot += sum(proc_user_sys(e.name))
-            except OSError:
+                    tot += process_cpu_seconds(int(e.name))
+            except (OSError, ValueError, IndexError):
                 pass
     return tot
 

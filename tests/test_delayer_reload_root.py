@@ -15,18 +15,11 @@ import time
 
 import pytest
 
+from edgelab.backends.local.netns import alive
 from local_helpers import running_testbed, tbname, wifi_cell
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +58,7 @@ def test_dropping_a_stage_that_held_frames_are_bound_for(impl, monkeypatch, requ
         pid = emu.state()["delayer"]["pid"]
         emu.clear(ns1, dev1)              # ph-1's port stages leave the delayer now, frames bound for them held
         flood.communicate(timeout=20)
-        assert _alive(pid) and emu.state()["delayer"]["pid"] == pid
+        assert alive(pid) and emu.state()["delayer"]["pid"] == pid
         # the others are still served, with their delay: ph-2 <-> server crosses 2 x 150 ms of stages
         out = tb.run("ph-2", ["ping", "-n", "-c", "3", "-i", "0.2", "-W", "3", tb.address("srv-1")]).stdout
         rtts = [float(x) for x in re.findall(r"time=([\d.]+) ms", out)]

@@ -296,10 +296,7 @@ class LinkEmulator:
         if (d.get("program") or {}).get("impl") == "c":
             # The C delayer reads its queues from a line table beside the JSON (nfq_delayer.c);
             # written first, so that a reload always finds the table of this generation or newer.
-            tab = Path(str(p) + ".tab")
-            tmp = tab.with_suffix(".tab.tmp")
-            tmp.write_text(config_table(d))
-            os.replace(tmp, tab)
+            write_atomic(str(p) + ".tab", config_table(d), durable=False)
         tmp = p.with_suffix(".tmp")
         tmp.write_text(json.dumps(d))
         os.replace(tmp, p)
@@ -1036,7 +1033,7 @@ class LinkEmulator:
             d = self._dl_load()
             if d.get("pid"):
                 self._dl_stop(d["pid"])
-            for suffix in ("", ".ready", ".log", ".ready.tmp", ".tab", ".tab.tmp"):
+            for suffix in ("", ".ready", ".log", ".ready.tmp", ".tab"):
                 Path(str(self._dl_path()) + suffix).unlink(missing_ok=True)
             (self.state_dir / DELAYER_STATS_FILE).unlink(missing_ok=True)   # its lateness counters
         for key in list(self._touched):
@@ -1239,7 +1236,7 @@ def cleanup(state: dict) -> None:
             pass
         for pid in pids - {None}:
             _kill(int(pid), path)
-        for suffix in ("", ".ready", ".log", ".ready.tmp", ".tmp", ".tab", ".tab.tmp"):
+        for suffix in ("", ".ready", ".log", ".ready.tmp", ".tmp", ".tab"):
             Path(path + suffix).unlink(missing_ok=True)
         (Path(path).parent / DELAYER_STATS_FILE).unlink(missing_ok=True)
     for i in state.get("ifbs", []):

@@ -85,7 +85,6 @@ struct queue {
     int via;                           /* a port stage's bridge queue, else -1 */
     char dev[IF_NAMESIZE];
     int index;                         /* heap tie-break: creation order, as delayer.py */
-    int live, seen;
     int64_t last_release;
     struct nfq_handle *h;              /* bound queues only */
     struct nfq_q_handle *qh;
@@ -217,7 +216,7 @@ static void release_due(int64_t now) {
         struct queue *q = heap_pop().q;
         if (!q->len) continue;
         struct pkt p = ring_pop(q);
-        if (p.next == NULL || !p.next->live) {
+        if (p.next == NULL) {
             accept_pkt(&p);
             int64_t late = now - p.t;
             c_released++;
@@ -227,7 +226,7 @@ static void release_due(int64_t now) {
         } else {
             enter(p.next, p.t, p.id, p.qh, NULL);
         }
-        if (q->len && q->live) heap_push(q->ring[q->head].t, q);
+        if (q->len) heap_push(q->ring[q->head].t, q);
     }
 }
 
@@ -367,7 +366,6 @@ static struct queue *find_queue(int ns, int num) {
 
 /* Release what q holds (its frames skip any next stage), unbind it if bound, forget it. */
 static void drop_queue(struct queue *q) {
-    q->live = 0;
     if (q->kind == K_BRIDGE) {
         /* its frames wait in its ports' stages too: their verdicts need this queue still bound */
         for (size_t i = 0; i < nqueues; i++) {
@@ -377,7 +375,8 @@ static void drop_queue(struct queue *q) {
     }
     flush(q);
     if (q->kind == K_FROM || q->kind == K_TO) {
-        /* frames held in an in-stage may name this stage as their next one (delayer.py: not live) */
+        /* frames held in an in-stage may name this stage as their next one: they now skip it (as
+         * delayer.py's do a stage that is no longer live); the heap is rebuilt after a reload */
         for (size_t i = 0; i < nqueues; i++)
             for (size_t k = 0; k < queues[i]->len; k++) {
                 struct pkt *p = &queues[i]->ring[(queues[i]->head + k) % queues[i]->cap];
@@ -524,7 +523,7 @@ static void apply_config(void) {
         q = xrealloc(NULL, sizeof *q);
         memset(q, 0, sizeof *q);
         q->ns = s->ns; q->num = s->num; q->delay = s->delay; q->jitter = s->jitter;
-        q->kind = s->kind; q->via = s->via; q->live = 1; q->fd = -1; q->index = ++next_index;
+        q->kind = s->kind; q->via = s->via; q->fd = -1; q->index = ++next_index;
         strcpy(q->dev, s->dev);
         if (s->via < 0) {
             enter_ns(spaces[s->ns].netns);
@@ -585,8 +584,10 @@ static void drain(struct queue *q) {
             die("queue %d in %s: recv: %s", q->num, spaces[q->ns].key, strerror(errno));
         }
         nfq_handle_packet(q->h, buf, (int)n);
-        if (nheap && heap[0].t <= mono()) release_due(mono());
-        if (!q->qh) return;   /* cannot happen today (no reload inside), but a dropped queue has no socket */
+        if (nheap) {
+            int64_t now = mono();
+            if (heap[0].t <= now) release_due(now);
+        }
     }
 }
 
