@@ -54,6 +54,24 @@ def secure_dir(path: str | Path, mode: int = 0o755) -> Path:
     return p
 
 
+def create_exclusive(path: str | Path, mode: int = 0o644, dir_mode: int = 0o755) -> None:
+    """Claim ``path``: create it empty, in a directory :func:`secure_dir` accepts, failing
+    with FileExistsError where it exists (another run's, or a crashed run's, record).
+
+    The directory is shared and removed by whichever record leaves it last
+    (:func:`remove_record`), possibly between our mkdir and our open: then again.
+    """
+    p = Path(path)
+    for attempt in range(5):
+        try:
+            secure_dir(p.parent, dir_mode)
+            os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode))
+            return
+        except FileNotFoundError:
+            if attempt == 4:
+                raise
+
+
 def write_atomic(path: str | Path, data: str | bytes, mode: int = 0o644, durable: bool = True) -> None:
     """Replace ``path`` with ``data``: a fresh temporary file (O_EXCL|O_NOFOLLOW), fsync, rename.
 
@@ -79,6 +97,34 @@ def write_atomic(path: str | Path, data: str | bytes, mode: int = 0o644, durable
         except OSError:
             pass
         raise
+
+
+def remove_record(path: str | Path) -> None:
+    """Delete a record ``write_atomic`` kept, the temporary files of saves a SIGKILL
+    interrupted, and its directory once no other record is there.
+
+    The directory is shared by every testbed on the host (``/run/edgelab``), so another
+    process may remove it at any moment, between any two of these steps: a vanished
+    directory is not an error here (pathlib's glob checks the directory, then lists it,
+    and raised FileNotFoundError when another testbed's teardown removed it in between).
+    """
+    p = Path(path)
+    p.unlink(missing_ok=True)
+    prefix, suffix = f".{p.name}.", ".tmp"
+    try:
+        names = os.listdir(p.parent)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if name.startswith(prefix) and name.endswith(suffix):
+            try:
+                os.unlink(p.parent / name)
+            except FileNotFoundError:
+                pass
+    try:
+        os.rmdir(p.parent)
+    except OSError:
+        pass   # another record is still there, or another process removed it first
 
 
 def open_append(path: str | Path, mode: int = 0o644) -> int:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import BackendError
-from ..safefs import UnsafePathError, read_own, secure_dir, write_atomic
+from ..safefs import UnsafePathError, create_exclusive, read_own, remove_record, write_atomic
 
 ROOT_DIR = "/run/edgelab-folded"
 
@@ -63,14 +63,12 @@ class FoldedRecord:
     def create(self, data: dict[str, Any]) -> None:
         """Claim the name on this controller: refused while a record of it exists (a crashed run)."""
         try:
-            secure_dir(self.dir, 0o700)
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            create_exclusive(self.path, 0o600, 0o700)
         except UnsafePathError as e:
             raise BackendError(f"folded-run records: {e}") from None
         except FileExistsError:
             raise BackendError(f"folded testbed {self.testbed!r} is up or was not torn down (record {self.path}); "
                                f"run `edgelab down {self.testbed} --inventory FILE` first") from None
-        os.close(fd)
         self.data = {"testbed": self.testbed, **data}
         self.save()
 
@@ -105,10 +103,4 @@ class FoldedRecord:
         return data
 
     def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
-        for tmp in self.dir.glob(f".{self.path.name}.*.tmp"):   # a save a SIGKILL interrupted
-            tmp.unlink(missing_ok=True)
-        try:
-            self.dir.rmdir()
-        except OSError:
-            pass   # another run's record is still there
+        remove_record(self.path)

@@ -118,7 +118,13 @@ def setup(plan: Plan) -> dict[str, NodePrivate]:
     if not nodes:
         return {}
     base = base_dir(plan.topology.name)
-    os.makedirs(base, exist_ok=True)
+    for attempt in range(5):
+        try:
+            os.makedirs(base, exist_ok=True)
+            break
+        except FileNotFoundError:   # another testbed's teardown removed PRIV_ROOT in between (rmdir below)
+            if attempt == 4:
+                raise
     if not _is_mountpoint(base):
         # unshare --mount=FILE needs FILE on a private mount; private also keeps
         # our mounts from propagating to the host.

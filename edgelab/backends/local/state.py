@@ -12,12 +12,11 @@ deletes what the record lists.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from ...errors import BackendError
-from ...safefs import UnsafePathError, read_own, secure_dir, write_atomic
+from ...safefs import UnsafePathError, create_exclusive, read_own, remove_record, write_atomic
 from .naming import STATE_DIR, state_path
 
 
@@ -32,22 +31,14 @@ class StateFile:
 
     def create(self, data: dict[str, Any]) -> None:
         """Claim the name: fails if a state file exists (another run, or a crashed one)."""
-        for attempt in range(3):
-            try:
-                secure_dir(self.path.parent)
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-                break
-            except UnsafePathError as e:
-                raise BackendError(f"state directory: {e}") from None
-            except FileNotFoundError:
-                if attempt == 2:
-                    raise
-                # another testbed's teardown removed the (then empty) directory in between
-            except FileExistsError:
-                raise BackendError(
-                    f"testbed {self.testbed!r} is already up or was not torn down (state file {self.path} "
-                    f"exists); run `edgelab down {self.testbed}` first") from None
-        os.close(fd)
+        try:
+            create_exclusive(self.path)
+        except UnsafePathError as e:
+            raise BackendError(f"state directory: {e}") from None
+        except FileExistsError:
+            raise BackendError(
+                f"testbed {self.testbed!r} is already up or was not torn down (state file {self.path} "
+                f"exists); run `edgelab down {self.testbed}` first") from None
         self.data = data
         self.save()
 
@@ -83,10 +74,4 @@ class StateFile:
 
     def remove(self) -> None:
         """Delete the state file, and the state directory once no testbed has one there."""
-        self.path.unlink(missing_ok=True)
-        for tmp in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # a save a SIGKILL interrupted
-            tmp.unlink(missing_ok=True)
-        try:
-            self.path.parent.rmdir()
-        except OSError:
-            pass  # another testbed's state file is still there
+        remove_record(self.path)
