@@ -75,6 +75,23 @@ def _alive(pid):
         return False
 
 
+def _shaped(measure, field, lo, hi, tries=3):
+    """``measure()``'s ``field`` until lo < it: a shaper's cap is a ceiling that no
+    attempt may exceed (``hi``, checked on every one), while falling short of it is what a
+    sender that lost its CPU to another job on the two shared cores does (a CI run measured
+    37 of 50 Mbit/s, and 70 of 100, on a busy host where these pass alone). A shaper set
+    too low fails all the tries; the measurements are in the message."""
+    seen = []
+    for _ in range(tries):
+        r = measure()
+        value = getattr(r, field)
+        assert value < hi, r
+        seen.append(r)
+        if value > lo:
+            return
+    pytest.fail(f"below {lo} in {tries} tries: {seen}")
+
+
 def test_detect_engine_is_cached_and_valid():
     e = detect_engine()
     assert e in ("netem", "fallback") and detect_engine() is e
@@ -83,15 +100,15 @@ def test_detect_engine_is_cached_and_valid():
 @pytest.mark.parametrize("rate", [10, 50])
 def test_rate_is_the_configured_l2_rate(pair, emu, rate):
     emu.apply_link(pair.a, pair.dev_a, pair.b, pair.dev_b, LinkParams(rate_mbit=rate))
-    r = measure_rate(pair.a, pair.b, pair.dev_b, pair.addr_b, seconds=2.0, warmup=1.0, udp_mbit=1.3 * rate)
-    assert r.l2_mbit == pytest.approx(rate, rel=0.06)
+    _shaped(lambda: measure_rate(pair.a, pair.b, pair.dev_b, pair.addr_b, seconds=2.0, warmup=1.0,
+                                 udp_mbit=1.3 * rate), "l2_mbit", 0.94 * rate, 1.06 * rate)
 
 
 def test_tcp_goodput_is_below_but_near_the_l2_rate(pair, emu):
     emu.apply_link(pair.a, pair.dev_a, pair.b, pair.dev_b, LinkParams(rate_mbit=20))
-    r = measure_rate(pair.a, pair.b, pair.dev_b, pair.addr_b, seconds=2.0, warmup=1.0, port=5203)
     # TCP payload over 1514-byte frames is at most 95.6 % of the L2 rate.
-    assert 0.85 * 20 < r.goodput_mbit < 0.965 * 20
+    _shaped(lambda: measure_rate(pair.a, pair.b, pair.dev_b, pair.addr_b, seconds=2.0, warmup=1.0, port=5203),
+            "goodput_mbit", 0.85 * 20, 0.965 * 20)
 
 
 @pytest.mark.parametrize("rate,delay", [(50, 5), (100, 10)])
@@ -102,8 +119,8 @@ def test_tcp_over_a_delayed_link_fills_the_rate(pair, emu, rate, delay):
     emu.apply_link(pair.a, pair.dev_a, pair.b, pair.dev_b, LinkParams(rate_mbit=rate, delay_ms=delay))
     for src, dst, dev, addr, port in ((pair.a, pair.b, pair.dev_b, pair.addr_b, 5204),
                                       (pair.b, pair.a, pair.dev_a, pair.addr_a, 5205)):
-        r = measure_rate(src, dst, dev, addr, seconds=3.0, warmup=1.0, port=port)
-        assert 0.85 * rate < r.goodput_mbit < 0.965 * rate, (src, r)
+        _shaped(lambda: measure_rate(src, dst, dev, addr, seconds=3.0, warmup=1.0, port=port),
+                "goodput_mbit", 0.85 * rate, 0.965 * rate)
 
 
 def test_loss_is_not_a_send_error_for_udp(pair, emu):
@@ -122,8 +139,8 @@ def test_loss_is_not_a_send_error_for_udp(pair, emu):
 
 def test_rate_applies_to_the_reverse_direction_too(pair, emu):
     emu.apply_link(pair.a, pair.dev_a, pair.b, pair.dev_b, LinkParams(rate_mbit=20))
-    r = measure_rate(pair.b, pair.a, pair.dev_a, pair.addr_a, seconds=2.0, warmup=1.0, port=5202, udp_mbit=30)
-    assert r.l2_mbit == pytest.approx(20, rel=0.06)
+    _shaped(lambda: measure_rate(pair.b, pair.a, pair.dev_a, pair.addr_a, seconds=2.0, warmup=1.0, port=5202,
+                                 udp_mbit=30), "l2_mbit", 0.94 * 20, 1.06 * 20)
 
 
 @pytest.mark.parametrize("emu,delay", [("c", 10), ("python", 10), (None, 50)], indirect=["emu"])
