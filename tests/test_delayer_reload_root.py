@@ -38,6 +38,7 @@ def asan_build(tmp_path_factory):
     return out
 
 
+@pytest.mark.measures
 @pytest.mark.parametrize("impl", ["c", "c-asan", "python"])
 def test_dropping_a_stage_that_held_frames_are_bound_for(impl, monkeypatch, request, tmp_path):
     monkeypatch.setenv("EDGELAB_DELAYER", impl.split("-")[0])

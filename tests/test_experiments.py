@@ -107,6 +107,7 @@ def no_testbed_left(base: str) -> None:
         assert leftovers(name) == {}, name
 
 
+@pytest.mark.measures
 @root
 def test_wifi_scaling_goodput_follows_offered_load_then_the_airtime_budget(tmp_path):
     # 5 Mbit/s per phone: 1 and 3 phones fit in the budget (A-MPDU aggregation: 56 / 52 Mbit/s);
@@ -144,6 +145,7 @@ def test_wifi_scaling_goodput_follows_offered_load_then_the_airtime_budget(tmp_p
     no_testbed_left("wifi")
 
 
+@pytest.mark.measures
 @root
 def test_wifi_scaling_with_a_slow_phone_shows_the_anomaly(tmp_path):
     r = run_script("wifi_scaling", "--phones", "3", "--slow-phones", "1", "--slow-mcs", "0", "--seconds", "2",
@@ -213,6 +215,7 @@ def test_network_topologies_mesh_hops_add_latency(tmp_path):
     no_testbed_left("topo")
 
 
+@pytest.mark.measures
 @root
 def test_folding_decides_each_factor_adaptively_and_records_host_signals(tmp_path):
     r = run_script("folding", "--factors", "1,2", "--reps", "2", "--max-reps", "3", "--seconds", "2",
@@ -243,6 +246,7 @@ def test_folding_decides_each_factor_adaptively_and_records_host_signals(tmp_pat
     no_testbed_left("fold")
 
 
+@pytest.mark.measures
 @root
 def test_faas_energy_more_workers_more_throughput_and_energy_is_charged(tmp_path):
     r = run_script("faas_energy", "--workers", "1,3", "--per-worker", "8", "--no-report", results=tmp_path)

@@ -122,6 +122,7 @@ def _q(rule: str) -> int:
     return int(rule.rsplit("--queue-num", 1)[1].split()[0])
 
 
+@pytest.mark.measures
 def test_inprocess_path_builds_the_same_objects_and_removes_them():
     before = _root_rules()
     ref, _ = _built(False)
@@ -141,6 +142,7 @@ def _nfq_delays(snap: dict, ns: str) -> list[str]:
                   for r in snap[ns]["nfqueue"])
 
 
+@pytest.mark.measures
 def test_bridge_delay_moves_a_stations_incoming_delay_onto_its_port():
     before = _root_rules()
     ref, _ = _built(False)

@@ -143,6 +143,7 @@ def test_rate_applies_to_the_reverse_direction_too(pair, emu):
                                  udp_mbit=30), "l2_mbit", 0.94 * 20, 1.06 * 20)
 
 
+@pytest.mark.measures
 @pytest.mark.parametrize("emu,delay", [("c", 10), ("python", 10), (None, 50)], indirect=["emu"])
 def test_ping_rtt_is_twice_the_one_way_delay(pair, emu, delay):
     emu.apply_link(pair.a, pair.dev_a, pair.b, pair.dev_b, LinkParams(rate_mbit=100, delay_ms=delay))
@@ -156,6 +157,7 @@ def test_ping_rtt_is_twice_the_one_way_delay(pair, emu, delay):
     assert (exe == prog["path"]) if prog["impl"] == "c" else "python" in os.path.basename(exe)
 
 
+@pytest.mark.measures
 @pytest.mark.parametrize("emu", ["c", "python"], indirect=True)
 def test_jitter_spreads_rtt_within_bounds(pair, emu):
     emu.apply_link(pair.a, pair.dev_a, pair.b, pair.dev_b, LinkParams(rate_mbit=100, delay_ms=20, jitter_ms=5))
@@ -165,6 +167,7 @@ def test_jitter_spreads_rtt_within_bounds(pair, emu):
     assert p.rtt_mdev > 1.0           # without jitter mdev is ~0.05 ms
 
 
+@pytest.mark.measures
 def test_loss_matches_configured_per_direction(pair, emu):
     emu.apply_link(pair.a, pair.dev_a, pair.b, pair.dev_b, LinkParams(rate_mbit=100, loss_pct=5))
     p = ping(pair.a, pair.addr_b, count=2500, interval=0.002, timeout=1)
@@ -172,6 +175,7 @@ def test_loss_matches_configured_per_direction(pair, emu):
     assert p.loss_one_way * 100 == pytest.approx(5, abs=1.5)
 
 
+@pytest.mark.measures
 def test_rate_delay_and_loss_together(pair, emu):
     emu.apply_link(pair.a, pair.dev_a, pair.b, pair.dev_b,
                    LinkParams(rate_mbit=10, delay_ms=10, loss_pct=10))
@@ -181,6 +185,7 @@ def test_rate_delay_and_loss_together(pair, emu):
     assert "htb" in _qdiscs(pair.a, pair.dev_a) and "htb" in _qdiscs(pair.b, pair.dev_b)
 
 
+@pytest.mark.measures
 @pytest.mark.parametrize("emu", ["c", "python"], indirect=True)
 def test_reapply_replaces_previous_parameters(pair, emu):
     emu.apply_link(pair.a, pair.dev_a, pair.b, pair.dev_b, LinkParams(rate_mbit=100, delay_ms=30))
@@ -255,6 +260,7 @@ def test_cleanup_from_state_after_a_crash(pair, tmp_path):
         em.close()
 
 
+@pytest.mark.measures
 @pytest.mark.parametrize("emu", ["c", "python"], indirect=True)
 def test_a_stopped_delayer_releases_what_it_holds_at_once(pair, emu):
     """SIGTERM (teardown) accepts every held packet then and there: an echo request held for
@@ -286,6 +292,7 @@ def test_dead_delayer_drops_instead_of_passing_undelayed(pair, emu):
         emu.apply_link(pair.a, pair.dev_a, pair.b, pair.dev_b, LinkParams(rate_mbit=50, delay_ms=20))
 
 
+@pytest.mark.measures
 @pytest.mark.parametrize("emu", ["c", "python"], indirect=True)
 def test_delayer_serves_several_queues_with_different_delays(emu):
     """Two links of one namespace (a router-like node) share one delayer process."""
@@ -341,6 +348,7 @@ def cell():
             sh(["ip", "netns", "del", ns], check=False)
 
 
+@pytest.mark.measures
 @pytest.mark.parametrize("emu", ["c", "python"], indirect=True)
 def test_bridge_port_peer_gets_delay_applied_on_node_side(cell, emu):
     ap, (port, dev) = cell["ap"], cell["ports"]["s1"]
@@ -391,6 +399,7 @@ def _shared_cell(cell, emu, rates):
     return emu.ifb_name("cell")
 
 
+@pytest.mark.measures
 def test_shared_medium_splits_capacity_evenly_between_two_senders(cell, emu):
     ap = cell["ap"]
     ifb = _shared_cell(cell, emu, (100, 100))
@@ -433,6 +442,7 @@ def test_shared_medium_charges_a_broadcast_once_not_once_per_station(cell, emu):
     assert 20 <= charged <= 30
 
 
+@pytest.mark.measures
 def test_shared_medium_lends_an_idle_share_to_the_busy_station(cell, emu):
     """s1's own link caps it at 4 Mbit/s: s2 borrows the rest of the 20 Mbit/s budget."""
     _shared_cell(cell, emu, (4, 100))
@@ -443,6 +453,7 @@ def test_shared_medium_lends_an_idle_share_to_the_busy_station(cell, emu):
     assert total == pytest.approx(20, rel=0.12)
 
 
+@pytest.mark.measures
 def test_cli_apply_and_clear_in_the_current_namespace(pair):
     """The NixOS module's path: no peer namespace, run inside the node's namespace."""
     import sys

@@ -58,6 +58,7 @@ def _loss_rule_drops(tb) -> dict[str, list[int]]:
     return out
 
 
+@pytest.mark.measures
 def test_ethernet_link_rate_delay_loss_match_configuration():
     with running_testbed(ETHERNET) as tb:
         facts = tb.facts()
@@ -123,6 +124,7 @@ def _downlink_rates(tb, stations: list[str], server: str, offered: float, window
     return [(a - b) * 8 / dt / 1e6 for a, b in zip(after, before)]
 
 
+@pytest.mark.measures
 def test_shared_medium_budget_and_per_station_share():
     per_station, caps = {}, {}
     for n in (1, 2, 4):
@@ -164,6 +166,7 @@ nodes:
 """.replace("name: lbmesh\n", f"name: {tbname('lbmesh')}\n", 1)
 
 
+@pytest.mark.measures
 def test_mesh_chain_forwards_over_relays():
     with running_testbed(MESH) as tb:
         ips = {f"m-{i}": tb.address(f"m-{i}") for i in range(1, 5)}
@@ -203,6 +206,7 @@ SPIN = ("import time\nt=time.monotonic(); n=0\n"
         "print(n, time.process_time())")
 
 
+@pytest.mark.measures
 def test_cpu_quota_slows_a_cpu_bound_loop():
     with running_testbed(CPU) as tb:
         q = tb.facts()["nodes"]["slow-1"]
@@ -324,6 +328,7 @@ def test_two_testbeds_coexist():
     assert leftovers(tbname("lbco2")) == {}
 
 
+@pytest.mark.measures
 def test_calibrate_reports_configured_vs_measured():
     with running_testbed(ETHERNET.replace(tbname("lbeth"), tbname("lbcal"))) as tb:
         rows = calibrate(tb)
@@ -354,6 +359,7 @@ nodes:
 """.replace("name: lbhyb\n", f"name: {tbname('lbhyb')}\n", 1)
 
 
+@pytest.mark.measures
 def test_hybrid_network_reaches_every_segment():
     with running_testbed(HYBRID) as tb:
         segs = tb.facts()["segments"]

@@ -209,6 +209,7 @@ def leftovers(testbed: str) -> list[str]:
     return out
 
 
+@pytest.mark.measures
 @root
 def test_two_hosts_each_with_several_nodes_ping_and_iperf3_across_within_the_link(lab):
     from edgelab.remote.folded import FoldedBackend
@@ -248,6 +249,7 @@ def test_two_hosts_each_with_several_nodes_ping_and_iperf3_across_within_the_lin
     assert leftovers(plan.topology.name) == []
 
 
+@pytest.mark.measures
 @root
 def test_a_remote_station_is_charged_to_the_cell_budget_on_the_ap_host(lab):
     """A station folded onto another host than the AP reaches the server through the AP host's bridge,
@@ -492,6 +494,7 @@ def test_share_down_leaves_a_plain_testbed_or_another_run_with_the_shares_name_a
         f.unlink(missing_ok=True)
 
 
+@pytest.mark.measures
 @root
 def test_two_stations_on_a_host_other_than_the_aps_talk_through_the_ap_and_its_budget(lab):
     """Infrastructure mode across hosts: two stations folded onto the same non-AP host reach each

@@ -119,6 +119,7 @@ def test_transport_runs_pipes_signals_copies_and_reads_cpu(lab, tmp_path):
 
 
 # ---------------------------------------------------------------- bring-up
+@pytest.mark.measures
 def test_bring_up_applies_linkemu_on_each_device_and_down_removes_it(lab):
     from edgelab.backends.ssh import SshBackend
 
@@ -233,6 +234,7 @@ def _overlap(a: list[float], b: list[float]) -> tuple:
     return ca, cb, ca.low <= cb.high and cb.low <= ca.high
 
 
+@pytest.mark.measures
 def test_wifi_scaling_over_ssh_agrees_with_local(lab, tmp_path):
     """1 and 4 phones; per-phone goodput and error rate agree (95 % CIs of the per-phone samples overlap).
     Latency and the saturation point are compared by tests/test_remote_ap.py (the access point's
