@@ -62,6 +62,6 @@ def pytest_runtest_logreport(report):
 def pytest_terminal_summary(terminalreporter):
     """What made each rerun necessary: a figure out of bounds, so that a trend shows in the logs."""
     if _RERUNS:
-        terminalreporter.section("first failures of the rerun measurements")
+        terminalreporter.section("measurements that failed and ran again")
         for nodeid, err in _RERUNS:
             terminalreporter.write_line(f"{nodeid}: {err}")
