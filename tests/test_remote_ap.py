@@ -91,7 +91,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600, cwd=REPO)
 
 
-@pytest.mark.measures
+@pytest.mark.measures(reruns=1)   # 50-100 s: one rerun at most
 def test_wifi_scaling_over_ssh_finds_the_local_saturation_point_under_the_capacity(lab, tmp_path):
     """1-3 phones offering 28 Mbit/s each into a ~52-56 Mbit/s cell: the goodput plateau at the same number of
     phones on both backends (± one step), and the aggregate goodput never above the Bianchi capacity."""
