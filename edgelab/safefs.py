@@ -99,17 +99,12 @@ def write_atomic(path: str | Path, data: str | bytes, mode: int = 0o644, durable
         raise
 
 
-def remove_record(path: str | Path) -> None:
-    """Delete a record ``write_atomic`` kept, the temporary files of saves a SIGKILL
-    interrupted, and its directory once no other record is there.
-
-    The directory is shared by every testbed on the host (``/run/edgelab``), so another
-    process may remove it at any moment, between any two of these steps: a vanished
-    directory is not an error here (pathlib's glob checks the directory, then lists it,
-    and raised FileNotFoundError when another testbed's teardown removed it in between).
-    """
+def remove_interrupted_saves(path: str | Path) -> None:
+    """Delete the temporary files :func:`write_atomic` leaves beside ``path`` when a SIGKILL
+    interrupts a save (``.<name>.<pid>.<random>.tmp``). A directory that another process
+    removed meanwhile is not an error: pathlib's glob checks the directory, then lists it, and
+    raised FileNotFoundError when another testbed's teardown removed it in between."""
     p = Path(path)
-    p.unlink(missing_ok=True)
     prefix, suffix = f".{p.name}.", ".tmp"
     try:
         names = os.listdir(p.parent)
@@ -121,6 +116,19 @@ def remove_record(path: str | Path) -> None:
                 os.unlink(p.parent / name)
             except FileNotFoundError:
                 pass
+
+
+def remove_record(path: str | Path) -> None:
+    """Delete a record ``write_atomic`` kept, its interrupted saves, and its directory once no
+    other record is there.
+
+    The directory is shared by every testbed on the host (``/run/edgelab``), so another
+    process may remove it at any moment, between any two of these steps: a vanished
+    directory is not an error here.
+    """
+    p = Path(path)
+    p.unlink(missing_ok=True)
+    remove_interrupted_saves(p)
     try:
         os.rmdir(p.parent)
     except OSError:

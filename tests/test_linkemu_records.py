@@ -50,3 +50,20 @@ def test_an_unreadable_links_json_is_an_error_naming_it(tmp_path):
 def test_tc_batch_refuses_arguments_its_parser_would_split(arg):
     with pytest.raises(ValueError, match="cannot be passed through tc -batch"):
         run_batched("el-nonexistent.ns", [["tc", "qdisc", "add", "dev", "x"], ["tc", "qdisc", "del", arg]])
+
+
+def test_the_delayer_files_go_with_their_interrupted_saves_and_nothing_else(tmp_path):
+    """What teardown (close, cleanup after a crash) removes of the delayer: its config, the C
+    program's table, the ready file, the log, the lateness counters, and the temporary files
+    of those saves a SIGKILL interrupted (safefs.write_atomic's names); another file stays."""
+    from edgelab.linkemu.emulator import DELAYER_STATS_FILE, remove_delayer_files
+    from edgelab.safefs import write_atomic
+
+    cfg = tmp_path / "delayer.json"
+    for name in ("delayer.json", "delayer.json.tab", "delayer.json.ready", "delayer.json.log", DELAYER_STATS_FILE,
+                 ".delayer.json.123.0a1b2c3d.tmp", ".delayer.json.tab.123.0a1b2c3d.tmp",
+                 ".delayer.json.ready.77.ffffffff.tmp", "links.json", ".links.json.9.0a1b2c3d.tmp"):
+        write_atomic(tmp_path / name, "x")
+    remove_delayer_files(str(cfg))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".links.json.9.0a1b2c3d.tmp", "links.json"]
+    remove_delayer_files(str(cfg))   # again: nothing left to remove, no error

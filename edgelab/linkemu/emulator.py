@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import BackendError
-from ..safefs import UnsafePathError, open_append, read_own, secure_dir, write_atomic
+from ..safefs import UnsafePathError, open_append, read_own, remove_interrupted_saves, secure_dir, write_atomic
 from ..model import LinkParams
 from . import commands as C
 from .engine import ENGINES, detect_engine, shared_leaf
@@ -148,6 +148,7 @@ def _kill(pid: int, needle: str, timeout: float = 5.0) -> None:
 #: The C delayer, as scripts/bootstrap builds it (EDGELAB_DELAYER_BIN: one installed elsewhere).
 DELAYER_BIN = Path(_PKG_ROOT) / "build" / "edgelab-nfq-delayer"
 DELAYER_SRC = Path(__file__).with_name("nfq_delayer.c")
+DELAYER_PY = Path(__file__).with_name("delayer.py")
 DELAYER_IMPLS = ("c", "python")
 
 
@@ -163,7 +164,7 @@ def delayer_program(impl: Optional[str] = None) -> dict:
     if impl not in (*DELAYER_IMPLS, "auto"):
         raise BackendError(f"unknown delayer {impl!r} (EDGELAB_DELAYER): use c, python or auto")
     if impl == "python":
-        return {"impl": "python", "path": str(Path(__file__).with_name("delayer.py")), "why": "asked for"}
+        return {"impl": "python", "path": str(DELAYER_PY), "why": "asked for"}
     path = Path(os.environ.get("EDGELAB_DELAYER_BIN") or DELAYER_BIN)
     why = ""
     if not os.access(path, os.X_OK):
@@ -174,7 +175,17 @@ def delayer_program(impl: Optional[str] = None) -> dict:
         return {"impl": "c", "path": str(path), "why": "asked for" if impl == "c" else "built"}
     if impl == "c":
         raise BackendError(f"the C delayer was asked for (EDGELAB_DELAYER=c) but {why}")
-    return {"impl": "python", "path": str(Path(__file__).with_name("delayer.py")), "why": why}
+    return {"impl": "python", "path": str(DELAYER_PY), "why": why}
+
+
+def remove_delayer_files(config: str) -> None:
+    """The delayer's config (``<dir>/delayer.json``) and what is written beside it: the C
+    program's line table, the ready file, the log, the lateness counters, and the temporary
+    files of any of those saves (safefs.write_atomic) that a SIGKILL interrupted."""
+    for suffix in ("", ".tab", ".ready", ".log"):
+        Path(config + suffix).unlink(missing_ok=True)
+        remove_interrupted_saves(config + suffix)
+    (Path(config).parent / DELAYER_STATS_FILE).unlink(missing_ok=True)
 
 
 class LinkEmulator:
@@ -297,9 +308,7 @@ class LinkEmulator:
             # The C delayer reads its queues from a line table beside the JSON (nfq_delayer.c);
             # written first, so that a reload always finds the table of this generation or newer.
             write_atomic(str(p) + ".tab", config_table(d), durable=False)
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text(json.dumps(d))
-        os.replace(tmp, p)
+        write_atomic(p, json.dumps(d), durable=False)
 
     def _dl_alive(self, pid: Optional[int]) -> bool:
         if not pid:
@@ -1033,9 +1042,7 @@ class LinkEmulator:
             d = self._dl_load()
             if d.get("pid"):
                 self._dl_stop(d["pid"])
-            for suffix in ("", ".ready", ".log", ".ready.tmp", ".tab"):
-                Path(str(self._dl_path()) + suffix).unlink(missing_ok=True)
-            (self.state_dir / DELAYER_STATS_FILE).unlink(missing_ok=True)   # its lateness counters
+            remove_delayer_files(str(self._dl_path()))
         for key in list(self._touched):
             ns = None if key == "_root" else key
             for suffix in ("", ".ready", ".log"):
@@ -1236,9 +1243,7 @@ def cleanup(state: dict) -> None:
             pass
         for pid in pids - {None}:
             _kill(int(pid), path)
-        for suffix in ("", ".ready", ".log", ".ready.tmp", ".tmp", ".tab"):
-            Path(path + suffix).unlink(missing_ok=True)
-        (Path(path).parent / DELAYER_STATS_FILE).unlink(missing_ok=True)
+        remove_delayer_files(path)
     for i in state.get("ifbs", []):
         if _netns_exists(i.get("ns")):
             run(i.get("ns"), ["ip", "link", "del", i["name"]], check=False)
